@@ -1,0 +1,75 @@
+"""Small file-system helpers shared by every layer (no torch here).
+
+Every artefact is written to a temporary file in the same folder and renamed over the target,
+so an interrupted run or a full disk never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class UlmfitError(Exception):
+    """An error whose message is meant for the user as it is (the CLI prints it, no traceback)."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to `path`; on success it is renamed onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.errno == 28:  # ENOSPC
+            raise UlmfitError(f"disk full while writing {path}; the previous version (if any) is intact") from e
+        raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(p: str) -> None:
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UlmfitError(f"{path} is not valid JSON ({e}); the file is corrupted") from e
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit"))

@@ -1,0 +1,413 @@
+"""Text -> tokens: the ULMFiT pre-processing rules and the word / subword tokenisers.
+
+The paper tokenises with spaCy plus rules that keep information lower-casing would lose:
+``xxmaj`` (next word capitalised), ``xxup`` (next word all caps), ``xxrep N c`` (a character
+repeated N times), ``xxwrep N w`` (a word repeated N times), ``xxbos`` at the start of every
+document and ``xxfld`` between the fields of a multi-field document, after an HTML clean-up.
+MultiFiT's subword variant applies the same rules and then a SentencePiece unigram model.
+
+This module never imports torch: tokenising is a CPU-parallel job done once per corpus.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+from ..io import UlmfitError
+
+UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ = (
+    "xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj",
+)
+SPECIAL_TOKENS = [UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ]
+
+
+@dataclass
+class TokenizerConfig:
+    """How text becomes tokens. Saved in every model's config.json so fine-tuning and
+    prediction tokenise exactly as pretraining did."""
+
+    kind: str = "word"  # "word" (spaCy + rules, the paper) or "subword" (SentencePiece unigram)
+    lang: str = "en"
+    max_vocab: int = 60000  # word level: vocabulary cap
+    min_freq: int = 3  # word level: a token must be seen this often to get an id
+    sp_vocab_size: int = 16000  # subword level: SentencePiece vocabulary size
+    sp_sample_chars: int = 20_000_000  # text used to train SentencePiece
+    lower: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules on raw text (before splitting into words)
+
+_BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+# An entity whose '&' was lost upstream (IMDb has " amp; " and "#39;"), but only as a word of its
+# own: "camp;" must stay "camp;".
+_STRAY_ENTITY = re.compile(r"(?<![\w&])(#39|#146|amp|quot|nbsp|lt|gt);")
+_STRAY = {"#39": "'", "#146": "'", "amp": "&", "quot": '"', "nbsp": " ", "lt": "<", "gt": ">"}
+_WIKI_AT = re.compile(r" @([-.,])@ ")
+_CHAR_REP = re.compile(r"(\S)(\1{3,})")
+_WORD_REP = re.compile(r"(?<!\S)(\w+)((?:\s+\1){3,})(?!\S)")
+_SPACE_AROUND = re.compile(r"([/#\\])")
+_WS = re.compile(r"\s+")
+
+
+def fix_html(text: str) -> str:
+    """Undo the HTML and WikiText escapes that scraped text is full of."""
+    # Unescape first, so "&amp;" becomes one "&" (not "&&") and "&lt;br /&gt;" is a line break.
+    text = html.unescape(text)
+    text = _STRAY_ENTITY.sub(lambda m: _STRAY[m.group(1)], text)
+    text = _BR.sub("\n", text)
+    text = text.replace("\\n", "\n").replace('\\"', '"')
+    text = _WIKI_AT.sub(r"\1", text)
+    text = _TAG.sub(" ", text)
+    return text
+
+
+def replace_char_repeats(text: str) -> str:
+    """'coooool' -> 'c xxrep 5 o l': a character repeated 4+ times becomes xxrep N c."""
+
+    def sub(m: re.Match) -> str:
+        c, rest = m.group(1), m.group(2)
+        return f" {REP} {len(rest) + 1} {c} "
+
+    return _CHAR_REP.sub(sub, text)
+
+
+def replace_word_repeats(text: str) -> str:
+    """'no no no no' -> 'xxwrep 4 no': a word repeated 4+ times becomes xxwrep N w."""
+
+    def sub(m: re.Match) -> str:
+        word, rest = m.group(1), m.group(2)
+        return f" {WREP} {len(rest.split()) + 1} {word} "
+
+    return _WORD_REP.sub(sub, text)
+
+
+def pre_rules(text: str) -> str:
+    text = fix_html(text)
+    text = replace_char_repeats(text)
+    text = replace_word_repeats(text)
+    text = _SPACE_AROUND.sub(r" \1 ", text)
+    return _WS.sub(" ", text).strip()
+
+
+def case_rules(tokens: Iterable[str], lower: bool = True) -> list[str]:
+    """Mark case with xxup / xxmaj and lower-case, so 'The' and 'the' share one embedding."""
+    out: list[str] = []
+    for t in tokens:
+        if t in SPECIAL_TOKENS:
+            out.append(t)
+        elif len(t) > 1 and t.isupper() and any(c.isalpha() for c in t):
+            out.extend((UP, t.lower() if lower else t))
+        elif t[:1].isupper() and (len(t) == 1 or not t[1:].isupper()):
+            out.extend((MAJ, t.lower() if lower else t))
+        else:
+            out.append(t.lower() if lower else t)
+    return out
+
+
+def join_fields(fields: Sequence[str]) -> str:
+    """Several text columns become one document with xxfld between them."""
+    return f" {FLD} ".join(f for f in fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisers
+
+
+class WordTokenizer:
+    """spaCy's rule-based English tokenizer (no model download) plus the ULMFiT rules."""
+
+    def __init__(self, config: TokenizerConfig | None = None):
+        import spacy
+
+        self.config = config or TokenizerConfig()
+        nlp = spacy.blank(self.config.lang)
+        for special in SPECIAL_TOKENS:  # never split our own markers
+            nlp.tokenizer.add_special_case(special, [{"ORTH": special}])
+        self._tok = nlp.tokenizer
+
+    def tokenize_many(self, texts: Sequence[str]) -> list[list[str]]:
+        prepped = [pre_rules(t) for t in texts]
+        out = []
+        for doc in self._tok.pipe(prepped, batch_size=256):
+            words = [t.text for t in doc if not t.is_space]
+            out.append([BOS] + case_rules(words, self.config.lower))
+        return out
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.tokenize_many([text])[0]
+
+
+class SubwordTokenizer:
+    """The same rules, then a SentencePiece unigram model (MultiFiT's low-OOV variant).
+
+    The SentencePiece vocabulary *is* the model vocabulary: specials take ids 0-8 in the
+    same order as the word-level vocabulary.
+
+    Special tokens (xxmaj, xxfld, ...) never go through SentencePiece: the text between them is
+    encoded in runs and the specials' ids are put in between. Encoding "xxmaj the" in one piece
+    would cost an extra lone "▁" piece before every marker.
+    """
+
+    def __init__(self, model_path: str, config: TokenizerConfig | None = None, num_threads: int = -1):
+        import sentencepiece as spm
+
+        self.config = config or TokenizerConfig(kind="subword")
+        self.model_path = str(model_path)
+        # num_threads=1 in worker processes, so that n workers do not each start n threads.
+        self.sp = spm.SentencePieceProcessor(model_file=self.model_path, num_threads=num_threads)
+        self._special_ids = {t: self.sp.piece_to_id(t) for t in SPECIAL_TOKENS}
+        if list(self._special_ids.values()) != list(range(len(SPECIAL_TOKENS))):
+            raise UlmfitError(
+                f"{self.model_path} is not a ulmfit SentencePiece model: its first pieces are not "
+                + " ".join(SPECIAL_TOKENS)
+            )
+
+    @staticmethod
+    def prepare(text: str, lower: bool = True) -> str:
+        return " ".join(case_rules(pre_rules(text).split(" "), lower)) if text.strip() else ""
+
+    @staticmethod
+    def _runs(prepared: str) -> list[str]:
+        """Split prepared text into plain-text runs and single special tokens, in order."""
+        out: list[str] = []
+        run: list[str] = []
+        for w in prepared.split(" "):
+            if not w:
+                continue
+            if w in SPECIAL_TOKENS:
+                if run:
+                    out.append(" ".join(run))
+                    run = []
+                out.append(w)
+            else:
+                run.append(w)
+        if run:
+            out.append(" ".join(run))
+        return out
+
+    @classmethod
+    def training_text(cls, text: str, lower: bool = True) -> str:
+        """The text SentencePiece learns from: prepared text without the special tokens, which
+        are never shown to it when encoding either."""
+        return " ".join(r for r in cls._runs(cls.prepare(text, lower)) if r not in SPECIAL_TOKENS)
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        runs: list[str] = []  # every plain run of every text, encoded in one call
+        plans: list[list[int]] = []  # per text: index into runs (>= 0) or ~special id (< 0)
+        for text in texts:
+            plan = []
+            for r in self._runs(self.prepare(text, self.config.lower)):
+                sid = self._special_ids.get(r)
+                if sid is None:
+                    plan.append(len(runs))
+                    runs.append(r)
+                else:
+                    plan.append(~sid)
+            plans.append(plan)
+        encoded = self.sp.encode(runs) if runs else []
+        bos = self._special_ids[BOS]
+        out = []
+        for plan in plans:
+            ids = [bos]
+            for p in plan:
+                if p >= 0:
+                    ids.extend(encoded[p])
+                else:
+                    ids.append(~p)
+            out.append(ids)
+        return out
+
+    def tokenize_many(self, texts: Sequence[str]) -> list[list[str]]:
+        piece = self.sp.id_to_piece
+        return [[piece(i) for i in ids] for ids in self.encode_many(texts)]
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.tokenize_many([text])[0]
+
+    def vocab(self) -> list[str]:
+        return [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+
+    @staticmethod
+    def train(text_file: str, model_prefix: str, vocab_size: int, max_sentences: int = 2_000_000) -> str:
+        """Train a unigram model whose first ids are our special tokens; returns the .model path.
+
+        `vocab_size` is an upper bound: a small corpus gives a smaller vocabulary rather than an
+        error (hard_vocab_limit=False)."""
+        import sentencepiece as spm
+
+        try:
+            spm.SentencePieceTrainer.train(
+                input=text_file,
+                model_prefix=model_prefix,
+                vocab_size=vocab_size,
+                model_type="unigram",
+                character_coverage=0.9999,
+                input_sentence_size=max_sentences,
+                shuffle_input_sentence=True,
+                max_sentence_length=1 << 15,
+                unk_id=0, pad_id=1, bos_id=2, eos_id=3,
+                unk_piece=UNK, pad_piece=PAD, bos_piece=BOS, eos_piece=EOS,
+                user_defined_symbols=[FLD, REP, WREP, UP, MAJ],
+                hard_vocab_limit=False,
+                minloglevel=2,
+                num_threads=max(1, min(16, os.cpu_count() or 1)),
+            )
+        except RuntimeError as e:
+            raise UlmfitError(f"SentencePiece training on {text_file} failed: {e}") from e
+        return model_prefix + ".model"
+
+
+def detokenize(tokens: Sequence[str]) -> str:
+    """Readable text from word tokens or SentencePiece pieces (for `ulmfit generate`)."""
+    subword = any(t.startswith("\u2581") for t in tokens)
+    words: list[str] = []
+    for t in tokens:
+        # Specials are whole words in both vocabularies, never parts of a SentencePiece word.
+        if t.startswith("\u2581") or not words or t in SPECIAL_TOKENS or words[-1] in SPECIAL_TOKENS:
+            words.append(t.lstrip("\u2581"))
+        elif subword:
+            words[-1] += t  # a SentencePiece continuation piece
+        else:
+            words.append(t)
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in (MAJ, UP) and i + 1 < len(words):
+            nxt = words[i + 1]
+            out.append(nxt.capitalize() if w == MAJ else nxt.upper())
+            i += 2
+            continue
+        if w in (BOS, EOS, PAD, ""):
+            i += 1
+            continue
+        out.append(w)
+        i += 1
+    text = " ".join(out)
+    return re.sub(r" ([.,!?;:')\]}]|n't|'s|'re|'ll|'ve|'m|'d)", r"\1", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel map: tokenising WikiText-103 on one core takes hours; it is embarrassingly parallel.
+
+
+def make_tokenizer(config: TokenizerConfig, sp_model: str | None = None, num_threads: int = -1):
+    """The tokenizer a config describes (a SentencePiece model file is needed for subwords)."""
+    if config.kind == "word":
+        return WordTokenizer(config)
+    if config.kind == "subword":
+        if not sp_model:
+            raise UlmfitError("a subword tokenizer needs a SentencePiece model (sp_model)")
+        return SubwordTokenizer(sp_model, config, num_threads=num_threads)
+    raise UlmfitError(f"unknown tokenizer kind {config.kind!r}: use 'word' or 'subword'")
+
+
+def _apply(tok, texts: Sequence[str]) -> list:
+    # Word level hands back tokens (the vocabulary is built from them later); subword level hands
+    # back ids directly, since the SentencePiece model fixes the vocabulary.
+    return tok.encode_many(texts) if isinstance(tok, SubwordTokenizer) else tok.tokenize_many(texts)
+
+
+_worker_tok = None  # one tokenizer per worker process, built once by _init_worker
+
+
+def _init_worker(config: dict, sp_model: str | None) -> None:
+    global _worker_tok
+    _worker_tok = make_tokenizer(TokenizerConfig.from_dict(config), sp_model, num_threads=1)
+
+
+def _work(texts: list[str]) -> list:
+    return _apply(_worker_tok, texts)
+
+
+def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for t in texts:
+        chunk.append(t)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def tokenize_parallel(
+    texts: Iterable[str],
+    config: TokenizerConfig,
+    sp_model: str | None = None,
+    *,
+    n_workers: int | None = None,
+    chunk_docs: int = 2000,
+    desc: str = "tokenizing",
+    progress: bool = True,
+) -> Iterator[list]:
+    """Tokenise documents in worker processes; yield one result per document, in input order.
+
+    Word level yields token lists, subword level id lists; both start with xxbos, so an empty text
+    gives just [xxbos] (the caller decides whether to skip it). `texts` is consumed lazily, at most
+    two chunks per worker ahead of the consumer, so a corpus never has to fit in memory.
+    """
+    from collections import deque
+
+    from tqdm import tqdm
+
+    n_workers = n_workers or default_workers()
+    chunks = _chunks(texts, chunk_docs)
+    bar = tqdm(desc=desc, unit=" docs", unit_scale=True, disable=not progress, smoothing=0.1)
+    try:
+        first = next(chunks, None)
+        if first is None:
+            return
+        if n_workers <= 1 or len(first) < chunk_docs:
+            # One process, or a corpus of a single chunk: starting workers would only cost time.
+            tok = make_tokenizer(config, sp_model)
+            for chunk in _prepend(first, chunks):
+                for r in _apply(tok, chunk):
+                    yield r
+                bar.update(len(chunk))
+            return
+        import multiprocessing as mp
+
+        # 'spawn', not 'fork': the caller may already run torch (OpenMP threads, locks) and a forked
+        # copy of a threaded process can deadlock. Workers import only this module and spaCy.
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(n_workers, _init_worker, (config.to_dict(), sp_model)) as pool:
+            pending: deque = deque()
+            for chunk in _prepend(first, chunks):
+                pending.append((len(chunk), pool.apply_async(_work, (chunk,))))
+                if len(pending) >= 2 * n_workers:
+                    n, res = pending.popleft()
+                    yield from res.get()
+                    bar.update(n)
+            while pending:
+                n, res = pending.popleft()
+                yield from res.get()
+                bar.update(n)
+    finally:
+        bar.close()
+
+
+def _prepend(first, rest: Iterator) -> Iterator:
+    yield first
+    yield from rest

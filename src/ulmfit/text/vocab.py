@@ -1,0 +1,58 @@
+"""Tokens -> ids: the vocabulary, built from counts, saved as plain text (one token a line)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Iterable, Sequence
+
+from .tokenize import SPECIAL_TOKENS, UNK
+
+
+class Vocab:
+    def __init__(self, itos: Sequence[str]):
+        itos = list(itos)
+        if itos[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+            raise ValueError(
+                "a vocabulary must start with the special tokens " + " ".join(SPECIAL_TOKENS)
+            )
+        if len(set(itos)) != len(itos):
+            raise ValueError("the vocabulary has duplicate tokens")
+        self.itos = itos
+        self.stoi = {t: i for i, t in enumerate(itos)}
+        self.unk_id = self.stoi[UNK]
+
+    @classmethod
+    def build(cls, counts: Counter, max_vocab: int = 60000, min_freq: int = 3) -> "Vocab":
+        """Most frequent tokens first (ties broken alphabetically, so builds are reproducible)."""
+        words = [
+            w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            if c >= min_freq and w not in SPECIAL_TOKENS
+        ]
+        return cls(SPECIAL_TOKENS + words[: max(0, max_vocab - len(SPECIAL_TOKENS))])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def numericalize(self, tokens: Iterable[str]) -> list[int]:
+        get, unk = self.stoi.get, self.unk_id
+        return [get(t, unk) for t in tokens]
+
+    def textify(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[int(i)] for i in ids]
+
+    def save(self, path: str | os.PathLike) -> None:
+        from ..io import atomic_write_text
+
+        atomic_write_text(path, "\n".join(self.itos) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocab":
+        with open(path, encoding="utf-8") as f:
+            itos = f.read().split("\n")
+        if itos and itos[-1] == "":
+            itos.pop()
+        return cls(itos)
