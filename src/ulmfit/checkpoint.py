@@ -1,0 +1,216 @@
+"""Model directories: what a trained model is on disk, and the only way it is read back.
+
+A model directory holds
+- ``config.json``: format marker, kind, architecture, tokenizer settings, training config,
+  library version, and the training history;
+- ``model.safetensors``: the weights (tied weights stored once);
+- ``vocab.txt`` (one token a line) and, for subword models, ``spm.model``;
+- for resuming, ``train_state.safetensors`` (optimizer moments, RNG state) and
+  ``train_state.json`` (step, epoch, position in the data, schedule).
+
+Nothing here ever unpickles: tensors come from safetensors, everything else from JSON or text.
+Every file is written to a temporary name and renamed into place; ``train_state.json`` is
+written last and names the step that the tensor files must carry, so a run interrupted while
+saving is detected instead of silently resuming from mixed files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .io import UlmfitError, atomic_path, atomic_write_json, read_json
+from .model.awd_lstm import AWDLSTMConfig
+from .model.heads import AWDLSTMLanguageModel
+from .text.tokenize import TokenizerConfig
+from .text.vocab import Vocab
+
+FORMAT = "ulmfit"
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, VOCAB, SPM = "config.json", "model.safetensors", "vocab.txt", "spm.model"
+STATE_T, STATE_J = "train_state.safetensors", "train_state.json"
+
+
+def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without the second name of a tied tensor (safetensors stores each tensor once)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, t in model.state_dict(keep_vars=False).items():
+        key = t.data_ptr()
+        if key in seen and t.numel() > 0:
+            continue
+        seen[key] = name
+        out[name] = t.detach().contiguous()
+    return out
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise UlmfitError(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UlmfitError(f"{path} is not a readable safetensors file ({e}); the file is corrupted or foreign") from e
+
+
+def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vocab, tok_cfg: TokenizerConfig,
+               sp_model: str | None = None, train: dict | None = None, history: list | None = None,
+               step: int = 0, dtype: torch.dtype | None = None, kind: str = "language_model",
+               extra: dict | None = None) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = _unique_state_dict(model)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step)})
+    if not (out / VOCAB).exists() or Vocab.load(out / VOCAB).itos != vocab.itos:
+        vocab.save(out / VOCAB)
+    if sp_model and Path(sp_model).resolve() != (out / SPM).resolve():
+        with atomic_path(out / SPM) as tmp:
+            shutil.copyfile(sp_model, tmp)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "ulmfit_version": __version__,
+        "arch": model.cfg.to_dict(),
+        "tokenizer": tok_cfg.to_dict(),
+        "train": train or {},
+        "history": history or [],
+        "step": step,
+    }
+    config.update(extra or {})
+    atomic_write_json(out / CONFIG, config)
+    return out
+
+
+def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise UlmfitError(f"{path} is not a model directory (it does not exist or is a file)")
+    cfg_path = path / CONFIG
+    if not cfg_path.exists():
+        raise UlmfitError(f"{path} is not a ulmfit model directory: it has no {CONFIG}")
+    cfg = read_json(cfg_path)
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise UlmfitError(f"{cfg_path} is not a ulmfit model config (foreign format)")
+    if cfg.get("format_version", 0) > FORMAT_VERSION:
+        raise UlmfitError(f"{path} was written by a newer ulmfit (format {cfg['format_version']}); upgrade ulmfit")
+    if kind is not None and cfg.get("kind") != kind:
+        raise UlmfitError(f"{path} holds a {cfg.get('kind')}, not a {kind}")
+    return cfg
+
+
+def load_model(path: str | os.PathLike) -> tuple[AWDLSTMLanguageModel, dict, Vocab]:
+    """A language model from its directory, in eval mode, with its config and vocabulary."""
+    path = Path(path)
+    cfg = read_config(path, "language_model")
+    try:
+        arch = AWDLSTMConfig.from_dict(cfg["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UlmfitError(f"{path / CONFIG} has an invalid architecture section ({e})") from e
+    if not (path / VOCAB).exists():
+        raise UlmfitError(f"{path} has no {VOCAB}")
+    try:
+        vocab = Vocab.load(path / VOCAB)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UlmfitError(f"{path / VOCAB} is not a valid vocabulary ({e})") from e
+    if len(vocab) != arch.vocab_size:
+        raise UlmfitError(f"{path}: vocabulary has {len(vocab)} tokens but the model expects {arch.vocab_size}")
+    model = AWDLSTMLanguageModel(arch)
+    tensors, _ = load_tensors(path / WEIGHTS)
+    load_weights(model, tensors, path / WEIGHTS)
+    model.eval()
+    return model, cfg, vocab
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
+    expected = _unique_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise UlmfitError(
+            f"{where} does not match the model described in config.json "
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+        )
+    for k, v in tensors.items():
+        if v.shape != expected[k].shape:
+            raise UlmfitError(f"{where}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    with torch.no_grad():
+        sd = model.state_dict()
+        for k, v in tensors.items():
+            sd[k].copy_(v.to(sd[k].dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state (resume)
+
+
+def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                     state: dict) -> None:
+    """Optimizer moments and RNG state as tensors, the rest (step, position, ...) as JSON."""
+    out = Path(out)
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if not st:
+                continue
+            name = names[id(p)]
+            for k, v in st.items():
+                t = v if torch.is_tensor(v) else torch.tensor(v)
+                tensors[f"opt.{name}.{k}"] = t.detach().contiguous().clone()
+    step = str(state["step"])
+    save_tensors(out / STATE_T, tensors, {"format": FORMAT, "step": step})
+    state = dict(state)
+    state["lrs"] = [g["lr"] for g in optimizer.param_groups]
+    atomic_write_json(out / STATE_J, state)
+
+
+def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict:
+    path = Path(path)
+    if not (path / STATE_J).exists():
+        raise UlmfitError(f"{path} has no training state to resume from ({STATE_J} is missing)")
+    state = read_json(path / STATE_J)
+    tensors, meta = load_tensors(path / STATE_T)
+    _, wmeta = load_tensors(path / WEIGHTS)
+    step = str(state.get("step"))
+    if meta.get("step") != step or wmeta.get("step") != step:
+        raise UlmfitError(
+            f"{path}: the saved files come from different steps (weights {wmeta.get('step')}, optimizer "
+            f"{meta.get('step')}, state {step}); the run was interrupted while saving. "
+            "Restore the directory from a backup or start again without --resume."
+        )
+    by_name = {n: i for i, n in names.items()}
+    params = {id(p): p for g in optimizer.param_groups for p in g["params"]}
+    for key, t in tensors.items():
+        if not key.startswith("opt."):
+            continue
+        name, k = key[4:].rsplit(".", 1)
+        pid = by_name.get(name)
+        if pid is None or pid not in params:
+            raise UlmfitError(f"{path}: optimizer state names a parameter {name!r} the model does not have")
+        optimizer.state[params[pid]][k] = t
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    return state
+
+
+def to_json_safe(obj):
+    return json.loads(json.dumps(obj, default=str))

@@ -1,0 +1,96 @@
+"""Model directories: exact round trips, clear errors on bad files, and never a pickle."""
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from ulmfit import checkpoint as ckpt
+from ulmfit.io import UlmfitError
+from ulmfit.model.awd_lstm import preset
+from ulmfit.model.heads import AWDLSTMLanguageModel
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
+
+
+def saved_model(tmp_path):
+    vocab = Vocab(SPECIAL_TOKENS + [f"w{i}" for i in range(41)])
+    torch.manual_seed(0)
+    m = AWDLSTMLanguageModel(preset("tiny", len(vocab)))
+    out = ckpt.save_model(tmp_path / "lm", m, vocab=vocab, tok_cfg=TokenizerConfig(), step=7)
+    return m, out
+
+
+def test_round_trip_gives_bit_identical_logits(tmp_path):
+    m, out = saved_model(tmp_path)
+    loaded, cfg, vocab = ckpt.load_model(out)
+    ids = torch.randint(0, 50, (3, 17))
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m(ids), loaded(ids))
+    assert cfg["step"] == 7 and len(vocab) == 50
+    assert loaded.decoder.decoder.weight is loaded.encoder.embedding.weight  # tying survives the round trip
+
+
+def test_files_are_plain_json_text_and_safetensors(tmp_path):
+    _, out = saved_model(tmp_path)
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "vocab.txt"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["format"] == "ulmfit" and cfg["arch"]["emb_size"] == 32 and "ulmfit_version" in cfg
+    assert (out / "vocab.txt").read_text().split("\n")[:2] == ["xxunk", "xxpad"]
+
+
+def test_corrupted_weights_give_a_clear_error(tmp_path):
+    _, out = saved_model(tmp_path)
+    data = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(data[:100])  # truncated
+    with pytest.raises(UlmfitError, match="corrupted"):
+        ckpt.load_model(out)
+    (out / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(UlmfitError, match="corrupted"):
+        ckpt.load_model(out)
+
+
+def test_foreign_or_mismatched_checkpoints_are_refused(tmp_path):
+    with pytest.raises(UlmfitError, match="no config.json"):
+        ckpt.load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UlmfitError, match="foreign"):
+        ckpt.load_model(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UlmfitError, match="not valid JSON"):
+        ckpt.load_model(tmp_path)
+    _, out = saved_model(tmp_path / "x")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["arch"]["hidden_size"] = 99
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UlmfitError, match="shape"):
+        ckpt.load_model(out)
+
+
+class Bomb:
+    def __reduce__(self):
+        return (os.system, ("touch PICKLE_BOMB_WENT_OFF",))
+
+
+def test_a_pickle_in_the_folder_is_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, out = saved_model(tmp_path)
+    for name in ("pytorch_model.bin", "model.pt", "train_state.pt", "optimizer.pkl"):
+        (out / name).write_bytes(pickle.dumps(Bomb()))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("pickle.load called"))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("pickle.loads called"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    ckpt.load_model(out)
+    assert not (tmp_path / "PICKLE_BOMB_WENT_OFF").exists()
+
+
+def test_fp16_export_loads_as_fp32(tmp_path):
+    vocab = Vocab(SPECIAL_TOKENS + [f"w{i}" for i in range(41)])
+    m = AWDLSTMLanguageModel(preset("tiny", len(vocab)))
+    out = ckpt.save_model(tmp_path / "half", m, vocab=vocab, tok_cfg=TokenizerConfig(), dtype=torch.float16)
+    loaded, _, _ = ckpt.load_model(out)
+    assert loaded.encoder.embedding.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.encoder.embedding.weight, m.encoder.embedding.weight, atol=1e-3, rtol=1e-3)
