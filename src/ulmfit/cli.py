@@ -1,0 +1,309 @@
+"""The `ulmfit` command: a thin layer over ``ulmfit.api``; every option maps to a config field."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .io import UlmfitError
+
+JEMALLOC_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/lib/libjemalloc.so.2",
+    "/usr/local/lib/libjemalloc.so.2",
+)
+# Keep freed pages instead of returning them to the OS: training reuses the same large buffers
+# every batch, and re-faulting them costs a quarter of the CPU time with glibc's malloc.
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+HEAVY_COMMANDS = {"pretrain", "finetune-lm", "lm-eval", "lr-find"}
+
+
+def find_jemalloc() -> str | None:
+    for p in JEMALLOC_PATHS:
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
+    """Re-run this command with jemalloc preloaded (once), if installed and not disabled.
+
+    Set ULMFIT_JEMALLOC=0 to keep the system allocator."""
+    if os.environ.get("ULMFIT_JEMALLOC", "1") == "0" or os.environ.get("_ULMFIT_REEXEC"):
+        return
+    if not argv or argv[0] not in HEAVY_COMMANDS or any(a in ("-h", "--help") for a in argv):
+        return
+    lib = find_jemalloc()
+    if not lib or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
+    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    env["_ULMFIT_REEXEC"] = "1"
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "ulmfit", *argv], env)
+    except OSError:
+        return  # could not re-exec: run as we are
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--format", dest="fmt", default="auto",
+                   choices=["auto", "folder", "lines", "wikitext", "csv", "tsv", "jsonl"],
+                   help=f"how {what} is laid out (default: guess from the path: a folder of .txt files, "
+                        "one document per line, WikiText *.tokens, .csv/.tsv/.jsonl)")
+    p.add_argument("--column", default=None, help="text column(s) of a CSV/TSV/JSONL file; several as 'title,body' "
+                                                   "are joined with xxfld (default: text)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the input files (default: utf-8)")
+    p.add_argument("--workers", type=int, default=None, help="tokeniser processes (default: all cores)")
+
+
+def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_div: float) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=None, help=f"epochs over the training text (default: {epochs})")
+    g.add_argument("--bs", type=int, default=64, help="batch size: parallel text streams (default: 64)")
+    g.add_argument("--bptt", type=int, default=70, help="back-propagation through time length (default: 70)")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate of the top layer group (default: {lr})")
+    g.add_argument("--lr-div", type=float, default=lr_div,
+                   help=f"discriminative factor between layer groups; 1 = same rate everywhere (default: {lr_div})")
+    g.add_argument("--schedule", default="stlr", choices=["stlr", "onecycle", "constant"],
+                   help="learning-rate schedule (default: stlr, slanted triangular)")
+    g.add_argument("--cut-frac", type=float, default=0.1, help="STLR: fraction of steps spent warming up (0.1)")
+    g.add_argument("--ratio", type=float, default=32.0, help="STLR: peak / lowest rate (32)")
+    g.add_argument("--betas", type=float, nargs=2, default=[0.8, 0.99], metavar=("B1", "B2"), help="Adam betas")
+    g.add_argument("--wd", type=float, default=0.01, help="decoupled weight decay (default: 0.01)")
+    g.add_argument("--clip", type=float, default=0.3, help="gradient-norm clipping, 0 = off (default: 0.3)")
+    g.add_argument("--alpha", type=float, default=2.0, help="activation regularisation AR (default: 2)")
+    g.add_argument("--beta", type=float, default=1.0, help="temporal activation regularisation TAR (default: 1)")
+    g.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    g.add_argument("--fixed-bptt", action="store_true", help="always use --bptt (no variable-length BPTT)")
+    g.add_argument("--backwards", action="store_true", help="train on reversed text (ULMFiT's backward model)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
+    g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
+    p.add_argument("--out", required=False, help="output model directory")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the interrupted (or finished, with a larger --epochs/--max-tokens) run in DIR "
+                        "(or in --out)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_cfg(a, **extra):
+    from .train.loop import LMTrainConfig
+
+    return LMTrainConfig(
+        epochs=a.epochs if a.epochs is not None else extra.pop("default_epochs"),
+        bs=a.bs, bptt=a.bptt, lr=a.lr, lr_div=a.lr_div, schedule=a.schedule,
+        cut_frac=a.cut_frac, ratio=a.ratio, beta1=a.betas[0], beta2=a.betas[1], wd=a.wd, clip=a.clip,
+        ar_alpha=a.alpha, tar_beta=a.beta, bf16=not a.no_bf16, variable_bptt=not a.fixed_bptt,
+        backwards=a.backwards, seed=a.seed, max_tokens=int(a.max_tokens) if a.max_tokens else None,
+        max_minutes=a.max_minutes, save_every_minutes=a.save_every,
+        **{k: v for k, v in extra.items() if k != "default_epochs"},
+    )
+
+
+def _extend(a) -> dict:
+    return {"epochs": a.epochs, "max_tokens": int(a.max_tokens) if a.max_tokens else None,
+            "max_minutes": a.max_minutes, "save_every_minutes": a.save_every}
+
+
+def _out_and_resume(a) -> tuple[Path, bool]:
+    if isinstance(a.resume, str):
+        if a.out and Path(a.out).resolve() != Path(a.resume).resolve():
+            raise UlmfitError("--resume DIR and --out name different directories")
+        return Path(a.resume), True
+    if not a.out:
+        raise UlmfitError("--out DIR is required (where the model is saved)")
+    return Path(a.out), bool(a.resume)
+
+
+def cmd_pretrain(a) -> int:
+    from .api import pretrain
+    from .text.tokenize import TokenizerConfig
+
+    out, resume = _out_and_resume(a)
+    if not resume and not a.corpus:
+        raise UlmfitError("give the CORPUS to pretrain on")
+    tok = TokenizerConfig(kind=a.tokenizer, max_vocab=a.max_vocab, min_freq=a.min_freq, sp_vocab_size=a.sp_vocab)
+    cfg = _train_cfg(a, default_epochs=1)
+    res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=cfg, fmt=a.fmt, column=a.column,
+                   encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
+                   n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
+                   arch_overrides={"drop_mult": a.drop_mult})
+    _summary(res)
+    return 0
+
+
+def cmd_finetune(a) -> int:
+    from .api import finetune_lm
+
+    out, resume = _out_and_resume(a)
+    if not resume and (not a.texts or not a.from_dir):
+        raise UlmfitError("give --from DIR (the pretrained model) and TEXTS (the target text)")
+    cfg = _train_cfg(a, default_epochs=3, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
+    res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
+                      valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
+                      progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a))
+    _summary(res)
+    return 0
+
+
+def _summary(res: dict) -> None:
+    keys = ["valid_loss", "valid_perplexity", "valid_accuracy", "tokens", "wall_s", "out"]
+    print(json.dumps({k: res[k] for k in keys if k in res}, indent=2))
+
+
+def cmd_lm_eval(a) -> int:
+    from .api import lm_eval
+
+    res = lm_eval(a.model, a.texts, fmt=a.fmt, column=a.column, encoding=a.encoding, bs=a.bs, bptt=a.bptt,
+                  progress=not a.quiet)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_generate(a) -> int:
+    from .api import LanguageModel
+
+    lm = LanguageModel.load(a.model)
+    for i in range(a.n):
+        seed = None if a.seed is None else a.seed + i
+        print(lm.generate(a.prompt, n_tokens=a.tokens, temperature=a.temperature, top_k=a.top_k or None, seed=seed))
+        if a.n > 1:
+            print("---")
+    return 0
+
+
+def cmd_lr_find(a) -> int:
+    import torch
+
+    from .api import LanguageModel
+    from .data.cache import build_corpus
+    from .data.lm import LMStream
+    from .train.loop import bf16_supported
+    from .train.lr_find import lr_find, plot_lr_find
+
+    lm = LanguageModel.load(a.model)
+    data, _ = build_corpus(a.texts, lm.tok_cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
+                           vocab=lm.vocab, sp_model=lm.sp_model, n_workers=a.workers, progress=not a.quiet)
+    stream = LMStream(data, a.bs, a.bptt, seed=0, backwards=lm.backwards)
+    torch.manual_seed(0)
+    res = lr_find(lm.model, stream, start_lr=a.start_lr, end_lr=a.end_lr, num=a.num, lr_div=a.lr_div,
+                  use_bf16=bf16_supported(), progress=not a.quiet)
+    out = Path(a.out) if a.out else Path(a.model) / "lr_find.png"
+    plot_lr_find(res, out)
+    print(f"suggested learning rate: {res['suggestion']:.2e} (steepest descent {res['steepest_lr']:.2e}, "
+          f"min loss / 10 {res['min_loss_lr']:.2e})" if res.get("steepest_lr") else "too few steps for a suggestion")
+    print(f"plot written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ulmfit", description="ULMFiT: AWD-LSTM language models and text classifiers "
+                                "(Howard & Ruder 2018), fast on a CPU.")
+    p.add_argument("--version", action="version", version=f"ulmfit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("pretrain", help="train a language model from scratch on a general corpus",
+                       description="Stage 1 of ULMFiT: train an AWD-LSTM language model on a corpus. The corpus is "
+                                   "tokenised once into a cached memory-mapped array; a validation slice is held out.")
+    s.add_argument("corpus", nargs="?", help="a folder of .txt files, a text file (one document per line), "
+                                             "WikiText *.tokens, or a CSV/TSV/JSONL file")
+    s.add_argument("--preset", default="small", choices=["paper", "small", "tiny"],
+                   help="model size: paper = 400/1152/3 layers, small = 256/768/3 (default), tiny = tests")
+    s.add_argument("--tokenizer", default="word", choices=["word", "subword"],
+                   help="word: spaCy + ULMFiT rules (the paper); subword: SentencePiece unigram (default: word)")
+    s.add_argument("--max-vocab", type=int, default=60000, help="word vocabulary cap (default: 60000)")
+    s.add_argument("--min-freq", type=int, default=3, help="minimum count for a word to get an id (default: 3)")
+    s.add_argument("--sp-vocab", type=int, default=16000, help="SentencePiece vocabulary size (default: 16000)")
+    s.add_argument("--drop-mult", type=float, default=1.0, help="scales all dropout probabilities (default: 1)")
+    s.add_argument("--valid-frac", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
+    _add_data_args(s, "the corpus")
+    _add_train_args(s, lr=3e-3, epochs=1, lr_div=1.0)
+    s.set_defaults(fn=cmd_pretrain)
+
+    s = sub.add_parser("finetune-lm", help="fine-tune a pretrained language model on your text",
+                       description="Stage 2 of ULMFiT: adapt a pretrained LM to the target text with discriminative "
+                                   "learning rates and slanted triangular schedules; the first --freeze-epochs train "
+                                   "only the embedding/decoder so words new to the model get vectors.")
+    s.add_argument("texts", nargs="?", help="the target text: folder, text file, CSV/TSV/JSONL (labels are ignored)")
+    s.add_argument("--from", dest="from_dir", help="the pretrained model directory")
+    s.add_argument("--freeze-epochs", type=int, default=1, help="epochs that train only the top group (default: 1)")
+    s.add_argument("--freeze-lr", type=float, default=1e-2, help="peak rate of those epochs (default: 0.01)")
+    s.add_argument("--drop-mult", type=float, default=None, help="scales all dropout probabilities (default: keep)")
+    s.add_argument("--valid-frac", type=float, default=0.1, help="fraction of documents held out (default: 0.1)")
+    _add_data_args(s, "the text")
+    _add_train_args(s, lr=4e-3, epochs=3, lr_div=2.6)
+    s.set_defaults(fn=cmd_finetune)
+
+    s = sub.add_parser("lm-eval", help="perplexity of a language model on a text",
+                       description="Loss, perplexity, bits per token and next-token accuracy on a text.")
+    s.add_argument("texts", help="folder, text file, WikiText file or CSV/TSV/JSONL")
+    s.add_argument("--model", required=True, help="the language model directory")
+    s.add_argument("--bs", type=int, default=16)
+    s.add_argument("--bptt", type=int, default=70)
+    s.add_argument("--quiet", action="store_true")
+    _add_data_args(s, "the text")
+    s.set_defaults(fn=cmd_lm_eval)
+
+    s = sub.add_parser("generate", help="continue a prompt by sampling from a language model",
+                       description="Temperature / top-k sampling from a forward language model, for a sanity look.")
+    s.add_argument("prompt", help="the text to continue (may be empty)")
+    s.add_argument("--model", required=True, help="the language model directory")
+    s.add_argument("--tokens", type=int, default=50, help="tokens to sample (default: 50)")
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens; 0 = all")
+    s.add_argument("-n", type=int, default=1, help="number of samples")
+    s.add_argument("--seed", type=int, default=None)
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("lr-find", help="LR range test: plot loss against learning rate and suggest a rate",
+                       description="Raise the learning rate exponentially over --num batches of the text, record "
+                                   "the smoothed loss and suggest a rate. The model is not changed.")
+    s.add_argument("texts", help="text to run the test on")
+    s.add_argument("--model", required=True, help="the language model directory")
+    s.add_argument("--out", help="PNG to write (default: MODEL/lr_find.png)")
+    s.add_argument("--start-lr", type=float, default=1e-7)
+    s.add_argument("--end-lr", type=float, default=10.0)
+    s.add_argument("--num", type=int, default=100, help="batches (default: 100)")
+    s.add_argument("--lr-div", type=float, default=2.6)
+    s.add_argument("--bs", type=int, default=64)
+    s.add_argument("--bptt", type=int, default=70)
+    s.add_argument("--quiet", action="store_true")
+    _add_data_args(s, "the text")
+    s.set_defaults(fn=cmd_lr_find)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if from_command_line else argv)
+    if from_command_line:
+        maybe_reexec_with_jemalloc(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "fn", None):
+        parser.print_help()
+        return 0
+    try:
+        return a.fn(a)
+    except UlmfitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

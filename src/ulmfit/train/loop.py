@@ -1,0 +1,330 @@
+"""The language-model training loop: fit, validate, checkpoint, resume.
+
+One loop serves both ULMFiT stages that train a language model: general-domain pretraining
+(all layers, one rate) and target-task fine-tuning (discriminative rates, STLR, and optionally a
+first phase that trains only the top group so new words get vectors before the LSTMs move).
+Every step's learning rate is each group's peak rate x the schedule's multiplier x
+seq_len / bptt (AWD-LSTM's correction for variable-length BPTT).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from ..io import UlmfitError, append_jsonl
+from ..model.heads import AWDLSTMLanguageModel
+from .finetune import freeze_to, lm_layer_groups, param_groups
+from .schedules import schedule as make_schedule
+
+
+@dataclass
+class LMTrainConfig:
+    """Everything that decides how a language model is trained (written to config.json)."""
+
+    epochs: int = 1
+    freeze_epochs: int = 0  # first train only the top group (embedding + decoder) for this many epochs
+    bs: int = 64
+    bptt: int = 70
+    lr: float = 4e-3  # peak rate of the top group (ULMFiT's LM fine-tuning rate)
+    freeze_lr: float | None = None  # peak rate while only the top group trains (default: lr)
+    lr_div: float = 2.6  # discriminative factor between groups; 1.0 = one rate for all
+    schedule: str = "stlr"  # stlr | onecycle | constant
+    cut_frac: float = 0.1
+    ratio: float = 32.0
+    beta1: float = 0.8
+    beta2: float = 0.99
+    wd: float = 0.01  # decoupled (AdamW) weight decay
+    clip: float = 0.3  # gradient-norm clipping (published LM scripts)
+    ar_alpha: float = 2.0
+    tar_beta: float = 1.0
+    bf16: bool = True  # bfloat16 autocast on CPUs that support it (weights and optimizer stay fp32)
+    variable_bptt: bool = True
+    backwards: bool = False
+    seed: int = 0
+    max_tokens: int | None = None  # stop once this many training tokens were seen (budgeted runs)
+    max_minutes: float | None = None  # ... or after this much wall time
+    save_every_minutes: float = 10.0
+    log_every: int = 50
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LMTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def bf16_supported() -> bool:
+    try:
+        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") or torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def autocast_ctx(enabled: bool, device: torch.device):
+    if not enabled:
+        return nullcontext()
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C so the run saves before it stops."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@torch.no_grad()
+def evaluate_lm(model: AWDLSTMLanguageModel, stream, use_bf16: bool = False, device=None, progress: bool = False) -> dict:
+    """Mean next-token loss, perplexity and accuracy over a non-shuffled, fixed-length stream."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    model.reset()
+    loss_sum, correct, n = 0.0, 0, 0
+    it = stream.iter_epoch(0)
+    if progress:
+        it = tqdm(it, total=stream.n_batches(0), desc="evaluating", unit="batch", leave=False)
+    with autocast_ctx(use_bf16, device):
+        for x, y, _ in it:
+            x, y = x.to(device), y.to(device)
+            _, ce, corr = model.loss(x, y, 0.0, 0.0)
+            loss_sum += float(ce) * y.numel()
+            correct += int(corr)
+            n += y.numel()
+    model.reset()
+    model.train(was_training)
+    if n == 0:
+        raise UlmfitError("the validation data is too small to make a single batch")
+    loss = loss_sum / n
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / n, "tokens": n}
+
+
+def param_names(model: torch.nn.Module) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name, p in model.named_parameters():  # named_parameters skips the second name of a tied weight
+        names.setdefault(id(p), name)
+    return names
+
+
+class LMTrainer:
+    """Trains `model` on `train_stream`, validates on `valid_stream`, saves into `out`.
+
+    ``save_fn(step)`` writes the model directory (weights, vocab, config); the trainer adds the
+    training state beside it so ``resume()`` can continue exactly where a run stopped.
+    """
+
+    def __init__(self, model: AWDLSTMLanguageModel, train_stream, valid_stream, cfg: LMTrainConfig, out: Path,
+                 save_fn, device: torch.device | None = None, progress: bool = True):
+        self.model, self.train_stream, self.valid_stream = model, train_stream, valid_stream
+        self.cfg, self.out, self.save_fn = cfg, Path(out), save_fn
+        self.device = device or torch.device("cpu")
+        self.progress = progress
+        self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_supported())
+        self.groups = lm_layer_groups(model)
+        self.opt = torch.optim.AdamW(
+            param_groups(self.groups, cfg.lr, cfg.wd, cfg.lr_div), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+            foreach=True,
+        )
+        self.names = param_names(model)
+        self.sched = make_schedule(cfg.schedule, cut_frac=cfg.cut_frac, ratio=cfg.ratio)
+        self.step = 0  # optimizer steps so far
+        self.epoch = 0  # current epoch (freeze epochs first)
+        self.batch = 0  # batches of the current epoch already done
+        self.tokens = 0
+        self.elapsed = 0.0  # training seconds over all runs of this directory
+        self.history: list[dict] = []
+        self.metrics_path = self.out / "metrics.jsonl"
+        self._nb_cache: dict[int, int] = {}
+        self._budget: int | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def total_epochs(self) -> int:
+        return self.cfg.freeze_epochs + self.cfg.epochs
+
+    def phase(self, epoch: int) -> tuple[int, int]:
+        """(first epoch, number of epochs) of the phase `epoch` belongs to; each phase has its own schedule."""
+        if epoch < self.cfg.freeze_epochs:
+            return 0, self.cfg.freeze_epochs
+        return self.cfg.freeze_epochs, self.cfg.epochs
+
+    def _n_batches(self, epoch: int) -> int:
+        if epoch not in self._nb_cache:
+            self._nb_cache[epoch] = self.train_stream.n_batches(epoch)
+        return self._nb_cache[epoch]
+
+    def _budget_batches(self) -> int | None:
+        """How many batches (counted from the very first) fit in max_tokens, from the exact BPTT lengths."""
+        if not self.cfg.max_tokens:
+            return None
+        if self._budget is None:
+            seen, count = 0, 0
+            for e in range(self.total_epochs):
+                for L in self.train_stream.seq_lens(e):
+                    seen += self.cfg.bs * L
+                    count += 1
+                    if seen >= self.cfg.max_tokens:
+                        self._budget = count
+                        return count
+            self._budget = count
+        return self._budget
+
+    def phase_position(self, epoch: int, batch: int) -> tuple[int, int]:
+        """(t, T) of the current phase's schedule."""
+        start, n = self.phase(epoch)
+        done = sum(self._n_batches(e) for e in range(start, epoch)) + batch
+        total = sum(self._n_batches(e) for e in range(start, start + n))
+        budget = self._budget_batches()
+        if budget is not None:
+            before = sum(self._n_batches(e) for e in range(0, start))
+            total = min(total, max(1, budget - before))
+        return done, max(total, 1)
+
+    def state(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "tokens": self.tokens,
+                "elapsed": self.elapsed, "history": self.history, "train": self.cfg.to_dict()}
+
+    def save(self) -> None:
+        self.save_fn(self.step, self.history)
+        ckpt.save_train_state(self.out, self.opt, self.names, self.state(), self.model.encoder.state)
+
+    def resume(self) -> None:
+        st = ckpt.load_train_state(self.out, self.opt, self.names)
+        self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
+        self.tokens, self.elapsed, self.history = st["tokens"], st.get("elapsed", 0.0), st.get("history", [])
+        self._resume_hidden = st.get("hidden") if self.batch > 0 else None
+
+    def log(self, record: dict) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def set_lrs(self, t: int, T: int, seq_len: int) -> float:
+        mult = self.sched(t, T) * seq_len / self.cfg.bptt
+        if self.epoch < self.cfg.freeze_epochs and self.cfg.freeze_lr:
+            mult *= self.cfg.freeze_lr / self.cfg.lr
+        for g in self.opt.param_groups:
+            g["lr"] = g["max_lr"] * mult
+        return self.opt.param_groups[-1]["lr"]
+
+    def fit(self) -> dict:
+        cfg, model = self.cfg, self.model
+        t_start = time.time()
+        last_save = time.time()
+        result: dict = {}
+        stop = False
+        state_before = None
+        with sigterm_as_interrupt():
+            try:
+                while self.epoch < self.total_epochs and not stop:
+                    frozen = self.epoch < cfg.freeze_epochs
+                    freeze_to(self.groups, -1 if frozen else 0)
+                    trainable = [p for g in self.groups for p in g if p.requires_grad]
+                    model.train()
+                    model.reset()
+                    if getattr(self, "_resume_hidden", None) is not None:
+                        model.encoder.state = self._resume_hidden  # continue the streams mid-epoch
+                        self._resume_hidden = None
+                    n_batches = self._n_batches(self.epoch)
+                    bar = tqdm(total=n_batches, initial=self.batch, disable=not self.progress, unit="batch",
+                               desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (" (top group only)" if frozen else ""),
+                               mininterval=1.0, dynamic_ncols=True)
+                    run_loss, run_n, t0, tok0 = 0.0, 0, time.time(), 0
+                    for x, y, seq_len in self.train_stream.iter_epoch(self.epoch, self.batch):
+                        state_before = model.encoder.state  # restored if this batch is interrupted
+                        t, T = self.phase_position(self.epoch, self.batch)
+                        lr = self.set_lrs(min(t, T - 1), T, seq_len)
+                        x, y = x.to(self.device), y.to(self.device)
+                        with autocast_ctx(self.use_bf16, self.device):
+                            loss, ce, _ = model.loss(x, y, cfg.ar_alpha, cfg.tar_beta)
+                        if not torch.isfinite(loss):
+                            raise UlmfitError(
+                                f"the loss became {float(loss)} at step {self.step}; lower --lr or raise --clip "
+                                "(the last good checkpoint is kept)"
+                            )
+                        self.opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.clip:
+                            torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
+                        self.opt.step()
+                        state_before = None
+                        self.step += 1
+                        self.batch += 1
+                        self.tokens += y.numel()
+                        tok0 += y.numel()
+                        run_loss = 0.98 * run_loss + 0.02 * float(ce) if run_n else float(ce)
+                        run_n += 1
+                        dt = time.time() - t0
+                        bar.update(1)
+                        if run_n % 10 == 0 or run_n == 1:
+                            bar.set_postfix(loss=f"{run_loss:.3f}", ppl=f"{math.exp(min(run_loss, 50)):.1f}",
+                                            tok_s=f"{tok0 / max(dt, 1e-9):,.0f}", lr=f"{lr:.2e}")
+                        if self.step % cfg.log_every == 0:
+                            self.log({"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
+                                      "train_loss": run_loss, "lr": lr, "tokens_per_s": tok0 / max(dt, 1e-9),
+                                      "elapsed_s": self.elapsed + time.time() - t_start})
+                        if cfg.max_tokens and self.tokens >= cfg.max_tokens:
+                            stop = True
+                        if cfg.max_minutes and (time.time() - t_start) / 60 >= cfg.max_minutes:
+                            stop = True
+                        if stop:
+                            break
+                        if (time.time() - last_save) / 60 >= cfg.save_every_minutes:
+                            self.elapsed += time.time() - t_start
+                            t_start = time.time()
+                            self.save()
+                            last_save = time.time()
+                    bar.close()
+                    epoch_done = self.batch >= n_batches
+                    v = evaluate_lm(model, self.valid_stream, self.use_bf16, self.device) if self.valid_stream else {}
+                    self.elapsed += time.time() - t_start
+                    t_start = time.time()
+                    record = {"step": self.step, "epoch": self.epoch + (1 if epoch_done else 0), "tokens": self.tokens,
+                              "train_loss": run_loss, "elapsed_s": self.elapsed,
+                              **{f"valid_{k}": val for k, val in v.items() if k != "tokens"}}
+                    if not epoch_done:
+                        record["partial_epoch"] = self.batch / max(n_batches, 1)
+                    self.history.append(record)
+                    self.log(record)
+                    if self.progress and v:
+                        tqdm.write(f"epoch {self.epoch + 1}: train loss {run_loss:.3f}  valid loss {v['loss']:.3f}  "
+                                   f"perplexity {v['perplexity']:.2f}  accuracy {v['accuracy']:.3f}")
+                    if epoch_done:
+                        self.epoch += 1
+                        self.batch = 0
+                    self.save()
+                    last_save = time.time()
+                    result = record
+            except KeyboardInterrupt:
+                if state_before is not None:  # the weights were not updated: redo this batch on resume
+                    model.encoder.state = state_before
+                self.elapsed += time.time() - t_start
+                self.save()
+                raise UlmfitError(
+                    f"interrupted at step {self.step}; everything up to it is saved in {self.out}. "
+                    "Continue with the same command and --resume."
+                ) from None
+        return result

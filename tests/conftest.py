@@ -1,0 +1,27 @@
+import random
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own token cache, so tests never see each other's corpora."""
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+
+
+def make_corpus(path, n_docs=200, seed=0):
+    """A small text with real structure: sentences from a tiny grammar, one document per line."""
+    rng = random.Random(seed)
+    subj = ["The cat", "A dog", "My neighbour", "The old man", "Her sister", "The company", "This film"]
+    verb = ["likes", "hates", "watches", "builds", "sells", "finds", "remembers"]
+    obj = ["the red ball", "a small house", "many books", "the blue car", "some fresh bread", "an old movie"]
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n_docs):
+            f.write(" ".join(f"{rng.choice(subj)} {rng.choice(verb)} {rng.choice(obj)}."
+                             for _ in range(rng.randint(3, 10))) + "\n")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return make_corpus(tmp_path / "corpus.txt")

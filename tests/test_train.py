@@ -1,0 +1,148 @@
+"""Training language models end to end: learning, interruption and exact resume, fine-tuning."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from ulmfit import checkpoint as ckpt
+from ulmfit.api import LanguageModel, finetune_lm, pretrain
+from ulmfit.io import UlmfitError
+from ulmfit.train.finetune import freeze_to, lm_layer_groups, transfer_vocab
+from ulmfit.train.loop import LMTrainConfig, LMTrainer
+
+FAST = dict(bs=8, bptt=16, lr=1e-2, lr_div=1.0, save_every_minutes=1e9)
+
+
+def cfg(**kw):
+    return LMTrainConfig(**{**FAST, **kw})
+
+
+def test_pretraining_learns_the_corpus(tmp_path, corpus):
+    res = pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=3), progress=False, n_workers=1)
+    lm = LanguageModel.load(tmp_path / "lm")
+    V = len(lm.vocab)
+    assert res["valid_loss"] < 0.45 * math.log(V)  # far below a uniform guess over the vocabulary
+    history = json.loads((tmp_path / "lm" / "config.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["valid_loss"] < history[0]["valid_loss"]
+    lines = (tmp_path / "lm" / "metrics.jsonl").read_text().strip().split("\n")
+    assert any("valid_perplexity" in json.loads(l) for l in lines)
+
+
+def interrupt_at(monkeypatch, step):
+    real = LMTrainer.set_lrs
+
+    def set_lrs(self, *a):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real(self, *a)
+
+    monkeypatch.setattr(LMTrainer, "set_lrs", set_lrs)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stopped(tmp_path, corpus, monkeypatch):
+    c = cfg(epochs=2)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 23)
+        with pytest.raises(UlmfitError, match="interrupted at step 23"):
+            pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
+    assert state["step"] == 23 and state["epoch"] == 0 and state["batch"] == 23
+    with pytest.raises(UlmfitError, match="--resume"):  # never silently overwrite a run
+        pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    a, _, _ = ckpt.load_model(tmp_path / "full")
+    b, _, _ = ckpt.load_model(tmp_path / "cut")
+    full = json.loads((tmp_path / "full" / "train_state.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "train_state.json").read_text())
+    assert cut["step"] == full["step"] and cut["tokens"] == full["tokens"]
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_resume_refuses_a_directory_without_a_run(tmp_path, corpus):
+    with pytest.raises(UlmfitError, match="cannot resume"):
+        pretrain(corpus, tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_a_finished_run_can_be_extended_with_more_epochs(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    pretrain(corpus, tmp_path / "lm", progress=False, resume=True, extend={"epochs": 2}, n_workers=1)
+    history = json.loads((tmp_path / "lm" / "config.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_max_tokens_stops_a_budgeted_run(tmp_path, corpus):
+    res = pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=5, max_tokens=2000),
+                   progress=False, n_workers=1)
+    assert 2000 <= res["tokens"] < 2000 + 8 * 40
+
+
+def test_vocab_transfer_keeps_known_vectors_and_starts_new_words_at_the_mean():
+    old = torch.randn(5, 3)
+    w, b, found = transfer_vocab(old, ["a", "b", "c", "d", "e"], ["c", "new", "a"], torch.arange(5.0))
+    assert found == 2
+    torch.testing.assert_close(w[0], old[2])
+    torch.testing.assert_close(w[2], old[0])
+    torch.testing.assert_close(w[1], old.mean(0))
+    assert b.tolist() == [2.0, 2.0, 0.0]
+
+
+def test_freezing_trains_only_the_top_group_and_leaves_the_rest_bit_identical(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    model, _, _ = ckpt.load_model(tmp_path / "lm")
+    groups = lm_layer_groups(model)
+    assert len(groups) == 3  # two LSTM layers, then embedding + decoder
+    assert any(p is model.encoder.embedding.weight for p in groups[-1])
+    before = [[p.detach().clone() for p in g] for g in groups]
+    freeze_to(groups, -1)
+    opt = torch.optim.AdamW([p for g in groups for p in g], lr=1e-2, weight_decay=0.1)
+    model.train()
+    ids = torch.randint(0, len(model.encoder.embedding.weight), (4, 12))
+    loss, _, _ = model.loss(ids[:, :-1], ids[:, 1:])
+    loss.backward()
+    opt.step()
+    for g, b in zip(groups[:-1], before[:-1]):
+        assert all(torch.equal(p, q) for p, q in zip(g, b))
+    assert not all(torch.equal(p, q) for p, q in zip(groups[-1], before[-1]))
+
+
+def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
+    from conftest import make_corpus
+
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=2), progress=False, n_workers=1)
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(
+        f"The film was wonderful and the zorblat was great . I loved the zorblat {i % 7} times ." for i in range(150)
+    ))
+    res = finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1,
+                      train_cfg=cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=2, lr_div=2.6))
+    cfg_json = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert cfg_json["vocab_transfer"]["new"] > 0 and cfg_json["vocab_transfer"]["known"] > 9
+    first = json.loads((tmp_path / "ft" / "metrics.jsonl").read_text().split("\n")[0])
+    assert first["step"] == 0  # perplexity before fine-tuning is recorded
+    assert res["valid_perplexity"] < 0.5 * first["valid_perplexity"]
+    ft = LanguageModel.load(tmp_path / "ft")
+    assert "zorblat" in ft.vocab
+
+
+def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "bwd", preset="tiny", train_cfg=cfg(epochs=1, backwards=True), progress=False,
+             n_workers=1)
+    lm = LanguageModel.load(tmp_path / "bwd")
+    assert lm.backwards
+    with pytest.raises(UlmfitError, match="backward"):
+        lm.generate("The cat")
+
+
+def test_generate_and_evaluate_from_python(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=2), progress=False, n_workers=1)
+    lm = LanguageModel.load(tmp_path / "lm")
+    text = lm.generate("The cat", n_tokens=15, seed=1)
+    assert text.startswith("The cat") and len(text.split()) > 4
+    assert text == lm.generate("The cat", n_tokens=15, seed=1)  # seeded sampling is reproducible
+    res = lm.evaluate(["The cat likes the red ball. A dog finds many books."])
+    assert 1.0 < res["perplexity"] < len(lm.vocab)
