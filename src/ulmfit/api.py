@@ -130,7 +130,6 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs()}
     res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress)
-    _print(f"language model saved to {out} (config.json, model.safetensors, vocab.txt, metrics.jsonl)", progress)
     return res
 
 
@@ -192,7 +191,6 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     extra = {"finetuned_from": str(Path(from_dir).resolve()), "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,
                info_d, progress, extra)
-    _print(f"fine-tuned language model saved to {out}", progress)
     return res
 
 

@@ -159,6 +159,8 @@ def cmd_finetune(a) -> int:
 
 
 def _summary(res: dict) -> None:
+    print(f"language model saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl, "
+          "train_state.*)")
     keys = ["valid_loss", "valid_perplexity", "valid_accuracy", "tokens", "wall_s", "out"]
     print(json.dumps({k: res[k] for k in keys if k in res}, indent=2))
 

@@ -1,0 +1,79 @@
+"""The `ulmfit` command as a user runs it: help, a full pretrain -> fine-tune -> eval -> generate
+round, and clear errors (exit code 2, one line, no traceback) on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ulmfit.cli import build_parser, main
+
+COMMANDS = ["pretrain", "finetune-lm", "lm-eval", "generate", "lr-find"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_a_complete_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: ulmfit " + command in out
+    for opt in {"pretrain": ["--preset", "--tokenizer", "--resume", "--max-tokens", "--backwards", "--lr"],
+                "finetune-lm": ["--from", "--freeze-epochs", "--resume", "--lr-div"],
+                "lm-eval": ["--model"], "generate": ["--temperature", "--model"], "lr-find": ["--model", "--num"]}[command]:
+        assert opt in out
+
+
+def test_the_whole_language_model_round_from_the_command_line(tmp_path, corpus, capsys):
+    lm, ft = tmp_path / "lm", tmp_path / "ft"
+    small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]
+    assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "2", "--lr", "1e-2",
+                 *small]) == 0
+    out = capsys.readouterr().out
+    assert f"saved to {lm}" in out
+    assert main(["finetune-lm", "--from", str(lm), str(corpus), "--out", str(ft), "--epochs", "1", *small]) == 0
+    assert main(["lm-eval", "--model", str(ft), str(corpus), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--model", str(ft), "The dog", "--tokens", "8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("The dog")
+    assert main(["lr-find", "--model", str(lm), str(corpus), "--num", "20", "--bs", "8", "--bptt", "16",
+                 "--quiet", "--workers", "1"]) == 0
+    assert (lm / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    for f in ("config.json", "model.safetensors", "vocab.txt", "metrics.jsonl", "train_state.json"):
+        assert (ft / f).exists()
+
+
+def test_lm_eval_prints_perplexity_as_json(tmp_path, corpus, capsys):
+    main(["pretrain", str(corpus), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+          "--bptt", "16", "--quiet", "--workers", "1"])
+    capsys.readouterr()
+    assert main(["lm-eval", "--model", str(tmp_path / "lm"), str(corpus), "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) >= {"loss", "perplexity", "accuracy", "bits_per_token"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pretrain", "{tmp}/missing.txt", "--out", "{tmp}/o"], "missing.txt"),
+    (["pretrain", "{tmp}/empty.txt", "--out", "{tmp}/o"], "no non-empty document"),
+    (["pretrain", "{tmp}/bad.txt", "--out", "{tmp}/o"], "--encoding"),
+    (["lm-eval", "{tmp}/empty.txt", "--model", "{tmp}"], "not a ulmfit model directory"),
+    (["generate", "hi", "--model", "{tmp}/nope"], "not a model directory"),
+    (["pretrain", "--resume", "{tmp}"], "cannot resume"),
+    (["finetune-lm", "{tmp}/empty.txt", "--out", "{tmp}/o"], "--from"),
+])
+def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "bad.txt").write_bytes(b"good line\n\xff\xfe broken \x81 bytes\n")
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    last = err.strip().split("\n")[-1]  # progress bars may come before it
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in err
+
+
+def test_the_installed_entry_point_runs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ulmfit", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("ulmfit ")
