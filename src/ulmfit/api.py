@@ -60,8 +60,18 @@ def _streams(train, valid, cfg: LMTrainConfig):
     return train_stream, valid_stream
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """'auto' (default) picks a CUDA GPU when there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise UlmfitError(f"--device {device}: no CUDA GPU is available here")
+    return d
+
+
 def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: Path, resume: bool,
-         data_info: dict, progress: bool, extra: dict | None = None) -> dict:
+         data_info: dict, progress: bool, extra: dict | None = None, device: str | None = None) -> dict:
     extra = dict(extra or {})
     extra["data"] = data_info
 
@@ -69,7 +79,9 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
         ckpt.save_model(out, model, vocab=vocab, tok_cfg=tok_cfg, sp_model=sp_model, train=cfg.to_dict(),
                         history=history, step=step, extra=extra)
 
-    trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, progress=progress)
+    dev = resolve_device(device)
+    model.to(dev)
+    trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, device=dev, progress=progress)
     if resume:
         trainer.resume()
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
@@ -95,7 +107,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
              train_cfg: LMTrainConfig | None = None, fmt: str = "auto", column: str | None = None,
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
              resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
-             arch_overrides: dict | None = None, extend: dict | None = None) -> dict:
+             arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None) -> dict:
     """Stage 1: train an AWD-LSTM language model from scratch on a general corpus."""
     out = Path(out)
     _prepare_out(out, resume, overwrite)
@@ -129,7 +141,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs()}
-    res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress)
+    res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress, device=device)
     return res
 
 
@@ -137,7 +149,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
                 column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
                 n_workers: int | None = None, progress: bool = True, drop_mult: float | None = None,
-                extend: dict | None = None) -> dict:
+                extend: dict | None = None, device: str | None = None) -> dict:
     """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
     with a first epoch that trains only the embedding/decoder so new words get vectors)."""
     out = Path(out)
@@ -190,7 +202,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
               "n_docs": data.n_docs()}
     extra = {"finetuned_from": str(Path(from_dir).resolve()), "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,
-               info_d, progress, extra)
+               info_d, progress, extra, device=device)
     return res
 
 

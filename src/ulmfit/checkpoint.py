@@ -47,7 +47,7 @@ def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if key in seen and t.numel() > 0:
             continue
         seen[key] = name
-        out[name] = t.detach().contiguous()
+        out[name] = t.detach().cpu().contiguous()
     return out
 
 
@@ -168,8 +168,10 @@ def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, n
     (step, position, ...) as JSON: enough for a resumed run to take the very same steps."""
     out = Path(out)
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     for i, (h, c) in enumerate(hidden or []):
-        tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = h.contiguous(), c.contiguous()
+        tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = h.cpu().contiguous(), c.cpu().contiguous()
     for group in optimizer.param_groups:
         for p in group["params"]:
             st = optimizer.state.get(p)
@@ -178,7 +180,7 @@ def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, n
             name = names[id(p)]
             for k, v in st.items():
                 t = v if torch.is_tensor(v) else torch.tensor(v)
-                tensors[f"opt.{name}.{k}"] = t.detach().contiguous().clone()
+                tensors[f"opt.{name}.{k}"] = t.detach().cpu().contiguous().clone()
     step = str(state["step"])
     save_tensors(out / STATE_T, tensors, {"format": FORMAT, "step": step})
     state = dict(state)
@@ -209,9 +211,12 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
         pid = by_name.get(name)
         if pid is None or pid not in params:
             raise UlmfitError(f"{path}: optimizer state names a parameter {name!r} the model does not have")
-        optimizer.state[params[pid]][k] = t
+        p = params[pid]
+        optimizer.state[p][k] = t if k == "step" else t.to(p.device)  # Adam keeps its step count on the CPU
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     n_hidden = sum(1 for k in tensors if k.startswith("hidden.")) // 2
     state["hidden"] = [(tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"]) for i in range(n_hidden)] or None
     return state

@@ -87,6 +87,7 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     g.add_argument("--fixed-bptt", action="store_true", help="always use --bptt (no variable-length BPTT)")
     g.add_argument("--backwards", action="store_true", help="train on reversed text (ULMFiT's backward model)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
@@ -139,7 +140,7 @@ def cmd_pretrain(a) -> int:
     res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=cfg, fmt=a.fmt, column=a.column,
                    encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
                    n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
-                   arch_overrides={"drop_mult": a.drop_mult})
+                   arch_overrides={"drop_mult": a.drop_mult}, device=a.device)
     _summary(res)
     return 0
 
@@ -153,7 +154,7 @@ def cmd_finetune(a) -> int:
     cfg = _train_cfg(a, default_epochs=3, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
     res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
                       valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
-                      progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a))
+                      progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device)
     _summary(res)
     return 0
 

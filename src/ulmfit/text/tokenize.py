@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
 from ..io import UlmfitError
@@ -367,6 +367,10 @@ def tokenize_parallel(
     Word level yields token lists, subword level id lists; both start with xxbos, so an empty text
     gives just [xxbos] (the caller decides whether to skip it). `texts` is consumed lazily, at most
     two chunks per worker ahead of the consumer, so a corpus never has to fit in memory.
+
+    Workers are spawned (see below), so a script that calls this with n_workers > 1 needs the
+    usual ``if __name__ == "__main__":`` guard. A corpus of less than one chunk is tokenised
+    in-process: starting workers would cost more than it saves.
     """
     from collections import deque
 
@@ -374,7 +378,7 @@ def tokenize_parallel(
 
     n_workers = n_workers or default_workers()
     chunks = _chunks(texts, chunk_docs)
-    bar = tqdm(desc=desc, unit=" docs", unit_scale=True, disable=not progress, smoothing=0.1)
+    bar = tqdm(desc=desc, unit=" docs", disable=not progress, smoothing=0.1)
     try:
         first = next(chunks, None)
         if first is None:

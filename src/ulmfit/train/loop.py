@@ -246,7 +246,7 @@ class LMTrainer:
                     model.train()
                     model.reset()
                     if getattr(self, "_resume_hidden", None) is not None:
-                        model.encoder.state = self._resume_hidden  # continue the streams mid-epoch
+                        model.encoder.state = [(h.to(self.device), c.to(self.device)) for h, c in self._resume_hidden]
                         self._resume_hidden = None
                     n_batches = self._n_batches(self.epoch)
                     bar = tqdm(total=n_batches, initial=self.batch, disable=not self.progress, unit="batch",
