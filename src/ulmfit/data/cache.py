@@ -1,0 +1,426 @@
+"""Tokenise a corpus once: text -> tokens -> ids, cached on disk as a memory-mapped id array.
+
+Pretraining on WikiText-103 and fine-tuning on IMDb both start from the same pipeline (the paper's
+spaCy tokens + rules + a vocabulary of at most 60k tokens, or MultiFiT's SentencePiece subwords).
+Tokenising 100M words takes far longer than an epoch of data loading, so it happens once: the ids
+are written to ``ids.bin`` (uint16 when the vocabulary allows, so WikiText-103 takes ~200 MB) and
+later runs memory-map it, whatever the size of the corpus and of the machine's memory.
+
+A cache folder holds ``ids.bin``, ``offsets.npy`` (document d is ids[offsets[d]:offsets[d+1]]),
+``vocab.txt``, ``spm.model`` (subword only) and ``meta.json``. It is built in a temporary folder
+and renamed into place at the end, so an interrupted build never leaves a half cache. Nothing is
+pickled: loading is np.load(allow_pickle=False) and np.memmap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..io import UlmfitError, atomic_write_json, cache_root, read_json
+from ..text.tokenize import SubwordTokenizer, TokenizerConfig, make_tokenizer, tokenize_parallel
+from ..text.vocab import Vocab
+from .corpus import iter_documents, resolve_format, source_files
+
+FORMAT_VERSION = 1  # bump when the layout or the tokenisation changes: old caches are then ignored
+
+
+@dataclass(repr=False, eq=False)
+class TokenIds:
+    """A tokenised corpus, or a view on some of its documents (see `split`).
+
+    Document i of the view is ids[starts[i]:ends[i]]. For a whole corpus starts/ends are
+    offsets[:-1]/offsets[1:]; a view keeps the same ids and offsets and only changes them.
+    """
+
+    ids: np.ndarray  # 1-D, usually an np.memmap of uint16/uint32
+    offsets: np.ndarray  # int64, len = n_docs + 1 of the whole corpus
+    vocab: Vocab
+    starts: np.ndarray | None = None
+    ends: np.ndarray | None = None
+    sp_model: str | None = None  # the SentencePiece model for subword corpora
+    path: Path | None = None  # the cache folder this was loaded from
+    _n_tokens: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        if self.starts is None:
+            self.starts, self.ends = self.offsets[:-1], self.offsets[1:]
+        self.starts = np.asarray(self.starts, dtype=np.int64)
+        self.ends = np.asarray(self.ends, dtype=np.int64)
+        self._n_tokens = int((self.ends - self.starts).sum())
+
+    def n_docs(self) -> int:
+        return len(self.starts)
+
+    def n_tokens(self) -> int:
+        return self._n_tokens
+
+    def lengths(self) -> np.ndarray:
+        return self.ends - self.starts
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.ids[self.starts[i] : self.ends[i]]
+
+    def view(self, starts: Sequence[int], ends: Sequence[int]) -> "TokenIds":
+        return TokenIds(self.ids, self.offsets, self.vocab, np.asarray(starts), np.asarray(ends),
+                        self.sp_model, self.path)
+
+    def __repr__(self) -> str:
+        return f"TokenIds({self.n_docs()} docs, {self.n_tokens()} tokens, vocab {len(self.vocab)})"
+
+    def split(
+        self, valid_frac: float = 0.05, seed: int = 0, max_valid_tokens: int | None = None
+    ) -> tuple["TokenIds", "TokenIds"]:
+        """Hold out whole documents (about valid_frac of the tokens, at most max_valid_tokens
+        beyond the first document) for validation; deterministic given `seed`.
+
+        Both parts get at least one document. A corpus of one document is cut at a token
+        instead: its last part becomes the validation text.
+        """
+        n = self.n_docs()
+        lengths = self.lengths()
+        target = valid_frac * self._n_tokens
+        if max_valid_tokens is not None:
+            target = min(target, max_valid_tokens)
+        if n == 0 or self._n_tokens < 2:
+            raise UlmfitError("cannot split a corpus of fewer than 2 tokens into train and validation")
+        if n == 1:
+            n_valid = min(max(1, int(target)), self._n_tokens - 1)
+            cut = int(self.ends[0]) - n_valid
+            return self.view([self.starts[0]], [cut]), self.view([cut], [self.ends[0]])
+        order = np.random.default_rng(seed).permutation(n)
+        # The fewest documents (taken in random order) whose tokens reach the target.
+        k = int(np.searchsorted(np.cumsum(lengths[order]), target, side="left")) + 1
+        k = min(max(k, 1), n - 1)
+        valid, train = np.sort(order[:k]), np.sort(order[k:])
+        return (self.view(self.starts[train], self.ends[train]),
+                self.view(self.starts[valid], self.ends[valid]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def build_corpus(
+    source: str | os.PathLike,
+    tok_cfg: TokenizerConfig,
+    *,
+    fmt: str = "auto",
+    column: str | Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    vocab: Vocab | None = None,
+    sp_model: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    n_workers: int | None = None,
+    progress: bool = True,
+) -> tuple[TokenIds, str | None]:
+    """Tokenise and numericalise `source` (or reuse its cache); returns (ids, sp_model path).
+
+    Word level builds the vocabulary from the corpus unless `vocab` is given (a pretrained
+    model's vocabulary when fine-tuning or evaluating). Subword level trains SentencePiece on a
+    sample of the corpus unless `sp_model` is given. The returned sp_model path (None for word
+    level) is the copy inside the cache folder, from which the same tokenizer can be rebuilt.
+    """
+    path = Path(source).resolve()
+    fmt = resolve_format(path, fmt, encoding)
+    if tok_cfg.kind not in ("word", "subword"):
+        raise UlmfitError(f"unknown tokenizer kind {tok_cfg.kind!r}: use 'word' or 'subword'")
+    if sp_model is not None and not Path(sp_model).is_file():
+        raise UlmfitError(f"{sp_model}: no such SentencePiece model file")
+    key = corpus_key(path, tok_cfg, fmt=fmt, column=column, encoding=encoding, vocab=vocab, sp_model=sp_model)
+    final = Path(cache_dir) if cache_dir is not None else cache_root() / "corpora" / key[:16]
+    say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+
+    if _cache_key(final) == key:
+        say(f"using cached tokens at {final}")
+        data = load_corpus_dir(final)
+        return data, data.sp_model
+    if final.exists() and not _is_replaceable(final):
+        raise UlmfitError(f"{final} exists and is not a ulmfit token cache; choose another cache folder")
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building.", dir=final.parent))
+    try:
+        docs = lambda: iter_documents(path, fmt, column, encoding)  # noqa: E731 (read twice)
+        if tok_cfg.kind == "word":
+            meta = _build_word(docs, tok_cfg, vocab, tmp, n_workers, progress)
+        else:
+            meta = _build_subword(docs, path, tok_cfg, vocab, sp_model, tmp, n_workers, progress)
+        if meta["n_skipped"]:
+            print(f"warning: skipped {meta['n_skipped']} document(s) of {path} that have no tokens "
+                  "(empty, or only markup)", file=sys.stderr)
+        meta.update(
+            key=key, format_version=FORMAT_VERSION, source=str(path), fmt=fmt,
+            column=_column_str(column), encoding=encoding, tokenizer=tok_cfg.to_dict(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        atomic_write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete cache
+        if final.exists():
+            shutil.rmtree(final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if _cache_key(final) != key:  # not a concurrent build of the same corpus
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"cached {meta['n_tokens']:,} tokens of {meta['n_docs']:,} documents at {final}")
+    data = load_corpus_dir(final)
+    return data, data.sp_model
+
+
+def corpus_key(
+    path: Path, tok_cfg: TokenizerConfig, *, fmt: str, column=None, encoding: str = "utf-8",
+    vocab: Vocab | None = None, sp_model=None,
+) -> str:
+    """sha256 of everything the cached ids depend on, including each file's size and mtime."""
+    h = hashlib.sha256()
+    h.update(json.dumps({
+        "format_version": FORMAT_VERSION, "source": str(path), "fmt": fmt,
+        "column": _column_str(column), "encoding": encoding, "tokenizer": tok_cfg.to_dict(),
+        "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
+        "sp_model": _sha256_file(sp_model) if sp_model is not None else None,
+    }, sort_keys=True).encode())
+    for p in source_files(path):
+        st = p.stat()
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _column_str(column) -> str | None:
+    if column is None or isinstance(column, str):
+        return column
+    return ",".join(column)
+
+
+def _sha256_text(s: str) -> str:
+    return hashlib.sha256(s.encode("utf-8")).hexdigest()
+
+
+def _sha256_file(p) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_key(folder: Path) -> str | None:
+    """The key of a complete cache in `folder`, or None."""
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        m = read_json(meta)
+    except UlmfitError:
+        return None
+    if m.get("format_version") != FORMAT_VERSION:
+        return None
+    return m.get("key")
+
+
+def _is_replaceable(folder: Path) -> bool:
+    # Only ever delete a folder that is empty or one of our caches: cache_dir is user input.
+    empty = folder.is_dir() and not any(folder.iterdir())
+    return empty or (folder / "meta.json").is_file()
+
+
+class _IdWriter:
+    """Appends documents' ids to a binary file in blocks; remembers each document's length."""
+
+    def __init__(self, path: Path, dtype):
+        self.f = open(path, "wb")
+        self.dtype = np.dtype(dtype)
+        self.buf: list[np.ndarray] = []
+        self.buffered = 0
+        self.lengths = array("q")
+
+    def add(self, ids) -> None:
+        a = np.asarray(ids, dtype=self.dtype)
+        self.buf.append(a)
+        self.buffered += len(a)
+        self.lengths.append(len(a))
+        if self.buffered >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            np.concatenate(self.buf).tofile(self.f)
+            self.buf, self.buffered = [], 0
+
+    def close(self, folder: Path) -> dict:
+        self.flush()
+        self.f.close()
+        offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(self.lengths, dtype=np.int64), out=offsets[1:])
+        np.save(folder / "offsets.npy", offsets, allow_pickle=False)
+        return {"n_docs": len(self.lengths), "n_tokens": int(offsets[-1]), "dtype": self.dtype.name}
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
+
+
+def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress) -> dict:
+    from tqdm import tqdm
+
+    tokens = tokenize_parallel(docs(), tok_cfg, n_workers=n_workers, desc="tokenizing", progress=progress)
+    n_skipped = 0
+    if vocab is None:
+        # Pass 1: tokens to a temporary file (one document a line; tokens never hold spaces)
+        # while counting them, then the vocabulary; pass 2 numericalises the file.
+        counts: Counter = Counter()
+        tok_file = tmp / "tokens.txt"
+        n_docs = 0
+        with open(tok_file, "w", encoding="utf-8", newline="\n") as f:
+            for toks in tokens:
+                if len(toks) <= 1:
+                    n_skipped += 1
+                    continue
+                counts.update(toks)
+                f.write(" ".join(toks))
+                f.write("\n")
+                n_docs += 1
+        if n_docs == 0:
+            raise UlmfitError("the corpus has no tokens")
+        vocab = Vocab.build(counts, tok_cfg.max_vocab, tok_cfg.min_freq)
+        del counts
+
+        def numericalised() -> Iterator[list[int]]:
+            with open(tok_file, encoding="utf-8", newline="\n") as f:
+                for line in tqdm(f, total=n_docs, desc="numericalizing", unit=" docs",
+                                 disable=not progress):
+                    yield vocab.numericalize(line.rstrip("\n").split(" "))
+
+        ids_iter: Iterable[list[int]] = numericalised()
+    else:
+        def numericalised_direct() -> Iterator[list[int]]:
+            nonlocal n_skipped
+            for toks in tokens:
+                if len(toks) <= 1:
+                    n_skipped += 1
+                    continue
+                yield vocab.numericalize(toks)
+
+        ids_iter = numericalised_direct()
+    writer = _IdWriter(tmp / "ids.bin", id_dtype(len(vocab)))
+    for ids in ids_iter:
+        writer.add(ids)
+    meta = writer.close(tmp)
+    if meta["n_docs"] == 0:
+        raise UlmfitError("the corpus has no tokens")
+    (tmp / "tokens.txt").unlink(missing_ok=True)
+    vocab.save(tmp / "vocab.txt")
+    return {**meta, "n_skipped": n_skipped, "vocab_size": len(vocab)}
+
+
+def _build_subword(docs, path: Path, tok_cfg, vocab, sp_model, tmp: Path, n_workers, progress) -> dict:
+    model = tmp / "spm.model"
+    if sp_model is None:
+        sample = tmp / "spm_train.txt"
+        _write_sp_sample(docs(), sample, path, tok_cfg)
+        SubwordTokenizer.train(str(sample), str(tmp / "spm"), tok_cfg.sp_vocab_size)
+        sample.unlink()
+        (tmp / "spm.vocab").unlink(missing_ok=True)
+    else:
+        shutil.copyfile(sp_model, model)
+    pieces = SubwordTokenizer(str(model), tok_cfg).vocab()
+    if vocab is not None and vocab.itos != pieces:
+        raise UlmfitError("the vocabulary given does not match the SentencePiece model's pieces")
+    vocab = Vocab(pieces)
+    writer = _IdWriter(tmp / "ids.bin", id_dtype(len(vocab)))
+    n_skipped = 0
+    for ids in tokenize_parallel(docs(), tok_cfg, str(model), n_workers=n_workers, desc="encoding",
+                                 progress=progress):
+        if len(ids) <= 1:
+            n_skipped += 1
+            continue
+        writer.add(ids)
+    meta = writer.close(tmp)
+    if meta["n_docs"] == 0:
+        raise UlmfitError("the corpus has no tokens")
+    vocab.save(tmp / "vocab.txt")
+    return {**meta, "n_skipped": n_skipped, "vocab_size": len(vocab), "sp_model": "spm.model"}
+
+
+def _write_sp_sample(docs: Iterator[str], out: Path, path: Path, tok_cfg: TokenizerConfig) -> None:
+    """About tok_cfg.sp_sample_chars characters of rule-processed text, drawn from the whole corpus
+    (each document kept with the probability that fits the budget, judged from the file sizes)
+    rather than from its beginning, which may be one topic or one class."""
+    budget = tok_cfg.sp_sample_chars
+    total = sum(p.stat().st_size for p in source_files(path)) or 1
+    keep = min(1.0, 1.2 * budget / total)  # a little over, since markup and markers are dropped
+    rng = random.Random(0)
+    written = 0
+    with open(out, "w", encoding="utf-8", newline="\n") as f:
+        for doc in docs:
+            if keep < 1.0 and rng.random() >= keep:
+                continue
+            words = SubwordTokenizer.training_text(doc, tok_cfg.lower).split(" ")
+            # SentencePiece skips "sentences" longer than its max_sentence_length: cut long documents.
+            for i in range(0, len(words), 1000):
+                line = " ".join(words[i : i + 1000])
+                if line:
+                    f.write(line + "\n")
+                    written += len(line)
+            if written >= budget:
+                break
+    if written == 0:
+        raise UlmfitError(f"{path}: no text to train SentencePiece on")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and small in-memory encoding
+
+
+def load_corpus_dir(path: str | os.PathLike) -> TokenIds:
+    """Open a cache folder written by build_corpus (memory-mapped; nothing is unpickled)."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise UlmfitError(f"{path} is not a token cache (no meta.json)")
+    meta = read_json(path / "meta.json")
+    dtype = np.dtype(meta["dtype"])
+    n_tokens = int(meta["n_tokens"])
+    ids_file = path / "ids.bin"
+    try:
+        offsets = np.load(path / "offsets.npy", allow_pickle=False)
+        size = ids_file.stat().st_size
+    except (OSError, ValueError) as e:
+        raise UlmfitError(f"{path}: the token cache is damaged ({e}); delete the folder to rebuild it") from e
+    if size != n_tokens * dtype.itemsize or len(offsets) != meta["n_docs"] + 1 or offsets[-1] != n_tokens:
+        raise UlmfitError(f"{path}: the token cache is damaged (sizes disagree); delete the folder to rebuild it")
+    ids = np.memmap(ids_file, dtype=dtype, mode="r", shape=(n_tokens,))
+    sp = path / "spm.model"
+    return TokenIds(ids, offsets, Vocab.load(path / "vocab.txt"), sp_model=str(sp) if sp.is_file() else None,
+                    path=path)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(cfg_json: str, sp_model: str | None):
+    return make_tokenizer(TokenizerConfig.from_dict(json.loads(cfg_json)), sp_model)
+
+
+def encode_texts(
+    texts: Sequence[str], tok_cfg: TokenizerConfig, vocab: Vocab, sp_model: str | os.PathLike | None = None
+) -> list[np.ndarray]:
+    """Ids (int64, starting with xxbos) of a few texts, in memory: for generate and predict."""
+    tok = _tokenizer(json.dumps(tok_cfg.to_dict(), sort_keys=True), str(sp_model) if sp_model else None)
+    if isinstance(tok, SubwordTokenizer):
+        return [np.asarray(ids, dtype=np.int64) for ids in tok.encode_many(list(texts))]
+    return [np.asarray(vocab.numericalize(t), dtype=np.int64) for t in tok.tokenize_many(list(texts))]

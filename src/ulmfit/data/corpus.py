@@ -1,0 +1,251 @@
+"""Corpus readers: the raw text that language models are pretrained and fine-tuned on.
+
+Stage 1 of ULMFiT reads a general corpus (WikiText-103: one document per article), stage 2 the
+target task's own text (IMDb reviews: a folder of .txt files, or a CSV/JSONL column). Every reader
+is a generator that yields one document (a str) at a time and reads its file line by line, so a
+corpus larger than memory streams through the tokenizer.
+
+Errors name the file (and line) and say what to do: a wrong encoding gives the byte offset and
+suggests --encoding; a missing column lists the columns there are.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ..io import UlmfitError
+from ..text.tokenize import join_fields
+
+FORMATS = ("auto", "folder", "lines", "wikitext", "csv", "tsv", "jsonl")
+
+# " = Title = " starts a WikiText article; " = = Section = = " is a heading inside one.
+_WIKI_TITLE = re.compile(r"^ ?= (?!=)(.*\S) = ?$")
+
+
+def iter_documents(
+    source: str | os.PathLike,
+    fmt: str = "auto",
+    column: str | Sequence[str] | None = None,
+    encoding: str = "utf-8",
+) -> Iterator[str]:
+    """Yield the documents of `source` one by one (whitespace-only documents are skipped).
+
+    Formats: a folder (every *.txt below it is a document), "lines" (one document per line),
+    "wikitext" (one document per " = Title = " article), "csv"/"tsv" (header row; `column`
+    names the text column, default "text"; "title,body" joins several with xxfld) and "jsonl"
+    (`column` names the field). "auto" picks by path type and suffix.
+    """
+    path = Path(source)
+    fmt = resolve_format(path, fmt, encoding)
+    readers = {
+        "folder": lambda: _read_folder(path, encoding),
+        "lines": lambda: _read_lines(path, encoding),
+        "wikitext": lambda: _read_wikitext(path, encoding),
+        "csv": lambda: _read_table(path, encoding, ",", column),
+        "tsv": lambda: _read_table(path, encoding, "\t", column),
+        "jsonl": lambda: _read_jsonl(path, encoding, column),
+    }
+    n = 0
+    for doc in readers[fmt]():
+        if doc.strip():
+            n += 1
+            yield doc
+    if n == 0:
+        raise UlmfitError(f"{path} holds no non-empty document (read as {fmt})")
+
+
+def resolve_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> str:
+    """The concrete format "auto" stands for, after checking that `path` exists."""
+    if fmt not in FORMATS:
+        raise UlmfitError(f"unknown corpus format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise UlmfitError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if fmt not in ("auto", "folder"):
+            raise UlmfitError(f"{path} is a folder, but format {fmt!r} reads a file")
+        return "folder"
+    if fmt == "folder":
+        raise UlmfitError(f"{path} is a file, not a folder")
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".jsonl"):
+        return suffix[1:]
+    if suffix == ".tokens" or _looks_like_wikitext(path, encoding):
+        return "wikitext"
+    return "lines"
+
+
+def source_files(path: str | os.PathLike) -> list[Path]:
+    """The files a source reads (sorted), for cache keys and progress totals."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.txt") if p.is_file())
+    return [path]
+
+
+def _looks_like_wikitext(path: Path, encoding: str) -> bool:
+    for _, line in _iter_lines(path, encoding):
+        if line.strip():
+            return bool(_WIKI_TITLE.match(line.rstrip("\r\n")))
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding with useful errors
+
+
+def _decode_error(path: Path, encoding: str, e: UnicodeDecodeError, offset: int, line: int | None):
+    bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
+    where = f"line {line}, byte offset {offset}" if line else f"byte offset {offset}"
+    return UlmfitError(
+        f"{path}: cannot decode byte 0x{bad} at {where} as {encoding}; "
+        f"if the file uses another encoding, pass it with --encoding (e.g. --encoding latin-1)"
+    )
+
+
+def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """(line number, line with its newline) for each line, decoding one line at a time so that
+    a bad byte is reported with its line and byte offset. A leading BOM is dropped."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UlmfitError(f"unknown encoding {encoding!r}") from None
+    if "\n".encode(encoding) != b"\n":
+        # UTF-16/32: lines cannot be split on the byte b"\n"; let Python decode the stream.
+        yield from _iter_lines_text(path, encoding)
+        return
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise _decode_error(path, encoding, e, offset + e.start, lineno) from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            yield lineno, line
+
+
+def _iter_lines_text(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    lineno = 0
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            for lineno, line in enumerate(f, 1):
+                yield lineno, line.lstrip("\ufeff") if lineno == 1 else line
+    except UnicodeDecodeError as e:
+        raise UlmfitError(
+            f"{path}: cannot decode the text after line {lineno} as {encoding}; "
+            "pass the file's encoding with --encoding"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def _read_folder(path: Path, encoding: str) -> Iterator[str]:
+    files = source_files(path)
+    if not files:
+        raise UlmfitError(f"{path}: no .txt files in this folder or below it")
+    for p in files:
+        raw = p.read_bytes()
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise _decode_error(p, encoding, e, e.start, raw.count(b"\n", 0, e.start) + 1) from None
+        yield text.lstrip("\ufeff")
+
+
+def _read_lines(path: Path, encoding: str) -> Iterator[str]:
+    for _, line in _iter_lines(path, encoding):
+        line = line.strip()
+        if line:
+            yield line
+
+
+def _read_wikitext(path: Path, encoding: str) -> Iterator[str]:
+    article: list[str] = []
+    for _, line in _iter_lines(path, encoding):
+        line = line.rstrip("\r\n")
+        if _WIKI_TITLE.match(line) and article:
+            yield "\n".join(article)
+            article = []
+        line = line.strip()
+        if line:  # the title line stays in its article, as in the WikiText LM benchmark
+            article.append(line)
+    if article:
+        yield "\n".join(article)
+
+
+def _columns(column: str | Sequence[str] | None) -> list[str]:
+    if column is None:
+        return ["text"]
+    cols = column.split(",") if isinstance(column, str) else list(column)
+    cols = [c.strip() for c in cols if c.strip()]
+    if not cols:
+        raise UlmfitError(f"no column name in {column!r}")
+    return cols
+
+
+def _read_table(path: Path, encoding: str, delimiter: str, column) -> Iterator[str]:
+    cols = _columns(column)
+    # Reviews and articles are longer than the csv module's default field limit of 128 KiB.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    lines = _iter_lines(path, encoding)
+    position = {"line": 0}
+
+    def text_lines():
+        for lineno, line in lines:
+            position["line"] = lineno
+            yield line
+
+    reader = csv.reader(text_lines(), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise UlmfitError(f"{path} is empty: expected a header row naming the columns")
+        header = [h.strip() for h in header]
+        missing = [c for c in cols if c not in header]
+        if missing:
+            raise UlmfitError(
+                f"{path}: no column {', '.join(map(repr, missing))}; the columns are "
+                f"{', '.join(map(repr, header))} (choose with --column)"
+            )
+        idx = [header.index(c) for c in cols]
+        for row in reader:
+            if not row:
+                continue
+            fields = [row[i] if i < len(row) else "" for i in idx]
+            yield fields[0] if len(fields) == 1 else join_fields(fields)
+    except csv.Error as e:
+        raise UlmfitError(f"{path}, line {position['line']}: malformed {delimiter!r}-separated row ({e})") from None
+
+
+def _read_jsonl(path: Path, encoding: str, column) -> Iterator[str]:
+    cols = _columns(column)
+    for lineno, line in _iter_lines(path, encoding):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UlmfitError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise UlmfitError(f"{path}, line {lineno}: expected a JSON object per line")
+        missing = [c for c in cols if c not in obj]
+        if missing:
+            raise UlmfitError(
+                f"{path}, line {lineno}: no field {', '.join(map(repr, missing))}; the fields are "
+                f"{', '.join(map(repr, obj))} (choose with --column)"
+            )
+        fields = ["" if obj[c] is None else str(obj[c]) for c in cols]
+        yield fields[0] if len(fields) == 1 else join_fields(fields)

@@ -1,0 +1,233 @@
+"""Corpus readers and the token cache (text -> tokens -> ids, tokenised once)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ulmfit.data import cache as cache_mod
+from ulmfit.data.cache import TokenIds, build_corpus, encode_texts, load_corpus_dir
+from ulmfit.data.corpus import iter_documents
+from ulmfit.io import UlmfitError
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def test_folder_gives_one_document_per_txt_file_in_sorted_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "2.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("first\nstill first")
+    (tmp_path / "notes.md").write_text("ignored")
+    (tmp_path / "empty.txt").write_text("  \n")
+    assert list(iter_documents(tmp_path)) == ["first\nstill first", "second"]
+
+
+def test_lines_gives_one_document_per_non_blank_line(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_text("one\n\n  two  \n\nthree")
+    assert list(iter_documents(f)) == ["one", "two", "three"]
+
+
+WIKI = """
+ = Alpha =
+
+ Alpha is a letter .
+
+ = = History = =
+
+ It is old .
+
+ = Beta =
+
+ Beta follows alpha .
+"""
+
+
+def test_wikitext_gives_one_document_per_article(tmp_path):
+    f = tmp_path / "wiki.train.tokens"
+    f.write_text(WIKI)
+    docs = list(iter_documents(f))
+    assert len(docs) == 2
+    assert docs[0].startswith("= Alpha =") and "= = History = =" in docs[0] and "It is old" in docs[0]
+    assert docs[1] == "= Beta =\nBeta follows alpha ."
+    # detected from the content too, whatever the file name
+    g = tmp_path / "wiki.txt"
+    g.write_text(WIKI)
+    assert list(iter_documents(g)) == docs
+
+
+def test_csv_joins_several_columns_with_xxfld(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('label,title,body\n1,Hello,"World, with a comma\nand a newline"\n0,Bye,Now\n')
+    assert list(iter_documents(f, column="title,body")) == [
+        "Hello xxfld World, with a comma\nand a newline",
+        "Bye xxfld Now",
+    ]
+
+
+def test_tsv_and_default_text_column(tmp_path):
+    f = tmp_path / "d.tsv"
+    f.write_text("text\tlabel\nfirst doc\t1\nsecond doc\t0\n")
+    assert list(iter_documents(f)) == ["first doc", "second doc"]
+
+
+def test_jsonl_reads_the_named_field(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"review": "good", "y": 1}) + "\n\n" + json.dumps({"review": "bad", "y": 0}) + "\n")
+    assert list(iter_documents(f, column="review")) == ["good", "bad"]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("d.csv", "title,body\na,b\n"),
+    ("d.jsonl", '{"title": "a", "body": "b"}\n'),
+])
+def test_missing_column_lists_the_available_ones(tmp_path, name, content):
+    f = tmp_path / name
+    f.write_text(content)
+    with pytest.raises(UlmfitError, match="text") as e:
+        list(iter_documents(f))
+    assert "title" in str(e.value) and "body" in str(e.value) and name in str(e.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(UlmfitError, match="nope.txt"):
+        list(iter_documents(tmp_path / "nope.txt"))
+
+
+def test_corpus_without_text_is_an_error(tmp_path):
+    f = tmp_path / "blank.txt"
+    f.write_text("\n  \n\n")
+    with pytest.raises(UlmfitError, match="no non-empty document"):
+        list(iter_documents(f))
+
+
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_undecodable_bytes_name_the_file_line_and_encoding(tmp_path, as_folder):
+    f = tmp_path / "latin.txt"
+    f.write_bytes("fine line\ncaf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(UlmfitError) as e:
+        list(iter_documents(tmp_path if as_folder else f))
+    msg = str(e.value)
+    assert "latin.txt" in msg and "line 2" in msg and "utf-8" in msg and "--encoding" in msg
+    docs = list(iter_documents(tmp_path if as_folder else f, encoding="latin-1"))
+    assert "caf\u00e9 au lait" in docs[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Token cache
+
+TEXT = [
+    "The cat sat on the mat.",
+    "A dog ran in the park.",
+    "<br />",  # no tokens once the markup is gone: skipped
+    "THE CAT AND THE DOG!",
+    "the cat and the dog and the cat",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(TEXT) + "\n")
+    return f
+
+
+WORD = TokenizerConfig(min_freq=1)
+
+
+def test_build_numericalises_every_document(corpus):
+    data, sp = build_corpus(corpus, WORD, progress=False)
+    assert sp is None
+    assert data.n_docs() == 4  # the markup-only line is skipped
+    assert data.ids.dtype == np.uint16
+    assert data.vocab.textify(data.doc(0)) == ["xxbos", "xxmaj", "the", "cat", "sat", "on", "the", "mat", "."]
+    assert data.n_tokens() == sum(len(data.doc(i)) for i in range(data.n_docs()))
+    again = load_corpus_dir(data.path)
+    assert np.array_equal(again.ids, data.ids) and again.vocab.itos == data.vocab.itos
+
+
+def test_second_build_comes_from_the_cache(corpus, monkeypatch):
+    first, _ = build_corpus(corpus, WORD, progress=False)
+
+    def no_tokenizing(*a, **k):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(cache_mod, "tokenize_parallel", no_tokenizing)
+    second, _ = build_corpus(corpus, WORD, progress=False)
+    assert second.path == first.path
+    assert np.array_equal(second.ids, first.ids) and np.array_equal(second.offsets, first.offsets)
+
+
+def test_another_tokenizer_config_or_changed_file_gets_another_cache(corpus):
+    a, _ = build_corpus(corpus, WORD, progress=False)
+    b, _ = build_corpus(corpus, TokenizerConfig(min_freq=2), progress=False)
+    assert a.path != b.path and len(b.vocab) < len(a.vocab)
+    corpus.write_text("Something else entirely.\n")
+    c, _ = build_corpus(corpus, WORD, progress=False)
+    assert c.path != a.path and c.n_docs() == 1
+
+
+def test_given_vocab_is_used_and_unknown_words_are_xxunk(corpus):
+    vocab = Vocab(SPECIAL_TOKENS + ["the", "cat"])
+    data, _ = build_corpus(corpus, WORD, vocab=vocab, progress=False)
+    assert data.vocab.itos == vocab.itos
+    assert vocab.textify(data.doc(0))[:5] == ["xxbos", "xxmaj", "the", "cat", "xxunk"]
+
+
+def test_interrupted_build_leaves_no_cache(corpus, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod.Vocab, "build", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(corpus, WORD, progress=False)
+    assert list((tmp_path / "cache" / "corpora").iterdir()) == []
+
+
+def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(f"The {w} saw {v} the river." for w in ("cat", "dog", "bird", "fish")
+                           for v in ("near", "by", "across", "over", "under")) + "\n")
+    cfg = TokenizerConfig(kind="subword", sp_vocab_size=80)
+    data, sp = build_corpus(f, cfg, progress=False)
+    assert sp is not None and sp.startswith(str(data.path))
+    assert data.vocab.itos[:9] == SPECIAL_TOKENS and len(data.vocab) <= 80
+    assert data.n_docs() == 20 and int(data.ids.max()) < len(data.vocab)
+    assert data.doc(0)[0] == SPECIAL_TOKENS.index("xxbos")
+    # the cached model encodes new text into the same ids
+    (ids,) = encode_texts(["The cat saw near the river."], cfg, data.vocab, sp)
+    assert np.array_equal(ids, data.doc(0))
+
+
+def test_encode_texts_word_level(corpus):
+    data, _ = build_corpus(corpus, WORD, progress=False)
+    (ids,) = encode_texts(["The cat"], WORD, data.vocab)
+    assert ids.dtype == np.int64 and data.vocab.textify(ids) == ["xxbos", "xxmaj", "the", "cat"]
+
+
+def _toy(lengths):
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenIds(np.arange(offsets[-1], dtype=np.uint16), offsets, Vocab(SPECIAL_TOKENS))
+
+
+def test_split_holds_out_whole_documents_deterministically():
+    data = _toy([10] * 40)
+    train, valid = data.split(0.1, seed=3)
+    assert train.n_docs() + valid.n_docs() == 40 and valid.n_docs() == 4
+    docs = lambda d: {tuple(d.doc(i)) for i in range(d.n_docs())}  # noqa: E731
+    assert docs(train).isdisjoint(docs(valid)) and len(docs(train) | docs(valid)) == 40
+    again = data.split(0.1, seed=3)[1]
+    assert docs(again) == docs(valid) and docs(data.split(0.1, seed=4)[1]) != docs(valid)
+    assert data.split(0.5, max_valid_tokens=20)[1].n_tokens() == 20
+    tiny_train, tiny_valid = _toy([5, 5]).split(0.01)
+    assert tiny_train.n_docs() == tiny_valid.n_docs() == 1
+
+
+def test_split_of_a_single_document_cuts_its_end():
+    train, valid = _toy([100]).split(0.1)
+    assert list(train.doc(0)) == list(range(90)) and list(valid.doc(0)) == list(range(90, 100))

@@ -1,0 +1,96 @@
+"""Tokenisation rules (the paper's xxmaj/xxup/xxrep/xxwrep and HTML clean-up) and the parallel map."""
+
+import pytest
+
+from ulmfit.text.tokenize import (
+    SPECIAL_TOKENS,
+    SubwordTokenizer,
+    TokenizerConfig,
+    WordTokenizer,
+    detokenize,
+    tokenize_parallel,
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return WordTokenizer(TokenizerConfig())
+
+
+def test_capitalised_word_becomes_xxmaj_and_lower_case(tok):
+    assert tok.tokenize("The cat") == ["xxbos", "xxmaj", "the", "cat"]
+
+
+def test_all_caps_word_becomes_xxup(tok):
+    assert tok.tokenize("HELLO world") == ["xxbos", "xxup", "hello", "world"]
+
+
+def test_repeated_character_becomes_xxrep(tok):
+    assert tok.tokenize("coooool") == ["xxbos", "c", "xxrep", "5", "o", "l"]
+
+
+def test_repeated_word_becomes_xxwrep(tok):
+    assert tok.tokenize("no no no no") == ["xxbos", "xxwrep", "4", "no"]
+
+
+def test_html_is_cleaned_up(tok):
+    assert tok.tokenize("a<br />b &amp; c <b>bold</b>") == ["xxbos", "a", "b", "&", "c", "bold"]
+    # an escape that lost its '&' upstream is repaired only when it stands alone
+    assert tok.tokenize("it amp; that") == ["xxbos", "it", "&", "that"]
+    assert "camp" in tok.tokenize("camp;")
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "<br />"])
+def test_empty_text_gives_only_xxbos(tok, text):
+    assert tok.tokenize(text) == ["xxbos"]
+
+
+def test_detokenize_restores_case():
+    assert detokenize(["xxbos", "xxmaj", "the", "xxup", "cat", "sat", "."]) == "The CAT sat."
+
+
+def _texts(n):
+    return (f"Doc {i}: The CAT said nooooo {i} times." for i in range(n))
+
+
+def test_parallel_workers_give_the_same_tokens_in_order():
+    cfg = TokenizerConfig()
+    serial = list(tokenize_parallel(_texts(23), cfg, n_workers=1, progress=False))
+    parallel = list(tokenize_parallel(_texts(23), cfg, n_workers=2, chunk_docs=4, progress=False))
+    assert parallel == serial
+    assert [t[3] for t in serial] == [str(i) for i in range(23)]
+
+
+def test_parallel_reads_its_input_lazily():
+    consumed = []
+
+    def texts():
+        for i in range(100):
+            consumed.append(i)
+            yield f"text {i}"
+
+    results = tokenize_parallel(texts(), TokenizerConfig(), n_workers=1, chunk_docs=5, progress=False)
+    assert next(results) == ["xxbos", "text", "0"]
+    assert len(consumed) <= 10
+
+
+@pytest.fixture(scope="module")
+def sp_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sp")
+    lines = [f"The cat number {i} sat on the MAT and looked at the dog." for i in range(200)]
+    (d / "train.txt").write_text("\n".join(SubwordTokenizer.training_text(t) for t in lines) + "\n")
+    return SubwordTokenizer.train(str(d / "train.txt"), str(d / "sp"), vocab_size=60)
+
+
+def test_subword_model_puts_the_specials_first(sp_model):
+    assert SubwordTokenizer(sp_model).vocab()[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS
+
+
+def test_subword_markers_are_single_tokens(sp_model):
+    sub = SubwordTokenizer(sp_model)
+    pieces = sub.tokenize("The cat sat on the MAT")
+    assert pieces[:2] == ["xxbos", "xxmaj"] and "xxup" in pieces
+    # no lone word-boundary piece is spent in front of a marker
+    assert all(nxt not in ("xxmaj", "xxup") for p, nxt in zip(pieces, pieces[1:]) if p == "\u2581")
+    assert sub.encode_many(["", "The"])[0] == [SPECIAL_TOKENS.index("xxbos")]
+    assert detokenize(pieces) == "The cat sat on the MAT"
