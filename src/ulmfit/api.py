@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from .model.heads import AWDLSTMLanguageModel
 from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize
 from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
+from .train import distributed as dist_
 from .train.loop import LMTrainConfig, LMTrainer, bf16_supported, evaluate_lm
 
 
@@ -33,6 +35,16 @@ def _print(msg: str, progress: bool) -> None:
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check the output directory (every process), then clear stale metrics (process 0 only)."""
+    _check_out(out, resume, overwrite)
+    dist_.barrier()  # nobody changes anything before everybody has checked
+    if not resume and dist_.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    dist_.barrier()
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
@@ -42,8 +54,16 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, "
             "or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _build_corpus_once(*args, progress: bool = True, **kwargs):
+    """Process 0 tokenises; the others wait and then read its cache."""
+    if dist_.is_main():
+        res = build_corpus(*args, progress=progress, **kwargs)
+        dist_.barrier()
+        return res
+    dist_.barrier()
+    return build_corpus(*args, progress=False, **kwargs)
 
 
 def _split(data, valid_frac: float, seed: int, max_valid_tokens: int | None):
@@ -54,16 +74,18 @@ def _split(data, valid_frac: float, seed: int, max_valid_tokens: int | None):
 def _streams(train, valid, cfg: LMTrainConfig):
     bs_valid = max(1, min(cfg.bs, (valid.n_tokens() - 1) // (cfg.bptt + 1)))
     train_stream = LMStream(train, cfg.bs, cfg.bptt, seed=cfg.seed, backwards=cfg.backwards,
-                            variable_bptt=cfg.variable_bptt)
+                            variable_bptt=cfg.variable_bptt, shard=dist_.rank_world())
     valid_stream = LMStream(valid, bs_valid, cfg.bptt, seed=cfg.seed, shuffle=False, variable_bptt=False,
                             backwards=cfg.backwards)
     return train_stream, valid_stream
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """'auto' (default) picks a CUDA GPU when there is one, else the CPU."""
+    """'auto' (default) picks a CUDA GPU when there is one (each torchrun process its own), else the CPU."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return torch.device("cpu")
     d = torch.device(device)
     if d.type == "cuda" and not torch.cuda.is_available():
         raise UlmfitError(f"--device {device}: no CUDA GPU is available here")
@@ -110,6 +132,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
              arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None) -> dict:
     """Stage 1: train an AWD-LSTM language model from scratch on a general corpus."""
     out = Path(out)
+    dist_.init_from_env()
+    progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
         saved = ckpt.read_config(out, "language_model")
@@ -120,8 +144,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         train_cfg = _train_cfg_from(saved["train"], extend or {})
     tok_cfg = tok_cfg or TokenizerConfig()
     train_cfg = train_cfg or LMTrainConfig(lr_div=1.0, lr=3e-3)
-    data, info = build_corpus(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                              n_workers=n_workers, progress=progress)
+    data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                                    n_workers=n_workers, progress=progress)
     vocab, sp_model = data.vocab, info
     if resume:
         model, _, saved_vocab = ckpt.load_model(out)
@@ -153,6 +177,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
     with a first epoch that trains only the embedding/decoder so new words get vectors)."""
     out = Path(out)
+    dist_.init_from_env()
+    progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
         saved = ckpt.read_config(out, "language_model")
@@ -166,7 +192,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])
     base_sp = Path(from_dir) / ckpt.SPM if tok_cfg.kind == "subword" else None
     # Word level: the target text gets its own vocabulary; subword: the pretrained pieces are kept.
-    data, info = build_corpus(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+    data, info = _build_corpus_once(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
                               vocab=base_vocab if tok_cfg.kind == "subword" else None,
                               sp_model=str(base_sp) if base_sp else None, n_workers=n_workers, progress=progress)
     vocab = data.vocab
@@ -193,7 +219,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
            f"({found:,} known to the pretrained model, {len(vocab) - found:,} new, started at the mean vector)",
            progress)
     ts, vs = _streams(train, valid, train_cfg)
-    if not resume:
+    if not resume and dist_.is_main():
         before = evaluate_lm(model, vs, train_cfg.bf16 and bf16_supported())
         _print(f"before fine-tuning: valid perplexity {before['perplexity']:.2f}", progress)
         append_jsonl(out / "metrics.jsonl", {"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in before.items()}})

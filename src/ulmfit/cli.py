@@ -91,6 +91,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="also validate every N steps, for a learning curve (default: 0 = at epoch ends only)")
     p.add_argument("--out", required=False, help="output model directory")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the interrupted (or finished, with a larger --epochs/--max-tokens) run in DIR "
@@ -108,7 +110,7 @@ def _train_cfg(a, **extra):
         cut_frac=a.cut_frac, ratio=a.ratio, beta1=a.betas[0], beta2=a.betas[1], wd=a.wd, clip=a.clip,
         ar_alpha=a.alpha, tar_beta=a.beta, bf16=not a.no_bf16, variable_bptt=not a.fixed_bptt,
         backwards=a.backwards, seed=a.seed, max_tokens=int(a.max_tokens) if a.max_tokens else None,
-        max_minutes=a.max_minutes, save_every_minutes=a.save_every,
+        max_minutes=a.max_minutes, save_every_minutes=a.save_every, eval_every=a.eval_every,
         **{k: v for k, v in extra.items() if k != "default_epochs"},
     )
 

@@ -42,6 +42,7 @@ class LMStream:
         variable_bptt: bool = True,
         backwards: bool = False,
         min_seq_len: int = 5,
+        shard: tuple[int, int] = (0, 1),
     ):
         if bs < 1 or bptt < 1 or min_seq_len < 1:
             raise UlmfitError("bs, bptt and min_seq_len must be positive")
@@ -56,7 +57,17 @@ class LMStream:
         self.min_seq_len = min_seq_len
         self.max_seq_len = bptt + 20  # a rare long draw must not blow up activation memory
         self.n_tokens = n
-        self.stream_len = (n - 1) // bs  # x and y of a stream are shifted by one token
+        # Data-parallel training: bs * world streams in all, this process reads rows
+        # [rank * bs, (rank + 1) * bs); every process gets the same sequence lengths.
+        self.rank, self.world = shard
+        if not 0 <= self.rank < self.world:
+            raise UlmfitError(f"invalid shard {shard}")
+        total = bs * self.world
+        if n < 2 * total + 1:
+            raise UlmfitError(
+                f"the text has {n} tokens, too few for {self.world} processes x {bs} streams; use a smaller --bs"
+            )
+        self.stream_len = (n - 1) // total  # x and y of a stream are shifted by one token
         self._layout_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._lens_cache: tuple[int, list[int]] | None = None
 
@@ -131,7 +142,8 @@ class LMStream:
         lens = self.seq_lens(epoch)
         starts, cum = self._layout(epoch)
         pos = sum(lens[:start_batch])
-        row_starts = (np.arange(self.bs, dtype=np.int64) * self.stream_len)[:, None]
+        rows = np.arange(self.rank * self.bs, (self.rank + 1) * self.bs, dtype=np.int64)
+        row_starts = (rows * self.stream_len)[:, None]
         for seq_len in lens[start_batch:]:
             window = self._gather(row_starts + (pos + np.arange(seq_len + 1)), starts, cum)
             x = torch.from_numpy(np.ascontiguousarray(window[:, :-1]))

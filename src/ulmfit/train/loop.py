@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl
 from ..model.heads import AWDLSTMLanguageModel
+from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
 from .schedules import schedule as make_schedule
 
@@ -54,6 +55,7 @@ class LMTrainConfig:
     max_minutes: float | None = None  # ... or after this much wall time
     save_every_minutes: float = 10.0
     log_every: int = 50
+    eval_every: int = 0  # also validate every this many steps (0: only at the end of each epoch)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,7 +144,9 @@ class LMTrainer:
         self.model, self.train_stream, self.valid_stream = model, train_stream, valid_stream
         self.cfg, self.out, self.save_fn = cfg, Path(out), save_fn
         self.device = device or torch.device("cpu")
-        self.progress = progress
+        self.rank, self.world = dist_.rank_world()
+        self.main = self.rank == 0
+        self.progress = progress and self.main
         self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_supported())
         self.groups = lm_layer_groups(model)
         self.opt = torch.optim.AdamW(
@@ -156,7 +160,9 @@ class LMTrainer:
         self.batch = 0  # batches of the current epoch already done
         self.tokens = 0
         self.elapsed = 0.0  # training seconds over all runs of this directory
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # one record per epoch (or partial epoch at a stop)
+        self.curve: list[dict] = []  # validation every eval_every steps
+        self.elapsed_run = 0.0  # training seconds of this invocation (for max_minutes)
         self.metrics_path = self.out / "metrics.jsonl"
         self._nb_cache: dict[int, int] = {}
         self._budget: int | None = None
@@ -206,9 +212,11 @@ class LMTrainer:
 
     def state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "tokens": self.tokens,
-                "elapsed": self.elapsed, "history": self.history, "train": self.cfg.to_dict()}
+                "elapsed": self.elapsed, "history": self.history, "curve": self.curve, "train": self.cfg.to_dict()}
 
     def save(self) -> None:
+        if not self.main:  # all processes hold the same weights; one writes them
+            return
         self.save_fn(self.step, self.history)
         ckpt.save_train_state(self.out, self.opt, self.names, self.state(), self.model.encoder.state)
 
@@ -216,10 +224,20 @@ class LMTrainer:
         st = ckpt.load_train_state(self.out, self.opt, self.names)
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.tokens, self.elapsed, self.history = st["tokens"], st.get("elapsed", 0.0), st.get("history", [])
+        self.curve = st.get("curve", [])
         self._resume_hidden = st.get("hidden") if self.batch > 0 else None
 
     def log(self, record: dict) -> None:
-        append_jsonl(self.metrics_path, record)
+        if self.main:
+            append_jsonl(self.metrics_path, record)
+
+    def validate(self) -> dict:
+        if not self.valid_stream or not self.main:
+            return {}
+        carried = self.model.encoder.state  # the training streams continue after validation
+        v = evaluate_lm(self.model, self.valid_stream, self.use_bf16, self.device)
+        self.model.encoder.state = carried
+        return v
 
     # -- the loop ------------------------------------------------------------------------------
     def set_lrs(self, t: int, T: int, seq_len: int) -> float:
@@ -237,6 +255,10 @@ class LMTrainer:
         result: dict = {}
         stop = False
         state_before = None
+        if self.world > 1:
+            dist_.broadcast_parameters(model)
+            # Same weights everywhere, but each process draws its own dropout masks.
+            torch.manual_seed(cfg.seed + 1000 * self.rank + self.step)
         with sigterm_as_interrupt():
             try:
                 while self.epoch < self.total_epochs and not stop:
@@ -267,14 +289,15 @@ class LMTrainer:
                             )
                         self.opt.zero_grad(set_to_none=True)
                         loss.backward()
+                        dist_.average_gradients(trainable)
                         if cfg.clip:
                             torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
                         self.opt.step()
                         state_before = None
                         self.step += 1
                         self.batch += 1
-                        self.tokens += y.numel()
-                        tok0 += y.numel()
+                        self.tokens += y.numel() * self.world
+                        tok0 += y.numel() * self.world
                         run_loss = 0.98 * run_loss + 0.02 * float(ce) if run_n else float(ce)
                         run_n += 1
                         dt = time.time() - t0
@@ -288,19 +311,32 @@ class LMTrainer:
                                       "elapsed_s": self.elapsed + time.time() - t_start})
                         if cfg.max_tokens and self.tokens >= cfg.max_tokens:
                             stop = True
-                        if cfg.max_minutes and (time.time() - t_start) / 60 >= cfg.max_minutes:
+                        if cfg.max_minutes and (self.elapsed_run + time.time() - t_start) / 60 >= cfg.max_minutes:
                             stop = True
+                        if self.world > 1 and cfg.max_minutes:
+                            stop = dist_.any_process(stop, self.device)  # clocks differ; all must agree
+                        if cfg.eval_every and self.step % cfg.eval_every == 0 and not stop:
+                            vv = self.validate()
+                            if vv:
+                                rec = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
+                                       "train_loss": run_loss, "elapsed_s": self.elapsed + time.time() - t_start,
+                                       **{f"valid_{k}": val for k, val in vv.items() if k != "tokens"}}
+                                self.curve.append(rec)
+                                self.log(rec)
+                            model.train()
                         if stop:
                             break
                         if (time.time() - last_save) / 60 >= cfg.save_every_minutes:
                             self.elapsed += time.time() - t_start
+                            self.elapsed_run += time.time() - t_start
                             t_start = time.time()
                             self.save()
                             last_save = time.time()
                     bar.close()
                     epoch_done = self.batch >= n_batches
-                    v = evaluate_lm(model, self.valid_stream, self.use_bf16, self.device) if self.valid_stream else {}
+                    v = self.validate()
                     self.elapsed += time.time() - t_start
+                    self.elapsed_run += time.time() - t_start
                     t_start = time.time()
                     record = {"step": self.step, "epoch": self.epoch + (1 if epoch_done else 0), "tokens": self.tokens,
                               "train_loss": run_loss, "elapsed_s": self.elapsed,
@@ -322,6 +358,7 @@ class LMTrainer:
                 if state_before is not None:  # the weights were not updated: redo this batch on resume
                     model.encoder.state = state_before
                 self.elapsed += time.time() - t_start
+                self.elapsed_run += time.time() - t_start
                 self.save()
                 raise UlmfitError(
                     f"interrupted at step {self.step}; everything up to it is saved in {self.out}. "

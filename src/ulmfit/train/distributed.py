@@ -1,0 +1,81 @@
+"""Data-parallel training with torch.distributed (launch with `torchrun --nproc_per_node N ulmfit ...`).
+
+Each process reads its own rows of the LM streams, computes gradients on them, and the gradients
+are averaged over processes before every optimizer step, so all processes hold the same weights
+at all times. Only process 0 writes checkpoints, logs and progress. The gradients are averaged
+by hand (flattened into one buffer per dtype) rather than through DistributedDataParallel,
+because the trainer calls the model's ``loss`` method and carries hidden state between batches,
+neither of which DDP's forward wrapper expects.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # Process 0 validates and checkpoints while the others wait: allow it time.
+        dist.init_process_group(backend, timeout=timedelta(hours=2))
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return rank_world()[0] == 0
+
+
+def barrier() -> None:
+    if rank_world()[1] > 1:
+        dist.barrier()
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    world = rank_world()[1]
+    if world == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    by_kind: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:
+        by_kind.setdefault((g.dtype, g.device), []).append(g)
+    for gs in by_kind.values():
+        flat = torch.cat([g.reshape(-1) for g in gs])
+        dist.all_reduce(flat)
+        flat /= world
+        off = 0
+        for g in gs:
+            n = g.numel()
+            g.copy_(flat[off:off + n].view_as(g))
+            off += n
+
+
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    """Start every process from process 0's weights."""
+    if rank_world()[1] == 1:
+        return
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on any process (a stop decision all processes must share)."""
+    if rank_world()[1] == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

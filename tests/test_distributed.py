@@ -1,0 +1,44 @@
+"""Data-parallel pretraining under torchrun: processes stay in sync and process 0 saves."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_two_processes_train_one_model(tmp_path, corpus):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import hashlib, sys, torch\n"
+        "from ulmfit.api import pretrain\n"
+        "from ulmfit.train.loop import LMTrainConfig, LMTrainer\n"
+        "from ulmfit.train import distributed as d\n"
+        "seen = {}\n"
+        "orig = LMTrainer.fit\n"
+        "def fit(self):\n"
+        "    r = orig(self)\n"
+        "    h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in self.model.parameters()))\n"
+        "    print(f'RANK {d.rank_world()[0]} {h.hexdigest()} {self.tokens} {self.step}', flush=True)\n"
+        "    return r\n"
+        "LMTrainer.fit = fit\n"
+        "cfg = LMTrainConfig(epochs=1, bs=4, bptt=16, lr=1e-2, lr_div=1.0, save_every_minutes=1e9, max_minutes=10)\n"
+        "pretrain(sys.argv[1], sys.argv[2], preset='tiny', train_cfg=cfg, progress=False, n_workers=1, device='cpu')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(corpus),
+                        str(tmp_path / "lm")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = sorted(l.split() for l in r.stdout.splitlines() if l.startswith("RANK"))
+    assert [l[1] for l in lines] == ["0", "1"]
+    assert lines[0][2] == lines[1][2]  # identical weights in both processes
+    assert lines[0][3] == lines[1][3]  # tokens counted over both processes
+    state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
+    assert state["tokens"] == int(lines[0][3]) and state["step"] == int(lines[0][4])
+    n_tokens = json.loads((tmp_path / "lm" / "config.json").read_text())["data"]["n_tokens"]
+    assert state["tokens"] > 0.8 * n_tokens * 0.9  # one epoch of the training part, split over 2 processes
