@@ -10,7 +10,7 @@ import pytest
 
 from ulmfit.cli import build_parser, main
 
-COMMANDS = ["pretrain", "finetune-lm", "lm-eval", "generate", "lr-find"]
+COMMANDS = ["pretrain", "finetune-lm", "lm-eval", "generate", "lr-find", "export"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -22,7 +22,8 @@ def test_every_command_has_a_complete_help(command, capsys):
     assert "usage: ulmfit " + command in out
     for opt in {"pretrain": ["--preset", "--tokenizer", "--resume", "--max-tokens", "--backwards", "--lr"],
                 "finetune-lm": ["--from", "--freeze-epochs", "--resume", "--lr-div"],
-                "lm-eval": ["--model"], "generate": ["--temperature", "--model"], "lr-find": ["--model", "--num"]}[command]:
+                "lm-eval": ["--model"], "generate": ["--temperature", "--model"], "lr-find": ["--model", "--num"],
+                "export": ["--dtype", "--card"]}[command]:
         assert opt in out
 
 
@@ -61,7 +62,8 @@ def test_lm_eval_prints_perplexity_as_json(tmp_path, corpus, capsys):
     (["lm-eval", "{tmp}/empty.txt", "--model", "{tmp}"], "not a ulmfit model directory"),
     (["generate", "hi", "--model", "{tmp}/nope"], "not a model directory"),
     (["pretrain", "--resume", "{tmp}"], "cannot resume"),
-    (["finetune-lm", "{tmp}/empty.txt", "--out", "{tmp}/o"], "--from"),
+    (["finetune-lm", "--out", "{tmp}/o"], "give TEXTS"),
+    (["finetune-lm", "{tmp}/empty.txt", "--from", "{tmp}/nope", "--out", "{tmp}/o"], "not a model directory"),
 ])
 def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_text("\n  \n")
@@ -72,6 +74,21 @@ def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
     last = err.strip().split("\n")[-1]  # progress bars may come before it
     assert last.startswith("error: ") and message in last
     assert "Traceback" not in err
+
+
+def test_export_writes_a_half_precision_copy_without_training_state(tmp_path, corpus, capsys):
+    main(["pretrain", str(corpus), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+          "--bptt", "16", "--quiet", "--workers", "1"])
+    card = tmp_path / "card.md"
+    card.write_text("# a model card")
+    assert main(["export", str(tmp_path / "lm"), "--out", str(tmp_path / "ship"), "--card", str(card)]) == 0
+    files = sorted(p.name for p in (tmp_path / "ship").iterdir())
+    assert files == ["README.md", "config.json", "metrics.jsonl", "model.safetensors", "vocab.txt"]
+    from ulmfit.api import LanguageModel
+
+    a, b = LanguageModel.load(tmp_path / "lm"), LanguageModel.load(tmp_path / "ship")
+    assert abs(a.perplexity(["The cat likes the red ball."]) - b.perplexity(["The cat likes the red ball."])) < 0.05
+    assert (tmp_path / "ship" / "model.safetensors").stat().st_size < 0.6 * (tmp_path / "lm" / "model.safetensors").stat().st_size
 
 
 def test_the_installed_entry_point_runs(tmp_path):

@@ -149,10 +149,14 @@ def cmd_pretrain(a) -> int:
 
 def cmd_finetune(a) -> int:
     from .api import finetune_lm
+    from .pretrained import default_lm
 
     out, resume = _out_and_resume(a)
-    if not resume and (not a.texts or not a.from_dir):
-        raise UlmfitError("give --from DIR (the pretrained model) and TEXTS (the target text)")
+    if not resume and not a.texts:
+        raise UlmfitError("give TEXTS, the target text to fine-tune on")
+    if not resume and not a.from_dir:
+        a.from_dir = default_lm(a.backwards)
+        print(f"fine-tuning the shipped {'backward' if a.backwards else 'forward'} model {a.from_dir}")
     cfg = _train_cfg(a, default_epochs=3, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
     res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
                       valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
@@ -213,6 +217,15 @@ def cmd_lr_find(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .pretrained import export_model
+
+    card = Path(a.card).read_text(encoding="utf-8") if a.card else None
+    out = export_model(a.model, a.out, dtype=a.dtype, card=card)
+    print(f"exported {a.model} to {out} ({a.dtype} weights, no training state)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ulmfit", description="ULMFiT: AWD-LSTM language models and text classifiers "
                                 "(Howard & Ruder 2018), fast on a CPU.")
@@ -242,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "learning rates and slanted triangular schedules; the first --freeze-epochs train "
                                    "only the embedding/decoder so words new to the model get vectors.")
     s.add_argument("texts", nargs="?", help="the target text: folder, text file, CSV/TSV/JSONL (labels are ignored)")
-    s.add_argument("--from", dest="from_dir", help="the pretrained model directory")
+    s.add_argument("--from", dest="from_dir",
+                   help="the pretrained model directory (default: the shipped general-English model, "
+                        "the backward one with --backwards)")
     s.add_argument("--freeze-epochs", type=int, default=1, help="epochs that train only the top group (default: 1)")
     s.add_argument("--freeze-lr", type=float, default=1e-2, help="peak rate of those epochs (default: 0.01)")
     s.add_argument("--drop-mult", type=float, default=None, help="scales all dropout probabilities (default: keep)")
@@ -287,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lr_find)
+    s = sub.add_parser("export", help="copy a model without its training state, e.g. in fp16 for sharing",
+                       description="Write a model directory for sharing: config, vocabulary and weights (in --dtype), "
+                                   "without the optimizer state kept for resuming.")
+    s.add_argument("model", help="the model directory to export")
+    s.add_argument("--out", required=True, help="the new directory")
+    s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    s.add_argument("--card", help="a Markdown model card to put in the directory as README.md")
+    s.set_defaults(fn=cmd_export)
     return p
 
 

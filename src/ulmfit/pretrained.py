@@ -1,0 +1,54 @@
+"""The language models shipped with the package (ULMFiT stage 1, done once for every user).
+
+``general-en-fwd`` and ``general-en-bwd`` are AWD-LSTM language models pretrained on the general
+English corpus described in docs/CORPUS.md, reading text forwards and backwards; their model
+cards (README.md in each folder) say how they were trained. Commands that need a pretrained
+model use them when no other is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import UlmfitError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED = {False: "general-en-fwd", True: "general-en-bwd"}
+
+
+def default_lm(backwards: bool = False) -> Path:
+    """The directory of the shipped forward (or backward) language model."""
+    path = WEIGHTS_DIR / SHIPPED[backwards]
+    if not (path / "config.json").exists():
+        raise UlmfitError(
+            f"this installation has no shipped {'backward' if backwards else 'forward'} language model "
+            f"({path} is missing); pass --from DIR with a model made by `ulmfit pretrain`"
+        )
+    return path
+
+
+def export_model(src, dst, *, dtype: str = "float16", card: str | None = None) -> Path:
+    """A copy of a trained model without its training state, weights stored in `dtype` (for shipping)."""
+    import torch
+
+    from . import checkpoint as ckpt
+
+    model, cfg, vocab = ckpt.load_model(src)
+    from .text.tokenize import TokenizerConfig
+
+    tok = TokenizerConfig.from_dict(cfg["tokenizer"])
+    sp = Path(src) / ckpt.SPM
+    extra = {k: v for k, v in cfg.items()
+             if k not in ("format", "format_version", "kind", "ulmfit_version", "arch", "tokenizer", "train",
+                          "history", "step")}
+    extra["exported_from"] = str(Path(src).resolve())
+    extra["weights_dtype"] = dtype
+    out = ckpt.save_model(dst, model, vocab=vocab, tok_cfg=tok, sp_model=str(sp) if sp.exists() else None,
+                          train=cfg.get("train"), history=cfg.get("history"), step=cfg.get("step", 0),
+                          dtype=getattr(torch, dtype), extra=extra)
+    for name in ("metrics.jsonl",):
+        if (Path(src) / name).exists():
+            (Path(out) / name).write_bytes((Path(src) / name).read_bytes())
+    if card:
+        (Path(out) / "README.md").write_text(card, encoding="utf-8")
+    return Path(out)
