@@ -94,3 +94,14 @@ def test_export_writes_a_half_precision_copy_without_training_state(tmp_path, co
 def test_the_installed_entry_point_runs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ulmfit", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("ulmfit ")
+
+
+def test_a_corpus_tokenised_once_trains_without_its_source(tmp_path, corpus, capsys):
+    tok = tmp_path / "tokens"
+    assert main(["corpus", "tokenize", str(corpus), "--out", str(tok), "--quiet", "--workers", "1"]) == 0
+    corpus.unlink()  # training must not need the text any more
+    assert main(["pretrain", str(tok), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1",
+                 "--bs", "8", "--bptt", "16", "--quiet"]) == 0
+    cfg = json.loads((tmp_path / "lm" / "config.json").read_text())
+    assert cfg["data"]["fmt"] == "token-cache" and cfg["tokenizer"]["kind"] == "word"
+    assert main(["pretrain", "--resume", str(tmp_path / "lm"), "--epochs", "2", "--quiet"]) == 0

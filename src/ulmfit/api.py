@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data.cache import build_corpus, encode_texts
+from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import UlmfitError, append_jsonl
+from .io import UlmfitError, append_jsonl, read_json
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
 from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize
@@ -54,6 +54,20 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, "
             "or choose another --out"
         )
+
+
+def is_token_cache(path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "meta.json").is_file() and (p / "ids.bin").is_file()
+
+
+def tokenize_corpus(source, out, tok_cfg: TokenizerConfig, *, fmt="auto", column=None, encoding="utf-8",
+                    n_workers=None, progress=True):
+    """Tokenise a corpus into the folder `out` (ids.bin, offsets.npy, vocab.txt, meta.json), which
+    `pretrain` accepts as its corpus: tokenise once on one machine, train on another."""
+    data, _ = build_corpus(source, tok_cfg, fmt=fmt, column=column, encoding=encoding, cache_dir=out,
+                           n_workers=n_workers, progress=progress)
+    return data
 
 
 def _build_corpus_once(*args, progress: bool = True, **kwargs):
@@ -144,8 +158,14 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         train_cfg = _train_cfg_from(saved["train"], extend or {})
     tok_cfg = tok_cfg or TokenizerConfig()
     train_cfg = train_cfg or LMTrainConfig(lr_div=1.0, lr=3e-3)
-    data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                                    n_workers=n_workers, progress=progress)
+    if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
+        data = load_corpus_dir(corpus)
+        info, fmt = data.sp_model, "token-cache"
+        tok_cfg = TokenizerConfig.from_dict(read_json(Path(corpus) / "meta.json")["tokenizer"])
+        _print(f"using the tokenised corpus {corpus}", progress)
+    else:
+        data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                                        n_workers=n_workers, progress=progress)
     vocab, sp_model = data.vocab, info
     if resume:
         model, _, saved_vocab = ckpt.load_model(out)

@@ -217,6 +217,26 @@ def cmd_lr_find(a) -> int:
     return 0
 
 
+def cmd_corpus_tokenize(a) -> int:
+    from .api import tokenize_corpus
+    from .text.tokenize import TokenizerConfig
+
+    tok = TokenizerConfig(kind=a.tokenizer, max_vocab=a.max_vocab, min_freq=a.min_freq, sp_vocab_size=a.sp_vocab)
+    data = tokenize_corpus(a.source, a.out, tok, fmt=a.fmt, column=a.column, encoding=a.encoding,
+                           n_workers=a.workers, progress=not a.quiet)
+    print(f"{data.n_tokens():,} tokens of {data.n_docs():,} documents, vocabulary {len(data.vocab):,}, "
+          f"written to {a.out}; train on it with `ulmfit pretrain {a.out} --out DIR`")
+    return 0
+
+
+def _add_tokenizer_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--tokenizer", default="word", choices=["word", "subword"],
+                   help="word: spaCy + ULMFiT rules (the paper); subword: SentencePiece unigram (default: word)")
+    s.add_argument("--max-vocab", type=int, default=60000, help="word vocabulary cap (default: 60000)")
+    s.add_argument("--min-freq", type=int, default=3, help="minimum count for a word to get an id (default: 3)")
+    s.add_argument("--sp-vocab", type=int, default=16000, help="SentencePiece vocabulary size (default: 16000)")
+
+
 def cmd_export(a) -> int:
     from .pretrained import export_model
 
@@ -236,14 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stage 1 of ULMFiT: train an AWD-LSTM language model on a corpus. The corpus is "
                                    "tokenised once into a cached memory-mapped array; a validation slice is held out.")
     s.add_argument("corpus", nargs="?", help="a folder of .txt files, a text file (one document per line), "
-                                             "WikiText *.tokens, or a CSV/TSV/JSONL file")
+                                             "WikiText *.tokens, a CSV/TSV/JSONL file, or a folder written by "
+                                             "`ulmfit corpus tokenize`")
     s.add_argument("--preset", default="small", choices=["paper", "small", "tiny"],
                    help="model size: paper = 400/1152/3 layers, small = 256/768/3 (default), tiny = tests")
-    s.add_argument("--tokenizer", default="word", choices=["word", "subword"],
-                   help="word: spaCy + ULMFiT rules (the paper); subword: SentencePiece unigram (default: word)")
-    s.add_argument("--max-vocab", type=int, default=60000, help="word vocabulary cap (default: 60000)")
-    s.add_argument("--min-freq", type=int, default=3, help="minimum count for a word to get an id (default: 3)")
-    s.add_argument("--sp-vocab", type=int, default=16000, help="SentencePiece vocabulary size (default: 16000)")
+    _add_tokenizer_args(s)
     s.add_argument("--drop-mult", type=float, default=1.0, help="scales all dropout probabilities (default: 1)")
     s.add_argument("--valid-frac", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
     _add_data_args(s, "the corpus")
@@ -302,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lr_find)
+    s = sub.add_parser("corpus", help="prepare corpora: tokenise once, build the general-English corpus",
+                       description="Corpus preparation.")
+    csub = s.add_subparsers(dest="corpus_command", metavar="ACTION")
+    c = csub.add_parser("tokenize", help="tokenise a corpus into a folder that `pretrain` reads directly",
+                        description="Tokenise and numericalise a corpus once (in parallel) into OUT: ids.bin, "
+                                    "offsets.npy, vocab.txt, meta.json (and spm.model). `ulmfit pretrain OUT` then "
+                                    "trains without tokenising, on this machine or another.")
+    c.add_argument("source", help="folder of .txt, text file, WikiText file, CSV/TSV/JSONL")
+    c.add_argument("--out", required=True, help="the folder to write")
+    c.add_argument("--quiet", action="store_true")
+    _add_tokenizer_args(c)
+    _add_data_args(c, "the corpus")
+    c.set_defaults(fn=cmd_corpus_tokenize)
+    s.set_defaults(fn=lambda a, p=s: (p.print_help(), 0)[1])
+
     s = sub.add_parser("export", help="copy a model without its training state, e.g. in fp16 for sharing",
                        description="Write a model directory for sharing: config, vocabulary and weights (in --dtype), "
                                    "without the optimizer state kept for resuming.")
