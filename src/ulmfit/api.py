@@ -62,11 +62,23 @@ def is_token_cache(path) -> bool:
 
 
 def tokenize_corpus(source, out, tok_cfg: TokenizerConfig, *, fmt="auto", column=None, encoding="utf-8",
-                    n_workers=None, progress=True):
+                    n_workers=None, progress=True, vocab_from=None):
     """Tokenise a corpus into the folder `out` (ids.bin, offsets.npy, vocab.txt, meta.json), which
-    `pretrain` accepts as its corpus: tokenise once on one machine, train on another."""
+    `pretrain` accepts as its corpus: tokenise once on one machine, train on another.
+
+    `vocab_from` (a token folder or a model directory) reuses its vocabulary and tokenizer settings,
+    e.g. for a held-out validation text."""
+    vocab = sp = None
+    if vocab_from is not None:
+        vf = Path(vocab_from)
+        if not (vf / "vocab.txt").is_file():
+            raise UlmfitError(f"{vf} has no vocab.txt to reuse")
+        vocab = Vocab.load(vf / "vocab.txt")
+        meta = read_json(vf / "meta.json") if (vf / "meta.json").is_file() else read_json(vf / ckpt.CONFIG)
+        tok_cfg = TokenizerConfig.from_dict(meta["tokenizer"])
+        sp = str(vf / "spm.model") if (vf / "spm.model").is_file() else None
     data, _ = build_corpus(source, tok_cfg, fmt=fmt, column=column, encoding=encoding, cache_dir=out,
-                           n_workers=n_workers, progress=progress)
+                           vocab=vocab, sp_model=sp, n_workers=n_workers, progress=progress)
     return data
 
 
@@ -143,7 +155,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
              train_cfg: LMTrainConfig | None = None, fmt: str = "auto", column: str | None = None,
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
              resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
-             arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None) -> dict:
+             arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None,
+             valid_source=None) -> dict:
     """Stage 1: train an AWD-LSTM language model from scratch on a general corpus."""
     out = Path(out)
     dist_.init_from_env()
@@ -154,6 +167,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         d = saved.get("data", {})
         corpus, fmt, column, encoding = d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8")
         valid_frac, max_valid_tokens = d["valid_frac"], d.get("max_valid_tokens")
+        valid_source = d.get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
         train_cfg = _train_cfg_from(saved["train"], extend or {})
     tok_cfg = tok_cfg or TokenizerConfig()
@@ -175,7 +189,17 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     else:
         torch.manual_seed(train_cfg.seed)  # the initial weights, like everything else, follow the seed
         model = AWDLSTMLanguageModel(arch_preset(preset, len(vocab), **(arch_overrides or {})))
-    train, valid = _split(data, valid_frac, train_cfg.seed, max_valid_tokens)
+    if valid_source is not None:  # an explicit held-out text (one the training corpus can never leak into)
+        if is_token_cache(valid_source):
+            valid = load_corpus_dir(valid_source)
+            if valid.vocab.itos != vocab.itos:
+                raise UlmfitError(f"{valid_source} was tokenised with another vocabulary than the corpus")
+        else:
+            valid, _ = _build_corpus_once(valid_source, tok_cfg, vocab=vocab, sp_model=sp_model,
+                                          n_workers=n_workers, progress=progress)
+        train = data
+    else:
+        train, valid = _split(data, valid_frac, train_cfg.seed, max_valid_tokens)
     _print(f"corpus: {data.n_tokens():,} tokens in {data.n_docs():,} documents; vocabulary {len(vocab):,}; "
            f"training on {train.n_tokens():,}, validating on {valid.n_tokens():,}", progress)
     _print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters "
@@ -184,7 +208,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     ts, vs = _streams(train, valid, train_cfg)
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
-              "n_docs": data.n_docs()}
+              "n_docs": data.n_docs(), "valid_tokens": valid.n_tokens(),
+              "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None}
     res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress, device=device)
     return res
 

@@ -142,7 +142,7 @@ def cmd_pretrain(a) -> int:
     res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=cfg, fmt=a.fmt, column=a.column,
                    encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
                    n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
-                   arch_overrides={"drop_mult": a.drop_mult}, device=a.device)
+                   arch_overrides={"drop_mult": a.drop_mult}, device=a.device, valid_source=a.valid_source)
     _summary(res)
     return 0
 
@@ -223,7 +223,7 @@ def cmd_corpus_tokenize(a) -> int:
 
     tok = TokenizerConfig(kind=a.tokenizer, max_vocab=a.max_vocab, min_freq=a.min_freq, sp_vocab_size=a.sp_vocab)
     data = tokenize_corpus(a.source, a.out, tok, fmt=a.fmt, column=a.column, encoding=a.encoding,
-                           n_workers=a.workers, progress=not a.quiet)
+                           n_workers=a.workers, progress=not a.quiet, vocab_from=a.vocab_from)
     print(f"{data.n_tokens():,} tokens of {data.n_docs():,} documents, vocabulary {len(data.vocab):,}, "
           f"written to {a.out}; train on it with `ulmfit pretrain {a.out} --out DIR`")
     return 0
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_args(s)
     s.add_argument("--drop-mult", type=float, default=1.0, help="scales all dropout probabilities (default: 1)")
     s.add_argument("--valid-frac", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
+    s.add_argument("--valid", dest="valid_source", default=None,
+                   help="a separate held-out text (or `corpus tokenize` folder made with the corpus vocabulary) "
+                        "to validate on instead of holding out --valid-frac of the corpus")
     _add_data_args(s, "the corpus")
     _add_train_args(s, lr=3e-3, epochs=1, lr_div=1.0)
     s.set_defaults(fn=cmd_pretrain)
@@ -329,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("source", help="folder of .txt, text file, WikiText file, CSV/TSV/JSONL")
     c.add_argument("--out", required=True, help="the folder to write")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("--vocab-from", default=None,
+                   help="reuse the vocabulary and tokenizer of this token folder or model (e.g. for a validation text)")
     _add_tokenizer_args(c)
     _add_data_args(c, "the corpus")
     c.set_defaults(fn=cmd_corpus_tokenize)
