@@ -292,8 +292,8 @@ def detokenize(tokens: Sequence[str]) -> str:
             out.append(nxt.capitalize() if w == MAJ else nxt.upper())
             i += 2
             continue
-        if w in (BOS, EOS, PAD, ""):
-            i += 1
+        if w in (BOS, EOS, PAD, "") or (w in (MAJ, UP) and i + 1 == len(words)):
+            i += 1  # markers with nothing to mark (a sample can end on xxmaj) are dropped
             continue
         out.append(w)
         i += 1
