@@ -1,19 +1,24 @@
-"""ulmfit: Universal Language Model Fine-tuning (Howard & Ruder, 2018) as a library and CLI.
+"""ulmfit: ULMFiT (Howard & Ruder 2018) as a library and a command-line tool.
 
-The package maps the paper onto modules: ``text`` (tokenisation rules, vocabulary), ``data``
-(corpus readers, token caches, LM streams), ``model`` (AWD-LSTM and its dropouts), ``train``
-(schedules, discriminative fine-tuning, the training loop) and ``checkpoint`` (safe artefacts).
+Stage 1 (``ulmfit pretrain``) trains an AWD-LSTM language model on general text; stage 2
+(``ulmfit finetune-lm``) adapts it to the target text; stage 3 (``ulmfit train-classifier``) turns
+it into a classifier. ``LanguageModel`` and ``TextClassifier`` load trained models from their
+directories (safetensors + JSON, never pickle).
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "LanguageModel"]
+__all__ = ["__version__", "LanguageModel", "TextClassifier"]
 
 
 def __getattr__(name):
-    # Lazy so that `import ulmfit` (and the tokenizer) never pays for importing torch.
+    # Lazy, so that `import ulmfit` (and the tokenizer) never pays for importing torch.
     if name == "LanguageModel":
         from .api import LanguageModel
 
         return LanguageModel
+    if name == "TextClassifier":
+        from .classifier_api import TextClassifier
+
+        return TextClassifier
     raise AttributeError(name)

@@ -163,7 +163,7 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where
 
 
 def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                     state: dict, hidden: list | None = None) -> None:
+                     state: dict, hidden: list | None = None, extra_tensors: dict | None = None) -> None:
     """Optimizer moments, RNG state and the LM's carried hidden state as tensors, the rest
     (step, position, ...) as JSON: enough for a resumed run to take the very same steps."""
     out = Path(out)
@@ -181,6 +181,8 @@ def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, n
             for k, v in st.items():
                 t = v if torch.is_tensor(v) else torch.tensor(v)
                 tensors[f"opt.{name}.{k}"] = t.detach().cpu().contiguous().clone()
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
     step = str(state["step"])
     save_tensors(out / STATE_T, tensors, {"format": FORMAT, "step": step})
     state = dict(state)
@@ -188,7 +190,8 @@ def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, n
     atomic_write_json(out / STATE_J, state)
 
 
-def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict:
+def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                     weights_prefix: str | None = None, model: torch.nn.Module | None = None) -> dict:
     path = Path(path)
     if not (path / STATE_J).exists():
         raise UlmfitError(f"{path} has no training state to resume from ({STATE_J} is missing)")
@@ -204,6 +207,9 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
         )
     by_name = {n: i for i, n in names.items()}
     params = {id(p): p for g in optimizer.param_groups for p in g["params"]}
+    if weights_prefix is not None and model is not None:  # the last weights of a run (classifier)
+        last = {k[len(weights_prefix):]: v for k, v in tensors.items() if k.startswith(weights_prefix)}
+        load_weights(model, last, path / STATE_T)
     for key, t in tensors.items():
         if not key.startswith("opt."):
             continue
@@ -220,6 +226,64 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
     n_hidden = sum(1 for k in tensors if k.startswith("hidden.")) // 2
     state["hidden"] = [(tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"]) for i in range(n_hidden)] or None
     return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifiers
+
+
+def save_classifier(out: str | os.PathLike, weights: dict[str, torch.Tensor], *, arch: dict, head: dict,
+                    vocab: Vocab, tok_cfg: TokenizerConfig, labels: list[str], sp_model: str | None = None,
+                    train: dict | None = None, history: list | None = None, step: int = 0,
+                    extra: dict | None = None) -> Path:
+    """A self-contained classifier directory: everything predict needs, nothing from the LM's folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seen, tensors = set(), {}
+    for k, v in weights.items():
+        if v.data_ptr() in seen and v.numel() > 0:
+            continue
+        seen.add(v.data_ptr())
+        tensors[k] = v.detach().cpu().contiguous()
+    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step)})
+    if not (out / VOCAB).exists() or Vocab.load(out / VOCAB).itos != vocab.itos:
+        vocab.save(out / VOCAB)
+    if sp_model and Path(sp_model).resolve() != (out / SPM).resolve():
+        with atomic_path(out / SPM) as tmp:
+            shutil.copyfile(sp_model, tmp)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "classifier",
+              "ulmfit_version": __version__, "arch": arch, "head": head, "labels": list(labels),
+              "tokenizer": tok_cfg.to_dict(), "train": train or {}, "history": history or [], "step": step}
+    config.update(extra or {})
+    atomic_write_json(out / CONFIG, config)
+    return out
+
+
+def load_classifier(path: str | os.PathLike):
+    """(model in eval mode, config, vocabulary) from a classifier directory; never unpickles."""
+    from .model.classifier import AWDLSTMClassifier, HeadConfig
+
+    path = Path(path)
+    cfg = read_config(path, "classifier")
+    try:
+        arch = AWDLSTMConfig.from_dict(cfg["arch"])
+        head = HeadConfig.from_dict(cfg["head"])
+        labels = cfg["labels"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UlmfitError(f"{path / CONFIG} has an invalid classifier section ({e})") from e
+    if len(labels) != head.n_classes:
+        raise UlmfitError(f"{path / CONFIG}: {len(labels)} labels but the head has {head.n_classes} outputs")
+    try:
+        vocab = Vocab.load(path / VOCAB)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UlmfitError(f"{path / VOCAB} is missing or not a valid vocabulary ({e})") from e
+    if len(vocab) != arch.vocab_size:
+        raise UlmfitError(f"{path}: vocabulary has {len(vocab)} tokens but the model expects {arch.vocab_size}")
+    model = AWDLSTMClassifier(arch, head)
+    tensors, _ = load_tensors(path / WEIGHTS)
+    load_weights(model, tensors, path / WEIGHTS)
+    model.eval()
+    return model, cfg, vocab
 
 
 def to_json_safe(obj):

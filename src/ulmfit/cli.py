@@ -21,7 +21,7 @@ JEMALLOC_PATHS = (
 # Keep freed pages instead of returning them to the OS: training reuses the same large buffers
 # every batch, and re-faulting them costs a quarter of the CPU time with glibc's malloc.
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-HEAVY_COMMANDS = {"pretrain", "finetune-lm", "lm-eval", "lr-find"}
+HEAVY_COMMANDS = {"pretrain", "finetune-lm", "lm-eval", "lr-find", "train-classifier", "evaluate", "predict"}
 
 
 def find_jemalloc() -> str | None:
@@ -252,6 +252,123 @@ def _add_tokenizer_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--sp-vocab", type=int, default=16000, help="SentencePiece vocabulary size (default: 16000)")
 
 
+def _read_args(a) -> dict:
+    header = True if a.header else (False if a.no_header else None)
+    return {"fmt": a.fmt, "text_col": a.text_col, "label_col": a.label_col, "header": header,
+            "encoding": a.encoding, "split": a.split, "multi_label_sep": a.multi_label_sep,
+            "skip_empty": a.skip_empty}
+
+
+def _add_labeled_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("labeled data")
+    g.add_argument("--format", dest="fmt", default="auto",
+                   choices=["auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec"],
+                   help="layout of the data (default: guess). fastai = AG News/DBpedia/Yelp CSV (label,title,body); "
+                        "folder = one subfolder per class (aclImdb: train/pos, train/neg, ...); trec = LABEL:fine text")
+    g.add_argument("--text-col", default=None, help="text column(s), e.g. text or title,body (joined with xxfld), "
+                                                     "or column numbers without a header (default: text)")
+    g.add_argument("--label-col", default=None, help="label column (default: label, or column 0 without a header)")
+    g.add_argument("--header", action="store_true", help="the CSV/TSV has a header row (default: guess)")
+    g.add_argument("--no-header", action="store_true", help="the CSV/TSV has no header row")
+    g.add_argument("--split", default=None, help="for folders with train/ and test/: which one to read")
+    g.add_argument("--multi-label-sep", default=None, help="several labels per text, separated by this (e.g. ',')")
+    g.add_argument("--skip-empty", action="store_true", help="skip empty texts instead of stopping with an error")
+    g.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
+
+
+def cmd_train_classifier(a) -> int:
+    from .classifier_api import train_classifier
+    from .train.classify import ClassifierTrainConfig
+
+    if a.resume:
+        out = Path(a.resume if isinstance(a.resume, str) else (a.out or ""))
+        if not str(out):
+            raise UlmfitError("--resume needs the classifier directory (or --out)")
+        res = train_classifier(None, None, out, resume=True, progress=not a.quiet, device=a.device)
+    else:
+        if not a.data or not a.out:
+            raise UlmfitError("give DATA (the labeled training data) and --out DIR")
+        cfg = ClassifierTrainConfig(
+            bs=a.bs, bptt=a.bptt, max_len=a.max_len, stage_groups=tuple(a.stage_groups),
+            stage_epochs=tuple(a.stage_epochs[:-1]) + (a.epochs,) if a.epochs else tuple(a.stage_epochs),
+            stage_lrs=tuple(a.stage_lrs), lr_div=a.lr_div, beta1=a.betas[0], beta2=a.betas[1], wd=a.wd,
+            clip=a.clip, drop_mult=a.drop_mult, class_weights=a.class_weights, metric=a.metric,
+            patience=a.patience, bf16=not a.no_bf16, backwards=a.backwards, seed=a.seed,
+            save_every_minutes=a.save_every)
+        if a.no_gradual:
+            cfg = ClassifierTrainConfig(**{**cfg.to_dict(), "stage_groups": (0,), "stage_epochs": (cfg.stage_epochs[-1],),
+                                           "stage_lrs": (cfg.stage_lrs[-1],)})
+        res = train_classifier(a.lm, a.data, a.out, cfg=cfg, valid=a.valid, valid_frac=a.valid_frac,
+                               read_args=_read_args(a), overwrite=a.overwrite, n_workers=a.workers,
+                               progress=not a.quiet, device=a.device, max_train=a.max_train)
+    print(f"classifier saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl)")
+    print(json.dumps({k: v for k, v in res.items() if k != "out"}, indent=2))
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .classifier_api import evaluate
+    from .train.metrics import format_confusion
+
+    report = a.report or str(Path(a.model[0]) / "eval_report.json")
+    rep = evaluate(a.model, a.data, read_args=_read_args(a), report=report, bs=a.bs, progress=not a.quiet)
+    print(f"{rep['n']:,} examples from {rep['data']}")
+    if "members" in rep:
+        for name, acc in rep["members"].items():
+            print(f"  {name}: accuracy {acc:.4f}")
+        print(f"ensemble of {len(rep['members'])}:")
+    print(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}")
+    if "confusion_matrix" in rep:
+        width = max(len(x) for x in rep["labels"])
+        for name, r in rep["per_class"].items():
+            print(f"  {name:<{width}}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1']:.3f}  "
+                  f"n {r['support']}")
+        print(format_confusion(rep["confusion_matrix"], rep["labels"]))
+    print(f"report written to {report}" + (f" (confusion matrix: {Path(report).with_suffix('.png')})"
+                                           if "confusion_matrix" in rep else ""))
+    return 0
+
+
+def cmd_predict(a) -> int:
+    import csv as _csv
+
+    from .classifier_api import TextClassifier
+
+    clf = TextClassifier.load(a.model)
+    if a.input in (None, "-"):
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    else:
+        try:
+            with open(a.input, encoding=a.encoding) as f:
+                texts = [line.rstrip("\n") for line in f]
+        except FileNotFoundError:
+            raise UlmfitError(f"{a.input}: no such file") from None
+        except UnicodeDecodeError as e:
+            raise UlmfitError(f"{a.input} is not valid {a.encoding} ({e}); pass --encoding") from None
+    probs = clf.predict_proba(texts, a.bs, progress=not a.quiet and len(texts) > 1000)
+    out = open(a.out, "w", encoding="utf-8", newline="") if a.out else sys.stdout
+    try:
+        if a.output_format == "jsonl":
+            for p in probs:
+                label = ([clf.labels[j] for j, v in enumerate(p) if v >= 0.5] if clf.multi_label
+                         else clf.labels[int(p.argmax())])
+                out.write(json.dumps({"label": label, "probs": {l: round(float(v), 6) for l, v in zip(clf.labels, p)}})
+                          + "\n")
+        else:
+            w = _csv.writer(out)
+            w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
+            for p in probs:
+                label = ("|".join(clf.labels[j] for j, v in enumerate(p) if v >= 0.5) if clf.multi_label
+                         else clf.labels[int(p.argmax())])
+                w.writerow([label] + [f"{float(v):.6f}" for v in p])
+    finally:
+        if a.out:
+            out.close()
+    if a.out:
+        print(f"{len(texts):,} predictions written to {a.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_export(a) -> int:
     from .pretrained import export_model
 
@@ -337,6 +454,76 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lr_find)
+    s = sub.add_parser("train-classifier", help="train a text classifier on a (fine-tuned) language model",
+                       description="Stage 3 of ULMFiT: put a concat-pooling head on the LM's encoder and train with "
+                                   "gradual unfreezing, discriminative learning rates and slanted triangular schedules; "
+                                   "documents are read with BPT3C. A stratified validation split (or --valid) picks "
+                                   "the best epoch.")
+    s.add_argument("data", nargs="?", help="labeled training data: CSV/TSV/JSONL, a folder per class, fastai CSV, TREC")
+    s.add_argument("--lm", default=None, help="the language model directory (usually from finetune-lm; default: the "
+                                              "shipped general-English model, the backward one with --backwards)")
+    s.add_argument("--out", help="the classifier directory to write")
+    s.add_argument("--valid", default=None, help="separate labeled validation data (default: hold out --valid-frac)")
+    s.add_argument("--valid-frac", type=float, default=0.1, help="stratified validation fraction (default: 0.1)")
+    s.add_argument("--max-train", type=int, default=None, help="use only this many training examples (sampled)")
+    _add_labeled_args(s)
+    g = s.add_argument_group("training")
+    g.add_argument("--bs", type=int, default=64, help="documents per batch (default: 64)")
+    g.add_argument("--bptt", type=int, default=70, help="BPT3C chunk length (default: 70)")
+    g.add_argument("--max-len", type=int, default=1400, help="tokens at the end of a document pooled and "
+                                                              "back-propagated (default: 1400 = 20 x bptt)")
+    g.add_argument("--stage-groups", type=int, nargs="+", default=[1, 2, 3, 0],
+                   help="gradual unfreezing: top layer groups trained in each stage, 0 = all (default: 1 2 3 0)")
+    g.add_argument("--stage-epochs", type=int, nargs="+", default=[1, 1, 1, 2], help="epochs per stage (default: 1 1 1 2)")
+    g.add_argument("--stage-lrs", type=float, nargs="+", default=[2e-2, 1e-2, 5e-3, 1e-3],
+                   help="peak learning rate of the head per stage (default: 0.02 0.01 0.005 0.001)")
+    g.add_argument("--epochs", type=int, default=None, help="epochs of the last stage (overrides its --stage-epochs)")
+    g.add_argument("--no-gradual", action="store_true", help="train all layers from the start (last stage only)")
+    g.add_argument("--lr-div", type=float, default=2.6, help="discriminative factor between layer groups (2.6)")
+    g.add_argument("--betas", type=float, nargs=2, default=[0.7, 0.99], metavar=("B1", "B2"))
+    g.add_argument("--wd", type=float, default=0.01)
+    g.add_argument("--clip", type=float, default=25.0)
+    g.add_argument("--drop-mult", type=float, default=0.5, help="scales the classifier dropouts (default: 0.5)")
+    g.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    g.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"],
+                   help="validation metric that picks the best epoch (default: accuracy)")
+    g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")
+    g.add_argument("--no-bf16", action="store_true")
+    g.add_argument("--backwards", action="store_true", help="train the backward classifier (on a backward LM)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
+    g.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=None, help="tokeniser processes")
+    s.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the interrupted run in DIR (or --out)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_train_classifier)
+
+    s = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores and confusion matrix on labeled data",
+                       description="Evaluate a classifier (or the average of several: repeat --model, or give a "
+                                   "folder holding fwd/ and bwd/) on labeled data; writes a JSON report and a PNG "
+                                   "of the confusion matrix.")
+    s.add_argument("data", help="labeled data (same formats as train-classifier)")
+    s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
+    s.add_argument("--report", default=None, help="JSON report path (default: MODEL/eval_report.json)")
+    s.add_argument("--bs", type=int, default=64)
+    s.add_argument("--quiet", action="store_true")
+    _add_labeled_args(s)
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="label texts, one per line, from a file or standard input",
+                       description="Predict a label and class probabilities for each input line (a file, or - for "
+                                   "standard input); output in input order as CSV (default) or JSON lines.")
+    s.add_argument("input", nargs="?", default="-", help="text file, one text per line (default: - = stdin)")
+    s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
+    s.add_argument("--out", default=None, help="write here instead of standard output")
+    s.add_argument("--output-format", default="csv", choices=["csv", "jsonl"])
+    s.add_argument("--bs", type=int, default=64)
+    s.add_argument("--encoding", default="utf-8")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_predict)
+
     s = sub.add_parser("corpus", help="prepare corpora: tokenise once, build the general-English corpus",
                        description="Corpus preparation.")
     csub = s.add_subparsers(dest="corpus_command", metavar="ACTION")

@@ -1,0 +1,230 @@
+"""ULMFiT stage 3 from Python: train a classifier on a fine-tuned LM, evaluate it, predict with it.
+
+    from ulmfit import TextClassifier
+    clf = TextClassifier.load("models/reviews-clf")      # one model, or a folder holding fwd/ and bwd/
+    clf.predict(["great film", "a waste of time"])       # labels, in input order
+    clf.predict_proba(texts)                             # [n, classes], averaged over an ensemble
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .data.clas import ClassificationData, _encode
+from .data.labeled import LabeledTexts, check_labels, read_labeled, stratified_split, validate_training
+from .io import UlmfitError, atomic_write_json
+from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
+from .text.tokenize import TokenizerConfig
+from .train.classify import ClassifierTrainConfig, ClassifierTrainer, predict_probs
+from .train.loop import bf16_supported
+from .train.metrics import classification_report, format_confusion, multilabel_report, plot_confusion
+
+
+def _reverse(ids: list) -> list:
+    return [np.ascontiguousarray(a[::-1]) for a in ids]
+
+
+def load_labeled(path, *, fmt="auto", text_col=None, label_col=None, header=None, encoding="utf-8", split=None,
+                 multi_label_sep=None, skip_empty=False) -> LabeledTexts:
+    return read_labeled(path, fmt=fmt, text_col=text_col, label_col=label_col, header=header, encoding=encoding,
+                        split=split, multi_label_sep=multi_label_sep, skip_empty=skip_empty)
+
+
+def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None, valid=None,
+                     valid_frac: float = 0.1, read_args: dict | None = None, resume: bool = False,
+                     overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
+                     device: str | None = None, max_train: int | None = None) -> dict:
+    """Train a classifier on the encoder of the language model in `lm` (a directory; None = the
+    shipped general-English model). `data` is a labeled file/folder (or a LabeledTexts), `valid`
+    an optional separate validation set, else `valid_frac` of `data` is held out, stratified."""
+    from .api import _check_out, resolve_device
+    from .pretrained import default_lm
+
+    out = Path(out)
+    read_args = dict(read_args or {})
+    if resume:
+        saved = ckpt.read_config(out, "classifier")
+        if not (out / ckpt.STATE_J).exists():
+            raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
+        s = saved.get("source", {})
+        lm, data, valid, valid_frac = s.get("lm"), s.get("data"), s.get("valid"), s.get("valid_frac", valid_frac)
+        read_args, max_train = s.get("read_args", {}), s.get("max_train")
+        cfg = ClassifierTrainConfig.from_dict(saved["train"])
+    else:
+        _check_out(out, False, overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    cfg = cfg or ClassifierTrainConfig()
+    say = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
+
+    # The language model: its encoder, vocabulary and tokenizer become the classifier's.
+    lm_dir = Path(lm) if lm is not None else default_lm(cfg.backwards)
+    lm_model, lm_cfg, vocab = ckpt.load_model(lm_dir)
+    lm_backwards = bool(lm_cfg.get("train", {}).get("backwards", False))
+    if lm_backwards != cfg.backwards:
+        if lm is None:
+            raise UlmfitError("internal: shipped model direction mismatch")
+        say(f"note: {lm_dir} is a {'backward' if lm_backwards else 'forward'} language model; "
+            f"training a {'backward' if lm_backwards else 'forward'} classifier")
+        cfg = replace(cfg, backwards=lm_backwards)
+    tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
+    sp = str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None
+
+    # Labeled data: a stratified validation split unless one is given.
+    train_texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **read_args)
+    if max_train is not None and max_train < len(train_texts):  # sample-efficiency experiments
+        rng = np.random.default_rng(cfg.seed)
+        train_texts = train_texts.subset(sorted(rng.choice(len(train_texts), max_train, replace=False).tolist()))
+    if valid is not None:
+        valid_texts = valid if isinstance(valid, LabeledTexts) else load_labeled(valid, **{**read_args, "split": read_args.get("valid_split", read_args.get("split"))})
+    else:
+        train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
+    validate_training(train_texts)
+    check_labels(train_texts, valid_texts, "validation")
+    labels = train_texts.label_names()
+    say(f"{len(train_texts):,} training and {len(valid_texts):,} validation examples, {len(labels)} classes: "
+        + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))
+    train_d = ClassificationData.from_labeled(train_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
+    valid_d = ClassificationData.from_labeled(valid_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
+    if cfg.backwards:
+        train_d.ids, valid_d.ids = _reverse(train_d.ids), _reverse(valid_d.ids)
+
+    # The classifier: the LM's encoder with the classifier dropouts, a new head.
+    arch = replace(lm_model.cfg, **CLASSIFIER_DROPOUTS, drop_mult=cfg.drop_mult)
+    head = HeadConfig(n_classes=len(labels), bptt=cfg.bptt, max_len=cfg.max_len, multi_label=train_d.multi_label)
+    torch.manual_seed(cfg.seed)
+    model = AWDLSTMClassifier(arch, head)
+    enc = {k[len("encoder."):]: v for k, v in lm_model.state_dict().items() if k.startswith("encoder.")}
+    model.encoder.load_state_dict(enc)
+    del lm_model
+    dev = resolve_device(device)
+    model.to(dev)
+
+    source = {"lm": str(lm_dir.resolve()), "data": str(Path(data).resolve()) if not isinstance(data, LabeledTexts) else None,
+              "valid": str(Path(valid).resolve()) if isinstance(valid, (str, os.PathLike)) else None,
+              "valid_frac": valid_frac, "read_args": read_args, "max_train": max_train,
+              "n_train": len(train_texts), "n_valid": len(valid_texts)}
+
+    def save_fn(weights, step, history, state):
+        ckpt.save_classifier(out, weights, arch=arch.to_dict(), head=head.to_dict(), vocab=vocab, tok_cfg=tok_cfg,
+                             labels=labels, sp_model=sp, train=cfg.to_dict(), history=history, step=step,
+                             extra={"source": source, "backwards": cfg.backwards, "best_epoch": state.get("best_epoch")})
+
+    trainer = ClassifierTrainer(model, train_d, valid_d, cfg, out, save_fn, device=dev, progress=progress,
+                                pad_id=vocab.stoi["xxpad"])
+    if resume:
+        trainer.resume()
+        say(f"resuming {out} at step {trainer.step} (stage {trainer.stage + 1}, epoch {trainer.epoch + 1})")
+    t0 = time.time()
+    res = trainer.fit()
+    res["wall_s"] = time.time() - t0
+    res["out"] = str(out)
+    return res
+
+
+class TextClassifier:
+    """One trained classifier, or the average of several (ULMFiT's forward + backward ensemble)."""
+
+    def __init__(self, members: list[tuple], labels: list[str], multi_label: bool = False):
+        self.members, self.labels, self.multi_label = members, list(labels), multi_label
+
+    @staticmethod
+    def member_dirs(path) -> list[Path]:
+        """A classifier directory, or a folder whose subfolders (fwd/, bwd/, ...) are classifiers."""
+        path = Path(path)
+        if (path / ckpt.CONFIG).exists():
+            return [path]
+        subs = sorted(p for p in path.iterdir() if (p / ckpt.CONFIG).exists()) if path.is_dir() else []
+        if not subs:
+            raise UlmfitError(f"{path} is neither a classifier directory nor a folder of them (no config.json)")
+        return subs
+
+    @classmethod
+    def load(cls, paths) -> "TextClassifier":
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        dirs = [d for p in paths for d in cls.member_dirs(p)]
+        members, labels, multi = [], None, False
+        for d in dirs:
+            model, cfg, vocab = ckpt.load_classifier(d)
+            if labels is not None and cfg["labels"] != labels:
+                raise UlmfitError(f"{d} predicts other labels ({cfg['labels']}) than {dirs[0]} ({labels}); "
+                                  "an ensemble needs the same labels")
+            labels = cfg["labels"]
+            multi = bool(cfg["head"].get("multi_label"))
+            tok = TokenizerConfig.from_dict(cfg["tokenizer"])
+            sp = str(d / ckpt.SPM) if tok.kind == "subword" else None
+            members.append((model, cfg, vocab, tok, sp, bool(cfg.get("backwards")), d))
+        return cls(members, labels, multi)
+
+    def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,
+                      per_member: bool = False):
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        probs = []
+        cache: dict = {}
+        for model, cfg, vocab, tok, sp, backwards, d in self.members:
+            key = (tuple(vocab.itos[:50]), len(vocab), tok.kind, sp)
+            if key not in cache:
+                cache[key] = _encode(texts, tok, vocab, sp, n_workers, progress)
+            ids = cache[key]
+            if backwards:
+                ids = _reverse(ids)
+            probs.append(predict_probs(model, ids, bs, vocab.stoi["xxpad"], use_bf16=bf16_supported(),
+                                       multi_label=self.multi_label, progress=progress,
+                                       desc=f"predicting ({d.name})"))
+        mean = np.mean(probs, 0)
+        return (mean, probs) if per_member else mean
+
+    def predict(self, texts, bs: int = 64, threshold: float = 0.5) -> list:
+        p = self.predict_proba(texts, bs)
+        if self.multi_label:
+            return [[self.labels[j] for j in np.nonzero(row >= threshold)[0]] for row in p]
+        return [self.labels[i] for i in p.argmax(1)]
+
+    def evaluate(self, data: LabeledTexts, bs: int = 64, progress: bool = False) -> dict:
+        from .data.labeled import check_label_names
+
+        check_label_names(self.labels, data, "evaluation", "the classifier's labels")
+        mean, per = self.predict_proba(data.texts, bs, progress, per_member=True)
+        index = {l: i for i, l in enumerate(self.labels)}
+        if self.multi_label:
+            y = np.zeros((len(data), len(self.labels)), dtype=np.float32)
+            for r, labs in enumerate(data.labels):
+                for l in labs:
+                    y[r, index[l]] = 1
+            rep = multilabel_report(y, mean, self.labels)
+            members = {m[6].name: multilabel_report(y, p, self.labels)["micro_f1"] for m, p in zip(self.members, per)}
+        else:
+            y = np.array([index[l] for l in data.labels])
+            rep = classification_report(y, mean.argmax(1), self.labels)
+            members = {m[6].name: classification_report(y, p.argmax(1), self.labels)["accuracy"]
+                       for m, p in zip(self.members, per)}
+        if len(self.members) > 1:
+            rep["members"] = members
+        rep["models"] = [str(m[6]) for m in self.members]
+        return rep
+
+
+def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | os.PathLike | None = None,
+             bs: int = 64, progress: bool = True) -> dict:
+    """Accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix, written
+    to a JSON report (and the matrix to a PNG beside it)."""
+    clf = TextClassifier.load(model_paths)
+    texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **(read_args or {}))
+    rep = clf.evaluate(texts, bs, progress)
+    rep["data"] = texts.source
+    if report is not None:
+        report = Path(report)
+        atomic_write_json(report, rep)
+        if "confusion_matrix" in rep:
+            plot_confusion(rep["confusion_matrix"], rep["labels"], report.with_suffix(".png"))
+    return rep

@@ -1,0 +1,643 @@
+"""Labeled data for the classifier (stage 3 of ULMFiT): readers of the usual layouts.
+
+Every reader returns a `LabeledTexts` (texts, labels, and where each example came from, so that
+later checks can name the file and line of a bad example). The layouts:
+
+* CSV / TSV with a header row: ``text_col`` names the text column ("title,body" joins several with
+  xxfld), ``label_col`` the label column (defaults "text" and "label").
+* CSV / TSV without a header row: columns by 0-based index (``text_col="1,2"``, ``label_col="0"``);
+  by default the label is column 0 and the text the other columns joined with xxfld, which is the
+  fast.ai / torchtext layout of AG News, DBpedia and Yelp (``fmt="fastai"``). Whether the first
+  row is a header is detected when ``header`` is None (see `_first_row_is_header`).
+* JSON lines: one object per line; the label may be a string, a number or a list (multi-label).
+* A folder per class, ``path/<class>/*.txt``, one document per file; with ``path/train`` and
+  ``path/test`` (the aclImdb layout) ``split`` picks one. ``unsup/`` is never a class.
+* TREC: ``LABEL:fine question text`` lines; the label is the coarse LABEL (``trec_fine=True``:
+  "LABEL:fine").
+
+Errors are `UlmfitError`s that name the file and line and say what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import random
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..io import UlmfitError
+from ..text.tokenize import join_fields
+from .corpus import _decode_error, _iter_lines
+
+FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
+
+_TREC = re.compile(r"^([A-Z]+):(\S+)(?:\s+(.*))?$")
+_TREC_SNIFF = re.compile(r"^[A-Z]+:\S+ ")
+_SPLIT_NAMES = ("train", "test", "valid", "dev")
+_SKIP_DIRS = ("unsup",)  # aclImdb's unlabeled reviews: text for the LM, never a class
+_COLUMN_HINT = "choose with --text-col / --label-col"
+
+
+@dataclass
+class LabeledTexts:
+    """Texts with their labels (a str each, or a list of str each for multi-label data)."""
+
+    texts: list[str]
+    labels: list  # list[str], or list[list[str]] for multi-label data
+    source: str  # the file or folder it came from (for messages)
+    lines: list[int] | None = None  # 1-based line (file index for folders) of each example
+    files: list[str] | None = None  # folder layouts: the file of each example
+    n_skipped: int = 0  # empty texts skipped (skip_empty=True)
+
+    def __post_init__(self):
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def multi_label(self) -> bool:
+        return any(isinstance(lab, list) for lab in self.labels)
+
+    def label_names(self) -> list[str]:
+        """The distinct labels, sorted (numerically when every label is an integer)."""
+        return sort_labels(_flat(self.labels))
+
+    def where(self, i: int) -> str:
+        """Where example i came from, for messages: 'file, line N' or the document's file."""
+        if self.files is not None:
+            return self.files[i]
+        if self.lines is not None:
+            return f"{self.source}, line {self.lines[i]}"
+        return f"{self.source}, example {i + 1}"
+
+    def subset(self, indices: Iterable[int]) -> "LabeledTexts":
+        idx = list(indices)
+        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
+        return LabeledTexts([self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source,
+                            pick(self.lines), pick(self.files))
+
+    def class_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for lab in _flat(self.labels):
+            counts[lab] = counts.get(lab, 0) + 1
+        return {k: counts[k] for k in sort_labels(counts)}
+
+
+def sort_labels(labels: Iterable[str]) -> list[str]:
+    """Sorted distinct labels; "2" before "10" when all of them are integers."""
+    uniq = set(labels)
+    if uniq and all(re.fullmatch(r"-?\d+", x) for x in uniq):
+        return sorted(uniq, key=int)
+    return sorted(uniq)
+
+
+def _flat(labels) -> Iterator[str]:
+    for lab in labels:
+        if isinstance(lab, list):
+            yield from lab
+        else:
+            yield lab
+
+
+# ---------------------------------------------------------------------------------------------
+# Public readers
+
+
+def read_labeled(
+    path: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    text_col: str | Sequence[str] | None = None,
+    label_col: str | None = None,
+    header: bool | None = None,
+    encoding: str = "utf-8",
+    split: str | None = None,
+    multi_label_sep: str | None = None,
+    trec_fine: bool = False,
+    skip_empty: bool = False,
+) -> LabeledTexts:
+    """Read labeled examples from a file or folder (see the module docstring for the layouts).
+
+    An empty text raises (the message says which line) unless ``skip_empty`` is true; then such
+    examples are counted (``n_skipped``) and a warning goes to stderr. An empty label always
+    raises, except in multi-label data, where it means "none of the labels".
+    """
+    path = Path(path)
+    fmt = resolve_labeled_format(path, fmt, encoding)
+    if fmt == "folder":
+        root = _split_folder(path, split)
+        records = _folder_records(root, encoding)
+        source = str(root)
+    else:
+        if split is not None:
+            raise UlmfitError(f"{path} is a file: split={split!r} only applies to a folder with train/ and test/")
+        records = _file_records(path, fmt, text_col, label_col, header, encoding, trec_fine, need_label=True)
+        source = str(path)
+    return _collect(records, source, multi_label_sep, skip_empty)
+
+
+def read_unlabeled_texts(
+    path: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    text_col: str | Sequence[str] | None = None,
+    label_col: str | None = None,
+    header: bool | None = None,
+    encoding: str = "utf-8",
+    split: str | None = None,
+) -> Iterator[str]:
+    """Yield the non-empty texts of `path`, labels ignored (text for fine-tuning the LM).
+
+    A folder yields the documents of its class folders and of unsup/ (of every split folder, or
+    of ``path/split`` when `split` is given): for aclImdb that is train/, test/ and train/unsup/,
+    the 100k reviews the paper fine-tuned its LM on; pass split="train" to leave the test reviews
+    out. Loose files such as aclImdb's urls_*.txt are not documents. A folder without class
+    folders yields every *.txt below it. A file yields the text column(s) of every row;
+    its label column may be absent.
+    """
+    path = Path(path)
+    fmt = resolve_labeled_format(path, fmt, encoding)
+    if fmt == "folder":
+        files = _unlabeled_files(path, split)
+        records: Iterator = ((i, [_read_doc(p, encoding)], None, str(p)) for i, p in enumerate(files, 1))
+    else:
+        records = _file_records(path, fmt, text_col, label_col, header, encoding, False, need_label=False)
+    n = 0
+    for _, fields, _, _ in records:
+        if any(f.strip() for f in fields):
+            n += 1
+            yield fields[0] if len(fields) == 1 else join_fields(fields)
+    if n == 0:
+        raise UlmfitError(f"{path} holds no non-empty text")
+
+
+def resolve_labeled_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> str:
+    """The concrete format "auto" stands for, after checking that `path` exists."""
+    if fmt not in FORMATS:
+        raise UlmfitError(f"unknown labeled-data format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise UlmfitError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if fmt not in ("auto", "folder"):
+            raise UlmfitError(f"{path} is a folder, but format {fmt!r} reads a file")
+        return "folder"
+    if fmt == "folder":
+        raise UlmfitError(f"{path} is a file, not a folder of class folders")
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return suffix[1:]
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    first = next((line.strip() for _, line in _iter_lines(path, encoding) if line.strip()), None)
+    if first is None:
+        raise UlmfitError(f"{path} is empty: no examples")
+    if _TREC_SNIFF.match(first):
+        return "trec"
+    if first.startswith("{"):
+        return "jsonl"
+    if "\t" in first:
+        return "tsv"
+    if "," in first:
+        return "csv"
+    raise UlmfitError(
+        f"{path}: cannot tell the format of this file; name it .csv, .tsv or .jsonl, or pass the "
+        f"format (one of {', '.join(FORMATS[1:])})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_one_class(data: LabeledTexts, what: str = "training") -> None:
+    """A classifier needs two classes (multi-label data: at least one label)."""
+    names = data.label_names()
+    if data.multi_label:
+        if not names:
+            raise UlmfitError(f"{data.source}: no example of the {what} data has a label")
+    elif len(names) < 2:
+        raise UlmfitError(
+            f"{data.source}: the {what} data has only one class ({names[0]!r}, {len(data)} examples); "
+            "a classifier needs examples of at least two classes"
+        )
+
+
+def validate_training(data: LabeledTexts) -> None:
+    """Raise if `data` cannot train a classifier: no examples, or a single class."""
+    if len(data) == 0:
+        raise UlmfitError(f"{data.source}: no training examples")
+    check_one_class(data, "training")
+
+
+def check_labels(train: LabeledTexts, other: LabeledTexts, what: str = "test") -> None:
+    """Raise if `other` (test/valid data) has a label that never occurs in `train`."""
+    if train.multi_label != other.multi_label and len(other) and len(train):
+        kinds = ("multi-label", "single-label")
+        raise UlmfitError(
+            f"{other.source}: the {what} data is {kinds[not other.multi_label]} but the training data "
+            f"({train.source}) is {kinds[not train.multi_label]}"
+        )
+    check_label_names(train.label_names(), other, what, f"the training data ({train.source})")
+
+
+def check_label_names(
+    names: Sequence[str], other: LabeledTexts, what: str = "test", known_from: str = "the training data"
+) -> None:
+    """Raise naming each label of `other` not in `names`, with where it first occurs."""
+    known = set(names)
+    first: dict[str, int] = {}
+    for i, lab in enumerate(other.labels):
+        for x in lab if isinstance(lab, list) else (lab,):
+            if x not in known and x not in first:
+                first[x] = i
+    if first:
+        items = list(first.items())
+        shown = ", ".join(f"{x!r} (first at {other.where(i)})" for x, i in items[:5])
+        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+        raise UlmfitError(
+            f"label(s) {shown}{more} occur in the {what} data but never in {known_from}; the classifier "
+            "cannot predict them: fix the labels, or add training examples of them"
+        )
+
+
+def stratified_split(
+    data: LabeledTexts, valid_frac: float = 0.1, seed: int = 0
+) -> tuple[LabeledTexts, LabeledTexts]:
+    """Hold out about `valid_frac` of each class for validation; deterministic given `seed`.
+
+    A class of n >= 2 examples gives floor(valid_frac * n + 0.5) of them, at least 1 and at most
+    n - 1, to validation; a class of one example stays in training. Multi-label data is split at
+    random (not stratified). Both parts keep the original order of the examples.
+    """
+    if not 0.0 < valid_frac < 1.0:
+        raise UlmfitError(f"valid_frac must be between 0 and 1 (exclusive), not {valid_frac}")
+    validate_training(data)
+    rng = random.Random(seed)
+    valid: list[int] = []
+    if data.multi_label:
+        n = len(data)
+        if n < 2:
+            raise UlmfitError(f"{data.source}: cannot split {n} example into training and validation")
+        order = list(range(n))
+        rng.shuffle(order)
+        valid = order[: min(n - 1, max(1, math.floor(valid_frac * n + 0.5)))]
+    else:
+        by_class: dict[str, list[int]] = {}
+        for i, lab in enumerate(data.labels):
+            by_class.setdefault(lab, []).append(i)
+        for lab in sort_labels(by_class):
+            idx = by_class[lab]
+            n = len(idx)
+            if n < 2:
+                continue
+            rng.shuffle(idx)
+            valid.extend(idx[: min(n - 1, max(1, math.floor(valid_frac * n + 0.5)))])
+    held = set(valid)
+    train_idx = [i for i in range(len(data)) if i not in held]
+    return data.subset(train_idx), data.subset(sorted(valid))
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting records into LabeledTexts
+
+# A record is (line or file index, text fields, raw label or None, file or None).
+
+
+def _collect(records: Iterable, source: str, sep: str | None, skip_empty: bool) -> LabeledTexts:
+    texts: list[str] = []
+    labels: list = []
+    lines: list[int] = []
+    files: list[str] = []
+    n_skipped = 0
+    first_empty_label: int | None = None
+    for lineno, fields, raw, file in records:
+        where = file or f"{source}, line {lineno}"
+        if not any(f.strip() for f in fields):
+            if skip_empty:
+                n_skipped += 1
+                continue
+            raise UlmfitError(
+                f"{where}: empty text; remove or fill in such examples (or skip them with --skip-empty)"
+            )
+        label = _norm_label(raw, sep, where)
+        if label == "" and first_empty_label is None:
+            first_empty_label = len(labels)
+        texts.append(fields[0] if len(fields) == 1 else join_fields(fields))
+        labels.append(label)
+        lines.append(lineno)
+        if file is not None:
+            files.append(file)
+    if not texts:
+        skipped = f" ({n_skipped} empty text(s) skipped)" if n_skipped else ""
+        raise UlmfitError(f"{source}: no examples{skipped}")
+    multi = sep is not None or any(isinstance(lab, list) for lab in labels)
+    data = LabeledTexts(texts, labels, source, lines, files or None, n_skipped)
+    if multi:  # a lone string in multi-label data is a one-label list; "" is no label
+        data.labels = [lab if isinstance(lab, list) else ([lab] if lab else []) for lab in labels]
+    elif first_empty_label is not None:
+        raise UlmfitError(f"{data.where(first_empty_label)}: empty label; every example needs one")
+    if n_skipped:
+        print(f"warning: skipped {n_skipped} example(s) of {source} with an empty text", file=sys.stderr)
+    return data
+
+
+def _norm_label(raw, sep: str | None, where: str):
+    if isinstance(raw, list):
+        out: list[str] = []
+        for x in raw:
+            s = _label_str(x, where)
+            if s and s not in out:
+                out.append(s)
+        return out
+    s = _label_str(raw, where)
+    if sep is None:
+        return s
+    out = []
+    for part in s.split(sep):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return out
+
+
+def _label_str(x, where: str) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    if isinstance(x, (str, int, float)):
+        return str(x).strip()
+    raise UlmfitError(f"{where}: a label must be a string, a number or a list of them, not {json.dumps(x)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# File formats
+
+
+def _file_records(path: Path, fmt: str, text_col, label_col, header, encoding, trec_fine, need_label):
+    if fmt in ("csv", "tsv", "fastai"):
+        delimiter = "\t" if fmt == "tsv" or (fmt == "fastai" and path.suffix.lower() == ".tsv") else ","
+        if fmt == "fastai" and header is None:
+            header = False
+        return _table_records(path, encoding, delimiter, text_col, label_col, header, need_label)
+    if fmt == "jsonl":
+        return _jsonl_records(path, encoding, text_col, label_col, need_label)
+    if fmt == "trec":
+        return _trec_records(path, encoding, trec_fine)
+    raise UlmfitError(f"unknown labeled-data format {fmt!r}")  # pragma: no cover
+
+
+def _cols(spec, what: str) -> list[str] | None:
+    if spec is None:
+        return None
+    cols = spec.split(",") if isinstance(spec, str) else [str(c) for c in spec]
+    cols = [c.strip() for c in cols if c.strip()]
+    if not cols:
+        raise UlmfitError(f"no column name in the {what} column {spec!r}")
+    return cols
+
+
+def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line where the row starts, fields) of each non-blank row."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews can exceed the 128 KiB default
+    pos = [0]
+
+    def text_lines():
+        for lineno, line in _iter_lines(path, encoding):
+            pos[0] = lineno
+            yield line
+
+    reader = csv.reader(text_lines(), delimiter=delimiter)
+    while True:
+        start = pos[0] + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise UlmfitError(f"{path}, line {pos[0]}: malformed {delimiter!r}-separated row ({e})") from None
+        if row:
+            yield start, row
+
+
+def _table_records(path: Path, encoding, delimiter, text_col, label_col, header, need_label):
+    text_spec, label_spec = _cols(text_col, "text"), _cols(label_col, "label")
+    if label_spec is not None and len(label_spec) > 1:
+        raise UlmfitError(f"the label column must be one column, not {label_col!r}")
+    rows = _csv_rows(path, encoding, delimiter)
+    first = next(rows, None)
+    if first is None:
+        raise UlmfitError(f"{path} is empty: no examples")
+    head = list(itertools.islice(rows, 200))
+    rows = itertools.chain(head, rows)
+    auto = header is None
+    if auto:
+        header = _first_row_is_header(first[1], [r for _, r in head], text_spec, label_spec)
+
+    if header:
+        names = [h.strip() for h in first[1]]
+        hint = "; if the first row is an example, not a header, pass --no-header" if auto else ""
+        text_idx = _resolve(text_spec or ["text"], names, path, hint)
+        label_idx = None
+        if need_label or label_spec is not None or "label" in names:
+            label_idx = _resolve(label_spec or ["label"], names, path, hint)[0]
+    else:
+        rows = itertools.chain([first], rows)
+        n_cols = len(first[1])
+        label_idx = _index(label_spec[0], n_cols, path) if label_spec else 0
+        if text_spec:
+            text_idx = [_index(c, n_cols, path) for c in text_spec]
+        else:
+            text_idx = [i for i in range(n_cols) if i != label_idx]
+            if not text_idx:
+                raise UlmfitError(f"{path}: the rows have a single column; expected a label and a text column")
+        if not need_label and label_spec is None and text_spec is not None:
+            label_idx = None
+    for lineno, row in rows:
+        if label_idx is not None and label_idx >= len(row):
+            raise UlmfitError(
+                f"{path}, line {lineno}: {len(row)} field(s), so no label in column {label_idx} (0-based); "
+                "is the row cut short, or the delimiter wrong?"
+            )
+        fields = [row[i] if i < len(row) else "" for i in text_idx]
+        yield lineno, fields, (row[label_idx] if label_idx is not None else None), None
+
+
+def _first_row_is_header(first: list[str], following: list[list[str]], text_spec, label_spec) -> bool:
+    """Guess whether the first row names the columns.
+
+    Column names given by the user settle it (a name needs a header row); so does a first row that
+    holds them, or holds "text" and "label" when none are given. Otherwise the first row's label
+    cell (column `label_col`, default 0) decides: it is data if it is a number or if it occurs again
+    as a label in the rows that follow, a header otherwise.
+    """
+    names = {c.strip() for c in first}
+    given = (text_spec or []) + (label_spec or [])
+    if given:
+        if all(c in names for c in given) or any(not c.isdigit() for c in given):
+            return True
+    elif "text" in names and "label" in names:
+        return True
+    idx = int(label_spec[0]) if label_spec else 0
+    if idx >= len(first):
+        return False
+    cell = first[idx].strip()
+    if not cell:
+        return False
+    try:
+        float(cell)
+        return False
+    except ValueError:
+        pass
+    return cell not in {r[idx].strip() for r in following if idx < len(r)}
+
+
+def _resolve(spec: list[str], names: list[str], path: Path, hint: str) -> list[int]:
+    idx, missing = [], []
+    for c in spec:
+        if c in names:
+            idx.append(names.index(c))
+        elif c.isdigit() and int(c) < len(names):
+            idx.append(int(c))
+        else:
+            missing.append(c)
+    if missing:
+        raise UlmfitError(
+            f"{path}: no column {', '.join(map(repr, missing))}; the columns are "
+            f"{', '.join(map(repr, names))} ({_COLUMN_HINT}{hint})"
+        )
+    return idx
+
+
+def _index(c: str, n_cols: int, path: Path) -> int:
+    if not c.isdigit():
+        raise UlmfitError(
+            f"{path} is read without a header row, so columns are 0-based numbers, not {c!r} "
+            "(pass --header if the first row names the columns)"
+        )
+    if int(c) >= n_cols:
+        raise UlmfitError(f"{path}: no column {c}; the rows have {n_cols} columns, numbered from 0")
+    return int(c)
+
+
+def _jsonl_records(path: Path, encoding, text_col, label_col, need_label):
+    text_fields = _cols(text_col, "text") or ["text"]
+    label_spec = _cols(label_col, "label")
+    if label_spec is not None and len(label_spec) > 1:
+        raise UlmfitError(f"the label field must be one field, not {label_col!r}")
+    label_field = label_spec[0] if label_spec else "label"
+    for lineno, line in _iter_lines(path, encoding):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UlmfitError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise UlmfitError(f"{path}, line {lineno}: expected a JSON object per line")
+        missing = [c for c in text_fields if c not in obj]
+        if need_label and label_field not in obj:
+            missing.append(label_field)
+        if missing:
+            raise UlmfitError(
+                f"{path}, line {lineno}: no field {', '.join(map(repr, missing))}; the fields are "
+                f"{', '.join(map(repr, obj))} ({_COLUMN_HINT})"
+            )
+        fields = ["" if obj[c] is None else str(obj[c]) for c in text_fields]
+        yield lineno, fields, obj.get(label_field), None
+
+
+def _trec_records(path: Path, encoding, fine: bool):
+    for lineno, line in _iter_lines(path, encoding):
+        s = line.strip()
+        if not s:
+            continue
+        m = _TREC.match(s)
+        if not m:
+            raise UlmfitError(f"{path}, line {lineno}: not a TREC line ('LABEL:fine question text')")
+        label = f"{m[1]}:{m[2]}" if fine else m[1]
+        yield lineno, [m[3] or ""], label, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder layouts
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(
+        d for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS and any(d.glob("*.txt"))
+    )
+
+
+def _split_folder(path: Path, split: str | None) -> Path:
+    """The folder whose sub-folders are the classes."""
+    if split is not None:
+        root = path / split
+        if not root.is_dir():
+            subs = sorted(d.name + "/" for d in path.iterdir() if d.is_dir())
+            raise UlmfitError(f"{path}: no {split}/ folder (there are {', '.join(subs) or 'no folders'})")
+        return root
+    splits = [s for s in _SPLIT_NAMES if (path / s).is_dir() and _class_dirs(path / s)]
+    if splits:
+        raise UlmfitError(
+            f"{path} holds {', '.join(s + '/' for s in splits)}: choose one with --split "
+            f"(e.g. --split {splits[0]})"
+        )
+    return path
+
+
+def _read_doc(p: Path, encoding: str) -> str:
+    raw = p.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise _decode_error(p, encoding, e, e.start, raw.count(b"\n", 0, e.start) + 1) from None
+    except LookupError:
+        raise UlmfitError(f"unknown encoding {encoding!r}") from None
+    return text.lstrip("\ufeff")
+
+
+def _unlabeled_files(path: Path, split: str | None) -> list[Path]:
+    if split is not None:
+        roots = [_split_folder(path, split)]
+    else:
+        roots = [path / s for s in _SPLIT_NAMES if (path / s).is_dir() and _class_dirs(path / s)] or [path]
+    files: list[Path] = []
+    for root in roots:
+        dirs = _class_dirs(root) + [root / d for d in _SKIP_DIRS if (root / d).is_dir()]
+        if dirs:
+            for d in dirs:
+                files.extend(sorted(p for p in d.glob("*.txt") if p.is_file()))
+        else:
+            files.extend(sorted(p for p in root.rglob("*.txt") if p.is_file()))
+    if not files:
+        raise UlmfitError(f"{path}: no .txt files in this folder or below it")
+    return files
+
+
+def _folder_records(root: Path, encoding: str):
+    classes = _class_dirs(root)
+    if not classes:
+        raise UlmfitError(
+            f"{root}: no class folders; expected {root}/<class>/*.txt, one document per file"
+            + (" (unsup/ is unlabeled text, never a class)" if (root / "unsup").is_dir() else "")
+        )
+    i = 0
+    for d in classes:
+        for p in sorted(f for f in d.glob("*.txt") if f.is_file()):
+            i += 1
+            yield i, [_read_doc(p, encoding)], d.name, str(p)

@@ -1,0 +1,144 @@
+"""The ULMFiT classifier (section 3.3): BPT3C over the AWD-LSTM encoder, masked concat pooling,
+and a head of two BatchNorm -> Dropout -> Linear blocks trained from scratch.
+
+BPT3C. A document is read in chunks of ``bptt`` tokens, each chunk starting from the previous
+chunk's final state. Only the chunks that hold a document's last ``max_len`` tokens keep their
+outputs (for pooling) and their graph (for gradients); earlier chunks run without a graph, so
+memory is bounded by max_len whatever the document's length.
+
+Padding. Documents are right-padded and the batch is ordered by length (longest first). The LSTM
+is causal, so padding after a document never changes its outputs; a document that ends inside a
+chunk simply drops out of the batch for the following chunks, so the state carried forward is
+always that of a real token. Pooling masks padding out of the max, the mean and the last state.
+The upshot, tested: a document's prediction is the same alone and in any batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from .awd_lstm import AWDLSTMConfig, AWDLSTMEncoder
+
+# The published classifier dropouts (before drop_mult): input 0.4, hidden 0.3, weight 0.5,
+# embedding 0.05, output (first head layer) 0.4.
+CLASSIFIER_DROPOUTS = dict(input_p=0.4, hidden_p=0.3, weight_p=0.5, embed_p=0.05, output_p=0.4)
+
+
+@dataclass
+class HeadConfig:
+    n_classes: int
+    hidden: int = 50  # the paper's 50-unit hidden layer
+    head_p: float = 0.1  # dropout before the last linear layer (fastai's ps=[0.1])
+    bptt: int = 70
+    max_len: int = 1400  # tokens at the end of a document that are pooled and back-propagated (20 * bptt)
+    multi_label: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown head settings: {sorted(unknown)}")
+        return cls(**d)
+
+
+def masked_concat_pool(out: torch.Tensor, mask: torch.Tensor, lengths_kept: torch.Tensor) -> torch.Tensor:
+    """[h_T, max_t h_t, mean_t h_t] over the unmasked positions of out [B, T, D]; mask [B, T] True = real.
+
+    h_T is the output at each document's last real position (lengths_kept - 1 in `out`)."""
+    m = mask.unsqueeze(-1)
+    neg = torch.finfo(out.dtype).min
+    mx = out.masked_fill(~m, neg).max(1).values
+    mean = (out * m).sum(1) / m.sum(1).clamp_min(1)
+    last = out[torch.arange(out.size(0), device=out.device), (lengths_kept - 1).clamp_min(0)]
+    return torch.cat([last, mx, mean], 1)
+
+
+class BPT3CEncoder(nn.Module):
+    """Runs the AWD-LSTM encoder over arbitrarily long documents, chunk by chunk (see module doc)."""
+
+    def __init__(self, encoder: AWDLSTMEncoder, bptt: int = 70, max_len: int = 1400):
+        super().__init__()
+        self.encoder, self.bptt, self.max_len = encoder, bptt, max_len
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] right-padded, lengths [B] -> pooled features [B, 3 * emb] (in the caller's order)."""
+        B, T = ids.shape
+        lengths = lengths.to(ids.device)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        ids, lens = ids[order], lengths[order]
+        lens_cpu = lens.tolist()
+        T = max(1, min(T, lens_cpu[0] if lens_cpu else 1))
+        state = self.encoder._zero_state(B, self.encoder.embedding.weight)
+        kept, kept_start = [], None
+        for start in range(0, T, self.bptt):
+            end = min(T, start + self.bptt)
+            n = sum(1 for L in lens_cpu if L > start)  # documents still running (a prefix: sorted)
+            if n == 0:
+                break
+            # Does any running document have tokens of its last max_len inside this chunk?
+            need = end > min(lens_cpu[:n]) - self.max_len
+            st = [(h[:, :n].contiguous(), c[:, :n].contiguous()) for h, c in state]
+            if need:
+                out, _ = self.encoder(ids[:n, start:end], state=st, keep_state=False)
+            else:
+                with torch.no_grad():
+                    out, _ = self.encoder(ids[:n, start:end], state=st, keep_state=False)
+            new = self.encoder.last_state
+            if not need:
+                new = [(h.detach(), c.detach()) for h, c in new]
+            # rows >= n keep their (finished) state; only running rows advance
+            state = [(torch.cat([h2, h[:, n:].to(h2.dtype)], 1), torch.cat([c2, c[:, n:].to(c2.dtype)], 1))
+                     for (h2, c2), (h, c) in zip(new, state)]
+            if need:
+                if kept_start is None:
+                    kept_start = start
+                if n < B:
+                    out = torch.cat([out, out.new_zeros(B - n, out.size(1), out.size(2))], 0)
+                kept.append(out)
+        out = torch.cat(kept, 1)  # [B, T_kept, D] from position kept_start on
+        pos = torch.arange(kept_start, kept_start + out.size(1), device=out.device)
+        mask = (pos[None, :] < lens[:, None]) & (pos[None, :] >= lens[:, None] - self.max_len)
+        feats = masked_concat_pool(out, mask, lens - kept_start)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(B, device=order.device)
+        return feats[inverse]
+
+
+class PoolingHead(nn.Module):
+    """BatchNorm -> Dropout -> Linear(3*emb, 50) -> ReLU -> BatchNorm -> Dropout -> Linear(50, classes)."""
+
+    def __init__(self, in_features: int, cfg: HeadConfig, first_p: float):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.BatchNorm1d(in_features), nn.Dropout(first_p), nn.Linear(in_features, cfg.hidden), nn.ReLU(inplace=True),
+            nn.BatchNorm1d(cfg.hidden), nn.Dropout(cfg.head_p), nn.Linear(cfg.hidden, cfg.n_classes),
+        )
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.layers(feats.float())
+
+
+class AWDLSTMClassifier(nn.Module):
+    """ids [B, T] + lengths [B] -> logits [B, classes]."""
+
+    def __init__(self, arch: AWDLSTMConfig, head: HeadConfig):
+        super().__init__()
+        self.arch, self.head_cfg = arch, head
+        self.encoder = AWDLSTMEncoder(arch)
+        self.bpt3c = BPT3CEncoder(self.encoder, head.bptt, head.max_len)
+        self.head = PoolingHead(3 * arch.emb_size, head, arch.dropout("output_p"))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bpt3c(ids, lengths))
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Bottom to top: embedding, each LSTM layer, the head (the order gradual unfreezing undoes)."""
+        return ([list(self.encoder.embedding.parameters())] + [list(r.parameters()) for r in self.encoder.rnns]
+                + [list(self.head.parameters())])

@@ -1,0 +1,284 @@
+"""Training the classifier (ULMFiT section 3.3): gradual unfreezing, discriminative rates, STLR.
+
+Training runs in stages. Stage k makes the top ``stage_groups[k]`` layer groups trainable (0 = all),
+trains for ``stage_epochs[k]`` epochs with its own slanted triangular schedule peaking at
+``stage_lrs[k]`` for the head, each lower group 2.6x below the one above. The default is fastai's
+refinement of the paper's recipe: head only; + last LSTM; + the one below; then everything.
+A validation split drives the choice of the epoch: the best epoch's weights are the ones saved
+as the model (and training stops early after ``patience`` epochs without improvement in the last
+stage).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from ..io import UlmfitError, append_jsonl
+from .finetune import freeze_to
+from .loop import autocast_ctx, bf16_supported, param_names, sigterm_as_interrupt
+from .metrics import classification_report, multilabel_report
+from .schedules import discriminative_lrs, schedule as make_schedule
+
+
+@dataclass
+class ClassifierTrainConfig:
+    bs: int = 64
+    bptt: int = 70
+    max_len: int = 1400  # 20 * bptt: tokens at the end of each document that are pooled and back-propagated
+    stage_groups: tuple = (1, 2, 3, 0)  # top groups trainable per stage; 0 = all (gradual unfreezing)
+    stage_epochs: tuple = (1, 1, 1, 2)
+    stage_lrs: tuple = (2e-2, 1e-2, 5e-3, 1e-3)  # peak rate of the head in each stage
+    lr_div: float = 2.6
+    schedule: str = "stlr"
+    cut_frac: float = 0.1
+    ratio: float = 32.0
+    beta1: float = 0.7  # the paper's Adam betas for the classifier
+    beta2: float = 0.99
+    wd: float = 0.01
+    clip: float = 25.0  # published classifier scripts
+    drop_mult: float = 0.5
+    class_weights: bool = False  # weight the loss by inverse class frequency (imbalanced labels)
+    metric: str = "accuracy"  # picks the best epoch: accuracy | macro_f1 | loss
+    patience: int = 3  # epochs without improvement before the last stage stops early
+    bf16: bool = True
+    backwards: bool = False
+    seed: int = 0
+    save_every_minutes: float = 10.0
+
+    def __post_init__(self):
+        self.stage_groups, self.stage_epochs, self.stage_lrs = (tuple(self.stage_groups), tuple(self.stage_epochs),
+                                                                 tuple(self.stage_lrs))
+        if not (len(self.stage_groups) == len(self.stage_epochs) == len(self.stage_lrs)) or not self.stage_groups:
+            raise UlmfitError("stage_groups, stage_epochs and stage_lrs must have the same (non-zero) length")
+        if self.metric not in ("accuracy", "macro_f1", "loss"):
+            raise UlmfitError("metric must be accuracy, macro_f1 or loss")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassifierTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def class_weight_vector(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1 (classes absent from training get weight 1)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 1.0)
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_probs(model, seqs: list, bs: int = 64, pad_id: int = 1, device=None, use_bf16: bool = False,
+                  multi_label: bool = False, progress: bool = False, desc: str = "predicting") -> np.ndarray:
+    """Class probabilities for token-id sequences, batched by length, returned in input order."""
+    from ..data.clas import SortedBatches, pad_batch
+
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    lengths = [max(1, len(s)) for s in seqs]
+    batches = SortedBatches(lengths, bs).batches()
+    out = np.zeros((len(seqs), model.head_cfg.n_classes), dtype=np.float32)
+    it = tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False)
+    with autocast_ctx(use_bf16, device):
+        for b in it:
+            ids, lens = pad_batch([seqs[i] if len(seqs[i]) else [pad_id] for i in b], pad_id)
+            logits = model(ids.to(device), lens.to(device)).float()
+            p = torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
+            out[np.asarray(b)] = p.cpu().numpy()
+    model.train(was)
+    return out
+
+
+class ClassifierTrainer:
+    def __init__(self, model, train_data, valid_data, cfg: ClassifierTrainConfig, out: Path, save_fn,
+                 device: torch.device | None = None, progress: bool = True, pad_id: int = 1):
+        self.model, self.train_data, self.valid_data, self.cfg = model, train_data, valid_data, cfg
+        self.out, self.save_fn, self.pad_id = Path(out), save_fn, pad_id
+        self.device = device or torch.device("cpu")
+        self.progress = progress
+        self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_supported())
+        self.groups = model.layer_groups()
+        self.multi_label = model.head_cfg.multi_label
+        self.opt = torch.optim.AdamW([{"params": g, "lr": 0.0, "max_lr": 0.0, "weight_decay": cfg.wd} for g in self.groups],
+                                     betas=(cfg.beta1, cfg.beta2), foreach=True)
+        self.names = param_names(model)
+        self.sched = make_schedule(cfg.schedule, cut_frac=cfg.cut_frac, ratio=cfg.ratio)
+        n_classes = model.head_cfg.n_classes
+        self.loss_weight = (class_weight_vector(np.asarray(train_data.labels), n_classes).to(self.device)
+                            if cfg.class_weights and not self.multi_label else None)
+        self.stage = self.stage_epoch = self.batch = self.step = self.epoch = 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: dict | None = None
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+        self.elapsed = 0.0
+        self.metrics_path = self.out / "metrics.jsonl"
+        from ..data.clas import SortishSampler
+
+        lengths = [len(s) for s in train_data.ids]
+        self.sampler = SortishSampler(lengths, cfg.bs, seed=cfg.seed)
+
+    # -- state -----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "stage": self.stage, "stage_epoch": self.stage_epoch, "batch": self.batch,
+                "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "history": self.history, "elapsed": self.elapsed, "train": self.cfg.to_dict()}
+
+    def save(self) -> None:
+        # model.safetensors holds the best epoch so far (what users load); the last weights, needed
+        # to resume, travel in the training state.
+        best = self.best_state if self.best_state is not None else self.model.state_dict()
+        self.save_fn(best, self.step, self.history, self.state())
+        ckpt.save_train_state(self.out, self.opt, self.names, self.state(),
+                              extra_tensors={f"last.{k}": v for k, v in ckpt._unique_state_dict(self.model).items()})
+
+    def resume(self) -> None:
+        st = ckpt.load_train_state(self.out, self.opt, self.names, weights_prefix="last.", model=self.model)
+        for k in ("step", "stage", "stage_epoch", "batch", "epoch", "best", "best_epoch", "bad_epochs", "elapsed"):
+            setattr(self, k, st.get(k, getattr(self, k)))
+        self.history = st.get("history", [])
+        if self.best is not None:
+            best_model, _ = ckpt.load_tensors(self.out / ckpt.WEIGHTS)
+            self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            for k, v in best_model.items():
+                self.best_state[k] = v.to(self.best_state[k].dtype)
+
+    def log(self, rec: dict) -> None:
+        append_jsonl(self.metrics_path, rec)
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(self, data) -> dict:
+        probs = predict_probs(self.model, data.ids, self.cfg.bs, self.pad_id, self.device, self.use_bf16,
+                              self.multi_label)
+        y = np.asarray(data.labels)
+        if self.multi_label:
+            rep = multilabel_report(y, probs, list(data.label_names))
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            rep["loss"] = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+        else:
+            rep = classification_report(y, probs.argmax(1), list(data.label_names))
+            rep["loss"] = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+        return rep
+
+    def _score(self, rep: dict) -> float:
+        return -rep["loss"] if self.cfg.metric == "loss" else rep[self.cfg.metric]
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _loss(self, logits, yb):
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits.float(), yb.float())
+        return F.cross_entropy(logits.float(), yb, weight=self.loss_weight)
+
+    def fit(self) -> dict:
+        cfg, model = self.cfg, self.model
+        labels = np.asarray(self.train_data.labels)
+        t_start, last_save = time.time(), time.time()
+        n_stages = len(cfg.stage_groups)
+        total_epochs = sum(cfg.stage_epochs)
+        with sigterm_as_interrupt():
+            try:
+                while self.stage < n_stages:
+                    top = cfg.stage_groups[self.stage]
+                    freeze_to(self.groups, -top if top else 0)
+                    trainable = [p for g in self.groups for p in g if p.requires_grad]
+                    lrs = discriminative_lrs(cfg.stage_lrs[self.stage], len(self.groups), cfg.lr_div)
+                    for g, lr in zip(self.opt.param_groups, lrs):
+                        g["max_lr"] = lr
+                    last_stage = self.stage == n_stages - 1
+                    while self.stage_epoch < cfg.stage_epochs[self.stage]:
+                        batches = [b for b in self.sampler.batches(self.epoch) if len(b) > 1]  # BatchNorm needs 2
+                        T = max(1, cfg.stage_epochs[self.stage] * len(batches))
+                        model.train()
+                        desc = (f"stage {self.stage + 1}/{n_stages} ({'all groups' if not top else f'top {top}'})"
+                                f" epoch {self.epoch + 1}/{total_epochs}")
+                        bar = tqdm(total=len(batches), initial=self.batch, desc=desc, unit="batch",
+                                   disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
+                        run = None
+                        from ..data.clas import pad_batch
+
+                        for bi in range(self.batch, len(batches)):
+                            b = batches[bi]
+                            t = self.stage_epoch * len(batches) + bi
+                            mult = self.sched(min(t, T - 1), T)
+                            for g in self.opt.param_groups:
+                                g["lr"] = g["max_lr"] * mult
+                            ids, lens = pad_batch([self.train_data.ids[i] for i in b], self.pad_id)
+                            yb = torch.as_tensor(labels[b]).to(self.device)
+                            with autocast_ctx(self.use_bf16, self.device):
+                                logits = model(ids.to(self.device), lens.to(self.device))
+                            loss = self._loss(logits, yb)
+                            if not torch.isfinite(loss):
+                                raise UlmfitError(f"the loss became {float(loss)} at step {self.step}; lower the "
+                                                  "learning rates (the last good checkpoint is kept)")
+                            self.opt.zero_grad(set_to_none=True)
+                            loss.backward()
+                            if cfg.clip:
+                                torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
+                            self.opt.step()
+                            self.step += 1
+                            self.batch = bi + 1
+                            lv = float(loss.detach())
+                            run = lv if run is None else 0.95 * run + 0.05 * lv
+                            bar.update(1)
+                            if bi % 5 == 0:
+                                bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}")
+                            if (time.time() - last_save) / 60 >= cfg.save_every_minutes:
+                                self.elapsed += time.time() - t_start
+                                t_start = time.time()
+                                self.save()
+                                last_save = time.time()
+                        bar.close()
+                        rep = self.evaluate(self.valid_data)
+                        self.elapsed += time.time() - t_start
+                        t_start = time.time()
+                        self.epoch += 1
+                        self.stage_epoch += 1
+                        self.batch = 0
+                        score = self._score(rep)
+                        improved = self.best is None or score > self.best
+                        if improved:
+                            self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                            self.best_state = copy.deepcopy(model.state_dict())
+                        elif last_stage:  # patience counts the epochs of the last (fully unfrozen) stage
+                            self.bad_epochs += 1
+                        rec = {"step": self.step, "epoch": self.epoch, "stage": self.stage + 1, "train_loss": run,
+                               "valid_loss": rep["loss"], "valid_accuracy": rep["accuracy"],
+                               "valid_macro_f1": rep["macro_f1"], "best": improved, "elapsed_s": self.elapsed}
+                        self.history.append(rec)
+                        self.log(rec)
+                        if self.progress:
+                            tqdm.write(f"epoch {self.epoch}: train loss {run if run is not None else float('nan'):.3f}  "
+                                       f"valid loss {rep['loss']:.3f}  accuracy {rep['accuracy']:.4f}  "
+                                       f"macro-F1 {rep['macro_f1']:.4f}" + ("  (best)" if improved else ""))
+                        stop = last_stage and self.bad_epochs >= cfg.patience
+                        if stop:
+                            self.stage_epoch = cfg.stage_epochs[self.stage]
+                        self.save()
+                        last_save = time.time()
+                    self.stage += 1
+                    self.stage_epoch = 0
+            except KeyboardInterrupt:
+                self.elapsed += time.time() - t_start
+                self.save()
+                raise UlmfitError(f"interrupted at step {self.step}; everything up to it is saved in {self.out}. "
+                                  "Continue with the same command and --resume.") from None
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        self.save()
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), self.history[-1] if self.history else {})
+        return {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k.startswith("valid_")},
+                "epochs": self.epoch, "steps": self.step}

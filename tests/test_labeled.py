@@ -1,0 +1,263 @@
+"""Labeled-data readers (CSV/TSV, fast.ai layout, JSONL, class folders, aclImdb, TREC), their error
+messages, and the stratified train/validation split."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from ulmfit.data.labeled import (
+    LabeledTexts,
+    check_labels,
+    read_labeled,
+    read_unlabeled_texts,
+    stratified_split,
+    validate_training,
+)
+from ulmfit.io import UlmfitError
+
+
+def write(path, text, encoding="utf-8"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats
+
+
+def test_csv_with_header_joins_two_text_columns_with_xxfld(tmp_path):
+    f = write(tmp_path / "d.csv", 'label,title,body\npos,Great,"Loved it, really"\nneg,Bad,Hated it\n')
+    d = read_labeled(f, text_col="title,body")
+    assert d.texts == ["Great xxfld Loved it, really", "Bad xxfld Hated it"]
+    assert d.labels == ["pos", "neg"]
+    assert d.lines == [2, 3]
+    assert d.label_names() == ["neg", "pos"]
+    assert len(d) == 2 and not d.multi_label
+
+
+def test_csv_default_columns_text_and_label_and_tsv(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\nfine film,pos\nawful,neg\n")
+    assert read_labeled(f).texts == ["fine film", "awful"]
+    t = write(tmp_path / "d.tsv", "label\ttext\npos\tgood, really\nneg\tbad\n")
+    d = read_labeled(t)
+    assert d.texts == ["good, really", "bad"] and d.labels == ["pos", "neg"]
+
+
+def test_csv_without_header_by_column_index(tmp_path):
+    f = write(tmp_path / "d.csv", "b,x,first text\na,y,second text\nb,z,third text\n")
+    d = read_labeled(f, text_col="1,2", label_col="0", header=False)
+    assert d.texts == ["x xxfld first text", "y xxfld second text", "z xxfld third text"]
+    assert d.labels == ["b", "a", "b"]
+    # the same file with the header detected: the first label "b" recurs, so row 1 is data
+    assert read_labeled(f, text_col="2", label_col="0").texts == ["first text", "second text", "third text"]
+
+
+def test_fastai_ag_news_layout(tmp_path):
+    rows = '"3","Wall St. Bears","Reuters - Short-sellers..."\n"4","New chip","A faster chip"\n"3","Oil","Prices up"\n'
+    f = write(tmp_path / "train.csv", rows)
+    for fmt in ("fastai", "auto"):  # auto: a numeric first label means the first row is data
+        d = read_labeled(f, fmt=fmt)
+        assert d.labels == ["3", "4", "3"]
+        assert d.texts[0] == "Wall St. Bears xxfld Reuters - Short-sellers..."
+        assert d.lines == [1, 2, 3]
+    # label,body (the Yelp layout): a single text column, no xxfld
+    y = write(tmp_path / "yelp.csv", '"1","bad food"\n"2","great food"\n')
+    assert read_labeled(y, fmt="fastai").texts == ["bad food", "great food"]
+
+
+def test_multi_line_quoted_field_keeps_the_start_line(tmp_path):
+    f = write(tmp_path / "d.csv", 'text,label\n"line one\nline two",a\n"",b\n')
+    with pytest.raises(UlmfitError, match=r"line 4: empty text"):
+        read_labeled(f)
+
+
+def test_jsonl_with_numbers_and_multi_label_lists(tmp_path):
+    f = write(tmp_path / "d.jsonl", "\n".join(json.dumps(o) for o in [
+        {"text": "a", "label": 1}, {"text": "b", "label": 0.0}, {"text": "c", "label": 1}]) + "\n")
+    d = read_labeled(f)
+    assert d.labels == ["1", "0", "1"] and d.label_names() == ["0", "1"]
+
+    m = write(tmp_path / "m.jsonl", "\n".join(json.dumps(o) for o in [
+        {"body": "x", "tags": ["sport", "news"]}, {"body": "y", "tags": "news"}, {"body": "z", "tags": []}]))
+    d = read_labeled(m, text_col="body", label_col="tags")
+    assert d.multi_label
+    assert d.labels == [["sport", "news"], ["news"], []]
+    assert d.label_names() == ["news", "sport"]
+
+
+def test_multi_label_separator_splits_the_label_field(tmp_path):
+    f = write(tmp_path / "d.csv", 'text,label\nx,"a|b"\ny,b\nz,a| c \n')
+    d = read_labeled(f, multi_label_sep="|")
+    assert d.labels == [["a", "b"], ["b"], ["a", "c"]]
+
+
+def test_folder_per_class(tmp_path):
+    write(tmp_path / "ham" / "1.txt", "hello friend")
+    write(tmp_path / "ham" / "2.txt", "lunch?")
+    write(tmp_path / "spam" / "1.txt", "\ufeffwin money")
+    write(tmp_path / "spam" / "readme.md", "not a document")
+    d = read_labeled(tmp_path)
+    assert d.texts == ["hello friend", "lunch?", "win money"]
+    assert d.labels == ["ham", "ham", "spam"]
+    assert d.files[2].endswith("spam/1.txt") and d.lines == [1, 2, 3]
+
+
+def _imdb(root):
+    write(root / "train" / "pos" / "0_9.txt", "A fine film.")
+    write(root / "train" / "pos" / "1_8.txt", "Loved it.")
+    write(root / "train" / "neg" / "0_2.txt", "Dull.")
+    write(root / "train" / "unsup" / "0_0.txt", "Some unlabeled review.")
+    write(root / "train" / "urls_pos.txt", "http://example.invalid\n")
+    write(root / "test" / "pos" / "0_10.txt", "Superb.")
+    write(root / "test" / "neg" / "0_1.txt", "Awful.")
+    return root
+
+
+def test_aclimdb_layout_with_split_and_unsup(tmp_path):
+    root = _imdb(tmp_path / "aclImdb")
+    train = read_labeled(root, split="train")
+    assert train.label_names() == ["neg", "pos"]  # unsup/ is not a class
+    assert Counter(train.labels) == {"pos": 2, "neg": 1}
+    test = read_labeled(root, split="test")
+    assert sorted(test.texts) == ["Awful.", "Superb."]
+    with pytest.raises(UlmfitError, match=r"train/, test/.*--split"):
+        read_labeled(root)
+    with pytest.raises(UlmfitError, match=r"no valid/ folder"):
+        read_labeled(root, split="valid")
+    # unsup/ is text for the LM; urls_pos.txt is not a document
+    assert sorted(read_unlabeled_texts(root, split="train")) == [
+        "A fine film.", "Dull.", "Loved it.", "Some unlabeled review."]
+    everything = list(read_unlabeled_texts(root))
+    assert len(everything) == 6 and "Superb." in everything
+
+
+def test_unlabeled_texts_of_a_file_need_no_label_column(tmp_path):
+    f = write(tmp_path / "u.csv", "text\nfirst\n\nsecond\n")
+    assert list(read_unlabeled_texts(f)) == ["first", "second"]
+    g = write(tmp_path / "l.csv", "text,label\nA,x\n,y\nB,z\n")
+    assert list(read_unlabeled_texts(g)) == ["A", "B"]
+
+
+TREC = "DESC:manner How did serfdom develop ?\nENTY:cremat What films featured Batman ?\nDESC:def What is a poll ?\n"
+
+
+def test_trec_coarse_and_fine(tmp_path):
+    f = write(tmp_path / "train_5500.label", TREC)
+    d = read_labeled(f)  # auto-detected from the content
+    assert d.labels == ["DESC", "ENTY", "DESC"]
+    assert d.texts[0] == "How did serfdom develop ?"
+    fine = read_labeled(f, fmt="trec", trec_fine=True)
+    assert fine.labels == ["DESC:manner", "ENTY:cremat", "DESC:def"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_missing_column_lists_the_columns(tmp_path):
+    f = write(tmp_path / "d.csv", "review,sentiment\ngood,pos\nbad,neg\n")
+    with pytest.raises(UlmfitError, match=r"d\.csv: no column 'text'; the columns are 'review', 'sentiment'"):
+        read_labeled(f)
+    with pytest.raises(UlmfitError, match=r"no column 'label'.*'review', 'sentiment'"):
+        read_labeled(f, text_col="review")
+    assert read_labeled(f, text_col="review", label_col="sentiment").labels == ["pos", "neg"]
+    j = write(tmp_path / "d.jsonl", '{"review": "x", "label": "a"}\n')
+    with pytest.raises(UlmfitError, match=r"line 1: no field 'text'; the fields are 'review', 'label'"):
+        read_labeled(j)
+
+
+def test_empty_text_names_the_line_unless_skipped(tmp_path, capsys):
+    f = write(tmp_path / "d.csv", "text,label\ngood,pos\n   ,neg\nbad,neg\n")
+    with pytest.raises(UlmfitError, match=r"d\.csv, line 3: empty text.*--skip-empty"):
+        read_labeled(f)
+    d = read_labeled(f, skip_empty=True)
+    assert d.texts == ["good", "bad"] and d.lines == [2, 4] and d.n_skipped == 1
+    assert "skipped 1" in capsys.readouterr().err
+    write(tmp_path / "c" / "a" / "1.txt", "ok")
+    write(tmp_path / "c" / "b" / "2.txt", " \n")
+    with pytest.raises(UlmfitError, match=r"2\.txt: empty text"):
+        read_labeled(tmp_path / "c")
+
+
+def test_empty_label_names_the_line(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\ngood,pos\nbad,\n")
+    with pytest.raises(UlmfitError, match=r"line 3: empty label"):
+        read_labeled(f)
+
+
+def test_undecodable_bytes_name_line_offset_and_suggest_encoding(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\ngood,pos\ncaf\xe9,neg\n", encoding="latin-1")
+    with pytest.raises(UlmfitError, match=r"line 3, byte offset 23.*--encoding"):
+        read_labeled(f)
+    assert read_labeled(f, encoding="latin-1").texts[1] == "caf\xe9"
+    write(tmp_path / "c" / "a" / "1.txt", "fine")
+    write(tmp_path / "c" / "b" / "1.txt", b"ok\nbad \xff byte")
+    with pytest.raises(UlmfitError, match=r"1\.txt.*line 2, byte offset 7.*--encoding"):
+        read_labeled(tmp_path / "c")
+
+
+def test_one_class_only_is_refused_for_training(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\na,pos\nb,pos\n")
+    d = read_labeled(f)
+    with pytest.raises(UlmfitError, match=r"only one class \('pos'"):
+        validate_training(d)
+    with pytest.raises(UlmfitError, match=r"only one class"):
+        stratified_split(d)
+
+
+def test_label_seen_only_in_test_is_named(tmp_path):
+    train = read_labeled(write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\n"))
+    test = read_labeled(write(tmp_path / "test.csv", "text,label\nc,pos\nd,neutral\ne,neutral\n"))
+    with pytest.raises(UlmfitError, match=r"'neutral' \(first at .*test\.csv, line 3\) occur in the test data"):
+        check_labels(train, test)
+    check_labels(train, train.subset([0]))  # a subset of the classes is fine
+
+
+def test_empty_file_and_file_of_blank_lines(tmp_path):
+    for name in ("e.csv", "e.jsonl", "e.txt"):
+        with pytest.raises(UlmfitError, match=r"empty|no examples"):
+            read_labeled(write(tmp_path / name, "\n\n"))
+    with pytest.raises(UlmfitError, match=r"no examples"):
+        read_labeled(write(tmp_path / "h.csv", "text,label\n"))
+    with pytest.raises(UlmfitError, match=r"no class folders"):
+        read_labeled((tmp_path / "empty_dir").mkdir() or tmp_path / "empty_dir")
+    with pytest.raises(UlmfitError, match=r"no such file"):
+        read_labeled(tmp_path / "missing.csv")
+
+
+def test_bad_trec_line_is_named(tmp_path):
+    f = write(tmp_path / "t.label", TREC + "just a question ?\n")
+    with pytest.raises(UlmfitError, match=r"line 4: not a TREC line"):
+        read_labeled(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Split
+
+
+def _data(counts):
+    labels = [lab for lab, n in counts.items() for _ in range(n)]
+    return LabeledTexts([f"text {i}" for i in range(len(labels))], labels, "mem", list(range(1, len(labels) + 1)))
+
+
+def test_stratified_split_keeps_proportions_and_every_class_in_train():
+    d = _data({"a": 50, "b": 30, "c": 7, "d": 2, "e": 1})
+    train, valid = stratified_split(d, valid_frac=0.2, seed=3)
+    assert sorted(train.lines + valid.lines) == d.lines  # a partition
+    tc, vc = Counter(train.labels), Counter(valid.labels)
+    for lab, n in {"a": 50, "b": 30, "c": 7, "d": 2}.items():
+        assert abs(vc[lab] - 0.2 * n) <= 1 and vc[lab] >= 1 and tc[lab] >= 1
+    assert tc["e"] == 1 and vc["e"] == 0
+    assert train.lines == sorted(train.lines)  # original order kept
+    again = stratified_split(d, valid_frac=0.2, seed=3)
+    assert again[1].lines == valid.lines
+    assert stratified_split(d, valid_frac=0.2, seed=4)[1].lines != valid.lines
+
+
+def test_multi_label_split_is_random_and_complete():
+    d = LabeledTexts([str(i) for i in range(20)], [["a"] if i % 2 else ["a", "b"] for i in range(20)], "mem")
+    train, valid = stratified_split(d, valid_frac=0.25)
+    assert len(valid) == 5 and len(train) == 15
+    assert sorted(train.texts + valid.texts) == sorted(d.texts)
