@@ -1,0 +1,226 @@
+"""The ULMFiT classifier: padding/BPT3C exactness, gradual unfreezing, learning, round trips, ensembles."""
+
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ulmfit import checkpoint as ckpt
+from ulmfit.api import pretrain
+from ulmfit.classifier_api import TextClassifier, evaluate, train_classifier
+from ulmfit.cli import main
+from ulmfit.io import UlmfitError
+from ulmfit.model.awd_lstm import preset
+from ulmfit.model.classifier import AWDLSTMClassifier, HeadConfig, masked_concat_pool
+from ulmfit.train.classify import ClassifierTrainConfig
+from ulmfit.train.loop import LMTrainConfig
+
+
+def tiny_classifier(bptt=7, max_len=1000, n_classes=3, seed=0):
+    torch.manual_seed(seed)
+    return AWDLSTMClassifier(preset("tiny", 60), HeadConfig(n_classes, bptt=bptt, max_len=max_len)).eval()
+
+
+def batch_of(docs, pad=1):
+    T = max(len(d) for d in docs)
+    ids = torch.full((len(docs), T), pad, dtype=torch.long)
+    for i, d in enumerate(docs):
+        ids[i, : len(d)] = d
+    return ids, torch.tensor([len(d) for d in docs])
+
+
+def test_a_document_gets_the_same_prediction_alone_and_in_any_batch():
+    m = tiny_classifier()
+    torch.manual_seed(1)
+    docs = [torch.randint(9, 60, (L,)) for L in (23, 4, 61, 1, 16, 40)]
+    with torch.no_grad():
+        together = m(*batch_of(docs))
+        alone = torch.cat([m(*batch_of([d])) for d in docs])
+        shuffled = m(*batch_of(docs[::-1])).flip(0)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shuffled, alone, atol=1e-5, rtol=0)
+
+
+def test_bpt3c_pools_the_same_features_as_one_pass_over_the_whole_document():
+    m = tiny_classifier(bptt=5)
+    doc = torch.randint(9, 60, (1, 37))
+    enc = m.encoder
+    with torch.no_grad():
+        out, _ = enc(doc, state=enc._zero_state(1, enc.embedding.weight), keep_state=False)
+        whole = masked_concat_pool(out, torch.ones(1, 37, dtype=torch.bool), torch.tensor([37]))
+        chunked = m.bpt3c(doc, torch.tensor([37]))
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+
+
+def saved_bytes(m, L):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    m.train()
+    doc = torch.randint(9, 60, (2, L))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        m(doc, torch.tensor([L, L]))
+    return total
+
+
+def test_bpt3c_memory_does_not_grow_with_document_length_beyond_max_len():
+    m = tiny_classifier(bptt=10, max_len=40)
+    short, long_, longer = saved_bytes(m, 60), saved_bytes(m, 600), saved_bytes(m, 3000)
+    assert long_ <= short * 1.1 and longer <= short * 1.1
+    unbounded = tiny_classifier(bptt=10, max_len=100000)
+    assert saved_bytes(unbounded, 600) > 5 * short  # the bound is what keeps it flat
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on a small synthetic task
+
+
+def write_task(path, n, seed, labels=("neg", "pos"), skew=None):
+    rng = random.Random(seed)
+    cue = {"neg": ["awful", "terrible", "boring"], "pos": ["wonderful", "great", "superb"],
+           "meh": ["average", "ordinary", "fine"]}
+    filler = "the film was a story about people in a city and the actors did their work on screen".split()
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            lab = labels[0] if skew and rng.random() < skew else rng.choice(labels)
+            words = [rng.choice(filler) for _ in range(rng.randint(8, 60))]
+            for _ in range(2):
+                words.insert(rng.randrange(len(words)), rng.choice(cue[lab]))
+            w.writerow([" ".join(words), lab])
+    return path
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    d = tmp_path_factory.mktemp("task")
+    import os
+
+    os.environ["ULMFIT_CACHE"] = str(d / "cache")
+    write_task(d / "train.csv", 300, 0)
+    write_task(d / "test.csv", 120, 1)
+    pretrain(d / "train.csv", d / "lm", preset="tiny", progress=False, n_workers=1,
+             train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, save_every_minutes=1e9),
+             fmt="csv", column="text")
+    return d
+
+
+FAST = dict(bs=16, stage_groups=(1, 0), stage_epochs=(1, 4), stage_lrs=(2e-2, 1e-2), lr_div=1.0, drop_mult=0.1)
+
+
+@pytest.fixture(scope="module")
+def trained(task):
+    res = train_classifier(task / "lm", task / "train.csv", task / "clf", cfg=ClassifierTrainConfig(**FAST),
+                           progress=False, n_workers=1)
+    return task, res
+
+
+def test_a_classifier_learns_a_small_task_far_above_chance(trained):
+    task, res = trained
+    rep = evaluate(task / "clf", task / "test.csv", report=task / "report.json", progress=False)
+    assert rep["accuracy"] > 0.9
+    saved = json.loads((task / "report.json").read_text())
+    assert saved["confusion_matrix"] and set(saved["per_class"]) == {"neg", "pos"}
+    assert (task / "report.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = json.loads((task / "clf" / "config.json").read_text())
+    assert cfg["kind"] == "classifier" and cfg["labels"] == ["neg", "pos"] and cfg["best_epoch"] >= 1
+
+
+def test_predictions_come_back_in_input_order_and_survive_a_round_trip(trained, tmp_path):
+    task, _ = trained
+    clf = TextClassifier.load(task / "clf")
+    texts = ["a great and wonderful film", "boring awful stuff " * 30, "superb", "terrible"]
+    p = clf.predict_proba(texts)
+    one_by_one = np.concatenate([clf.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(p, one_by_one, atol=1e-5)
+    assert clf.predict(texts) == ["pos", "neg", "pos", "neg"]
+    model, cfg, vocab = ckpt.load_classifier(task / "clf")
+    ckpt.save_classifier(tmp_path / "copy", model.state_dict(), arch=cfg["arch"], head=cfg["head"], vocab=vocab,
+                         tok_cfg=clf.members[0][3], labels=cfg["labels"])
+    assert np.array_equal(TextClassifier.load(tmp_path / "copy").predict_proba(texts), p)
+
+
+def test_gradual_unfreezing_trains_exactly_the_unfrozen_groups(task, tmp_path):
+    lm_model, _, _ = ckpt.load_model(task / "lm")
+    before = {k: v.clone() for k, v in lm_model.encoder.state_dict().items()}
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_groups": (2,), "stage_epochs": (1,), "stage_lrs": (1e-2,)})
+    train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
+    model, _, _ = ckpt.load_classifier(tmp_path / "c")
+    after = model.encoder.state_dict()
+    top = f"rnns.{model.arch.n_layers - 1}."
+    for k, v in before.items():
+        if k.startswith(top):
+            assert not torch.equal(after[k], v), k  # the top LSTM layer trained in stage "top 2"
+        else:
+            assert torch.equal(after[k], v), k  # embedding and lower layers are bit-identical
+
+
+def test_a_forward_backward_ensemble_averages_its_members(task, trained, tmp_path):
+    pretrain(task / "train.csv", tmp_path / "lm-bwd", preset="tiny", progress=False, n_workers=1, fmt="csv",
+             column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, backwards=True,
+                                                    save_every_minutes=1e9))
+    train_classifier(tmp_path / "lm-bwd", task / "train.csv", tmp_path / "both" / "bwd",
+                     cfg=ClassifierTrainConfig(**FAST, backwards=True), progress=False, n_workers=1)
+    import shutil
+
+    shutil.copytree(task / "clf", tmp_path / "both" / "fwd")
+    texts = ["a great film", "awful"]
+    ens = TextClassifier.load(tmp_path / "both")
+    assert sorted(m[5] for m in ens.members) == [False, True]  # the bwd member reads reversed text
+    expected = (TextClassifier.load(tmp_path / "both" / "fwd").predict_proba(texts)
+                + TextClassifier.load(tmp_path / "both" / "bwd").predict_proba(texts)) / 2
+    np.testing.assert_allclose(ens.predict_proba(texts), expected, atol=1e-6)
+
+
+def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
+    from ulmfit.train.classify import ClassifierTrainer
+
+    real = ClassifierTrainer._loss
+    calls = {"n": 0}
+
+    def boom(self, logits, yb):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(self, logits, yb)
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", boom)
+        with pytest.raises(UlmfitError, match="interrupted"):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    state = json.loads((tmp_path / "c" / "train_state.json").read_text())
+    assert state["step"] == 19
+    res = train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    assert res["epochs"] == 5 and res["valid_accuracy"] > 0.8
+
+
+def test_bad_labeled_data_gets_clear_messages(task, tmp_path, capsys):
+    (tmp_path / "one.csv").write_text("text,label\ngood film,pos\nnice one,pos\n")
+    assert main(["train-classifier", str(tmp_path / "one.csv"), "--lm", str(task / "lm"), "--out",
+                 str(tmp_path / "o"), "--quiet"]) == 2
+    assert "one class" in capsys.readouterr().err
+    (tmp_path / "new.csv").write_text("text,label\ngood film,pos\nbad film,neutral\n")
+    assert main(["evaluate", str(tmp_path / "new.csv"), "--model", str(task / "clf"), "--quiet"]) == 2
+    assert "neutral" in capsys.readouterr().err
+    (tmp_path / "nocol.csv").write_text("review,stars\ngood,5\n")
+    assert main(["evaluate", str(tmp_path / "nocol.csv"), "--model", str(task / "clf"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "review" in err and "stars" in err  # the available columns are listed
+
+
+def test_predict_command_writes_one_row_per_input_line_in_order(trained, tmp_path, capsys):
+    task, _ = trained
+    (tmp_path / "in.txt").write_text("a wonderful film\nterrible and boring\nsuperb\n")
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--output-format", "jsonl"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.strip().split("\n")]
+    assert [r["label"] for r in rows] == ["pos", "neg", "pos"]
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in rows)
