@@ -25,12 +25,13 @@ def _compute_dtype() -> torch.dtype | None:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, compute_dtype, need_grad):
+    def forward(ctx, h, weight, bias, targets, compute_dtype, need_grad, count_correct):
         n, vocab = h.size(0), weight.size(0)
         rows = max(16, CHUNK_ELEMENTS // vocab)
         dt = compute_dtype or h.dtype
         w = weight.to(dt)
         hh = h.to(dt)
+        b = bias.to(dt)
         loss = torch.zeros((), dtype=torch.float32)
         correct = torch.zeros((), dtype=torch.long)
         if need_grad:
@@ -40,14 +41,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, n, rows):
             e = min(n, s + rows)
             hc, tc = hh[s:e], targets[s:e]
-            logits = torch.addmm(bias.to(dt), hc, w.t()).float()
-            lse = torch.logsumexp(logits, dim=1)
-            picked = logits.gather(1, tc[:, None]).squeeze(1)
-            loss += (lse - picked).sum()
-            correct += (logits.argmax(1) == tc).sum()
+            logits = torch.addmm(b, hc, w.t())
+            if count_correct:
+                correct += (logits.argmax(1) == tc).sum()
+            # One fused row-wise kernel (max, exp, sum, normalise) that also widens bf16 to fp32:
+            # the fewest passes over the chunk's logits.
+            p = torch.softmax(logits, 1, dtype=torch.float32)
+            del logits
+            r = torch.arange(e - s)
+            loss -= p[r, tc].clamp_min(1e-38).log().sum()
             if need_grad:
-                p = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                p[torch.arange(e - s), tc] -= 1.0
+                p[r, tc] -= 1.0  # d loss / d logits = softmax - onehot
                 pd = p.to(dt)
                 grad_h[s:e] = pd @ w
                 grad_w += (pd.t() @ hc).float()
@@ -61,13 +65,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_correct):
         grad_h, grad_w, grad_b = ctx.saved_tensors
-        return (grad_h * grad_loss).to(ctx.h_dtype), grad_w * grad_loss, grad_b * grad_loss, None, None, None
+        return (grad_h * grad_loss).to(ctx.h_dtype), grad_w * grad_loss, grad_b * grad_loss, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         targets: torch.Tensor, count_correct: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy of softmax(h @ weight.T + bias) against targets, and the number of
-    correct argmax predictions. h: [..., d]; targets: [...] (same leading shape)."""
+    correct argmax predictions (counted when `count_correct`, by default only without gradients:
+    the argmax is one more pass over every logit). h: [..., d]; targets: [...] (same leading shape)."""
     d = h.size(-1)
     h2 = h.reshape(-1, d)
     t = targets.reshape(-1).to(torch.long)
@@ -79,4 +84,6 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         return torch.nn.functional.cross_entropy(logits, t), (logits.argmax(1) == t).sum()
     compute_dtype = _compute_dtype()
     with torch.autocast("cpu", enabled=False):
-        return _LinearCrossEntropy.apply(h2, weight, bias, t, compute_dtype, need_grad)
+        if count_correct is None:
+            count_correct = not need_grad
+        return _LinearCrossEntropy.apply(h2, weight, bias, t, compute_dtype, need_grad, count_correct)
