@@ -151,6 +151,15 @@ def _train_cfg_from(saved: dict, overrides: dict) -> LMTrainConfig:
     return cfg
 
 
+def _resumed_run(out: Path, extend: dict | None):
+    """A run's saved config, its data settings and its training config (with an extended budget)."""
+    saved = ckpt.read_config(out, "language_model")
+    d = saved.get("data", {})
+    data = (d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8"), d["valid_frac"],
+            d.get("max_valid_tokens"))
+    return saved, data, _train_cfg_from(saved["train"], extend or {})
+
+
 def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
              train_cfg: LMTrainConfig | None = None, fmt: str = "auto", column: str | None = None,
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
@@ -163,13 +172,9 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
-        saved = ckpt.read_config(out, "language_model")
-        d = saved.get("data", {})
-        corpus, fmt, column, encoding = d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8")
-        valid_frac, max_valid_tokens = d["valid_frac"], d.get("max_valid_tokens")
-        valid_source = d.get("valid_source")
+        saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(out, extend)
+        valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
-        train_cfg = _train_cfg_from(saved["train"], extend or {})
     tok_cfg = tok_cfg or TokenizerConfig()
     train_cfg = train_cfg or LMTrainConfig(lr_div=1.0, lr=3e-3)
     if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
@@ -226,12 +231,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
-        saved = ckpt.read_config(out, "language_model")
-        d = saved.get("data", {})
-        texts, fmt, column, encoding = d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8")
-        valid_frac, max_valid_tokens = d["valid_frac"], d.get("max_valid_tokens")
+        saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(out, extend)
         from_dir = saved.get("finetuned_from", from_dir)
-        train_cfg = _train_cfg_from(saved["train"], extend or {})
     train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])

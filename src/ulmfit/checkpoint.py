@@ -69,6 +69,15 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise UlmfitError(f"{path} is not a readable safetensors file ({e}); the file is corrupted or foreign") from e
 
 
+def _save_vocab(out: Path, vocab: Vocab, sp_model: str | None) -> None:
+    """vocab.txt (rewritten only when it changed) and a copy of the SentencePiece model."""
+    if not (out / VOCAB).exists() or Vocab.load(out / VOCAB).itos != vocab.itos:
+        vocab.save(out / VOCAB)
+    if sp_model and Path(sp_model).resolve() != (out / SPM).resolve():
+        with atomic_path(out / SPM) as tmp:
+            shutil.copyfile(sp_model, tmp)
+
+
 def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vocab, tok_cfg: TokenizerConfig,
                sp_model: str | None = None, train: dict | None = None, history: list | None = None,
                step: int = 0, dtype: torch.dtype | None = None, kind: str = "language_model",
@@ -79,11 +88,7 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step)})
-    if not (out / VOCAB).exists() or Vocab.load(out / VOCAB).itos != vocab.itos:
-        vocab.save(out / VOCAB)
-    if sp_model and Path(sp_model).resolve() != (out / SPM).resolve():
-        with atomic_path(out / SPM) as tmp:
-            shutil.copyfile(sp_model, tmp)
+    _save_vocab(out, vocab, sp_model)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -246,11 +251,7 @@ def save_classifier(out: str | os.PathLike, weights: dict[str, torch.Tensor], *,
         seen.add(v.data_ptr())
         tensors[k] = v.detach().cpu().contiguous()
     save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step)})
-    if not (out / VOCAB).exists() or Vocab.load(out / VOCAB).itos != vocab.itos:
-        vocab.save(out / VOCAB)
-    if sp_model and Path(sp_model).resolve() != (out / SPM).resolve():
-        with atomic_path(out / SPM) as tmp:
-            shutil.copyfile(sp_model, tmp)
+    _save_vocab(out, vocab, sp_model)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "classifier",
               "ulmfit_version": __version__, "arch": arch, "head": head, "labels": list(labels),
               "tokenizer": tok_cfg.to_dict(), "train": train or {}, "history": history or [], "step": step}
