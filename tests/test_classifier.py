@@ -224,3 +224,24 @@ def test_predict_command_writes_one_row_per_input_line_in_order(trained, tmp_pat
     rows = [json.loads(l) for l in capsys.readouterr().out.strip().split("\n")]
     assert [r["label"] for r in rows] == ["pos", "neg", "pos"]
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in rows)
+
+
+def test_multi_label_training_predicts_sets_of_labels(task, tmp_path):
+    rng = random.Random(3)
+    cues = {"action": "explosions", "comedy": "jokes", "romance": "kisses"}
+    filler = "the film was a story about people in a city".split()
+    with open(tmp_path / "ml.jsonl", "w") as f:
+        for _ in range(240):
+            labels = sorted(rng.sample(list(cues), rng.randint(1, 2)))
+            words = [rng.choice(filler) for _ in range(rng.randint(6, 20))]
+            for lab in labels:
+                words.insert(rng.randrange(len(words)), cues[lab])
+            f.write(json.dumps({"text": " ".join(words), "label": labels}) + "\n")
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 6)})
+    train_classifier(task / "lm", tmp_path / "ml.jsonl", tmp_path / "clf", cfg=cfg, progress=False, n_workers=1)
+    clf = TextClassifier.load(tmp_path / "clf")
+    assert clf.multi_label and clf.labels == ["action", "comedy", "romance"]
+    pred = clf.predict(["the film was jokes and kisses a story", "explosions in a city"])
+    assert all(isinstance(p, list) for p in pred)
+    p = clf.predict_proba(["jokes"])
+    assert p.shape == (1, 3) and not np.isclose(p.sum(), 1.0)  # independent sigmoids, not a softmax
