@@ -2,13 +2,12 @@
 round, and clear errors (exit code 2, one line, no traceback) on bad input."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from ulmfit.cli import build_parser, main
+from ulmfit.cli import main
 
 COMMANDS = ["pretrain", "finetune-lm", "lm-eval", "generate", "lr-find", "export"]
 

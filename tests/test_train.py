@@ -111,8 +111,6 @@ def test_freezing_trains_only_the_top_group_and_leaves_the_rest_bit_identical(tm
 
 
 def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
-    from conftest import make_corpus
-
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=2), progress=False, n_workers=1)
     target = tmp_path / "target.txt"
     target.write_text("\n".join(

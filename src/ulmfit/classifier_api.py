@@ -24,7 +24,7 @@ from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.classify import ClassifierTrainConfig, ClassifierTrainer, predict_probs
 from .train.loop import bf16_supported
-from .train.metrics import classification_report, format_confusion, multilabel_report, plot_confusion
+from .train.metrics import classification_report, multilabel_report, plot_confusion
 
 
 def _reverse(ids: list) -> list:

@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-from .io import UlmfitError
 
 EXAMPLES = [
     "A moving, beautifully acted film that stays with you long after the credits.",
@@ -76,7 +75,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
 
     step(3, "train the classifier with gradual unfreezing (ULMFiT stage 3)")
     t = time.time()
-    clf_res = train_classifier(out / "lm", train_csv, out / "classifier", cfg=ClassifierTrainConfig(),
+    train_classifier(out / "lm", train_csv, out / "classifier", cfg=ClassifierTrainConfig(),
                                overwrite=overwrite, progress=progress, max_train=max_train)
     times["classifier"] = time.time() - t
 

@@ -15,7 +15,7 @@ The upshot, tested: a document's prediction is the same alone and in any batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
