@@ -144,3 +144,20 @@ def test_generate_and_evaluate_from_python(tmp_path, corpus):
     assert text == lm.generate("The cat", n_tokens=15, seed=1)  # seeded sampling is reproducible
     res = lm.evaluate(["The cat likes the red ball. A dog finds many books."])
     assert 1.0 < res["perplexity"] < len(lm.vocab)
+
+
+def test_pretraining_continues_from_a_finished_model_with_its_vocabulary(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    with pytest.raises(UlmfitError, match="--init-from"):  # no training state: resume is refused, with the way out
+        pretrain(corpus, tmp_path / "lm2", progress=False, resume=True)
+    (tmp_path / "lm" / "train_state.json").unlink()  # like a shipped model: weights only
+    with pytest.raises(UlmfitError, match="--init-from"):
+        pretrain(corpus, tmp_path / "lm", progress=False, resume=True)
+    first = json.loads((tmp_path / "lm" / "config.json").read_text())
+    res = pretrain(corpus, tmp_path / "more", train_cfg=cfg(epochs=1, lr=3e-3), progress=False, n_workers=1,
+                   init_from=tmp_path / "lm")
+    more = json.loads((tmp_path / "more" / "config.json").read_text())
+    assert more["continued_from"] == str((tmp_path / "lm").resolve())
+    assert more["earlier_runs"][0]["history"][-1]["valid_loss"] == first["history"][-1]["valid_loss"]
+    assert (tmp_path / "more" / "vocab.txt").read_text() == (tmp_path / "lm" / "vocab.txt").read_text()
+    assert res["valid_loss"] < first["history"][-1]["valid_loss"]  # it kept learning from where it was

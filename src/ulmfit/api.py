@@ -47,7 +47,10 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / ckpt.STATE_J).exists():
-            raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
+            raise UlmfitError(
+                f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing). To keep training a "
+                f"finished or shipped model from its weights, use `ulmfit pretrain CORPUS --init-from {out} --out NEW`"
+            )
         return
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UlmfitError(
@@ -165,7 +168,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
              resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
              arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None,
-             valid_source=None) -> dict:
+             valid_source=None, init_from=None) -> dict:
     """Stage 1: train an AWD-LSTM language model from scratch on a general corpus."""
     out = Path(out)
     dist_.init_from_env()
@@ -177,6 +180,11 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
     train_cfg = train_cfg or LMTrainConfig(lr_div=1.0, lr=3e-3)
+    init = None
+    if init_from is not None and not resume:  # continue pretraining a model (e.g. the shipped one) on more text
+        init = ckpt.load_model(init_from)
+        tok_cfg = TokenizerConfig.from_dict(init[1]["tokenizer"])
+        init_sp = Path(init_from) / ckpt.SPM
     if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
         data = load_corpus_dir(corpus)
         info, fmt = data.sp_model, "token-cache"
@@ -184,13 +192,22 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         _print(f"using the tokenised corpus {corpus}", progress)
     else:
         data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                                        n_workers=n_workers, progress=progress)
+                                        n_workers=n_workers, progress=progress,
+                                        vocab=init[2] if init else None,
+                                        sp_model=str(init_sp) if init and init_sp.exists() else None)
     vocab, sp_model = data.vocab, info
+    if init is not None and vocab.itos != init[2].itos:
+        raise UlmfitError(f"the corpus was tokenised with another vocabulary than {init_from}; tokenise it with "
+                          f"`ulmfit corpus tokenize ... --vocab-from {init_from}`")
     if resume:
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the corpus now gives a different vocabulary than {out} was trained with")
         model.train()
+    elif init is not None:
+        torch.manual_seed(train_cfg.seed)
+        model = init[0].train()
+        _print(f"continuing from the weights of {init_from} (a new optimizer and schedule)", progress)
     else:
         torch.manual_seed(train_cfg.seed)  # the initial weights, like everything else, follow the seed
         model = AWDLSTMLanguageModel(arch_preset(preset, len(vocab), **(arch_overrides or {})))
@@ -215,7 +232,19 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs(), "valid_tokens": valid.n_tokens(),
               "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None}
-    res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress, device=device)
+    extra = {}
+    if init is not None:  # the earlier runs stay on record in the new model's config
+        extra = {"continued_from": str(Path(init_from).resolve()),
+                 "earlier_runs": init[1].get("earlier_runs", []) + [{"train": init[1].get("train"),
+                                                                      "history": init[1].get("history", [])[-1:],
+                                                                      "data": init[1].get("data")}]}
+    elif resume:
+        saved_cfg = ckpt.read_config(out, "language_model")
+        extra = {k: saved_cfg[k] for k in ("continued_from", "earlier_runs") if k in saved_cfg}
+    if init is not None and sp_model is None and init_sp.exists():
+        sp_model = str(init_sp)
+    res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress, extra,
+               device=device)
     return res
 
 
