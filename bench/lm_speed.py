@@ -22,9 +22,14 @@ and the peak RSS belongs to that row alone):
 Every step is timed on its own after the warm-up steps; the table gives the median and the
 min-max. Inference is eval mode + no_grad, forward + loss on the same batch shape.
 
+On a shared 2-core machine another process holding one core makes a 2-thread step up to ~30x
+slower (OpenMP threads wait on each other), so every row records the share of the CPU other
+processes used while it was timed; a disturbed row is abandoned and measured again once the
+machine is quiet (--retries, --wait-quiet, --max-foreign), and the table shows what was left.
+
 Usage::
 
-    .venv/bin/python bench/lm_speed.py                      # the full default grid (~20 min, 2 cores)
+    .venv/bin/python bench/lm_speed.py                      # the full default grid (~17 min on 2 quiet cores)
     .venv/bin/python bench/lm_speed.py --quick              # smoke run, < 1 min
     .venv/bin/python bench/lm_speed.py --configs small --precisions bf16 --allocators jemalloc
 """
@@ -485,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     import torch
 
-    print(f"# LM training speed: AWD-LSTM vs plain LSTM LM", flush=True)
+    print("# LM training speed: AWD-LSTM vs plain LSTM LM", flush=True)
     print(f"- command: `{command}`")
     print(f"- date: {started:%Y-%m-%d %H:%M %Z}; code: commit {git_revision()}")
     print(f"- CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
