@@ -61,10 +61,11 @@ def iter_documents(
         raise UlmfitError(f"{path} holds no non-empty document (read as {fmt})")
 
 
-def resolve_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> str:
-    """The concrete format "auto" stands for, after checking that `path` exists."""
-    if fmt not in FORMATS:
-        raise UlmfitError(f"unknown corpus format {fmt!r}; choose one of {', '.join(FORMATS)}")
+def check_source(path: Path, fmt: str, formats, what: str, folder: str = "a folder") -> str | None:
+    """Check `path` against the requested format: "folder" for a folder, the format itself when
+    one was named, None when a file's format is for the caller to guess ("auto")."""
+    if fmt not in formats:
+        raise UlmfitError(f"unknown {what} format {fmt!r}; choose one of {', '.join(formats)}")
     if not path.exists():
         raise UlmfitError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -72,9 +73,15 @@ def resolve_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> st
             raise UlmfitError(f"{path} is a folder, but format {fmt!r} reads a file")
         return "folder"
     if fmt == "folder":
-        raise UlmfitError(f"{path} is a file, not a folder")
-    if fmt != "auto":
-        return fmt
+        raise UlmfitError(f"{path} is a file, not {folder}")
+    return None if fmt == "auto" else fmt
+
+
+def resolve_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> str:
+    """The concrete format "auto" stands for, after checking that `path` exists."""
+    known = check_source(path, fmt, FORMATS, "corpus")
+    if known is not None:
+        return known
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".jsonl"):
         return suffix[1:]

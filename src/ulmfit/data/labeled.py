@@ -34,7 +34,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..io import UlmfitError
 from ..text.tokenize import join_fields
-from .corpus import _decode_error, _iter_lines
+from .corpus import _decode_error, _iter_lines, check_source
 
 FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
 
@@ -182,18 +182,9 @@ def read_unlabeled_texts(
 
 def resolve_labeled_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> str:
     """The concrete format "auto" stands for, after checking that `path` exists."""
-    if fmt not in FORMATS:
-        raise UlmfitError(f"unknown labeled-data format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if not path.exists():
-        raise UlmfitError(f"{path}: no such file or folder")
-    if path.is_dir():
-        if fmt not in ("auto", "folder"):
-            raise UlmfitError(f"{path} is a folder, but format {fmt!r} reads a file")
-        return "folder"
-    if fmt == "folder":
-        raise UlmfitError(f"{path} is a file, not a folder of class folders")
-    if fmt != "auto":
-        return fmt
+    known = check_source(path, fmt, FORMATS, "labeled-data", "a folder of class folders")
+    if known is not None:
+        return known
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return suffix[1:]
