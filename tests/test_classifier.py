@@ -137,7 +137,9 @@ def test_a_classifier_learns_a_small_task_far_above_chance(trained):
 def test_predictions_come_back_in_input_order_and_survive_a_round_trip(trained, tmp_path):
     task, _ = trained
     clf = TextClassifier.load(task / "clf")
-    texts = ["a great and wonderful film", "boring awful stuff " * 30, "superb", "terrible"]
+    # the second text is long (several BPTT chunks) with the cue density of the training texts
+    texts = ["a great and wonderful film", "the actors did their work in a boring city story " * 12, "superb",
+             "terrible"]
     p = clf.predict_proba(texts)
     one_by_one = np.concatenate([clf.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(p, one_by_one, atol=1e-5)
