@@ -11,6 +11,7 @@ import torch
 from ulmfit import checkpoint as ckpt
 from ulmfit.api import pretrain
 from ulmfit.classifier_api import TextClassifier, evaluate, train_classifier
+from ulmfit.data.labeled import read_labeled
 from ulmfit.cli import main
 from ulmfit.io import UlmfitError
 from ulmfit.model.awd_lstm import preset
@@ -247,3 +248,26 @@ def test_multi_label_training_predicts_sets_of_labels(task, tmp_path):
     assert all(isinstance(p, list) for p in pred)
     p = clf.predict_proba(["jokes"])
     assert p.shape == (1, 3) and not np.isclose(p.sum(), 1.0)  # independent sigmoids, not a softmax
+
+
+def test_class_weights_auto_turns_on_only_for_imbalanced_labels():
+    from ulmfit.train.classify import use_class_weights
+
+    assert not use_class_weights("auto", [0, 1, 0, 1, 1], 2)
+    assert use_class_weights("auto", [0] * 9 + [1] * 3, 2)
+    assert use_class_weights("on", [0, 1], 2) and not use_class_weights("off", [0] * 9 + [1], 2)
+    with pytest.raises(UlmfitError, match="class_weights"):
+        ClassifierTrainConfig(class_weights="sometimes")
+
+
+def test_a_small_imbalanced_task_does_not_collapse_to_the_majority_class(task, tmp_path):
+    """~92% 'neg' in training: the default recipe (inverse-frequency weights, chosen automatically)
+    must still find the 'pos' texts of a balanced test set."""
+    write_task(tmp_path / "skewed.csv", 300, 5, skew=0.85)
+    counts = read_labeled(tmp_path / "skewed.csv").class_counts()
+    assert counts["neg"] > 8 * counts["pos"]
+    train_classifier(task / "lm", tmp_path / "skewed.csv", tmp_path / "clf", cfg=ClassifierTrainConfig(**FAST),
+                     progress=False, n_workers=1)
+    rep = evaluate(tmp_path / "clf", task / "test.csv", progress=False)
+    recall = {k: v["recall"] for k, v in rep["per_class"].items()}
+    assert recall["pos"] > 0.6 and recall["neg"] > 0.6, recall

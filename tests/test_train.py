@@ -161,3 +161,26 @@ def test_pretraining_continues_from_a_finished_model_with_its_vocabulary(tmp_pat
     assert more["earlier_runs"][0]["history"][-1]["valid_loss"] == first["history"][-1]["valid_loss"]
     assert (tmp_path / "more" / "vocab.txt").read_text() == (tmp_path / "lm" / "vocab.txt").read_text()
     assert res["valid_loss"] < first["history"][-1]["valid_loss"]  # it kept learning from where it was
+
+
+def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_epoch(tmp_path, corpus, monkeypatch):
+    """Scripted validation losses: best at epoch 2, then two worse epochs -> stop after epoch 4 of 6
+    and keep epoch 2's weights (in the saved model, not only in memory)."""
+    losses = iter([3.0, 2.0, 2.5, 2.6, 1.0, 0.5])
+    snapshots = {}
+
+    def validate(self):
+        snapshots[self.epoch + 1] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        loss = next(losses)
+        return {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.0, "tokens": 1}
+
+    monkeypatch.setattr(LMTrainer, "validate", validate)
+    res = pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=6, patience=2), progress=False,
+                   n_workers=1)
+    assert res["restored_best_epoch"] == 2 and res["valid_loss"] == 2.0
+    state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
+    assert state["epoch"] == 4 and state["best_epoch"] == 2  # epochs 5 and 6 never ran
+    saved, _, _ = ckpt.load_model(tmp_path / "lm")
+    for k, v in saved.state_dict().items():
+        torch.testing.assert_close(v, snapshots[2][k], msg=k)
+    assert any(not torch.equal(snapshots[4][k], snapshots[2][k]) for k in snapshots[2])  # it did train on

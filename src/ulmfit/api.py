@@ -262,7 +262,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     if resume:
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(out, extend)
         from_dir = saved.get("finetuned_from", from_dir)
-    train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3)
+    train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3, patience=1)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])
     base_sp = Path(from_dir) / ckpt.SPM if tok_cfg.kind == "subword" else None

@@ -40,10 +40,12 @@ def load_labeled(path, *, fmt="auto", text_col=None, label_col=None, header=None
 def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None, valid=None,
                      valid_frac: float = 0.1, read_args: dict | None = None, resume: bool = False,
                      overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
-                     device: str | None = None, max_train: int | None = None) -> dict:
+                     device: str | None = None, max_train: int | None = None, pretrained: bool = True) -> dict:
     """Train a classifier on the encoder of the language model in `lm` (a directory; None = the
     shipped general-English model). `data` is a labeled file/folder (or a LabeledTexts), `valid`
-    an optional separate validation set, else `valid_frac` of `data` is held out, stratified."""
+    an optional separate validation set, else `valid_frac` of `data` is held out, stratified.
+    `pretrained=False` keeps only the LM's vocabulary and tokenizer and starts the encoder from
+    random weights (the from-scratch baseline of the benchmarks)."""
     from .api import _check_out, resolve_device
     from .pretrained import default_lm
 
@@ -102,7 +104,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     torch.manual_seed(cfg.seed)
     model = AWDLSTMClassifier(arch, head)
     enc = {k[len("encoder."):]: v for k, v in lm_model.state_dict().items() if k.startswith("encoder.")}
-    model.encoder.load_state_dict(enc)
+    if pretrained:
+        model.encoder.load_state_dict(enc)
     del lm_model
     dev = resolve_device(device)
     model.to(dev)
@@ -110,7 +113,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     source = {"lm": str(lm_dir.resolve()), "data": str(Path(data).resolve()) if not isinstance(data, LabeledTexts) else None,
               "valid": str(Path(valid).resolve()) if isinstance(valid, (str, os.PathLike)) else None,
               "valid_frac": valid_frac, "read_args": read_args, "max_train": max_train,
-              "n_train": len(train_texts), "n_valid": len(valid_texts)}
+              "n_train": len(train_texts), "n_valid": len(valid_texts), "pretrained_encoder": pretrained}
 
     def save_fn(weights, step, history, state):
         ckpt.save_classifier(out, weights, arch=arch.to_dict(), head=head.to_dict(), vocab=vocab, tok_cfg=tok_cfg,

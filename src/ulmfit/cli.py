@@ -91,6 +91,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
+    g.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a lower validation loss and keep the best epoch's "
+                        "weights (default: 1 for finetune-lm, off for pretrain; 0 = off)")
     g.add_argument("--eval-every", type=int, default=0,
                    help="also validate every N steps, for a learning curve (default: 0 = at epoch ends only)")
     p.add_argument("--out", required=False, help="output model directory")
@@ -111,7 +114,8 @@ def _train_cfg(a, **extra):
         ar_alpha=a.alpha, tar_beta=a.beta, bf16=not a.no_bf16, variable_bptt=not a.fixed_bptt,
         backwards=a.backwards, seed=a.seed, max_tokens=int(a.max_tokens) if a.max_tokens else None,
         max_minutes=a.max_minutes, save_every_minutes=a.save_every, eval_every=a.eval_every,
-        **{k: v for k, v in extra.items() if k != "default_epochs"},
+        patience=a.patience if a.patience is not None else extra.pop("default_patience", 0),
+        **{k: v for k, v in extra.items() if k not in ("default_epochs", "default_patience")},
     )
 
 
@@ -158,7 +162,7 @@ def cmd_finetune(a) -> int:
     if not resume and not a.from_dir:
         a.from_dir = default_lm(a.backwards)
         print(f"fine-tuning the shipped {'backward' if a.backwards else 'forward'} model {a.from_dir}")
-    cfg = _train_cfg(a, default_epochs=3, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
+    cfg = _train_cfg(a, default_epochs=3, default_patience=1, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
     res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
                       valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
                       progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device)
@@ -508,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wd", type=float, default=0.01)
     g.add_argument("--clip", type=float, default=25.0)
     g.add_argument("--drop-mult", type=float, default=0.5, help="scales the classifier dropouts (default: 0.5)")
-    g.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    g.add_argument("--class-weights", default="auto", choices=["auto", "on", "off"],
+                   help="weight the loss by inverse class frequency: auto = when the largest class has more than "
+                        "1.5x the examples of the smallest (default: auto)")
     g.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"],
                    help="validation metric that picks the best epoch (default: accuracy)")
     g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")

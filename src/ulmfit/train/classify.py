@@ -46,7 +46,9 @@ class ClassifierTrainConfig:
     wd: float = 0.01
     clip: float = 25.0  # published classifier scripts
     drop_mult: float = 0.5
-    class_weights: bool = False  # weight the loss by inverse class frequency (imbalanced labels)
+    # weight the loss by inverse class frequency: "auto" = when the largest training class is more
+    # than IMBALANCE times the smallest; "on" / "off" (True / False are accepted too)
+    class_weights: str = "auto"
     metric: str = "accuracy"  # picks the best epoch: accuracy | macro_f1 | loss
     patience: int = 3  # epochs without improvement before the last stage stops early
     bf16: bool = True
@@ -59,6 +61,8 @@ class ClassifierTrainConfig:
                                                                  tuple(self.stage_lrs))
         if not (len(self.stage_groups) == len(self.stage_epochs) == len(self.stage_lrs)) or not self.stage_groups:
             raise UlmfitError("stage_groups, stage_epochs and stage_lrs must have the same (non-zero) length")
+        if self.class_weights not in (True, False, "auto", "on", "off"):
+            raise UlmfitError("class_weights must be auto, on or off")
         if self.metric not in ("accuracy", "macro_f1", "loss"):
             raise UlmfitError("metric must be accuracy, macro_f1 or loss")
 
@@ -69,6 +73,19 @@ class ClassifierTrainConfig:
     def from_dict(cls, d: dict) -> "ClassifierTrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+IMBALANCE = 1.5
+
+
+def use_class_weights(setting, labels, n_classes: int) -> bool:
+    if setting in (True, "on"):
+        return True
+    if setting in (False, "off", None):
+        return False
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() > IMBALANCE * counts.min()
 
 
 def class_weight_vector(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -117,7 +134,8 @@ class ClassifierTrainer:
         self.sched = make_schedule(cfg.schedule, cut_frac=cfg.cut_frac, ratio=cfg.ratio)
         n_classes = model.head_cfg.n_classes
         self.loss_weight = (class_weight_vector(np.asarray(train_data.labels), n_classes).to(self.device)
-                            if cfg.class_weights and not self.multi_label else None)
+                            if not self.multi_label and use_class_weights(cfg.class_weights, train_data.labels,
+                                                                          n_classes) else None)
         self.stage = self.stage_epoch = self.batch = self.step = self.epoch = 0
         self.best: float | None = None
         self.best_epoch: int | None = None

@@ -27,6 +27,9 @@ from .finetune import freeze_to, lm_layer_groups, param_groups
 from .schedules import schedule as make_schedule
 
 
+BEST_WEIGHTS = "best.safetensors"  # early stopping: the weights of the best epoch so far
+
+
 @dataclass
 class LMTrainConfig:
     """Everything that decides how a language model is trained (written to config.json)."""
@@ -56,6 +59,7 @@ class LMTrainConfig:
     save_every_minutes: float = 10.0
     log_every: int = 50
     eval_every: int = 0  # also validate every this many steps (0: only at the end of each epoch)
+    patience: int = 0  # stop after this many epochs without a lower validation loss, keep the best (0: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,6 +170,10 @@ class LMTrainer:
         self.metrics_path = self.out / "metrics.jsonl"
         self._nb_cache: dict[int, int] = {}
         self._budget: int | None = None
+        self.best_loss: float | None = None  # early stopping (cfg.patience): lowest validation loss so far
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.best_state: dict | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
@@ -212,7 +220,8 @@ class LMTrainer:
 
     def state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "tokens": self.tokens,
-                "elapsed": self.elapsed, "history": self.history, "curve": self.curve, "train": self.cfg.to_dict()}
+                "elapsed": self.elapsed, "history": self.history, "curve": self.curve, "train": self.cfg.to_dict(),
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 
     def save(self) -> None:
         if not self.main:  # all processes hold the same weights; one writes them
@@ -225,6 +234,10 @@ class LMTrainer:
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.tokens, self.elapsed, self.history = st["tokens"], st.get("elapsed", 0.0), st.get("history", [])
         self.curve = st.get("curve", [])
+        self.best_loss, self.best_epoch = st.get("best_loss"), st.get("best_epoch", 0)
+        self.bad_epochs = st.get("bad_epochs", 0)
+        if self.cfg.patience and (self.out / BEST_WEIGHTS).exists():
+            self.best_state = ckpt.load_tensors(self.out / BEST_WEIGHTS)[0]
         self._resume_hidden = st.get("hidden") if self.batch > 0 else None
 
     def log(self, record: dict) -> None:
@@ -351,6 +364,10 @@ class LMTrainer:
                     if epoch_done:
                         self.epoch += 1
                         self.batch = 0
+                        if cfg.patience and v and self.main:
+                            stop = self._early_stop(v["loss"], frozen) or stop
+                        if self.world > 1 and cfg.patience:
+                            stop = dist_.any_process(stop, self.device)
                     self.save()
                     last_save = time.time()
                     result = record
@@ -364,4 +381,28 @@ class LMTrainer:
                     f"interrupted at step {self.step}; everything up to it is saved in {self.out}. "
                     "Continue with the same command and --resume."
                 ) from None
+        if cfg.patience and self.best_state is not None and self.best_epoch != self.epoch:
+            ckpt.load_weights(model, self.best_state, self.out / BEST_WEIGHTS)  # the lowest validation loss
+            result = {**next((h for h in self.history if h.get("epoch") == self.best_epoch), result),
+                      "restored_best_epoch": self.best_epoch}
+            if self.progress:
+                tqdm.write(f"keeping epoch {self.best_epoch}, the lowest validation loss ({self.best_loss:.4f})")
+            self.save()
         return result
+
+    def _early_stop(self, loss: float, frozen: bool) -> bool:
+        """Track the best epoch (its weights in memory and in best.safetensors); True = stop now."""
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = loss, self.epoch, 0
+            self.best_state = {k: v.clone() for k, v in ckpt._unique_state_dict(self.model).items()}
+            if self.main:
+                ckpt.save_tensors(self.out / BEST_WEIGHTS, self.best_state, {"epoch": str(self.epoch)})
+            return False
+        if frozen:  # patience counts the epochs of the unfrozen phase
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.cfg.patience:
+            if self.progress:
+                tqdm.write(f"validation loss has not improved for {self.bad_epochs} epoch(s): stopping early")
+            return True
+        return False

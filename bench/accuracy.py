@@ -1,0 +1,564 @@
+#!/usr/bin/env python
+"""Accuracy of ULMFiT against what users would pick instead, on the registry benchmarks.
+
+Experiments (each result is one JSON line in --results; a run that is already there is skipped,
+so the benchmark resumes after an interruption and can be extended piece by piece):
+
+- ``main``: every method on all training labels of a dataset: ULMFiT forward, backward and the
+  forward+backward ensemble (each LM fine-tuned on the dataset's training text), the same AWD-LSTM
+  classifier from scratch, TF-IDF + logistic regression, MiniLM sentence embeddings + logistic
+  regression, fastText (see bench/baselines.py).
+- ``sizes``: sample efficiency (the paper's Figure 3): 100/200/500/1000 labels, stratified, several
+  seeds. ULMFiT semi-supervised (LM fine-tuned on all training text, labels from the subset),
+  ULMFiT supervised (LM fine-tuned on the labeled subset's text only), from scratch, TF-IDF,
+  MiniLM, SetFit (few-shot).
+- ``ablations``: the paper's ablations on one dataset: no pretraining, no LM fine-tuning, LM
+  fine-tuning without discriminative rates / without STLR, classifier fine-tuning of the full
+  network at once vs the last layer only vs gradual unfreezing.
+- ``report``: tables (mean +- std over seeds) and a sample-efficiency plot into BENCHMARKS.md.
+
+The recipe is the library's, with documented defaults: a stratified 10% of the labels is held out
+for validation and picks the best epoch (early stopping), the loss is weighted by inverse class
+frequency, LM fine-tuning keeps its best epoch by validation perplexity (patience 1), and the
+number of classifier epochs grows for small label sets so that every run gets a minimum number of
+optimizer steps (see ``clf_config``).
+
+Usage::
+
+    .venv/bin/pip install -r bench/requirements-baselines.txt -c bench/constraints.txt
+    .venv/bin/python bench/accuracy.py main --datasets rotten-tomatoes
+    .venv/bin/python bench/accuracy.py sizes --datasets rotten-tomatoes --seeds 0 1 2
+    .venv/bin/python bench/accuracy.py ablations --datasets rotten-tomatoes
+    .venv/bin/python bench/accuracy.py report            # rewrites the accuracy section of BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+DATASETS = ["rotten-tomatoes", "bbc-news", "20newsgroups"]
+SIZES = [100, 200, 500, 1000]
+DEFAULT_RESULTS = ROOT / "bench" / "results" / "accuracy.jsonl"
+WORK = Path(os.environ.get("ULMFIT_BENCH_DIR", Path.home() / ".cache" / "ulmfit" / "bench" / "accuracy"))
+MARK_BEGIN, MARK_END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+
+
+def _maybe_jemalloc() -> None:
+    """Re-run under jemalloc like the `ulmfit` command does (2-4x faster training steps)."""
+    from ulmfit.cli import JEMALLOC_CONF, find_jemalloc
+
+    lib = find_jemalloc()
+    if os.environ.get("ULMFIT_JEMALLOC", "1") == "0" or not lib or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    env = dict(os.environ, LD_PRELOAD=(lib + " " + os.environ.get("LD_PRELOAD", "")).strip())
+    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------
+# results file
+# ----------------------------------------------------------------------------------------------
+class Results:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    self.rows.append(json.loads(line))
+
+    @staticmethod
+    def key(r: dict) -> tuple:
+        return (r["experiment"], r["dataset"], r["method"], str(r["n_labels"]), r["seed"])
+
+    def has(self, **k) -> bool:
+        want = (k["experiment"], k["dataset"], k["method"], str(k["n_labels"]), k["seed"])
+        # a run that failed (an exception, a missing module) is tried again next time
+        return any(self.key(r) == want and not str(r.get("note") or "").startswith(("failed", "bench/baselines"))
+                   for r in self.rows)
+
+    def add(self, row: dict) -> None:
+        row = {**row, "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit()}
+        self.rows.append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        acc = row.get("accuracy")
+        print(f"  -> {row['dataset']:>15} {row['method']:<28} n={row['n_labels']:<5} seed={row['seed']} "
+              + (f"accuracy {acc:.4f}" if acc is not None else f"skipped: {row.get('note')}")
+              + f"  ({row.get('seconds', 0):.0f}s)", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def load_dataset(name: str):
+    from ulmfit import datasets
+
+    folder = datasets.get(name, progress=True)
+    return folder, datasets.load(name, "train"), datasets.load(name, "test")
+
+
+def stratified_sample(data, n: int, seed: int):
+    """n examples, each class in proportion to its frequency but with at least 2 (for the
+    validation split), drawn with `seed`."""
+    import numpy as np
+
+    if n >= len(data):
+        return data
+    rng = np.random.default_rng(seed)
+    by_class: dict = {}
+    for i, lab in enumerate(data.labels):
+        by_class.setdefault(lab, []).append(i)
+    classes = sorted(by_class)
+    quota = {c: max(2, int(round(n * len(by_class[c]) / len(data)))) for c in classes}
+    while sum(quota.values()) > n:  # rounding: take back from the largest classes
+        c = max(classes, key=lambda c: quota[c])
+        quota[c] -= 1
+    while sum(quota.values()) < n:
+        c = max(classes, key=lambda c: len(by_class[c]) - quota[c])
+        quota[c] += 1
+    pick = []
+    for c in classes:
+        idx = by_class[c]
+        pick += [idx[j] for j in rng.permutation(len(idx))[: quota[c]]]
+    return data.subset(sorted(pick))
+
+
+def write_texts_csv(data, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text"])
+        for t in data.texts:
+            w.writerow([t])
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# ULMFiT pieces
+# ----------------------------------------------------------------------------------------------
+def lm_config(n_tokens_hint: int | None = None, **over):
+    from ulmfit.train.loop import LMTrainConfig
+
+    base = dict(freeze_epochs=1, freeze_lr=1e-2, epochs=3, lr=4e-3, bs=32, patience=1, save_every_minutes=30.0)
+    return LMTrainConfig(**{**base, **over})
+
+
+LM_EPOCHS = {"rotten-tomatoes": 4, "bbc-news": 2, "20newsgroups": 1}
+
+
+def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, **over) -> tuple[Path, dict]:
+    """Stage 2, cached: the shipped LM fine-tuned on `texts_csv` (one run per tag)."""
+    from ulmfit.api import finetune_lm
+    from ulmfit.pretrained import default_lm
+
+    out = WORK / ds / f"lm-{tag}-{'bwd' if backwards else 'fwd'}"
+    done = out / "done.json"
+    if done.exists():
+        return out, json.loads(done.read_text())
+    t0 = time.time()
+    cfg = lm_config(**{"epochs": LM_EPOCHS.get(ds, 2), "backwards": backwards, **over})
+    res = finetune_lm(default_lm(backwards), texts_csv, out, fmt="csv", column="text", train_cfg=cfg,
+                      overwrite=True, progress=True)
+    info = {"valid_perplexity": res.get("valid_perplexity"), "seconds": time.time() - t0,
+            "epochs_run": res.get("epoch"), "restored_best_epoch": res.get("restored_best_epoch"),
+            "config": cfg.to_dict()}
+    done.write_text(json.dumps(info, indent=1))
+    return out, info
+
+
+def clf_config(n_train: int, seed: int, backwards: bool = False, scratch: bool = False, **over):
+    """The classifier recipe: library defaults (gradual unfreezing over 4 stages, peak rates 2e-2 ..
+    1e-3, discriminative factor 2.6), inverse-frequency class weights, validation-picked epoch, and
+    a final stage long enough for at least ~150 optimizer steps (up to 12 epochs; patience 3)."""
+    from ulmfit.train.classify import ClassifierTrainConfig
+
+    bs = 32 if n_train >= 2000 else 16
+    steps_per_epoch = max(1, math.ceil(0.9 * n_train / bs))
+    last = min(12, max(3, math.ceil(150 / steps_per_epoch)))
+    if scratch:  # no pretrained encoder: everything trains from the start, at one rate
+        base = dict(stage_groups=(0,), stage_epochs=(min(15, max(6, math.ceil(300 / steps_per_epoch))),),
+                    stage_lrs=(3e-3,), lr_div=1.0)
+    else:
+        base = dict(stage_groups=(1, 2, 3, 0), stage_epochs=(1, 1, 1, last), stage_lrs=(2e-2, 1e-2, 5e-3, 1e-3))
+    return ClassifierTrainConfig(**{**base, "bs": bs, "seed": seed, "backwards": backwards, "class_weights": True,
+                                    "patience": 3, "save_every_minutes": 60.0, **over})
+
+
+def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool = True) -> dict:
+    from ulmfit.classifier_api import TextClassifier, train_classifier
+
+    t0 = time.time()
+    res = train_classifier(lm_dir, train, out, cfg=cfg, overwrite=True, progress=False, pretrained=pretrained)
+    rep = TextClassifier.load(out).evaluate(test)
+    return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
+            "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"), "dir": str(out)}
+
+
+def ensemble_eval(dirs: list[Path], test) -> dict:
+    from ulmfit.classifier_api import TextClassifier
+
+    t0 = time.time()
+    rep = TextClassifier.load(dirs).evaluate(test)
+    return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
+            "members": rep.get("members")}
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines
+# ----------------------------------------------------------------------------------------------
+def run_baseline(name: str, train, test, seed: int) -> dict:
+    import numpy as np
+
+    try:
+        import baselines
+    except ImportError as e:  # pragma: no cover
+        return {"accuracy": None, "note": f"bench/baselines.py not importable: {e}"}
+    fn = baselines.BASELINES[name]
+    try:
+        out = fn(list(train.texts), list(train.labels), list(test.texts), seed)
+    except baselines.BaselineUnavailable as e:
+        return {"accuracy": None, "note": str(e)}
+    pred = np.asarray(out["pred"])
+    y = np.asarray(test.labels)
+    from ulmfit.train.metrics import classification_report
+
+    labels = sorted(set(test.labels) | set(train.labels))
+    index = {l: i for i, l in enumerate(labels)}
+    rep = classification_report(np.array([index[l] for l in y]), np.array([index[l] for l in pred]), labels)
+    return {"accuracy": float((pred == y).mean()), "macro_f1": rep["macro_f1"], "seconds": out.get("seconds"),
+            "note": out.get("note")}
+
+
+# ----------------------------------------------------------------------------------------------
+# experiments
+# ----------------------------------------------------------------------------------------------
+def _guard(results: Results, row: dict, fn) -> None:
+    if results.has(**row):
+        return
+    print(f"\n== {row['experiment']} {row['dataset']} {row['method']} n={row['n_labels']} seed={row['seed']}",
+          flush=True)
+    try:
+        out = fn()
+    except Exception as e:  # one failure must not end a long benchmark; it is recorded
+        traceback.print_exc()
+        out = {"accuracy": None, "note": f"failed: {type(e).__name__}: {e}"}
+    results.add({**row, **out})
+
+
+def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) -> None:
+    folder, train, test = load_dataset(ds)
+    n = len(train)
+    train_csv = folder / "train.csv"
+    R = dict(experiment="main", dataset=ds, n_labels="all")
+    lms = {}
+    for seed in seeds:
+        dirs = {}
+        for direction in ("fwd", "bwd"):
+            m = f"ulmfit-{direction}"
+            if m not in methods and "ulmfit-ens" not in methods:
+                continue
+            bw = direction == "bwd"
+            out = WORK / ds / f"clf-main-{direction}-s{seed}"
+            dirs[direction] = out
+
+            def go(bw=bw, out=out):
+                if bw not in lms:
+                    lms[bw] = finetuned_lm(ds, bw, train_csv, "all")
+                lm_dir, info = lms[bw]
+                r = train_and_eval(lm_dir, train, test, out, clf_config(n, seed, backwards=bw))
+                return {**r, "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds")}
+
+            _guard(results, {**R, "method": m, "seed": seed}, go)
+        if "ulmfit-ens" in methods and len(dirs) == 2 and all((d / "config.json").exists() for d in dirs.values()):
+            _guard(results, {**R, "method": "ulmfit-ens", "seed": seed},
+                   lambda: ensemble_eval([dirs["fwd"], dirs["bwd"]], test))
+        if "scratch" in methods:
+            def go_scratch():
+                if False not in lms:
+                    lms[False] = finetuned_lm(ds, False, train_csv, "all")
+                return train_and_eval(lms[False][0], train, test, WORK / ds / f"clf-main-scratch-s{seed}",
+                                      clf_config(n, seed, scratch=True), pretrained=False)
+
+            _guard(results, {**R, "method": "scratch", "seed": seed}, go_scratch)
+        for b in ("tfidf", "minilm", "fasttext"):
+            if b in methods:
+                _guard(results, {**R, "method": b, "seed": seed}, lambda b=b: run_baseline(b, train, test, seed))
+
+
+def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], methods: list[str]) -> None:
+    folder, train, test = load_dataset(ds)
+    train_csv = folder / "train.csv"
+    for size in sizes:
+        for seed in seeds:
+            sub = stratified_sample(train, size, seed)
+            R = dict(experiment="sizes", dataset=ds, n_labels=size, seed=seed)
+            if "ulmfit-semi" in methods:
+                def go_semi():
+                    lm_dir, info = finetuned_lm(ds, False, train_csv, "all")
+                    return train_and_eval(lm_dir, sub, test, WORK / ds / f"clf-n{size}-semi-s{seed}",
+                                          clf_config(size, seed))
+
+                _guard(results, {**R, "method": "ulmfit-semi"}, go_semi)
+            if "ulmfit-sup" in methods:
+                def go_sup():
+                    texts = write_texts_csv(sub, WORK / ds / f"texts-n{size}-s{seed}.csv")
+                    lm_dir, info = finetuned_lm(ds, False, texts, f"n{size}-s{seed}", epochs=10, patience=2,
+                                                bs=8 if size <= 500 else 16)
+                    r = train_and_eval(lm_dir, sub, test, WORK / ds / f"clf-n{size}-sup-s{seed}",
+                                       clf_config(size, seed))
+                    shutil.rmtree(lm_dir, ignore_errors=True)  # 60+ MB each; the result is kept
+                    return {**r, "lm_perplexity": info.get("valid_perplexity")}
+
+                _guard(results, {**R, "method": "ulmfit-sup"}, go_sup)
+            if "scratch" in methods:
+                def go_scratch():
+                    lm_dir, _ = finetuned_lm(ds, False, train_csv, "all")
+                    return train_and_eval(lm_dir, sub, test, WORK / ds / f"clf-n{size}-scratch-s{seed}",
+                                          clf_config(size, seed, scratch=True), pretrained=False)
+
+                _guard(results, {**R, "method": "scratch"}, go_scratch)
+            for b in ("tfidf", "minilm", "setfit", "fasttext"):
+                if b in methods:
+                    _guard(results, {**R, "method": b}, lambda b=b: run_baseline(b, sub, test, seed))
+            for d in (WORK / ds).glob(f"clf-n{size}-*-s{seed}"):
+                shutil.rmtree(d, ignore_errors=True)  # keep the cache small; results are in the JSONL
+
+
+def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
+    from ulmfit.pretrained import default_lm
+
+    folder, train, test = load_dataset(ds)
+    n = len(train)
+    train_csv = folder / "train.csv"
+    for seed in seeds:
+        R = dict(experiment="ablations", dataset=ds, n_labels="all", seed=seed)
+
+        def full():
+            lm_dir, info = finetuned_lm(ds, False, train_csv, "all")
+            return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-full-s{seed}", clf_config(n, seed)),
+                    "lm_perplexity": info.get("valid_perplexity")}
+
+        def no_lm_ft():  # the shipped general-English LM straight into the classifier
+            return train_and_eval(default_lm(False), train, test, WORK / ds / f"abl-nolmft-s{seed}",
+                                  clf_config(n, seed))
+
+        def lm_variant(tag, **over):
+            def go():
+                lm_dir, info = finetuned_lm(ds, False, train_csv, tag, **over)
+                return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}", clf_config(n, seed)),
+                        "lm_perplexity": info.get("valid_perplexity")}
+            return go
+
+        def clf_variant(tag, **over):
+            def go():
+                lm_dir, _ = finetuned_lm(ds, False, train_csv, "all")
+                c = clf_config(n, seed)
+                total = sum(c.stage_epochs)
+                return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}",
+                                      clf_config(n, seed, **{k: (v(total) if callable(v) else v) for k, v in over.items()}))
+            return go
+
+        def scratch():
+            lm_dir, _ = finetuned_lm(ds, False, train_csv, "all")
+            return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-scratch-s{seed}",
+                                  clf_config(n, seed, scratch=True), pretrained=False)
+
+        plan = [
+            ("ULMFiT (fwd): full recipe", full),
+            ("no pretraining (from scratch)", scratch),
+            ("no LM fine-tuning", no_lm_ft),
+            ("LM fine-tuning without discriminative rates", lm_variant("nodiscr", lr_div=1.0)),
+            ("LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant", lr=1e-3,
+                                                                       freeze_lr=1e-3)),
+            ("classifier: all layers at once (no gradual unfreezing)",
+             clf_variant("clf-full", stage_groups=(0,), stage_epochs=lambda t: (t,), stage_lrs=(1e-3,))),
+            ("classifier: last layer only (head)",
+             clf_variant("clf-last", stage_groups=(1,), stage_epochs=lambda t: (t,), stage_lrs=(2e-2,))),
+        ]
+        for name, fn in plan:
+            _guard(results, {**R, "method": name}, fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+NAMES = {"ulmfit-fwd": "ULMFiT forward", "ulmfit-bwd": "ULMFiT backward", "ulmfit-ens": "ULMFiT fwd+bwd ensemble",
+         "scratch": "AWD-LSTM classifier from scratch", "tfidf": "TF-IDF 1-2 grams + logistic regression",
+         "minilm": "MiniLM-L6 embeddings + logistic regression", "fasttext": "fastText (supervised)",
+         "setfit": "SetFit (MiniLM-L6)", "ulmfit-semi": "ULMFiT semi-supervised (LM on all text)",
+         "ulmfit-sup": "ULMFiT supervised (LM on labeled text)"}
+
+
+def _cell(vals: list[float]) -> str:
+    if not vals:
+        return ""
+    m = 100 * statistics.mean(vals)
+    if len(vals) == 1:
+        return f"{m:.2f}"
+    return f"{m:.2f} ± {100 * statistics.stdev(vals):.2f} (n={len(vals)})"
+
+
+def report(results: Results, bench_md: Path, plot: Path) -> str:
+    rows = [r for r in results.rows if r.get("accuracy") is not None]
+    skipped = [r for r in results.rows if r.get("accuracy") is None]
+    lines = [MARK_BEGIN, "## Accuracy against the alternatives (`bench/accuracy.py`)", ""]
+    lines += ["Test accuracy in %, mean ± standard deviation over seeds (the seed changes the validation split, "
+              "the label sample, dropout and initialisation; the fine-tuned LM is shared by the seeds of a "
+              "dataset). Results file: `bench/results/accuracy.jsonl` (one line per run, with its commit, date, "
+              "wall time and settings). Reproduce with the commands in the module docstring of "
+              "`bench/accuracy.py`.", ""]
+    dsets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    if any(r["experiment"] == "main" for r in rows):
+        lines += ["### All training labels", ""]
+        head = "| method | " + " | ".join(dsets) + " |"
+        lines += [head, "|---" * (len(dsets) + 1) + "|"]
+        for m in ["ulmfit-ens", "ulmfit-fwd", "ulmfit-bwd", "scratch", "tfidf", "minilm", "fasttext"]:
+            cells = [_cell([r["accuracy"] for r in rows if r["experiment"] == "main" and r["dataset"] == d
+                            and r["method"] == m]) for d in dsets]
+            if any(cells):
+                lines.append(f"| {NAMES[m]} | " + " | ".join(c or "not run" for c in cells) + " |")
+        lm = {}
+        for r in rows:
+            if r["experiment"] == "main" and r.get("lm_perplexity") and r["method"] == "ulmfit-fwd":
+                lm[r["dataset"]] = r["lm_perplexity"]
+        if lm:
+            lines += ["", "Fine-tuned forward LM perplexity on held-out training text: "
+                      + ", ".join(f"{d} {p:.1f}" for d, p in lm.items()) + "."]
+        lines.append("")
+    sz = [r for r in rows if r["experiment"] == "sizes"]
+    if sz:
+        for d in [d for d in DATASETS if any(r["dataset"] == d for r in sz)]:
+            sizes = sorted({int(r["n_labels"]) for r in sz if r["dataset"] == d})
+            lines += [f"### Sample efficiency: {d}", ""]
+            lines += ["| method | " + " | ".join(str(s) for s in sizes) + " | all |", "|---" * (len(sizes) + 2) + "|"]
+            for m in ["ulmfit-semi", "ulmfit-sup", "scratch", "tfidf", "minilm", "setfit", "fasttext"]:
+                cells = [_cell([r["accuracy"] for r in sz if r["dataset"] == d and r["method"] == m
+                                and int(r["n_labels"]) == s]) for s in sizes]
+                main_m = {"ulmfit-semi": "ulmfit-fwd", "ulmfit-sup": "ulmfit-fwd"}.get(m, m)
+                allc = _cell([r["accuracy"] for r in rows if r["experiment"] == "main" and r["dataset"] == d
+                              and r["method"] == main_m])
+                if any(cells):
+                    lines.append(f"| {NAMES[m]} | " + " | ".join(c or "-" for c in cells) + f" | {allc or '-'} |")
+            lines.append("")
+        _plot_sizes(sz, rows, plot)
+        lines += [f"![sample efficiency]({plot.relative_to(ROOT)})", ""]
+    ab = [r for r in rows if r["experiment"] == "ablations"]
+    if ab:
+        for d in [d for d in DATASETS if any(r["dataset"] == d for r in ab)]:
+            lines += [f"### Ablations: {d} (all labels)", "", "| variant | accuracy | seconds |", "|---|---|---|"]
+            seen = []
+            for r in ab:
+                if r["dataset"] == d and r["method"] not in seen:
+                    seen.append(r["method"])
+            for m in seen:
+                rs = [r for r in ab if r["dataset"] == d and r["method"] == m]
+                lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | "
+                             f"{statistics.median([r.get('seconds') or 0 for r in rs]):.0f} |")
+            lines.append("")
+    if skipped:
+        lines += ["Runs without a result: " + "; ".join(
+            f"{r['dataset']} {r['method']} n={r['n_labels']}: {r.get('note')}" for r in skipped[:12]), ""]
+    lines.append(MARK_END)
+    block = "\n".join(lines)
+    text = bench_md.read_text() if bench_md.exists() else "# Benchmarks\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        a, b = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    bench_md.write_text(text)
+    return block
+
+
+def _plot_sizes(sz: list[dict], rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dsets = [d for d in DATASETS if any(r["dataset"] == d for r in sz)]
+    fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
+    for ax, d in zip(axes[0], dsets):
+        for m in ["ulmfit-semi", "ulmfit-sup", "scratch", "tfidf", "minilm", "setfit"]:
+            pts = sorted({int(r["n_labels"]) for r in sz if r["dataset"] == d and r["method"] == m})
+            if not pts:
+                continue
+            err = [[1 - r["accuracy"] for r in sz if r["dataset"] == d and r["method"] == m and int(r["n_labels"]) == s]
+                   for s in pts]
+            mean = [100 * statistics.mean(e) for e in err]
+            sd = [100 * statistics.stdev(e) if len(e) > 1 else 0 for e in err]
+            ax.errorbar(pts, mean, yerr=sd, marker="o", capsize=3, label=NAMES[m])
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled training examples")
+        ax.set_ylabel("test error rate (%)")
+        ax.set_title(d)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiment", choices=["main", "sizes", "ablations", "report"])
+    ap.add_argument("--datasets", nargs="+", default=["rotten-tomatoes"], choices=DATASETS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated subset (main: ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,"
+                         "fasttext; sizes: ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext)")
+    ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--bench-md", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "sample_efficiency.png")
+    a = ap.parse_args(argv)
+    results = Results(a.results)
+    if a.experiment == "report":
+        print(report(results, a.bench_md, a.plot))
+        return 0
+    _maybe_jemalloc()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    for ds in a.datasets:
+        if a.experiment == "main":
+            methods = (a.methods or "ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,fasttext").split(",")
+            exp_main(ds, results, a.seeds, methods)
+        elif a.experiment == "sizes":
+            methods = (a.methods or "ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext").split(",")
+            exp_sizes(ds, results, a.seeds, a.sizes, methods)
+        else:
+            exp_ablations(ds, results, a.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
