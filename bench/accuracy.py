@@ -192,22 +192,20 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, **over) ->
     return out, info
 
 
-def clf_config(n_train: int, seed: int, backwards: bool = False, scratch: bool = False, **over):
-    """The classifier recipe: library defaults (gradual unfreezing over 4 stages, peak rates 2e-2 ..
-    1e-3, discriminative factor 2.6), inverse-frequency class weights, validation-picked epoch, and
-    a final stage long enough for at least ~150 optimizer steps (up to 12 epochs; patience 3)."""
+def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool = False, **over):
+    """The library's classifier recipe (`ClassifierTrainConfig().for_data`): gradual unfreezing over 4
+    stages, peak rates 2e-2 .. 1e-3, discriminative factor 2.6, batch size from the data size, a last
+    stage of at least 150 steps (<= 12 epochs) for small label sets, early stopping on the
+    validation split, class weights when the labels are imbalanced. From scratch: all layers from
+    the start at one rate (3e-3), at least 300 steps, 6-12 epochs."""
+    from dataclasses import replace
+
     from ulmfit.train.classify import ClassifierTrainConfig
 
-    bs = 32 if n_train >= 2000 else 16
-    steps_per_epoch = max(1, math.ceil(0.9 * n_train / bs))
-    last = min(12, max(3, math.ceil(150 / steps_per_epoch)))
-    if scratch:  # no pretrained encoder: everything trains from the start, at one rate
-        base = dict(stage_groups=(0,), stage_epochs=(min(15, max(6, math.ceil(300 / steps_per_epoch))),),
-                    stage_lrs=(3e-3,), lr_div=1.0)
-    else:
-        base = dict(stage_groups=(1, 2, 3, 0), stage_epochs=(1, 1, 1, last), stage_lrs=(2e-2, 1e-2, 5e-3, 1e-3))
-    return ClassifierTrainConfig(**{**base, "bs": bs, "seed": seed, "backwards": backwards, "class_weights": True,
-                                    "patience": 3, "save_every_minutes": 60.0, **over})
+    c = ClassifierTrainConfig(seed=seed, backwards=backwards, save_every_minutes=60.0)
+    if scratch:
+        c = replace(c, stage_groups=(0,), stage_epochs=(6,), stage_lrs=(3e-3,), lr_div=1.0, min_last_steps=300)
+    return replace(c, **over).for_data(int(0.9 * n_labels))  # 10% go to the validation split
 
 
 def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool = True) -> dict:
@@ -217,7 +215,9 @@ def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool =
     res = train_classifier(lm_dir, train, out, cfg=cfg, overwrite=True, progress=False, pretrained=pretrained)
     rep = TextClassifier.load(out).evaluate(test)
     return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
-            "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"), "dir": str(out)}
+            "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"), "dir": str(out),
+            "clf": {k: getattr(cfg, k) for k in ("bs", "stage_groups", "stage_epochs", "stage_lrs", "lr_div",
+                                                 "class_weights", "drop_mult")}, "pretrained": pretrained}
 
 
 def ensemble_eval(dirs: list[Path], test) -> dict:

@@ -114,7 +114,8 @@ def task(tmp_path_factory):
     return d
 
 
-FAST = dict(bs=16, stage_groups=(1, 0), stage_epochs=(1, 4), stage_lrs=(2e-2, 1e-2), lr_div=1.0, drop_mult=0.1)
+FAST = dict(bs=16, stage_groups=(1, 0), stage_epochs=(1, 4), stage_lrs=(2e-2, 1e-2), lr_div=1.0, drop_mult=0.1,
+            min_last_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +272,14 @@ def test_a_small_imbalanced_task_does_not_collapse_to_the_majority_class(task, t
     rep = evaluate(tmp_path / "clf", task / "test.csv", progress=False)
     recall = {k: v["recall"] for k, v in rep["per_class"].items()}
     assert recall["pos"] > 0.6 and recall["neg"] > 0.6, recall
+
+
+def test_small_label_sets_get_a_smaller_batch_and_a_longer_last_stage():
+    c = ClassifierTrainConfig()  # stages 1 1 1 2, bs chosen from the data
+    assert c.for_data(30_000).bs == 64 and c.for_data(30_000).stage_epochs == (1, 1, 1, 2)
+    assert c.for_data(9_000).bs == 32 and c.for_data(9_000).stage_epochs == (1, 1, 1, 2)
+    small = c.for_data(90)  # 6 steps per epoch at bs 16 -> capped at 12 epochs
+    assert small.bs == 16 and small.stage_epochs == (1, 1, 1, 12)
+    mid = c.for_data(1_500)  # bs 32, 47 steps per epoch -> 4 epochs for 150 steps
+    assert mid.bs == 32 and mid.stage_epochs == (1, 1, 1, 4)
+    assert ClassifierTrainConfig(bs=8, min_last_steps=0).for_data(90).stage_epochs == (1, 1, 1, 2)

@@ -90,6 +90,12 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
     validate_training(train_texts)
     check_labels(train_texts, valid_texts, "validation")
+    if not resume:
+        sized = cfg.for_data(len(train_texts))
+        if sized.stage_epochs != cfg.stage_epochs:
+            say(f"{len(train_texts):,} training examples at batch size {sized.bs}: the last stage runs up to "
+                f"{sized.stage_epochs[-1]} epochs (at least {cfg.min_last_steps} steps; early stopping applies)")
+        cfg = sized
     labels = train_texts.label_names()
     say(f"{len(train_texts):,} training and {len(valid_texts):,} validation examples, {len(labels)} classes: "
         + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))

@@ -299,7 +299,7 @@ def cmd_train_classifier(a) -> int:
             stage_lrs=tuple(a.stage_lrs), lr_div=a.lr_div, beta1=a.betas[0], beta2=a.betas[1], wd=a.wd,
             clip=a.clip, drop_mult=a.drop_mult, class_weights=a.class_weights, metric=a.metric,
             patience=a.patience, bf16=not a.no_bf16, backwards=a.backwards, seed=a.seed,
-            save_every_minutes=a.save_every)
+            save_every_minutes=a.save_every, min_last_steps=a.min_last_steps)
         if a.no_gradual:
             cfg = ClassifierTrainConfig(**{**cfg.to_dict(), "stage_groups": (0,), "stage_epochs": (cfg.stage_epochs[-1],),
                                            "stage_lrs": (cfg.stage_lrs[-1],)})
@@ -496,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-train", type=int, default=None, help="use only this many training examples (sampled)")
     _add_labeled_args(s)
     g = s.add_argument_group("training")
-    g.add_argument("--bs", type=int, default=64, help="documents per batch (default: 64)")
+    g.add_argument("--bs", type=int, default=None,
+                   help="documents per batch (default: 64 from 20,000 training examples, 32 from 1,000, else 16)")
     g.add_argument("--bptt", type=int, default=70, help="BPT3C chunk length (default: 70)")
     g.add_argument("--max-len", type=int, default=1400, help="tokens at the end of a document pooled and "
                                                               "back-propagated (default: 1400 = 20 x bptt)")
@@ -506,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage-lrs", type=float, nargs="+", default=[2e-2, 1e-2, 5e-3, 1e-3],
                    help="peak learning rate of the head per stage (default: 0.02 0.01 0.005 0.001)")
     g.add_argument("--epochs", type=int, default=None, help="epochs of the last stage (overrides its --stage-epochs)")
+    g.add_argument("--min-last-steps", type=int, default=150,
+                   help="small label sets: lengthen the last stage to at least this many steps, up to 12 epochs "
+                        "(default: 150; 0 = off)")
     g.add_argument("--no-gradual", action="store_true", help="train all layers from the start (last stage only)")
     g.add_argument("--lr-div", type=float, default=2.6, help="discriminative factor between layer groups (2.6)")
     g.add_argument("--betas", type=float, nargs=2, default=[0.7, 0.99], metavar=("B1", "B2"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from .schedules import discriminative_lrs, schedule as make_schedule
 
 @dataclass
 class ClassifierTrainConfig:
-    bs: int = 64
+    bs: int | None = None  # None: 64 from 20,000 training examples, 32 from 1,000, else 16 (see for_data)
     bptt: int = 70
     max_len: int = 1400  # 20 * bptt: tokens at the end of each document that are pooled and back-propagated
     stage_groups: tuple = (1, 2, 3, 0)  # top groups trainable per stage; 0 = all (gradual unfreezing)
@@ -55,6 +55,9 @@ class ClassifierTrainConfig:
     backwards: bool = False
     seed: int = 0
     save_every_minutes: float = 10.0
+    # small label sets: the last stage gets enough epochs for this many optimizer steps (<= 12
+    # epochs; early stopping still applies); 0 = keep stage_epochs as given
+    min_last_steps: int = 150
 
     def __post_init__(self):
         self.stage_groups, self.stage_epochs, self.stage_lrs = (tuple(self.stage_groups), tuple(self.stage_epochs),
@@ -69,6 +72,19 @@ class ClassifierTrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def for_data(self, n_train: int) -> "ClassifierTrainConfig":
+        """This config with the choices that depend on the number of training examples made:
+        the batch size when None, and a longer last stage for small label sets (a 100-label task
+        at batch size 16 has 6 steps per epoch; the default 2 epochs would not train its head)."""
+        bs = self.bs or (64 if n_train >= 20_000 else 32 if n_train >= 1000 else 16)
+        epochs = self.stage_epochs
+        if self.min_last_steps:
+            per_epoch = max(1, -(-n_train // bs))
+            need = min(MAX_LAST_EPOCHS, -(-self.min_last_steps // per_epoch))
+            if need > epochs[-1]:
+                epochs = epochs[:-1] + (need,)
+        return replace(self, bs=bs, stage_epochs=epochs)
+
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierTrainConfig":
         known = {f.name for f in fields(cls)}
@@ -76,6 +92,7 @@ class ClassifierTrainConfig:
 
 
 IMBALANCE = 1.5
+MAX_LAST_EPOCHS = 12
 
 
 def use_class_weights(setting, labels, n_classes: int) -> bool:
@@ -121,6 +138,8 @@ def predict_probs(model, seqs: list, bs: int = 64, pad_id: int = 1, device=None,
 class ClassifierTrainer:
     def __init__(self, model, train_data, valid_data, cfg: ClassifierTrainConfig, out: Path, save_fn,
                  device: torch.device | None = None, progress: bool = True, pad_id: int = 1):
+        if cfg.bs is None:
+            cfg = cfg.for_data(len(train_data.ids))
         self.model, self.train_data, self.valid_data, self.cfg = model, train_data, valid_data, cfg
         self.out, self.save_fn, self.pad_id = Path(out), save_fn, pad_id
         self.device = device or torch.device("cpu")
