@@ -169,7 +169,7 @@ def lm_config(n_tokens_hint: int | None = None, **over):
     return LMTrainConfig(**{**base, **over})
 
 
-LM_EPOCHS = {"rotten-tomatoes": 4, "bbc-news": 2, "20newsgroups": 1}
+LM_EPOCHS = {"rotten-tomatoes": 4, "bbc-news": 1, "20newsgroups": 1}
 
 
 def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, **over) -> tuple[Path, dict]:
@@ -266,6 +266,8 @@ def _guard(results: Results, row: dict, fn) -> None:
     try:
         out = fn()
     except Exception as e:  # one failure must not end a long benchmark; it is recorded
+        if "interrupted at step" in str(e):  # Ctrl-C / SIGTERM (the trainers turn them into this): stop
+            raise SystemExit(f"interrupted: {e}") from None
         traceback.print_exc()
         out = {"accuracy": None, "note": f"failed: {type(e).__name__}: {e}"}
     results.add({**row, **out})
@@ -278,6 +280,9 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
     R = dict(experiment="main", dataset=ds, n_labels="all")
     lms = {}
     for seed in seeds:
+        for b in ("tfidf", "minilm", "fasttext"):  # the cheap ones first
+            if b in methods:
+                _guard(results, {**R, "method": b, "seed": seed}, lambda b=b: run_baseline(b, train, test, seed))
         dirs = {}
         for direction in ("fwd", "bwd"):
             m = f"ulmfit-{direction}"
@@ -306,9 +311,6 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
                                       clf_config(n, seed, scratch=True), pretrained=False)
 
             _guard(results, {**R, "method": "scratch", "seed": seed}, go_scratch)
-        for b in ("tfidf", "minilm", "fasttext"):
-            if b in methods:
-                _guard(results, {**R, "method": b, "seed": seed}, lambda b=b: run_baseline(b, train, test, seed))
 
 
 def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], methods: list[str]) -> None:
@@ -385,6 +387,11 @@ def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
             return go
 
         def scratch():
+            same = [r for r in results.rows if r["experiment"] == "main" and r["dataset"] == ds
+                    and r["method"] == "scratch" and r["seed"] == seed and r.get("accuracy") is not None]
+            if same:  # the main experiment already trained exactly this model
+                return {k: v for k, v in same[-1].items() if k in ("accuracy", "macro_f1", "seconds", "best_epoch",
+                                                                   "epochs", "clf")} | {"note": "from the main run"}
             lm_dir, _ = finetuned_lm(ds, False, train_csv, "all")
             return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-scratch-s{seed}",
                                   clf_config(n, seed, scratch=True), pretrained=False)
@@ -394,12 +401,12 @@ def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
             ("no pretraining (from scratch)", scratch),
             ("no LM fine-tuning", no_lm_ft),
             ("LM fine-tuning without discriminative rates", lm_variant("nodiscr", lr_div=1.0)),
-            ("LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant", lr=1e-3,
-                                                                       freeze_lr=1e-3)),
             ("classifier: all layers at once (no gradual unfreezing)",
              clf_variant("clf-full", stage_groups=(0,), stage_epochs=lambda t: (t,), stage_lrs=(1e-3,))),
             ("classifier: last layer only (head)",
              clf_variant("clf-last", stage_groups=(1,), stage_epochs=lambda t: (t,), stage_lrs=(2e-2,))),
+            ("LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant", lr=1e-3,
+                                                                       freeze_lr=1e-3)),
         ]
         for name, fn in plan:
             _guard(results, {**R, "method": name}, fn)
@@ -426,7 +433,8 @@ def _cell(vals: list[float]) -> str:
 
 def report(results: Results, bench_md: Path, plot: Path) -> str:
     rows = [r for r in results.rows if r.get("accuracy") is not None]
-    skipped = [r for r in results.rows if r.get("accuracy") is None]
+    done = {Results.key(r) for r in rows}
+    skipped = [r for r in results.rows if r.get("accuracy") is None and Results.key(r) not in done]
     lines = [MARK_BEGIN, "## Accuracy against the alternatives (`bench/accuracy.py`)", ""]
     lines += ["Test accuracy in %, mean ± standard deviation over seeds (the seed changes the validation split, "
               "the label sample, dropout and initialisation; the fine-tuned LM is shared by the seeds of a "
@@ -467,7 +475,8 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
                     lines.append(f"| {NAMES[m]} | " + " | ".join(c or "-" for c in cells) + f" | {allc or '-'} |")
             lines.append("")
         _plot_sizes(sz, rows, plot)
-        lines += [f"![sample efficiency]({plot.relative_to(ROOT)})", ""]
+        shown = plot.resolve().relative_to(ROOT) if plot.resolve().is_relative_to(ROOT) else plot
+        lines += [f"![sample efficiency]({shown})", ""]
     ab = [r for r in rows if r["experiment"] == "ablations"]
     if ab:
         for d in [d for d in DATASETS if any(r["dataset"] == d for r in ab)]:

@@ -403,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="rotten-tomatoes", choices=["rotten-tomatoes", "bbc-news", "20newsgroups"])
     s.add_argument("--out", default="ulmfit-demo", help="where the models go (default: ./ulmfit-demo)")
     s.add_argument("--lm", default=None, help="start from this language model instead of the shipped one")
-    s.add_argument("--lm-epochs", type=int, default=1, help="LM fine-tuning epochs after the frozen one (default: 1)")
+    s.add_argument("--lm-epochs", type=int, default=3,
+                   help="LM fine-tuning epochs after the frozen one, stopping early when the perplexity stops "
+                        "improving (default: 3)")
     s.add_argument("--max-train", type=int, default=None, help="use only this many labeled examples")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_demo)
@@ -519,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-weights", default="auto", choices=["auto", "on", "off"],
                    help="weight the loss by inverse class frequency: auto = when the largest class has more than "
                         "1.5x the examples of the smallest (default: auto)")
-    g.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1", "loss"],
-                   help="validation metric that picks the best epoch (default: accuracy)")
+    g.add_argument("--metric", default="macro_f1", choices=["accuracy", "macro_f1", "loss"],
+                   help="validation metric that picks the best epoch (default: macro_f1, which does not reward "
+                        "predicting the majority class)")
     g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")
     g.add_argument("--no-bf16", action="store_true")
     g.add_argument("--backwards", action="store_true", help="train the backward classifier (on a backward LM)")

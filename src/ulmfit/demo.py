@@ -39,7 +39,7 @@ def tfidf_baseline(train, test) -> dict:
     return {"accuracy": acc, "seconds": time.time() - t0}
 
 
-def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=None, lm_epochs: int = 1,
+def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=None, lm_epochs: int = 3,
              max_train: int | None = None, progress: bool = True, overwrite: bool = True) -> dict:
     from . import datasets
     from .api import finetune_lm
@@ -70,7 +70,8 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
     t = time.time()
     lm_res = finetune_lm(lm_dir, train_csv, out / "lm", fmt="csv", column="text", overwrite=overwrite,
                          progress=progress,
-                         train_cfg=LMTrainConfig(freeze_epochs=1, freeze_lr=1e-2, epochs=lm_epochs, lr=4e-3, bs=32))
+                         train_cfg=LMTrainConfig(freeze_epochs=1, freeze_lr=1e-2, epochs=lm_epochs, lr=4e-3, bs=32,
+                                                 patience=1))
     times["lm"] = time.time() - t
 
     step(3, "train the classifier with gradual unfreezing (ULMFiT stage 3)")
