@@ -31,6 +31,17 @@ def find_jemalloc() -> str | None:
     return None
 
 
+def jemalloc_env() -> dict | None:
+    """This process's environment with jemalloc preloaded; None if it is missing or already loaded."""
+    lib = find_jemalloc()
+    if not lib or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return None
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
+    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    return env
+
+
 def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
     """Re-run this command with jemalloc preloaded (once), if installed and not disabled.
 
@@ -39,12 +50,9 @@ def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
         return
     if not argv or argv[0] not in HEAVY_COMMANDS or any(a in ("-h", "--help") for a in argv):
         return
-    lib = find_jemalloc()
-    if not lib or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+    env = jemalloc_env()
+    if env is None:
         return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
-    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     env["_ULMFIT_REEXEC"] = "1"
     try:
         os.execve(sys.executable, [sys.executable, "-m", "ulmfit", *argv], env)
