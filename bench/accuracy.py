@@ -81,9 +81,15 @@ def commit() -> str:
 # results file
 # ----------------------------------------------------------------------------------------------
 class Results:
-    def __init__(self, path: Path):
+    """The JSONL of runs. A key (experiment, dataset, method, labels, seed) may appear more than
+    once: `--rerun` trains it again (e.g. after a recipe change) and the report uses the latest
+    successful row of each key; the earlier ones stay in the file as history."""
+
+    def __init__(self, path: Path, rerun: bool = False):
         self.path = Path(path)
         self.rows = []
+        self.rerun = rerun
+        self.new_keys: set = set()  # keys run by this process
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
@@ -96,12 +102,24 @@ class Results:
     def has(self, **k) -> bool:
         want = (k["experiment"], k["dataset"], k["method"], str(k["n_labels"]), k["seed"])
         # a run that failed (an exception, a missing module) is tried again next time
+        if self.rerun and want not in self.new_keys:
+            return False
         return any(self.key(r) == want and not str(r.get("note") or "").startswith(("failed", "bench/baselines"))
                    for r in self.rows)
+
+    def latest(self) -> list[dict]:
+        """One row per key: the last successful one (or the last failure when none succeeded)."""
+        out: dict = {}
+        for r in self.rows:
+            k = self.key(r)
+            if r.get("accuracy") is not None or out.get(k, {}).get("accuracy") is None:
+                out[k] = r
+        return list(out.values())
 
     def add(self, row: dict) -> None:
         row = {**row, "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit()}
         self.rows.append(row)
+        self.new_keys.add(self.key(row))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -385,7 +403,7 @@ def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
             return go
 
         def scratch():
-            same = [r for r in results.rows if r["experiment"] == "main" and r["dataset"] == ds
+            same = [r for r in results.latest() if r["experiment"] == "main" and r["dataset"] == ds
                     and r["method"] == "scratch" and r["seed"] == seed and r.get("accuracy") is not None]
             if same:  # the main experiment already trained exactly this model
                 return {k: v for k, v in same[-1].items() if k in ("accuracy", "macro_f1", "seconds", "best_epoch",
@@ -430,9 +448,9 @@ def _cell(vals: list[float]) -> str:
 
 
 def report(results: Results, bench_md: Path, plot: Path) -> str:
-    rows = [r for r in results.rows if r.get("accuracy") is not None]
-    done = {Results.key(r) for r in rows}
-    skipped = [r for r in results.rows if r.get("accuracy") is None and Results.key(r) not in done]
+    latest = results.latest()
+    rows = [r for r in latest if r.get("accuracy") is not None]
+    skipped = [r for r in latest if r.get("accuracy") is None]
     lines = [MARK_BEGIN, "## Accuracy against the alternatives (`bench/accuracy.py`)", ""]
     lines += ["Test accuracy in %, mean ± standard deviation over seeds (the seed changes the validation split, "
               "the label sample, dropout and initialisation; the fine-tuned LM is shared by the seeds of a "
@@ -543,18 +561,21 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None,
                     help="comma-separated subset (main: ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,"
                          "fasttext; sizes: ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext)")
+    ap.add_argument("--rerun", action="store_true",
+                    help="train runs again even when the results file has them (the report uses the latest)")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--bench-md", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "sample_efficiency.png")
     a = ap.parse_args(argv)
-    results = Results(a.results)
+    results = Results(a.results, rerun=a.rerun)
     if a.experiment == "report":
         print(report(results, a.bench_md, a.plot))
         return 0
     _maybe_jemalloc()
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    # the cores this process may use (taskset / a container's CPU set), not the machine's
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0))))
     for ds in a.datasets:
         if a.experiment == "main":
             methods = (a.methods or "ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,fasttext").split(",")

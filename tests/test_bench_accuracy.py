@@ -1,0 +1,81 @@
+"""The bookkeeping of bench/accuracy.py: resuming, re-running and the report's choice of rows.
+(The benchmark itself trains models and is not run here.)"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def acc():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(method="ulmfit-fwd", seed=0, accuracy=0.7, note=None):
+    return dict(experiment="main", dataset="rotten-tomatoes", method=method, n_labels="all", seed=seed,
+                accuracy=accuracy, note=note)
+
+
+def test_results_resume_skips_done_and_retries_failed(acc, tmp_path):
+    path = tmp_path / "r.jsonl"
+    res = acc.Results(path)
+    res.add(_row())
+    res.add(_row(method="scratch", accuracy=None, note="failed: RuntimeError: boom"))
+    again = acc.Results(path)
+    assert len(again.rows) == 2
+    assert again.has(**_row())
+    assert not again.has(**_row(method="scratch"))  # a failure is tried again
+    assert not again.has(**_row(seed=1))
+
+
+def test_rerun_trains_again_and_report_uses_latest(acc, tmp_path):
+    path = tmp_path / "r.jsonl"
+    acc.Results(path).add(_row(accuracy=0.70))
+    res = acc.Results(path, rerun=True)
+    assert not res.has(**_row())  # --rerun: not yet run by this process
+    res.add(_row(accuracy=0.75))
+    assert res.has(**_row())  # but not twice in one invocation
+    res.add(_row(accuracy=None, note="failed: later crash"))
+    reloaded = acc.Results(path)
+    assert len(reloaded.rows) == 3  # history is kept in the file
+    latest = reloaded.latest()
+    assert [r["accuracy"] for r in latest] == [0.75]  # the last success beats an earlier one and a later failure
+
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\nbefore\n")
+    block = acc.report(reloaded, md, tmp_path / "plot.png")
+    assert "75.00" in block and "70.00" not in block
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nbefore\n") and text.count(acc.MARK_BEGIN) == 1
+    acc.report(reloaded, md, tmp_path / "plot.png")  # a second report replaces the block
+    assert md.read_text().count(acc.MARK_BEGIN) == 1
+
+
+def test_stratified_sample_keeps_every_class(acc):
+    from collections import Counter
+
+    from ulmfit.data.labeled import LabeledTexts
+
+    labels = ["a"] * 900 + ["b"] * 95 + ["c"] * 5
+    data = LabeledTexts([f"text {i}" for i in range(1000)], labels, "mem")
+    sub = acc.stratified_sample(data, 100, seed=0)
+    counts = Counter(sub.labels)
+    assert len(sub) == 100 and counts["c"] >= 2 and 85 <= counts["a"] <= 90 and 8 <= counts["b"] <= 10
+    assert acc.stratified_sample(data, 100, seed=0).texts == sub.texts  # the seed fixes the sample
+    assert acc.stratified_sample(data, 100, seed=1).texts != sub.texts
+    assert acc.stratified_sample(data, 5000, seed=0) is data  # more than there is: everything
+
+
+def test_rows_are_json_lines(acc, tmp_path):
+    path = tmp_path / "r.jsonl"
+    acc.Results(path).add(_row())
+    line = path.read_text().splitlines()[0]
+    r = json.loads(line)
+    assert r["method"] == "ulmfit-fwd" and "date" in r and "commit" in r
