@@ -56,6 +56,31 @@ def test_bpt3c_pools_the_same_features_as_one_pass_over_the_whole_document():
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
 
 
+def test_bpt3c_batch_of_short_and_very_long_documents():
+    """The chunks that hold each document's last max_len tokens are not contiguous in such a batch
+    (a regression: 20 Newsgroups, a 400-token post beside a 12,000-token one, crashed)."""
+    m = tiny_classifier(bptt=7, max_len=10)
+    torch.manual_seed(2)
+    docs = [torch.randint(9, 60, (L,)) for L in (3, 50, 200, 9, 10, 11)]
+    with torch.no_grad():
+        together = m(*batch_of(docs))
+        alone = torch.cat([m(*batch_of([d])) for d in docs])
+        enc = m.encoder
+        for d in docs:  # the pooled features: one pass over the whole document, last 10 positions
+            out, _ = enc(d[None], state=enc._zero_state(1, enc.embedding.weight), keep_state=False)
+            mask = torch.arange(len(d))[None] >= len(d) - 10
+            ref = masked_concat_pool(out, mask, torch.tensor([len(d)]))
+            torch.testing.assert_close(m.bpt3c(d[None], torch.tensor([len(d)])), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    # gradients reach the kept chunks of every document
+    m.train()
+    ids, lens = batch_of(docs)
+    m.encoder.embedding.weight.grad = None
+    m(ids, lens).sum().backward()
+    g = m.encoder.embedding.weight.grad
+    assert g is not None and float(g[docs[2][-1]].abs().sum()) > 0 and float(g[docs[0][0]].abs().sum()) > 0
+
+
 def saved_bytes(m, L):
     total = 0
 

@@ -76,14 +76,18 @@ class BPT3CEncoder(nn.Module):
         lens_cpu = lens.tolist()
         T = max(1, min(T, lens_cpu[0] if lens_cpu else 1))
         state = self.encoder._zero_state(B, self.encoder.embedding.weight)
-        kept, kept_start = [], None
+        # The pooled statistics are accumulated chunk by chunk: which chunks hold a document's
+        # last max_len tokens differs from document to document, so in a batch of a short and a
+        # very long document the kept chunks are not contiguous (the short one's, then a gap
+        # of thousands of tokens, then the long one's end).
+        mx = total = last = None
         for start in range(0, T, self.bptt):
             end = min(T, start + self.bptt)
             n = sum(1 for L in lens_cpu if L > start)  # documents still running (a prefix: sorted)
             if n == 0:
                 break
             # Does any running document have tokens of its last max_len inside this chunk?
-            need = end > min(lens_cpu[:n]) - self.max_len
+            need = any(end > L - self.max_len for L in lens_cpu[:n])
             st = [(h[:, :n].contiguous(), c[:, :n].contiguous()) for h, c in state]
             if need:
                 out, _ = self.encoder(ids[:n, start:end], state=st, keep_state=False)
@@ -96,16 +100,28 @@ class BPT3CEncoder(nn.Module):
             # rows >= n keep their (finished) state; only running rows advance
             state = [(torch.cat([h2, h[:, n:].to(h2.dtype)], 1), torch.cat([c2, c[:, n:].to(c2.dtype)], 1))
                      for (h2, c2), (h, c) in zip(new, state)]
-            if need:
-                if kept_start is None:
-                    kept_start = start
-                if n < B:
-                    out = torch.cat([out, out.new_zeros(B - n, out.size(1), out.size(2))], 0)
-                kept.append(out)
-        out = torch.cat(kept, 1)  # [B, T_kept, D] from position kept_start on
-        pos = torch.arange(kept_start, kept_start + out.size(1), device=out.device)
-        mask = (pos[None, :] < lens[:, None]) & (pos[None, :] >= lens[:, None] - self.max_len)
-        feats = masked_concat_pool(out, mask, lens - kept_start)
+            if not need:
+                continue
+            if mx is None:
+                mx = out.new_full((B, out.size(2)), torch.finfo(out.dtype).min)
+                total = out.new_zeros(B, out.size(2), dtype=torch.float32)  # a sum over up to max_len steps
+                last = out.new_zeros(B, out.size(2))
+            L = lens[:n, None]
+            pos = torch.arange(start, end, device=out.device)[None, :]
+            m = ((pos < L) & (pos >= L - self.max_len)).unsqueeze(-1)  # [n, chunk, 1]
+            c_max = out.masked_fill(~m, torch.finfo(out.dtype).min).max(1).values
+            c_sum = (out * m).sum(1, dtype=torch.float32)
+            at = (lens[:n] - 1 - start).clamp(0, end - start - 1)
+            ends_here = ((lens[:n] - 1 >= start) & (lens[:n] - 1 < end)).unsqueeze(-1)
+            c_last = torch.where(ends_here, out[torch.arange(n, device=out.device), at], last[:n])
+            mx = torch.cat([torch.maximum(mx[:n], c_max), mx[n:]], 0)
+            total = torch.cat([total[:n] + c_sum.float(), total[n:]], 0)
+            last = torch.cat([c_last, last[n:]], 0)
+        if mx is None:  # only empty documents
+            dim = self.encoder.embedding.weight.size(1)
+            mx = total = last = torch.zeros(B, dim, device=ids.device)
+        count = lens.clamp(0, self.max_len).clamp_min(1).unsqueeze(-1)
+        feats = torch.cat([last.float(), mx.float(), total / count], 1)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(B, device=order.device)
         return feats[inverse]
