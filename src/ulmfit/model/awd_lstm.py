@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dropout import EmbeddingDropout, LockedDropout
+from .dropout import EmbeddingDropout, LockedDropout, embedding_dropout
 
 
 @dataclass
@@ -86,12 +86,24 @@ class WeightDropLSTM(nn.Module):
     def dropped_weight_hh(self) -> torch.Tensor:
         return F.dropout(self.weight_hh, self.weight_p, self.training)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        """x: [batch, time, input]; state: (h, c) each [1, batch, hidden]. Returns (out, (h, c))."""
+    def prepare(self, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+        """The parameters of one forward call: the hidden matrix weight-dropped (a new mask per
+        call of this method) and everything cast to `dtype` when given."""
         params = [self.weight_ih, self.dropped_weight_hh(), self.bias_ih, self.bias_hh]
-        if x.dtype != params[0].dtype:  # autocast does not reach the functional lstm's weights
-            params = [p.to(x.dtype) for p in params]
-            state = (state[0].to(x.dtype), state[1].to(x.dtype))
+        if dtype is not None and params[0].dtype != dtype:
+            params = [p.to(dtype) for p in params]
+        return params
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], params=None):
+        """x: [batch, time, input]; state: (h, c) each [1, batch, hidden]. Returns (out, (h, c)).
+
+        `params` from `prepare()` lets several calls share one mask (and one cast copy)."""
+        if params is None:
+            params = self.prepare(x.dtype)  # autocast does not reach the functional lstm's weights
+        elif x.dtype != params[0].dtype:
+            x = x.to(params[0].dtype)
+        if state[0].dtype != params[0].dtype:
+            state = (state[0].to(params[0].dtype), state[1].to(params[0].dtype))
         out, h, c = torch.lstm(x, state, params, True, 1, 0.0, self.training, False, True)
         return out, (h, c)
 
@@ -131,21 +143,42 @@ class AWDLSTMEncoder(nn.Module):
             (ref.new_zeros(1, bs, rnn.hidden_size), ref.new_zeros(1, bs, rnn.hidden_size)) for rnn in self.rnns
         ]
 
-    def forward(self, ids: torch.Tensor, state=None, keep_state: bool = True):
+    def shared_weights(self, dtype: torch.dtype | None = None) -> dict:
+        """A holder for dropout-masked (and, given `dtype`, cast) weights that several forward
+        calls share: the chunks of one BPT3C batch use one embedding-dropout and one weight-drop
+        mask, as one long sequence would, and the autograd graph holds one copy of the weights
+        instead of one per chunk. Filled by the first call that uses it (so the random draws come
+        in the same order as without it), with gradients when they are enabled here."""
+        return {"grad": torch.is_grad_enabled(), "dtype": dtype, "emb": None, "rnns": [None] * len(self.rnns)}
+
+    def forward(self, ids: torch.Tensor, state=None, keep_state: bool = True, weights: dict | None = None):
         """ids: [batch, time] -> (last layer output [batch, time, emb], all layers' outputs).
 
         With ``state=None`` the carried state is used (zeros on the first call or after a batch
-        size change); the new state is stored detached when ``keep_state``.
+        size change); the new state is stored detached when ``keep_state``. ``weights`` (from
+        `shared_weights`) replaces this call's own dropout masks.
         """
         bs = ids.size(0)
-        emb = self.input_dp(self.embedding_dp(ids))
+        if weights is None:
+            emb = self.input_dp(self.embedding_dp(ids))
+        else:
+            if weights["emb"] is None:
+                with torch.set_grad_enabled(weights["grad"]):
+                    weights["emb"] = embedding_dropout(self.embedding.weight, self.embedding_dp.p, self.training)
+            emb = self.input_dp(F.embedding(ids, weights["emb"], self.embedding.padding_idx))
         if state is None:
             state = self.state
             if state is None or state[0][0].size(1) != bs:
                 state = self._zero_state(bs, self.embedding.weight)
         x, new_state, outputs = emb, [], []
         for i, rnn in enumerate(self.rnns):
-            x, s = rnn(x, state[i])
+            params = None
+            if weights is not None:
+                if weights["rnns"][i] is None:
+                    with torch.set_grad_enabled(weights["grad"]):
+                        weights["rnns"][i] = rnn.prepare(weights["dtype"])
+                params = weights["rnns"][i]
+            x, s = rnn(x, state[i], params)
             new_state.append(s)
             outputs.append(x)
             if i < len(self.rnns) - 1:

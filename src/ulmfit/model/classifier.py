@@ -2,9 +2,10 @@
 and a head of two BatchNorm -> Dropout -> Linear blocks trained from scratch.
 
 BPT3C. A document is read in chunks of ``bptt`` tokens, each chunk starting from the previous
-chunk's final state. Only the chunks that hold a document's last ``max_len`` tokens keep their
-outputs (for pooling) and their graph (for gradients); earlier chunks run without a graph, so
-memory is bounded by max_len whatever the document's length.
+chunk's final state. Only a document's last ``max_len`` tokens are pooled and keep a graph (for
+gradients); its earlier chunks run without one, so memory is bounded by max_len per document
+whatever the documents' lengths, also in a batch that mixes short and very long ones (there the
+rows that have not reached their window yet run in a separate call without a graph).
 
 Padding. Documents are right-padded and the batch is ordered by length (longest first). The LSTM
 is causal, so padding after a document never changes its outputs; a document that ends inside a
@@ -81,42 +82,52 @@ class BPT3CEncoder(nn.Module):
         # very long document the kept chunks are not contiguous (the short one's, then a gap
         # of thousands of tokens, then the long one's end).
         mx = total = last = None
+        grad = torch.is_grad_enabled()
+        dev = ids.device.type
+        weights = self.encoder.shared_weights(torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev)
+                                              else None)
         for start in range(0, T, self.bptt):
             end = min(T, start + self.bptt)
             n = sum(1 for L in lens_cpu if L > start)  # documents still running (a prefix: sorted)
             if n == 0:
                 break
-            # Does any running document have tokens of its last max_len inside this chunk?
-            need = any(end > L - self.max_len for L in lens_cpu[:n])
-            st = [(h[:, :n].contiguous(), c[:, :n].contiguous()) for h, c in state]
-            if need:
-                out, _ = self.encoder(ids[:n, start:end], state=st, keep_state=False)
-            else:
+            # rows [0, k) have not reached their last max_len tokens yet (the longest documents:
+            # a prefix), rows [k, n) have tokens of it in this chunk. Only the latter keep a graph,
+            # so a batch that mixes short and very long documents still back-propagates through
+            # at most max_len tokens per document. Without gradients one call does all rows.
+            k = sum(1 for L in lens_cpu[:n] if end <= L - self.max_len) if grad else 0
+            new = []
+            if k:
                 with torch.no_grad():
-                    out, _ = self.encoder(ids[:n, start:end], state=st, keep_state=False)
-            new = self.encoder.last_state
-            if not need:
-                new = [(h.detach(), c.detach()) for h, c in new]
+                    self.encoder(ids[:k, start:end], state=[(h[:, :k].contiguous(), c[:, :k].contiguous())
+                                                            for h, c in state], keep_state=False, weights=weights)
+                new.append([(h.detach(), c.detach()) for h, c in self.encoder.last_state])
+            if k < n:
+                out, _ = self.encoder(ids[k:n, start:end], state=[(h[:, k:n].contiguous(), c[:, k:n].contiguous())
+                                                                  for h, c in state], keep_state=False,
+                                      weights=weights)
+                new.append(self.encoder.last_state)
             # rows >= n keep their (finished) state; only running rows advance
-            state = [(torch.cat([h2, h[:, n:].to(h2.dtype)], 1), torch.cat([c2, c[:, n:].to(c2.dtype)], 1))
-                     for (h2, c2), (h, c) in zip(new, state)]
-            if not need:
+            state = [(torch.cat([*(part[i][0] for part in new), h[:, n:].to(new[0][i][0].dtype)], 1),
+                      torch.cat([*(part[i][1] for part in new), c[:, n:].to(new[0][i][1].dtype)], 1))
+                     for i, (h, c) in enumerate(state)]
+            if k == n:
                 continue
             if mx is None:
                 mx = out.new_full((B, out.size(2)), torch.finfo(out.dtype).min)
                 total = out.new_zeros(B, out.size(2), dtype=torch.float32)  # a sum over up to max_len steps
                 last = out.new_zeros(B, out.size(2))
-            L = lens[:n, None]
+            L = lens[k:n]
             pos = torch.arange(start, end, device=out.device)[None, :]
-            m = ((pos < L) & (pos >= L - self.max_len)).unsqueeze(-1)  # [n, chunk, 1]
+            m = ((pos < L[:, None]) & (pos >= L[:, None] - self.max_len)).unsqueeze(-1)  # [n-k, chunk, 1]
             c_max = out.masked_fill(~m, torch.finfo(out.dtype).min).max(1).values
             c_sum = (out * m).sum(1, dtype=torch.float32)
-            at = (lens[:n] - 1 - start).clamp(0, end - start - 1)
-            ends_here = ((lens[:n] - 1 >= start) & (lens[:n] - 1 < end)).unsqueeze(-1)
-            c_last = torch.where(ends_here, out[torch.arange(n, device=out.device), at], last[:n])
-            mx = torch.cat([torch.maximum(mx[:n], c_max), mx[n:]], 0)
-            total = torch.cat([total[:n] + c_sum.float(), total[n:]], 0)
-            last = torch.cat([c_last, last[n:]], 0)
+            at = (L - 1 - start).clamp(0, end - start - 1)
+            ends_here = ((L - 1 >= start) & (L - 1 < end)).unsqueeze(-1)
+            c_last = torch.where(ends_here, out[torch.arange(n - k, device=out.device), at], last[k:n])
+            mx = torch.cat([mx[:k], torch.maximum(mx[k:n], c_max), mx[n:]], 0)
+            total = torch.cat([total[:k], total[k:n] + c_sum, total[n:]], 0)
+            last = torch.cat([last[:k], c_last, last[n:]], 0)
         if mx is None:  # only empty documents
             dim = self.encoder.embedding.weight.size(1)
             mx = total = last = torch.zeros(B, dim, device=ids.device)
