@@ -113,9 +113,13 @@ def test_freezing_trains_only_the_top_group_and_leaves_the_rest_bit_identical(tm
 def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=2), progress=False, n_workers=1)
     target = tmp_path / "target.txt"
-    target.write_text("\n".join(
-        f"The film was wonderful and the zorblat was great . I loved the zorblat {i % 7} times ." for i in range(150)
-    ))
+    lines = [f"The film was wonderful and the zorblat was great . I loved the zorblat {i % 7} times ."
+             for i in range(150)]
+    base_words = LanguageModel.load(tmp_path / "lm").vocab.itos
+    rare_known = next(w for w in base_words if w.isalpha() and w.islower() and not w.startswith("xx")
+                      and w not in " ".join(lines).lower())
+    lines.append(f"Once : {rare_known} and qwxzyv .")  # each word once in the whole target text
+    target.write_text("\n".join(lines))
     res = finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1,
                       train_cfg=cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=2, lr_div=2.6))
     cfg_json = json.loads((tmp_path / "ft" / "config.json").read_text())
@@ -125,6 +129,9 @@ def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
     assert res["valid_perplexity"] < 0.5 * first["valid_perplexity"]
     ft = LanguageModel.load(tmp_path / "ft")
     assert "zorblat" in ft.vocab
+    # a word the pretrained model knows keeps its id even when the target text has it once (100
+    # labeled snippets have few words 3 times); a new word needs min_freq occurrences
+    assert rare_known in ft.vocab and "qwxzyv" not in ft.vocab
 
 
 def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, corpus):

@@ -266,9 +266,12 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])
     base_sp = Path(from_dir) / ckpt.SPM if tok_cfg.kind == "subword" else None
-    # Word level: the target text gets its own vocabulary; subword: the pretrained pieces are kept.
+    # Word level: the target text gets its own vocabulary: every word of it that the pretrained
+    # model knows (a word seen once in 100 labeled texts still has its pretrained vector), and new
+    # words seen min_freq times. Subword: the pretrained pieces are kept.
+    word = tok_cfg.kind != "subword"
     data, info = _build_corpus_once(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                              vocab=base_vocab if tok_cfg.kind == "subword" else None,
+                              vocab=None if word else base_vocab, keep=base_vocab if word else None,
                               sp_model=str(base_sp) if base_sp else None, n_workers=n_workers, progress=progress)
     vocab = data.vocab
     arch = base.cfg

@@ -127,6 +127,7 @@ def build_corpus(
     cache_dir: str | os.PathLike | None = None,
     n_workers: int | None = None,
     progress: bool = True,
+    keep: Vocab | None = None,
 ) -> tuple[TokenIds, str | None]:
     """Tokenise and numericalise `source` (or reuse its cache); returns (ids, sp_model path).
 
@@ -141,7 +142,8 @@ def build_corpus(
         raise UlmfitError(f"unknown tokenizer kind {tok_cfg.kind!r}: use 'word' or 'subword'")
     if sp_model is not None and not Path(sp_model).is_file():
         raise UlmfitError(f"{sp_model}: no such SentencePiece model file")
-    key = corpus_key(path, tok_cfg, fmt=fmt, column=column, encoding=encoding, vocab=vocab, sp_model=sp_model)
+    key = corpus_key(path, tok_cfg, fmt=fmt, column=column, encoding=encoding, vocab=vocab, sp_model=sp_model,
+                     keep=keep)
     final = Path(cache_dir) if cache_dir is not None else cache_root() / "corpora" / key[:16]
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
@@ -157,7 +159,7 @@ def build_corpus(
     try:
         docs = lambda: iter_documents(path, fmt, column, encoding)  # noqa: E731 (read twice)
         if tok_cfg.kind == "word":
-            meta = _build_word(docs, tok_cfg, vocab, tmp, n_workers, progress)
+            meta = _build_word(docs, tok_cfg, vocab, tmp, n_workers, progress, keep=keep)
         else:
             meta = _build_subword(docs, path, tok_cfg, vocab, sp_model, tmp, n_workers, progress)
         if meta["n_skipped"]:
@@ -187,7 +189,7 @@ def build_corpus(
 
 def corpus_key(
     path: Path, tok_cfg: TokenizerConfig, *, fmt: str, column=None, encoding: str = "utf-8",
-    vocab: Vocab | None = None, sp_model=None,
+    vocab: Vocab | None = None, sp_model=None, keep: Vocab | None = None,
 ) -> str:
     """sha256 of everything the cached ids depend on, including each file's size and mtime."""
     h = hashlib.sha256()
@@ -196,6 +198,7 @@ def corpus_key(
         "column": _column_str(column), "encoding": encoding, "tokenizer": tok_cfg.to_dict(),
         "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
         "sp_model": _sha256_file(sp_model) if sp_model is not None else None,
+        **({"keep": _sha256_text("\n".join(keep.itos))} if keep is not None else {}),
     }, sort_keys=True).encode())
     for p in source_files(path):
         st = p.stat()
@@ -277,7 +280,7 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
 
 
-def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress) -> dict:
+def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress, keep: Vocab | None = None) -> dict:
     from tqdm import tqdm
 
     tokens = tokenize_parallel(docs(), tok_cfg, n_workers=n_workers, desc="tokenizing", progress=progress)
@@ -299,7 +302,8 @@ def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress) -> dict:
                 n_docs += 1
         if n_docs == 0:
             raise UlmfitError("the corpus has no tokens")
-        vocab = Vocab.build(counts, tok_cfg.max_vocab, tok_cfg.min_freq)
+        vocab = Vocab.build(counts, tok_cfg.max_vocab, tok_cfg.min_freq,
+                            keep=None if keep is None else keep.stoi)
         del counts
 
         def numericalised() -> Iterator[list[int]]:

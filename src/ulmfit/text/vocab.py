@@ -23,11 +23,15 @@ class Vocab:
         self.unk_id = self.stoi[UNK]
 
     @classmethod
-    def build(cls, counts: Counter, max_vocab: int = 60000, min_freq: int = 3) -> "Vocab":
-        """Most frequent tokens first (ties broken alphabetically, so builds are reproducible)."""
+    def build(cls, counts: Counter, max_vocab: int = 60000, min_freq: int = 3, keep=None) -> "Vocab":
+        """Most frequent tokens first (ties broken alphabetically, so builds are reproducible).
+
+        Tokens in `keep` (e.g. a pretrained model's vocabulary when fine-tuning on a small text)
+        get an id when they occur at all; the others need min_freq occurrences."""
+        keep = keep or ()
         words = [
             w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            if c >= min_freq and w not in SPECIAL_TOKENS
+            if (c >= min_freq or w in keep) and w not in SPECIAL_TOKENS
         ]
         return cls(SPECIAL_TOKENS + words[: max(0, max_vocab - len(SPECIAL_TOKENS))])
 
