@@ -52,7 +52,9 @@ class HeadConfig:
 def masked_concat_pool(out: torch.Tensor, mask: torch.Tensor, lengths_kept: torch.Tensor) -> torch.Tensor:
     """[h_T, max_t h_t, mean_t h_t] over the unmasked positions of out [B, T, D]; mask [B, T] True = real.
 
-    h_T is the output at each document's last real position (lengths_kept - 1 in `out`)."""
+    h_T is the output at each document's last real position (lengths_kept - 1 in `out`).
+    BPT3CEncoder accumulates the same three statistics chunk by chunk; this one-pass form is the
+    reference its tests compare against."""
     m = mask.unsqueeze(-1)
     neg = torch.finfo(out.dtype).min
     mx = out.masked_fill(~m, neg).max(1).values
