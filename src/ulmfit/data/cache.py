@@ -132,7 +132,8 @@ def build_corpus(
     """Tokenise and numericalise `source` (or reuse its cache); returns (ids, sp_model path).
 
     Word level builds the vocabulary from the corpus unless `vocab` is given (a pretrained
-    model's vocabulary when fine-tuning or evaluating). Subword level trains SentencePiece on a
+    model's vocabulary when fine-tuning or evaluating); the words of `keep` that occur in the
+    corpus get an id however rare they are (fine-tuning: the pretrained words). Subword level trains SentencePiece on a
     sample of the corpus unless `sp_model` is given. The returned sp_model path (None for word
     level) is the copy inside the cache folder, from which the same tokenizer can be rebuilt.
     """
