@@ -120,7 +120,7 @@ def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
                       and w not in " ".join(lines).lower())
     lines.append(f"Once : {rare_known} and qwxzyv .")  # each word once in the whole target text
     target.write_text("\n".join(lines))
-    res = finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1,
+    res = finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, keep_base_vocab="no",
                       train_cfg=cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=2, lr_div=2.6))
     cfg_json = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert cfg_json["vocab_transfer"]["new"] > 0 and cfg_json["vocab_transfer"]["known"] > 9
@@ -132,6 +132,30 @@ def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
     # a word the pretrained model knows keeps its id even when the target text has it once (100
     # labeled snippets have few words 3 times); a new word needs min_freq occurrences
     assert rare_known in ft.vocab and "qwxzyv" not in ft.vocab
+    absent = next(w for w in base_words if w.isalpha() and w.islower() and not w.startswith("xx")
+                  and w not in " ".join(lines).lower() and w != rare_known)
+    assert absent not in ft.vocab and cfg_json["keep_base_vocab"] == "no"
+
+
+def test_small_target_text_keeps_the_whole_pretrained_vocabulary(tmp_path, corpus):
+    """A few hundred labeled snippets lack most words their test texts use: "auto" keeps every
+    pretrained word (starting from its pretrained vector), the target's own words first."""
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    base = LanguageModel.load(tmp_path / "lm")
+    target = tmp_path / "target.txt"
+    lines = [f"The film was wonderful and the zorblat was great {i % 5} ." for i in range(60)]
+    target.write_text("\n".join(lines))
+    absent = next(w for w in base.vocab.itos if w.isalpha() and w.islower() and not w.startswith("xx")
+                  and w not in " ".join(lines).lower())
+    finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1,
+                train_cfg=cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=0, lr_div=2.6))
+    ft = LanguageModel.load(tmp_path / "ft")
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["keep_base_vocab"] == "yes"
+    assert absent in ft.vocab and "zorblat" in ft.vocab
+    assert set(base.vocab.itos) <= set(ft.vocab.itos)
+    assert ft.vocab.stoi["zorblat"] < ft.vocab.stoi[absent]  # the target's words come first
+    with pytest.raises(UlmfitError, match="keep_base_vocab"):
+        finetune_lm(tmp_path / "lm", target, tmp_path / "ft2", progress=False, keep_base_vocab="maybe")
 
 
 def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, corpus):

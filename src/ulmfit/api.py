@@ -248,13 +248,35 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     return res
 
 
+KEEP_BASE_VOCAB_BELOW = 100_000  # target-text tokens under which "auto" keeps the whole pretrained vocabulary
+
+
+def with_base_words(data, base_vocab: Vocab):
+    """`data` with the words of `base_vocab` that its vocabulary lacks appended to it (the ids of
+    the corpus stay valid: the new words come after all of its own)."""
+    own = data.vocab.stoi
+    extra = [w for w in base_vocab.itos if w not in own]
+    if not extra:
+        return data
+    return replace(data, vocab=Vocab(data.vocab.itos + extra))
+
+
 def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None, fmt: str = "auto",
                 column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
                 n_workers: int | None = None, progress: bool = True, drop_mult: float | None = None,
-                extend: dict | None = None, device: str | None = None) -> dict:
+                extend: dict | None = None, device: str | None = None, keep_base_vocab: str = "auto") -> dict:
     """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
-    with a first epoch that trains only the embedding/decoder so new words get vectors)."""
+    with a first epoch that trains only the embedding/decoder so new words get vectors).
+
+    keep_base_vocab (word-level models): "yes" keeps every word of the pretrained vocabulary, also
+    those absent from the target text, so a classifier trained from this LM still knows them at
+    prediction time; "no" keeps only the target text's words; "auto" (default) keeps them all when
+    the target text has fewer than KEEP_BASE_VOCAB_BELOW tokens (a few hundred labeled texts miss
+    most of the words their test texts use; a large text covers them, and the extra rows would
+    only slow its decoder down)."""
+    if keep_base_vocab not in ("auto", "yes", "no"):
+        raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
     dist_.init_from_env()
     progress = progress and dist_.is_main()
@@ -273,6 +295,13 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     data, info = _build_corpus_once(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
                               vocab=None if word else base_vocab, keep=base_vocab if word else None,
                               sp_model=str(base_sp) if base_sp else None, n_workers=n_workers, progress=progress)
+    if resume:
+        keep_base_vocab = saved.get("keep_base_vocab", "no")
+    if word and (keep_base_vocab == "yes" or (keep_base_vocab == "auto" and data.n_tokens() < KEEP_BASE_VOCAB_BELOW)):
+        keep_base_vocab = "yes"
+        data = with_base_words(data, base_vocab)
+    else:
+        keep_base_vocab = "no"
     vocab = data.vocab
     arch = base.cfg
     if drop_mult is not None:
@@ -304,7 +333,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     info_d = {"source": str(Path(texts).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs()}
-    extra = {"finetuned_from": str(Path(from_dir).resolve()), "vocab_transfer": {"known": found, "new": len(vocab) - found}}
+    extra = {"finetuned_from": str(Path(from_dir).resolve()), "keep_base_vocab": keep_base_vocab,
+             "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,
                info_d, progress, extra, device=device)
     return res

@@ -173,7 +173,8 @@ def cmd_finetune(a) -> int:
     cfg = _train_cfg(a, default_epochs=3, default_patience=1, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
     res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
                       valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
-                      progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device)
+                      progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device,
+                      keep_base_vocab=a.keep_base_vocab)
     _summary(res)
     return 0
 
@@ -452,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--freeze-lr", type=float, default=1e-2, help="peak rate of those epochs (default: 0.01)")
     s.add_argument("--drop-mult", type=float, default=None, help="scales all dropout probabilities (default: keep)")
     s.add_argument("--valid-frac", type=float, default=0.1, help="fraction of documents held out (default: 0.1)")
+    s.add_argument("--keep-base-vocab", choices=["auto", "yes", "no"], default="auto",
+                   help="keep every word of the pretrained vocabulary, also those your text lacks, so the "
+                        "classifier knows them at prediction time (auto: when the text has under 100,000 tokens)")
     _add_data_args(s, "the text")
     _add_train_args(s, lr=4e-3, epochs=3, lr_div=2.6)
     s.set_defaults(fn=cmd_finetune)

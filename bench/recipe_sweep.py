@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Classifier recipe variants on one dataset, chosen by the VALIDATION split only.
+
+Each variant trains the ULMFiT classifier (stage 3) from the same fine-tuned LM that
+bench/accuracy.py caches (run `accuracy.py main` first) and records the best validation accuracy
+and macro-F1 (what the recipe may be tuned on) and, for the record, the test accuracy. Rows go to
+bench/results/recipe_sweep.jsonl; a variant already there is skipped.
+
+    .venv/bin/python bench/recipe_sweep.py --dataset rotten-tomatoes --variants base ep4 dm1
+    .venv/bin/python bench/recipe_sweep.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import accuracy as A  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "recipe_sweep.jsonl"
+BASE_LRS = (2e-2, 1e-2, 5e-3, 1e-3)
+
+# name -> overrides of the library's ClassifierTrainConfig (after accuracy.clf_config)
+VARIANTS = {
+    "base": {},
+    "ep4": {"stage_epochs": (1, 1, 1, 4)},
+    "ep8": {"stage_epochs": (1, 1, 1, 8)},
+    "dm0.3": {"drop_mult": 0.3},
+    "dm1": {"drop_mult": 1.0},
+    "lr2x": {"stage_lrs": tuple(2 * x for x in BASE_LRS)},
+    "lr0.5x": {"stage_lrs": tuple(0.5 * x for x in BASE_LRS)},
+    "bs16": {"bs": 16},
+    "bs64": {"bs": 64},
+    "full2": {"stage_groups": (1, 0), "stage_epochs": (1, 4), "stage_lrs": (2e-2, 2e-3)},
+    "ep4-dm1": {"stage_epochs": (1, 1, 1, 4), "drop_mult": 1.0},
+    "ep4-lr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": tuple(2 * x for x in BASE_LRS)},
+    "ep4-lastlr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": BASE_LRS[:3] + (2e-3,)},
+    "ep4-lastlr4x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": BASE_LRS[:3] + (4e-3,)},
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="rotten-tomatoes", choices=A.DATASETS)
+    ap.add_argument("--direction", default="fwd", choices=["fwd", "bwd"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="*", default=["base"])
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    if a.list:
+        for k, v in VARIANTS.items():
+            print(f"{k:<14} {v}")
+        return
+    unknown = [v for v in a.variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants: {unknown} (see --list)")
+    A._maybe_jemalloc()
+    done = set()
+    if a.results.exists():
+        for line in a.results.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["dataset"], r["direction"], r["seed"], r["variant"]))
+    folder, train, test = A.load_dataset(a.dataset)
+    bw = a.direction == "bwd"
+    lm_dir, _ = A.finetuned_lm(a.dataset, bw, folder / "train.csv", "all")
+    for v in a.variants:
+        if (a.dataset, a.direction, a.seed, v) in done:
+            print(f"skip {v} (in {a.results})")
+            continue
+        cfg = A.clf_config(len(train), a.seed, backwards=bw, **VARIANTS[v])
+        out = A.WORK / a.dataset / f"sweep-{a.direction}-s{a.seed}-{v}"
+        t0 = time.time()
+        r = A.train_and_eval(lm_dir, train, test, out, cfg)
+        hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        best = next(h for h in hist if h["epoch"] == r["best_epoch"])
+        row = {"dataset": a.dataset, "direction": a.direction, "seed": a.seed, "variant": v,
+               "overrides": {k: list(x) if isinstance(x, tuple) else x for k, x in VARIANTS[v].items()},
+               "valid_accuracy": best["valid_accuracy"], "valid_macro_f1": best["valid_macro_f1"],
+               "valid_loss": best["valid_loss"], "best_epoch": r["best_epoch"], "epochs": r["epochs"],
+               "test_accuracy": r["accuracy"], "seconds": round(time.time() - t0, 1),
+               "valid_curve": [round(h["valid_accuracy"], 4) for h in hist],
+               "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": A.commit()}
+        a.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(a.results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"== {v:<14} valid acc {row['valid_accuracy']:.4f} f1 {row['valid_macro_f1']:.4f} "
+              f"(epoch {row['best_epoch']}/{row['epochs']})  test {row['test_accuracy']:.4f}  {row['seconds']:.0f}s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
