@@ -26,24 +26,28 @@ sys.path.insert(0, str(ROOT / "bench"))
 import accuracy as A  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "recipe_sweep.jsonl"
-BASE_LRS = (2e-2, 1e-2, 5e-3, 1e-3)
+FASTAI_LRS = (2e-2, 1e-2, 5e-3, 1e-3)
 
 # name -> overrides of the library's ClassifierTrainConfig (after accuracy.clf_config)
 VARIANTS = {
-    "base": {},
+    "base": {},  # the library's defaults at the row's commit (fastai's rates before the change to twice them)
+    "fastai-lrs": {"stage_lrs": FASTAI_LRS},
     "ep4": {"stage_epochs": (1, 1, 1, 4)},
     "ep8": {"stage_epochs": (1, 1, 1, 8)},
     "dm0.3": {"drop_mult": 0.3},
     "dm1": {"drop_mult": 1.0},
-    "lr2x": {"stage_lrs": tuple(2 * x for x in BASE_LRS)},
-    "lr0.5x": {"stage_lrs": tuple(0.5 * x for x in BASE_LRS)},
+    "lr2x": {"stage_lrs": tuple(2 * x for x in FASTAI_LRS)},
+    "lr3x": {"stage_lrs": tuple(3 * x for x in FASTAI_LRS)},
+    "lr4x": {"stage_lrs": tuple(4 * x for x in FASTAI_LRS)},
+    "lr2x-dm0.3": {"stage_lrs": tuple(2 * x for x in FASTAI_LRS), "drop_mult": 0.3},
+    "lr0.5x": {"stage_lrs": tuple(0.5 * x for x in FASTAI_LRS)},
     "bs16": {"bs": 16},
     "bs64": {"bs": 64},
     "full2": {"stage_groups": (1, 0), "stage_epochs": (1, 4), "stage_lrs": (2e-2, 2e-3)},
     "ep4-dm1": {"stage_epochs": (1, 1, 1, 4), "drop_mult": 1.0},
-    "ep4-lr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": tuple(2 * x for x in BASE_LRS)},
-    "ep4-lastlr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": BASE_LRS[:3] + (2e-3,)},
-    "ep4-lastlr4x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": BASE_LRS[:3] + (4e-3,)},
+    "ep4-lr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": tuple(2 * x for x in FASTAI_LRS)},
+    "ep4-lastlr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": FASTAI_LRS[:3] + (2e-3,)},
+    "ep4-lastlr4x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": FASTAI_LRS[:3] + (4e-3,)},
 }
 
 
@@ -53,6 +57,9 @@ def main(argv=None) -> None:
     ap.add_argument("--direction", default="fwd", choices=["fwd", "bwd"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=["base"])
+    ap.add_argument("--lm-epochs", type=int, default=None,
+                    help="fine-tune the LM for up to this many epochs (early stopping, patience 1) instead of "
+                         "accuracy.py's LM_EPOCHS; cached as lm-all-eN")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -68,21 +75,26 @@ def main(argv=None) -> None:
     if a.results.exists():
         for line in a.results.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["dataset"], r["direction"], r["seed"], r["variant"]))
+            done.add((r["dataset"], r["direction"], r["seed"], r.get("lm_epochs"), r["variant"]))
     folder, train, test = A.load_dataset(a.dataset)
     bw = a.direction == "bwd"
-    lm_dir, _ = A.finetuned_lm(a.dataset, bw, folder / "train.csv", "all")
+    if a.lm_epochs:
+        lm_dir, lm_info = A.finetuned_lm(a.dataset, bw, folder / "train.csv", f"all-e{a.lm_epochs}",
+                                         epochs=a.lm_epochs)
+    else:
+        lm_dir, lm_info = A.finetuned_lm(a.dataset, bw, folder / "train.csv", "all")
     for v in a.variants:
-        if (a.dataset, a.direction, a.seed, v) in done:
+        if (a.dataset, a.direction, a.seed, a.lm_epochs, v) in done:
             print(f"skip {v} (in {a.results})")
             continue
         cfg = A.clf_config(len(train), a.seed, backwards=bw, **VARIANTS[v])
-        out = A.WORK / a.dataset / f"sweep-{a.direction}-s{a.seed}-{v}"
+        out = A.WORK / a.dataset / (f"sweep-{a.direction}-s{a.seed}-{v}" + (f"-lm{a.lm_epochs}" if a.lm_epochs else ""))
         t0 = time.time()
         r = A.train_and_eval(lm_dir, train, test, out, cfg)
         hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
         best = next(h for h in hist if h["epoch"] == r["best_epoch"])
-        row = {"dataset": a.dataset, "direction": a.direction, "seed": a.seed, "variant": v,
+        row = {"dataset": a.dataset, "direction": a.direction, "seed": a.seed, "variant": v, "lm_epochs": a.lm_epochs,
+               "lm_perplexity": lm_info.get("valid_perplexity"), "lm_epochs_run": lm_info.get("epochs_run"),
                "overrides": {k: list(x) if isinstance(x, tuple) else x for k, x in VARIANTS[v].items()},
                "valid_accuracy": best["valid_accuracy"], "valid_macro_f1": best["valid_macro_f1"],
                "valid_loss": best["valid_loss"], "best_epoch": r["best_epoch"], "epochs": r["epochs"],

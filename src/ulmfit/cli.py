@@ -518,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage-groups", type=int, nargs="+", default=[1, 2, 3, 0],
                    help="gradual unfreezing: top layer groups trained in each stage, 0 = all (default: 1 2 3 0)")
     g.add_argument("--stage-epochs", type=int, nargs="+", default=[1, 1, 1, 2], help="epochs per stage (default: 1 1 1 2)")
-    g.add_argument("--stage-lrs", type=float, nargs="+", default=[2e-2, 1e-2, 5e-3, 1e-3],
-                   help="peak learning rate of the head per stage (default: 0.02 0.01 0.005 0.001)")
+    g.add_argument("--stage-lrs", type=float, nargs="+", default=[4e-2, 2e-2, 1e-2, 2e-3],
+                   help="peak learning rate of the head per stage (default: 0.04 0.02 0.01 0.002)")
     g.add_argument("--epochs", type=int, default=None, help="epochs of the last stage (overrides its --stage-epochs)")
     g.add_argument("--min-last-steps", type=int, default=150,
                    help="small label sets: lengthen the last stage to at least this many steps, up to 12 epochs "
