@@ -158,6 +158,25 @@ def test_small_target_text_keeps_the_whole_pretrained_vocabulary(tmp_path, corpu
         finetune_lm(tmp_path / "lm", target, tmp_path / "ft2", progress=False, keep_base_vocab="maybe")
 
 
+
+def test_a_resumed_finetuning_keeps_the_vocabulary_choice_of_its_first_run(tmp_path, corpus, monkeypatch):
+    """--resume reads keep_base_vocab from the interrupted run: a run started with "no" on a small
+    text is resumed with the default ("auto", which alone would keep every pretrained word)."""
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    base = LanguageModel.load(tmp_path / "lm")
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(f"The film was wonderful and the zorblat was great {i % 5} ." for i in range(300)))
+    c = cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=1, lr_div=2.6)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 2)
+        with pytest.raises(UlmfitError, match="interrupted at step 2"):
+            finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, train_cfg=c,
+                        keep_base_vocab="no")
+    finetune_lm(None, None, tmp_path / "ft", progress=False, n_workers=1, resume=True)
+    ft = LanguageModel.load(tmp_path / "ft")
+    assert len(ft.vocab) < len(base.vocab) and "zorblat" in ft.vocab
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["keep_base_vocab"] == "no"
+
 def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, corpus):
     pretrain(corpus, tmp_path / "bwd", preset="tiny", train_cfg=cfg(epochs=1, backwards=True), progress=False,
              n_workers=1)
