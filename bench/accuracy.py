@@ -228,6 +228,16 @@ def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool 
     return replace(c, **over).for_data(int(0.9 * n_labels))  # 10% go to the validation split
 
 
+def ablation_clf_configs(n_labels: int, seed: int) -> dict:
+    """The classifier ablations, derived from the full recipe: as many epochs in one stage, the whole
+    network at the rate of gradual unfreezing's last stage (`clf-full`), or the head alone at the rate
+    of its first stage (`clf-last`)."""
+    c = clf_config(n_labels, seed)
+    total = (sum(c.stage_epochs),)
+    return {"clf-full": clf_config(n_labels, seed, stage_groups=(0,), stage_epochs=total, stage_lrs=(c.stage_lrs[-1],)),
+            "clf-last": clf_config(n_labels, seed, stage_groups=(1,), stage_epochs=total, stage_lrs=(c.stage_lrs[0],))}
+
+
 def train_and_eval_key(cfg) -> dict:
     """The classifier settings a result row records (JSON-shaped, to compare rows with a config)."""
     return json.loads(json.dumps({k: getattr(cfg, k) for k in ("bs", "stage_groups", "stage_epochs", "stage_lrs",
@@ -410,12 +420,11 @@ def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
                         "lm_perplexity": info.get("valid_perplexity")}
             return go
 
-        def clf_variant(tag, **over):
+        def clf_variant(tag):
             def go():
                 lm_dir, _ = finetuned_lm(ds, False, train_csv, "all")
-                c = clf_config(n, seed)  # the full recipe; a callable override is computed from it
                 return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}",
-                                      clf_config(n, seed, **{k: (v(c) if callable(v) else v) for k, v in over.items()}))
+                                      ablation_clf_configs(n, seed)[tag])
             return go
 
         def scratch():
@@ -433,14 +442,8 @@ def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
             ("no pretraining (from scratch)", scratch),
             ("no LM fine-tuning", no_lm_ft),
             ("LM fine-tuning without discriminative rates", lm_variant("nodiscr", lr_div=1.0)),
-            # same epochs in total; the whole network at the rate of gradual unfreezing's last stage,
-            # the head alone at the rate of its first stage
-            ("classifier: all layers at once (no gradual unfreezing)",
-             clf_variant("clf-full", stage_groups=(0,), stage_epochs=lambda c: (sum(c.stage_epochs),),
-                         stage_lrs=lambda c: (c.stage_lrs[-1],))),
-            ("classifier: last layer only (head)",
-             clf_variant("clf-last", stage_groups=(1,), stage_epochs=lambda c: (sum(c.stage_epochs),),
-                         stage_lrs=lambda c: (c.stage_lrs[0],))),
+            ("classifier: all layers at once (no gradual unfreezing)", clf_variant("clf-full")),
+            ("classifier: last layer only (head)", clf_variant("clf-last")),
             ("LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant", lr=1e-3,
                                                                        freeze_lr=1e-3)),
         ]

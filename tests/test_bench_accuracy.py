@@ -79,3 +79,15 @@ def test_rows_are_json_lines(acc, tmp_path):
     line = path.read_text().splitlines()[0]
     r = json.loads(line)
     assert r["method"] == "ulmfit-fwd" and "date" in r and "commit" in r
+
+
+def test_classifier_ablations_follow_the_recipe_rates(acc):
+    """Gradual unfreezing is compared with the other two at the recipe's own rates and epochs, so a
+    change of the default rates cannot leave the ablations on stale ones."""
+    base = acc.clf_config(9000, 0)
+    abl = acc.ablation_clf_configs(9000, 0)
+    full, last = abl["clf-full"], abl["clf-last"]
+    assert full.stage_groups == (0,) and full.stage_lrs == (base.stage_lrs[-1],)
+    assert last.stage_groups == (1,) and last.stage_lrs == (base.stage_lrs[0],)
+    assert sum(full.stage_epochs) == sum(last.stage_epochs) == sum(base.stage_epochs)
+    assert acc.train_and_eval_key(full)["stage_lrs"] == [base.stage_lrs[-1]]  # JSON-shaped, as a result row has it
