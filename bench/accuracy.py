@@ -69,12 +69,22 @@ def _maybe_jemalloc() -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
-def commit() -> str:
+def _head() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
     except Exception:
         return "unknown"
+
+
+_START_COMMIT = _head()  # the code this process runs: later commits made while it trains do not count
+
+
+def commit() -> str:
+    return _START_COMMIT
 
 
 # ----------------------------------------------------------------------------------------------
