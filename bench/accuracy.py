@@ -73,9 +73,9 @@ def _head() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bench",
+                                ":!bench/results"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")  # edited code; results written meanwhile do not count
     except Exception:
         return "unknown"
 
