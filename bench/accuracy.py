@@ -397,7 +397,10 @@ def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], met
                 shutil.rmtree(d, ignore_errors=True)  # keep the cache small; results are in the JSONL
 
 
-def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
+ABLATIONS = ["full", "scratch", "nolmft", "nodiscr", "clf-full", "clf-last", "nostlr"]
+
+
+def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str] = ABLATIONS) -> None:
     from ulmfit.pretrained import default_lm
 
     folder, train, test = load_dataset(ds)
@@ -448,17 +451,18 @@ def exp_ablations(ds: str, results: Results, seeds: list[int]) -> None:
                                   clf_config(n, seed, scratch=True), pretrained=False)
 
         plan = [
-            ("ULMFiT (fwd): full recipe", full),
-            ("no pretraining (from scratch)", scratch),
-            ("no LM fine-tuning", no_lm_ft),
-            ("LM fine-tuning without discriminative rates", lm_variant("nodiscr", lr_div=1.0)),
-            ("classifier: all layers at once (no gradual unfreezing)", clf_variant("clf-full")),
-            ("classifier: last layer only (head)", clf_variant("clf-last")),
-            ("LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant", lr=1e-3,
-                                                                       freeze_lr=1e-3)),
+            ("full", "ULMFiT (fwd): full recipe", full),
+            ("scratch", "no pretraining (from scratch)", scratch),
+            ("nolmft", "no LM fine-tuning", no_lm_ft),
+            ("nodiscr", "LM fine-tuning without discriminative rates", lm_variant("nodiscr", lr_div=1.0)),
+            ("clf-full", "classifier: all layers at once (no gradual unfreezing)", clf_variant("clf-full")),
+            ("clf-last", "classifier: last layer only (head)", clf_variant("clf-last")),
+            ("nostlr", "LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant",
+                                                                                  lr=1e-3, freeze_lr=1e-3)),
         ]
-        for name, fn in plan:
-            _guard(results, {**R, "method": name}, fn)
+        for tag, name, fn in plan:
+            if tag in methods:
+                _guard(results, {**R, "method": name}, fn)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -593,7 +597,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     ap.add_argument("--methods", default=None,
                     help="comma-separated subset (main: ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,"
-                         "fasttext; sizes: ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext)")
+                         "fasttext; sizes: ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext; "
+                         "ablations: " + ",".join(ABLATIONS) + ")")
     ap.add_argument("--rerun", action="store_true",
                     help="train runs again even when the results file has them (the report uses the latest)")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
@@ -617,7 +622,11 @@ def main(argv=None) -> int:
             methods = (a.methods or "ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext").split(",")
             exp_sizes(ds, results, a.seeds, a.sizes, methods)
         else:
-            exp_ablations(ds, results, a.seeds)
+            methods = a.methods.split(",") if a.methods else ABLATIONS
+            unknown = sorted(set(methods) - set(ABLATIONS))
+            if unknown:
+                ap.error(f"unknown ablation(s) {unknown}; choose from {','.join(ABLATIONS)}")
+            exp_ablations(ds, results, a.seeds, methods)
     return 0
 
 
