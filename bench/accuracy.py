@@ -533,14 +533,21 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
     ab = [r for r in rows if r["experiment"] == "ablations"]
     if ab:
         for d in [d for d in DATASETS if any(r["dataset"] == d for r in ab)]:
-            lines += [f"### Ablations: {d} (all labels)", "", "| variant | accuracy | seconds |", "|---|---|---|"]
+            lines += [f"### Ablations: {d} (all labels)", "",
+                      "| variant | accuracy | minus the full recipe, same seed (points) | seconds |",
+                      "|---|---|---|---|"]
             seen = []
             for r in ab:
                 if r["dataset"] == d and r["method"] not in seen:
                     seen.append(r["method"])
+            full = {r["seed"]: r["accuracy"] for r in ab if r["dataset"] == d and r["method"] == seen[0]}
             for m in seen:
                 rs = [r for r in ab if r["dataset"] == d and r["method"] == m]
-                lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | "
+                diffs = [r["accuracy"] - full[r["seed"]] for r in rs if r["seed"] in full]
+                delta = "" if m == seen[0] or not diffs else (
+                    f"{100 * statistics.mean(diffs):+.2f}" + (f" (seeds: {', '.join(f'{100 * x:+.1f}' for x in diffs)})"
+                                                             if len(diffs) > 1 else ""))
+                lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | {delta} | "
                              f"{statistics.median([r.get('seconds') or 0 for r in rs]):.0f} |")
             lines.append("")
     if skipped:

@@ -91,3 +91,14 @@ def test_classifier_ablations_follow_the_recipe_rates(acc):
     assert last.stage_groups == (1,) and last.stage_lrs == (base.stage_lrs[0],)
     assert sum(full.stage_epochs) == sum(last.stage_epochs) == sum(base.stage_epochs)
     assert acc.train_and_eval_key(full)["stage_lrs"] == [base.stage_lrs[-1]]  # JSON-shaped, as a result row has it
+
+
+def test_ablation_report_gives_paired_differences(acc, tmp_path):
+    res = acc.Results(tmp_path / "r.jsonl")
+    for seed, full, head in [(0, 0.76, 0.72), (1, 0.78, 0.73)]:
+        for method, a in [("ULMFiT (fwd): full recipe", full), ("classifier: last layer only (head)", head)]:
+            res.add(dict(experiment="ablations", dataset="rotten-tomatoes", method=method, n_labels="all",
+                         seed=seed, accuracy=a, seconds=10.0))
+    block = acc.report(res, tmp_path / "B.md", tmp_path / "p.png")
+    line = next(l for l in block.splitlines() if l.startswith("| classifier: last layer only"))
+    assert "72.50 ± 0.71 (n=2)" in line and "-4.50 (seeds: -4.0, -5.0)" in line
