@@ -414,7 +414,7 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
             want = train_and_eval_key(clf_config(n, seed))
             same = [r for r in results.latest() if r["experiment"] == "main" and r["dataset"] == ds
                     and r["method"] == "ulmfit-fwd" and r["seed"] == seed and r.get("accuracy") is not None
-                    and r.get("clf") == want]
+                    and r.get("clf") == want and r.get("lm_perplexity") == info.get("valid_perplexity")]
             if same:  # the main experiment already trained exactly this model (same LM, same recipe)
                 return {k: v for k, v in same[-1].items() if k in ("accuracy", "macro_f1", "seconds", "best_epoch",
                                                                    "epochs", "clf", "lm_perplexity")} | {
