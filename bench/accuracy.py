@@ -398,6 +398,18 @@ def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], met
 
 
 ABLATIONS = ["full", "scratch", "nolmft", "nodiscr", "clf-full", "clf-last", "nostlr"]
+FULL_RECIPE = "ULMFiT (fwd): full recipe"  # the ablations' reference row
+
+
+def _from_main(results: Results, ds: str, method: str, seed: int, **match) -> dict | None:
+    """The result of the identical run in the `main` experiment (all labels, same method and seed, and
+    the same values of `match`), to reuse in an ablation instead of training it again."""
+    same = [r for r in results.latest() if r["experiment"] == "main" and r["dataset"] == ds and r["method"] == method
+            and r["seed"] == seed and r.get("accuracy") is not None and all(r.get(k) == v for k, v in match.items())]
+    if not same:
+        return None
+    keep = ("accuracy", "macro_f1", "seconds", "best_epoch", "epochs", "clf", "lm_perplexity")
+    return {k: v for k, v in same[-1].items() if k in keep} | {"note": "from the main run"}
 
 
 def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str] = ABLATIONS) -> None:
@@ -411,14 +423,10 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
 
         def full():
             lm_dir, info = finetuned_lm(ds, False, train_csv, "all")
-            want = train_and_eval_key(clf_config(n, seed))
-            same = [r for r in results.latest() if r["experiment"] == "main" and r["dataset"] == ds
-                    and r["method"] == "ulmfit-fwd" and r["seed"] == seed and r.get("accuracy") is not None
-                    and r.get("clf") == want and r.get("lm_perplexity") == info.get("valid_perplexity")]
+            same = _from_main(results, ds, "ulmfit-fwd", seed, clf=train_and_eval_key(clf_config(n, seed)),
+                              lm_perplexity=info.get("valid_perplexity"))
             if same:  # the main experiment already trained exactly this model (same LM, same recipe)
-                return {k: v for k, v in same[-1].items() if k in ("accuracy", "macro_f1", "seconds", "best_epoch",
-                                                                   "epochs", "clf", "lm_perplexity")} | {
-                    "note": "from the main run"}
+                return same
             return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-full-s{seed}", clf_config(n, seed)),
                     "lm_perplexity": info.get("valid_perplexity")}
 
@@ -441,17 +449,15 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
             return go
 
         def scratch():
-            same = [r for r in results.latest() if r["experiment"] == "main" and r["dataset"] == ds
-                    and r["method"] == "scratch" and r["seed"] == seed and r.get("accuracy") is not None]
+            same = _from_main(results, ds, "scratch", seed)
             if same:  # the main experiment already trained exactly this model
-                return {k: v for k, v in same[-1].items() if k in ("accuracy", "macro_f1", "seconds", "best_epoch",
-                                                                   "epochs", "clf")} | {"note": "from the main run"}
+                return same
             lm_dir, _ = finetuned_lm(ds, False, train_csv, "all")
             return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-scratch-s{seed}",
                                   clf_config(n, seed, scratch=True), pretrained=False)
 
         plan = [
-            ("full", "ULMFiT (fwd): full recipe", full),
+            ("full", FULL_RECIPE, full),
             ("scratch", "no pretraining (from scratch)", scratch),
             ("nolmft", "no LM fine-tuning", no_lm_ft),
             ("nodiscr", "LM fine-tuning without discriminative rates", lm_variant("nodiscr", lr_div=1.0)),
@@ -536,15 +542,17 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
             lines += [f"### Ablations: {d} (all labels)", "",
                       "| variant | accuracy | minus the full recipe, same seed (points) | seconds |",
                       "|---|---|---|---|"]
-            seen = []
+            seen = [FULL_RECIPE]
             for r in ab:
                 if r["dataset"] == d and r["method"] not in seen:
                     seen.append(r["method"])
-            full = {r["seed"]: r["accuracy"] for r in ab if r["dataset"] == d and r["method"] == seen[0]}
+            full = {r["seed"]: r["accuracy"] for r in ab if r["dataset"] == d and r["method"] == FULL_RECIPE}
             for m in seen:
                 rs = [r for r in ab if r["dataset"] == d and r["method"] == m]
+                if not rs:
+                    continue
                 diffs = [r["accuracy"] - full[r["seed"]] for r in rs if r["seed"] in full]
-                delta = "" if m == seen[0] or not diffs else (
+                delta = "" if m == FULL_RECIPE or not diffs else (
                     f"{100 * statistics.mean(diffs):+.2f}" + (f" (seeds: {', '.join(f'{100 * x:+.1f}' for x in diffs)})"
                                                              if len(diffs) > 1 else ""))
                 lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | {delta} | "

@@ -96,9 +96,17 @@ def test_classifier_ablations_follow_the_recipe_rates(acc):
 def test_ablation_report_gives_paired_differences(acc, tmp_path):
     res = acc.Results(tmp_path / "r.jsonl")
     for seed, full, head in [(0, 0.76, 0.72), (1, 0.78, 0.73)]:
-        for method, a in [("ULMFiT (fwd): full recipe", full), ("classifier: last layer only (head)", head)]:
+        # the head-only row is written first: the reference is the full recipe by name, not by order
+        for method, a in [("classifier: last layer only (head)", head), ("ULMFiT (fwd): full recipe", full)]:
             res.add(dict(experiment="ablations", dataset="rotten-tomatoes", method=method, n_labels="all",
                          seed=seed, accuracy=a, seconds=10.0))
     block = acc.report(res, tmp_path / "B.md", tmp_path / "p.png")
     line = next(l for l in block.splitlines() if l.startswith("| classifier: last layer only"))
     assert "72.50 ± 0.71 (n=2)" in line and "-4.50 (seeds: -4.0, -5.0)" in line
+    rows = [l for l in block.splitlines() if l.startswith("| ")]
+    assert rows[1].startswith("| ULMFiT (fwd): full recipe | 77.00")  # first under the header, no difference
+    only_head = acc.Results(tmp_path / "h.jsonl")
+    only_head.add(dict(experiment="ablations", dataset="rotten-tomatoes", method="classifier: last layer only (head)",
+                       n_labels="all", seed=0, accuracy=0.72, seconds=10.0))
+    assert "| classifier: last layer only (head) | 72.00 |  |" in acc.report(only_head, tmp_path / "C.md",
+                                                                               tmp_path / "p.png")
