@@ -201,6 +201,11 @@ def lm_config(n_tokens_hint: int | None = None, **over):
 # epoch and direction), 20 Newsgroups at one (~20 min per epoch and direction).
 LM_EPOCHS = {"rotten-tomatoes": 12, "bbc-news": 6, "20newsgroups": 1}
 
+# Classifier settings that differ from the library's recipe, per dataset. 20 Newsgroups: the last
+# stage (all layers) runs 4 epochs instead of 2; with 2, the validation accuracy was still rising
+# by 2 points in the last epoch (79.9% -> 81.9%, forward, seed 0, 2026-11-25).
+CLF_OVER = {"20newsgroups": {"stage_epochs": (1, 1, 1, 4)}}
+
 
 def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, **over) -> tuple[Path, dict]:
     """Stage 2, cached: the shipped LM fine-tuned on `texts_csv` (one run per tag)."""
@@ -341,7 +346,7 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
                 if bw not in lms:
                     lms[bw] = finetuned_lm(ds, bw, train_csv, "all")
                 lm_dir, info = lms[bw]
-                r = train_and_eval(lm_dir, train, test, out, clf_config(n, seed, backwards=bw))
+                r = train_and_eval(lm_dir, train, test, out, clf_config(n, seed, backwards=bw, **CLF_OVER.get(ds, {})))
                 return {**r, "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds")}
 
             _guard(results, {**R, "method": m, "seed": seed}, go)
