@@ -159,6 +159,23 @@ def test_small_target_text_keeps_the_whole_pretrained_vocabulary(tmp_path, corpu
 
 
 
+def test_a_second_round_of_finetuning_starts_from_the_first(tmp_path, corpus):
+    """A fine-tuned LM is a valid base for more fine-tuning on the same text (the benchmark's second
+    round on 20 Newsgroups): same vocabulary, and it starts where the first round ended."""
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(f"The film was wonderful and the zorblat was great {i % 5} ." for i in range(300)))
+    first = finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, keep_base_vocab="no",
+                        train_cfg=cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=1, lr_div=2.6))
+    second = finetune_lm(tmp_path / "ft", target, tmp_path / "ft2", progress=False, n_workers=1, keep_base_vocab="no",
+                         train_cfg=cfg(freeze_epochs=0, epochs=1, lr_div=2.6))
+    assert LanguageModel.load(tmp_path / "ft2").vocab.itos == LanguageModel.load(tmp_path / "ft").vocab.itos
+    start = json.loads((tmp_path / "ft2" / "metrics.jsonl").read_text().split("\n")[0])
+    assert start["step"] == 0
+    assert start["valid_perplexity"] == pytest.approx(first["valid_perplexity"], rel=1e-3)
+    assert second["valid_perplexity"] <= first["valid_perplexity"] * 1.05
+
+
 def test_a_resumed_finetuning_keeps_the_vocabulary_choice_of_its_first_run(tmp_path, corpus, monkeypatch):
     """--resume reads keep_base_vocab from the interrupted run: a run started with "no" on a small
     text is resumed with the default ("auto", which alone would keep every pretrained word)."""
