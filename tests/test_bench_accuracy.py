@@ -110,3 +110,23 @@ def test_ablation_report_gives_paired_differences(acc, tmp_path):
                        n_labels="all", seed=0, accuracy=0.72, seconds=10.0))
     assert "| classifier: last layer only (head) | 72.00 |  |" in acc.report(only_head, tmp_path / "C.md",
                                                                                tmp_path / "p.png")
+
+
+def test_target_lm_runs_the_second_round_from_the_first(acc, monkeypatch, tmp_path):
+    calls = []
+
+    def fake(ds, backwards, texts, tag, base=None, **over):
+        calls.append((tag, base, over))
+        return tmp_path / tag, {"valid_perplexity": {"all": 171.0, "all-more": 145.9}[tag],
+                                "seconds": {"all": 1300.0, "all-more": 1400.0}[tag]}
+
+    monkeypatch.setattr(acc, "finetuned_lm", fake)
+    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": 2})
+    out, info = acc.target_lm("20newsgroups", False, tmp_path / "train.csv")
+    assert out == tmp_path / "all-more"
+    assert calls == [("all", None, {}), ("all-more", tmp_path / "all", {"freeze_epochs": 0, "epochs": 2})]
+    assert info["seconds"] == 2700.0 and info["valid_perplexity"] == 145.9
+    assert info["first_round_perplexity"] == 171.0
+    calls.clear()
+    out, info = acc.target_lm("rotten-tomatoes", False, tmp_path / "train.csv")  # one round only
+    assert out == tmp_path / "all" and [c[0] for c in calls] == ["all"]
