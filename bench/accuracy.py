@@ -368,7 +368,10 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
                 r = train_and_eval(lm_dir, train, test, out, clf_config(n, seed, backwards=bw, **CLF_OVER.get(ds, {})))
                 return {**r, "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds")}
 
-            _guard(results, {**R, "method": m, "seed": seed}, go)
+            # a member that is not asked for is trained only when the ensemble lacks it, so
+            # `--rerun --methods ulmfit-ens` recombines the current members without retraining them
+            if m in methods or not (out / "config.json").exists():
+                _guard(results, {**R, "method": m, "seed": seed}, go)
         if "ulmfit-ens" in methods and len(dirs) == 2 and all((d / "config.json").exists() for d in dirs.values()):
             _guard(results, {**R, "method": "ulmfit-ens", "seed": seed},
                    lambda: ensemble_eval([dirs["fwd"], dirs["bwd"]], test))

@@ -130,3 +130,28 @@ def test_target_lm_runs_the_second_round_from_the_first(acc, monkeypatch, tmp_pa
     calls.clear()
     out, info = acc.target_lm("rotten-tomatoes", False, tmp_path / "train.csv")  # one round only
     assert out == tmp_path / "all" and [c[0] for c in calls] == ["all"]
+
+
+def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, monkeypatch, tmp_path):
+    trained = []
+    monkeypatch.setattr(acc, "WORK", tmp_path)
+    monkeypatch.setattr(acc, "load_dataset", lambda ds: (tmp_path, [0] * 100, None))
+    monkeypatch.setattr(acc, "target_lm", lambda ds, bw, csv: (tmp_path / "lm", {"valid_perplexity": 50.0}))
+
+    def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
+        trained.append(out.name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        return {"accuracy": 0.8}
+
+    monkeypatch.setattr(acc, "train_and_eval", fake_train)
+    monkeypatch.setattr(acc, "ensemble_eval", lambda dirs, test: {"accuracy": 0.85, "members": [d.name for d in dirs]})
+    path = tmp_path / "r.jsonl"
+    acc.exp_main("rotten-tomatoes", acc.Results(path), [0], ["ulmfit-ens"])  # no members yet: both trained
+    assert trained == ["clf-main-fwd-s0", "clf-main-bwd-s0"]
+    acc.exp_main("rotten-tomatoes", acc.Results(path, rerun=True), [0], ["ulmfit-ens"])
+    assert len(trained) == 2  # recombined, not retrained
+    acc.exp_main("rotten-tomatoes", acc.Results(path, rerun=True), [0], ["ulmfit-bwd", "ulmfit-ens"])
+    assert trained[2:] == ["clf-main-bwd-s0"]
+    methods = [r["method"] for r in acc.Results(path).rows]
+    assert methods.count("ulmfit-ens") == 3 and methods.count("ulmfit-fwd") == 1
