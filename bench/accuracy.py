@@ -198,7 +198,7 @@ def lm_config(n_tokens_hint: int | None = None, **over):
 # Upper bounds on LM fine-tuning epochs (after the frozen one); each run stops once the validation
 # perplexity stops improving (patience 1): Rotten Tomatoes stops by itself (best epoch 6 of 7 on
 # 2026-11-24). The longer texts are capped for time on 2 cores: BBC News at 6 epochs (~3-4 min per
-# epoch and direction), 20 Newsgroups at one (~20 min per epoch and direction).
+# epoch and direction), 20 Newsgroups at one (~11 min per epoch and direction; see LM_MORE).
 LM_EPOCHS = {"rotten-tomatoes": 12, "bbc-news": 6, "20newsgroups": 1}
 
 # Classifier settings that differ from the library's recipe, per dataset. 20 Newsgroups: the last
@@ -262,11 +262,11 @@ def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool 
     return replace(c, **over).for_data(int(0.9 * n_labels))  # 10% go to the validation split
 
 
-def ablation_clf_configs(n_labels: int, seed: int) -> dict:
+def ablation_clf_configs(n_labels: int, seed: int, **over) -> dict:
     """The classifier ablations, derived from the full recipe: as many epochs in one stage, the whole
     network at the rate of gradual unfreezing's last stage (`clf-full`), or the head alone at the rate
     of its first stage (`clf-last`)."""
-    c = clf_config(n_labels, seed)
+    c = clf_config(n_labels, seed, **over)
     total = (sum(c.stage_epochs),)
     return {"clf-full": clf_config(n_labels, seed, stage_groups=(0,), stage_epochs=total, stage_lrs=(c.stage_lrs[-1],)),
             "clf-last": clf_config(n_labels, seed, stage_groups=(1,), stage_epochs=total, stage_lrs=(c.stage_lrs[0],))}
@@ -450,21 +450,21 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
 
         def full():
             lm_dir, info = target_lm(ds, False, train_csv)
-            same = _from_main(results, ds, "ulmfit-fwd", seed, clf=train_and_eval_key(clf_config(n, seed)),
+            same = _from_main(results, ds, "ulmfit-fwd", seed, clf=train_and_eval_key(clf_config(n, seed, **CLF_OVER.get(ds, {}))),
                               lm_perplexity=info.get("valid_perplexity"))
             if same:  # the main experiment already trained exactly this model (same LM, same recipe)
                 return same
-            return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-full-s{seed}", clf_config(n, seed)),
+            return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-full-s{seed}", clf_config(n, seed, **CLF_OVER.get(ds, {}))),
                     "lm_perplexity": info.get("valid_perplexity")}
 
         def no_lm_ft():  # the shipped general-English LM straight into the classifier
             return train_and_eval(default_lm(False), train, test, WORK / ds / f"abl-nolmft-s{seed}",
-                                  clf_config(n, seed))
+                                  clf_config(n, seed, **CLF_OVER.get(ds, {})))
 
         def lm_variant(tag, **over):
             def go():
                 lm_dir, info = finetuned_lm(ds, False, train_csv, tag, **over)
-                return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}", clf_config(n, seed)),
+                return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}", clf_config(n, seed, **CLF_OVER.get(ds, {}))),
                         "lm_perplexity": info.get("valid_perplexity")}
             return go
 
@@ -472,7 +472,7 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
             def go():
                 lm_dir, _ = target_lm(ds, False, train_csv)
                 return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}",
-                                      ablation_clf_configs(n, seed)[tag])
+                                      ablation_clf_configs(n, seed, **CLF_OVER.get(ds, {}))[tag])
             return go
 
         def scratch():
