@@ -262,6 +262,11 @@ def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool 
     return replace(c, **over).for_data(int(0.9 * n_labels))  # 10% go to the validation split
 
 
+def recipe(ds: str, n_labels: int, seed: int, **over):
+    """`clf_config` with the dataset's own settings (`CLF_OVER`): the config of its ULMFiT runs."""
+    return clf_config(n_labels, seed, **{**CLF_OVER.get(ds, {}), **over})
+
+
 def ablation_clf_configs(n_labels: int, seed: int, **over) -> dict:
     """The classifier ablations, derived from the full recipe: as many epochs in one stage, the whole
     network at the rate of gradual unfreezing's last stage (`clf-full`), or the head alone at the rate
@@ -365,7 +370,7 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
                 if bw not in lms:
                     lms[bw] = target_lm(ds, bw, train_csv)
                 lm_dir, info = lms[bw]
-                r = train_and_eval(lm_dir, train, test, out, clf_config(n, seed, backwards=bw, **CLF_OVER.get(ds, {})))
+                r = train_and_eval(lm_dir, train, test, out, recipe(ds, n, seed, backwards=bw))
                 return {**r, "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds")}
 
             # a member that is not asked for is trained only when the ensemble lacks it, so
@@ -450,21 +455,21 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
 
         def full():
             lm_dir, info = target_lm(ds, False, train_csv)
-            same = _from_main(results, ds, "ulmfit-fwd", seed, clf=train_and_eval_key(clf_config(n, seed, **CLF_OVER.get(ds, {}))),
+            same = _from_main(results, ds, "ulmfit-fwd", seed, clf=train_and_eval_key(recipe(ds, n, seed)),
                               lm_perplexity=info.get("valid_perplexity"))
             if same:  # the main experiment already trained exactly this model (same LM, same recipe)
                 return same
-            return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-full-s{seed}", clf_config(n, seed, **CLF_OVER.get(ds, {}))),
+            return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-full-s{seed}", recipe(ds, n, seed)),
                     "lm_perplexity": info.get("valid_perplexity")}
 
         def no_lm_ft():  # the shipped general-English LM straight into the classifier
             return train_and_eval(default_lm(False), train, test, WORK / ds / f"abl-nolmft-s{seed}",
-                                  clf_config(n, seed, **CLF_OVER.get(ds, {})))
+                                  recipe(ds, n, seed))
 
         def lm_variant(tag, **over):
             def go():
                 lm_dir, info = finetuned_lm(ds, False, train_csv, tag, **over)
-                return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}", clf_config(n, seed, **CLF_OVER.get(ds, {}))),
+                return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}", recipe(ds, n, seed)),
                         "lm_perplexity": info.get("valid_perplexity")}
             return go
 
