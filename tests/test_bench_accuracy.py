@@ -112,24 +112,33 @@ def test_ablation_report_gives_paired_differences(acc, tmp_path):
                                                                                tmp_path / "p.png")
 
 
-def test_target_lm_runs_the_second_round_from_the_first(acc, monkeypatch, tmp_path):
+def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, tmp_path):
     calls = []
+    ppl = {"all": 171.0, "all-more": 145.9, "all-more2": 139.0}
 
     def fake(ds, backwards, texts, tag, base=None, **over):
         calls.append((tag, base, over))
-        return tmp_path / tag, {"valid_perplexity": {"all": 171.0, "all-more": 145.9}[tag],
-                                "seconds": {"all": 1300.0, "all-more": 1400.0}[tag]}
+        return tmp_path / tag, {"valid_perplexity": ppl[tag], "seconds": 1000.0 + ppl[tag]}
 
     monkeypatch.setattr(acc, "finetuned_lm", fake)
-    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": 2})
+    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2,)})
     out, info = acc.target_lm("20newsgroups", False, tmp_path / "train.csv")
     assert out == tmp_path / "all-more"
     assert calls == [("all", None, {}), ("all-more", tmp_path / "all", {"freeze_epochs": 0, "epochs": 2})]
-    assert info["seconds"] == 2700.0 and info["valid_perplexity"] == 145.9
+    assert info["seconds"] == 2316.9 and info["valid_perplexity"] == 145.9
     assert info["first_round_perplexity"] == 171.0
+
+    calls.clear()  # a third round starts from the second, whose cache tag is unchanged
+    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2, 3)})
+    out, info = acc.target_lm("20newsgroups", True, tmp_path / "train.csv")
+    assert out == tmp_path / "all-more2"
+    assert calls[2] == ("all-more2", tmp_path / "all-more", {"freeze_epochs": 0, "epochs": 3})
+    assert info["round_perplexities"] == [171.0, 145.9, 139.0] and info["valid_perplexity"] == 139.0
+
     calls.clear()
     out, info = acc.target_lm("rotten-tomatoes", False, tmp_path / "train.csv")  # one round only
     assert out == tmp_path / "all" and [c[0] for c in calls] == ["all"]
+    assert "first_round_perplexity" not in info
 
 
 def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, monkeypatch, tmp_path):
