@@ -194,6 +194,35 @@ def test_a_resumed_finetuning_keeps_the_vocabulary_choice_of_its_first_run(tmp_p
     assert len(ft.vocab) < len(base.vocab) and "zorblat" in ft.vocab
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["keep_base_vocab"] == "no"
 
+def test_max_vocab_raises_the_cap_on_the_finetuned_vocabulary_and_survives_resume(tmp_path, corpus, monkeypatch):
+    """A pretrained model built with a small cap passes it on to fine-tuning; --max-vocab gives a
+    large target text's own words ids beyond it, and a resumed run keeps the cap it started with."""
+    from ulmfit.text.tokenize import TokenizerConfig
+
+    pretrain(corpus, tmp_path / "lm", preset="tiny", tok_cfg=TokenizerConfig(max_vocab=30), train_cfg=cfg(epochs=1),
+             progress=False, n_workers=1)
+    assert len(LanguageModel.load(tmp_path / "lm").vocab) == 30
+    target = tmp_path / "target.txt"
+    words = [f"term{i}" for i in range(80)]  # 80 new words, each seen 4 times
+    target.write_text("\n".join(f"the {words[i % 80]} and {words[(i + 7) % 80]} ." for i in range(160)))
+    c = cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=1, lr_div=2.6)
+    finetune_lm(tmp_path / "lm", target, tmp_path / "capped", progress=False, n_workers=1, keep_base_vocab="no",
+                train_cfg=c)
+    assert len(LanguageModel.load(tmp_path / "capped").vocab) == 30  # the pretrained cap
+    with monkeypatch.context() as m:
+        interrupt_at(m, 2)
+        with pytest.raises(UlmfitError, match="interrupted at step 2"):
+            finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, train_cfg=c,
+                        keep_base_vocab="no", max_vocab=1000)
+    finetune_lm(None, None, tmp_path / "ft", progress=False, n_workers=1, resume=True)
+    ft = LanguageModel.load(tmp_path / "ft")
+    assert all(w in ft.vocab for w in words) and 80 < len(ft.vocab) <= 1000
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["tokenizer"]["max_vocab"] == 1000  # a later round from this model inherits the cap
+    with pytest.raises(UlmfitError, match="max_vocab must be larger"):
+        finetune_lm(tmp_path / "lm", target, tmp_path / "bad", progress=False, n_workers=1, max_vocab=5)
+
+
 def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, corpus):
     pretrain(corpus, tmp_path / "bwd", preset="tiny", train_cfg=cfg(epochs=1, backwards=True), progress=False,
              n_workers=1)

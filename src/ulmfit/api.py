@@ -265,7 +265,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
                 column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
                 n_workers: int | None = None, progress: bool = True, drop_mult: float | None = None,
-                extend: dict | None = None, device: str | None = None, keep_base_vocab: str = "auto") -> dict:
+                extend: dict | None = None, device: str | None = None, keep_base_vocab: str = "auto",
+                max_vocab: int | None = None) -> dict:
     """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
     with a first epoch that trains only the embedding/decoder so new words get vectors).
 
@@ -274,7 +275,12 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     prediction time; "no" keeps only the target text's words; "auto" (default) keeps them all when
     the target text has fewer than KEEP_BASE_VOCAB_BELOW tokens (a few hundred labeled texts miss
     most of the words their test texts use; a large text covers them, and the extra rows would
-    only slow its decoder down)."""
+    only slow its decoder down).
+
+    max_vocab (word-level models): the cap on the fine-tuned vocabulary; default: the pretrained
+    model's own cap. A large target text (millions of tokens, many names and terms of its own) can
+    have more words seen min_freq times than that; a larger cap gives them ids instead of xxunk,
+    at the cost of a larger decoder (slower fine-tuning)."""
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
@@ -288,6 +294,14 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])
     base_sp = Path(from_dir) / ckpt.SPM if tok_cfg.kind == "subword" else None
+    if resume:  # the cap the interrupted run used (its saved tokenizer settings)
+        max_vocab = saved.get("tokenizer", {}).get("max_vocab")
+    if max_vocab is not None and max_vocab != tok_cfg.max_vocab:
+        if tok_cfg.kind == "subword":
+            raise UlmfitError("max_vocab applies to word-level models; a subword model keeps its pretrained pieces")
+        if max_vocab <= len(SPECIAL_TOKENS):
+            raise UlmfitError(f"max_vocab must be larger than the {len(SPECIAL_TOKENS)} special tokens, not {max_vocab}")
+        tok_cfg = replace(tok_cfg, max_vocab=max_vocab)
     # Word level: the target text gets its own vocabulary: every word of it that the pretrained
     # model knows (a word seen once in 100 labeled texts still has its pretrained vector), and new
     # words seen min_freq times. Subword: the pretrained pieces are kept.

@@ -174,7 +174,7 @@ def cmd_finetune(a) -> int:
     res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
                       valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
                       progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device,
-                      keep_base_vocab=a.keep_base_vocab)
+                      keep_base_vocab=a.keep_base_vocab, max_vocab=a.max_vocab)
     _summary(res)
     return 0
 
@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-base-vocab", choices=["auto", "yes", "no"], default="auto",
                    help="keep every word of the pretrained vocabulary, also those your text lacks, so the "
                         "classifier knows them at prediction time (auto: when the text has under 100,000 tokens)")
+    s.add_argument("--max-vocab", type=int, default=None,
+                   help="cap on the fine-tuned word vocabulary (default: the pretrained model's, 30,000 for the "
+                        "shipped one); raise it for a large text with many words of its own")
     _add_data_args(s, "the text")
     _add_train_args(s, lr=4e-3, epochs=3, lr_div=2.6)
     s.set_defaults(fn=cmd_finetune)
