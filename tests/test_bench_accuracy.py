@@ -167,12 +167,13 @@ def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, monkeypa
 
 
 def test_scratch_runs_take_their_dataset_settings(acc, monkeypatch, tmp_path):
-    """From scratch, BBC News trains up to 20 epochs (SCRATCH_OVER), the others 6; all layers at
-    one rate, without the pretrained weights."""
+    """From scratch: all layers at one rate, without the pretrained weights, up to 20 epochs with
+    patience 5, unless the dataset has its own settings (SCRATCH_OVER)."""
     seen = {}
     monkeypatch.setattr(acc, "WORK", tmp_path)
     monkeypatch.setattr(acc, "load_dataset", lambda ds: (tmp_path, [0] * 2000, None))
     monkeypatch.setattr(acc, "target_lm", lambda ds, bw, csv: (tmp_path / "lm", {"valid_perplexity": 50.0}))
+    monkeypatch.setattr(acc, "SCRATCH_OVER", {"bbc-news": {"stage_epochs": (8,)}})
 
     def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
         seen[out.parent.name] = (cfg, pretrained)
@@ -181,8 +182,6 @@ def test_scratch_runs_take_their_dataset_settings(acc, monkeypatch, tmp_path):
     monkeypatch.setattr(acc, "train_and_eval", fake_train)
     for ds in ("bbc-news", "rotten-tomatoes"):
         acc.exp_main(ds, acc.Results(tmp_path / "r.jsonl"), [0], ["scratch"])
-    assert seen["bbc-news"][0].stage_epochs == (20,) and seen["rotten-tomatoes"][0].stage_epochs == (6,)
-    assert all(c.stage_groups == (0,) and not pre for c, pre in seen.values())
-    # the ablation reuses the main run only when it used the same recipe
-    res = acc.Results(tmp_path / "r.jsonl")
-    assert acc._from_main(res, "bbc-news", "scratch", 0)["clf"] == acc.train_and_eval_key(acc.scratch_recipe("bbc-news", 2000, 0))
+    assert seen["bbc-news"][0].stage_epochs == (8,) and seen["rotten-tomatoes"][0].stage_epochs == (20,)
+    assert all(c.stage_groups == (0,) and c.patience == 5 and not pre for c, pre in seen.values())
+    assert acc.scratch_recipe("rotten-tomatoes", 100, 0).stage_epochs == (20,)  # small label sets too
