@@ -290,11 +290,11 @@ def scratch_recipe(ds: str, n_labels: int, seed: int):
     return clf_config(n_labels, seed, scratch=True, **SCRATCH_OVER.get(ds, {}))
 
 
-def ablation_clf_configs(n_labels: int, seed: int, **over) -> dict:
-    """The classifier ablations, derived from the full recipe: as many epochs in one stage, the whole
-    network at the rate of gradual unfreezing's last stage (`clf-full`), or the head alone at the rate
-    of its first stage (`clf-last`)."""
-    c = clf_config(n_labels, seed, **over)
+def ablation_clf_configs(ds: str, n_labels: int, seed: int) -> dict:
+    """The classifier ablations, derived from the dataset's full recipe (`recipe`): as many epochs in
+    one stage, the whole network at the rate of gradual unfreezing's last stage (`clf-full`), or the
+    head alone at the rate of its first stage (`clf-last`)."""
+    c = recipe(ds, n_labels, seed)
     total = (sum(c.stage_epochs),)
     return {"clf-full": clf_config(n_labels, seed, stage_groups=(0,), stage_epochs=total, stage_lrs=(c.stage_lrs[-1],)),
             "clf-last": clf_config(n_labels, seed, stage_groups=(1,), stage_epochs=total, stage_lrs=(c.stage_lrs[0],))}
@@ -500,7 +500,7 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
             def go():
                 lm_dir, _ = target_lm(ds, False, train_csv)
                 return train_and_eval(lm_dir, train, test, WORK / ds / f"abl-{tag}-s{seed}",
-                                      ablation_clf_configs(n, seed, **CLF_OVER.get(ds, {}))[tag])
+                                      ablation_clf_configs(ds, n, seed)[tag])
             return go
 
         def scratch():

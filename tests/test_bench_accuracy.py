@@ -85,7 +85,7 @@ def test_classifier_ablations_follow_the_recipe_rates(acc):
     """Gradual unfreezing is compared with the other two at the recipe's own rates and epochs, so a
     change of the default rates cannot leave the ablations on stale ones."""
     base = acc.clf_config(9000, 0)
-    abl = acc.ablation_clf_configs(9000, 0)
+    abl = acc.ablation_clf_configs("rotten-tomatoes", 9000, 0)
     full, last = abl["clf-full"], abl["clf-last"]
     assert full.stage_groups == (0,) and full.stage_lrs == (base.stage_lrs[-1],)
     assert last.stage_groups == (1,) and last.stage_lrs == (base.stage_lrs[0],)

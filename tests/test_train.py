@@ -194,6 +194,7 @@ def test_a_resumed_finetuning_keeps_the_vocabulary_choice_of_its_first_run(tmp_p
     assert len(ft.vocab) < len(base.vocab) and "zorblat" in ft.vocab
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["keep_base_vocab"] == "no"
 
+
 def test_max_vocab_raises_the_cap_on_the_finetuned_vocabulary_and_survives_resume(tmp_path, corpus, monkeypatch):
     """A pretrained model built with a small cap passes it on to fine-tuning; --max-vocab gives a
     large target text's own words ids beyond it, and a resumed run keeps the cap it started with."""
