@@ -224,6 +224,16 @@ def test_max_vocab_raises_the_cap_on_the_finetuned_vocabulary_and_survives_resum
         finetune_lm(tmp_path / "lm", target, tmp_path / "bad", progress=False, n_workers=1, max_vocab=5)
 
 
+def test_max_vocab_is_refused_for_a_subword_model(tmp_path, corpus):
+    from ulmfit.text.tokenize import TokenizerConfig
+
+    pretrain(corpus, tmp_path / "sp", preset="tiny", tok_cfg=TokenizerConfig(kind="subword", sp_vocab_size=80),
+             train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    with pytest.raises(UlmfitError, match="word-level models"):
+        finetune_lm(tmp_path / "sp", corpus, tmp_path / "ft", progress=False, n_workers=1, max_vocab=100_000)
+    assert not (tmp_path / "ft" / "model.safetensors").exists()
+
+
 def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, corpus):
     pretrain(corpus, tmp_path / "bwd", preset="tiny", train_cfg=cfg(epochs=1, backwards=True), progress=False,
              n_workers=1)
