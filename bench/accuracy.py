@@ -253,7 +253,7 @@ def target_lm(ds: str, backwards: bool, texts_csv: Path) -> tuple[Path, dict]:
         ppl.append(info["valid_perplexity"])
     if len(ppl) == 1:
         return out, info
-    return out, {**info, "seconds": seconds, "first_round_perplexity": ppl[0], "round_perplexities": ppl}
+    return out, {**info, "seconds": seconds, "round_perplexities": ppl}
 
 
 def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool = False, **over):

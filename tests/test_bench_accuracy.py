@@ -126,7 +126,7 @@ def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, t
     assert out == tmp_path / "all-more"
     assert calls == [("all", None, {}), ("all-more", tmp_path / "all", {"freeze_epochs": 0, "epochs": 2})]
     assert info["seconds"] == 2316.9 and info["valid_perplexity"] == 145.9
-    assert info["first_round_perplexity"] == 171.0
+    assert info["round_perplexities"] == [171.0, 145.9]
 
     calls.clear()  # a third round starts from the second, whose cache tag is unchanged
     monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2, 3)})
@@ -138,7 +138,7 @@ def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, t
     calls.clear()
     out, info = acc.target_lm("rotten-tomatoes", False, tmp_path / "train.csv")  # one round only
     assert out == tmp_path / "all" and [c[0] for c in calls] == ["all"]
-    assert "first_round_perplexity" not in info
+    assert "round_perplexities" not in info
 
 
 def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, monkeypatch, tmp_path):
