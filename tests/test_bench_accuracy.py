@@ -18,6 +18,17 @@ def acc():
     return mod
 
 
+@pytest.fixture
+def fake_data(acc, monkeypatch, tmp_path):
+    """`exp_main` without data or models: WORK in tmp_path, a training set of n dummy labels, and a
+    fine-tuned LM that is never built."""
+    def setup(n):
+        monkeypatch.setattr(acc, "WORK", tmp_path)
+        monkeypatch.setattr(acc, "load_dataset", lambda ds: (tmp_path, [0] * n, None))
+        monkeypatch.setattr(acc, "target_lm", lambda ds, bw, csv: (tmp_path / "lm", {"valid_perplexity": 50.0}))
+    return setup
+
+
 def _row(method="ulmfit-fwd", seed=0, accuracy=0.7, note=None):
     return dict(experiment="main", dataset="rotten-tomatoes", method=method, n_labels="all", seed=seed,
                 accuracy=accuracy, note=note)
@@ -141,11 +152,9 @@ def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, t
     assert "round_perplexities" not in info
 
 
-def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, monkeypatch, tmp_path):
+def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, fake_data, monkeypatch, tmp_path):
     trained = []
-    monkeypatch.setattr(acc, "WORK", tmp_path)
-    monkeypatch.setattr(acc, "load_dataset", lambda ds: (tmp_path, [0] * 100, None))
-    monkeypatch.setattr(acc, "target_lm", lambda ds, bw, csv: (tmp_path / "lm", {"valid_perplexity": 50.0}))
+    fake_data(100)
 
     def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
         trained.append(out.name)
@@ -166,13 +175,11 @@ def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, monkeypa
     assert methods.count("ulmfit-ens") == 3 and methods.count("ulmfit-fwd") == 1
 
 
-def test_scratch_runs_take_their_dataset_settings(acc, monkeypatch, tmp_path):
+def test_scratch_runs_take_their_dataset_settings(acc, fake_data, monkeypatch, tmp_path):
     """From scratch: all layers at one rate, without the pretrained weights, up to 20 epochs with
     patience 5, unless the dataset has its own settings (SCRATCH_OVER)."""
     seen = {}
-    monkeypatch.setattr(acc, "WORK", tmp_path)
-    monkeypatch.setattr(acc, "load_dataset", lambda ds: (tmp_path, [0] * 2000, None))
-    monkeypatch.setattr(acc, "target_lm", lambda ds, bw, csv: (tmp_path / "lm", {"valid_perplexity": 50.0}))
+    fake_data(2000)
     monkeypatch.setattr(acc, "SCRATCH_OVER", {"bbc-news": {"stage_epochs": (8,)}})
 
     def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
