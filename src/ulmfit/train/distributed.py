@@ -10,6 +10,7 @@ neither of which DDP's forward wrapper expects.
 
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 
@@ -26,7 +27,15 @@ def init_from_env() -> tuple[int, int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         # Process 0 validates and checkpoints while the others wait: allow it time.
         dist.init_process_group(backend, timeout=timedelta(hours=2))
+        # Left to the interpreter's exit, a live gloo group can abort a process ("terminate called
+        # without an active exception") when the other one has already closed its sockets.
+        atexit.register(_shutdown)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_world() -> tuple[int, int]:
