@@ -336,3 +336,30 @@ def test_small_label_sets_get_a_smaller_batch_and_a_longer_last_stage():
     mid = c.for_data(1_500)  # bs 32, 47 steps per epoch -> 4 epochs for 150 steps
     assert mid.bs == 32 and mid.stage_epochs == (1, 1, 1, 4)
     assert ClassifierTrainConfig(bs=8, min_last_steps=0).for_data(90).stage_epochs == (1, 1, 1, 2)
+
+
+def test_batchnorm_recalibration_sets_exact_evaluation_mode_statistics():
+    from ulmfit.train.classify import recalibrate_batchnorm
+
+    m = tiny_classifier()
+    torch.manual_seed(2)
+    docs = [torch.randint(9, 60, (L,)).tolist() for L in (5, 17, 30, 3, 12, 44, 8)]
+    bn1, lin, bn2 = m.head.layers[0], m.head.layers[2], m.head.layers[4]
+    assert float(bn1.running_mean.abs().max()) == 0.0  # fresh head: the initial statistics
+    assert recalibrate_batchnorm(m, docs, bs=3, use_bf16=False)
+    assert not m.training  # the model's mode is left as it was
+    with torch.no_grad():
+        feats = torch.cat([m.bpt3c(*batch_of([torch.tensor(d)])) for d in docs])
+        torch.testing.assert_close(bn1.running_mean, feats.mean(0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(bn1.running_var, feats.var(0), atol=1e-5, rtol=1e-4)
+        # the second BatchNorm sees the first one already recalibrated, dropout off
+        h = torch.relu(lin(bn1(feats)))
+        torch.testing.assert_close(bn2.running_mean, h.mean(0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(bn2.running_var, h.var(0), atol=1e-5, rtol=1e-4)
+        # so in evaluation mode the head's first layer now standardises these documents
+        z = bn1(feats)
+    torch.testing.assert_close(z.mean(0), bn1.bias.detach(), atol=1e-4, rtol=0)
+    m.train()
+    recalibrate_batchnorm(m, docs[:1])  # one document: nothing to estimate, nothing changed
+    assert m.training
+    torch.testing.assert_close(bn1.running_mean, feats.mean(0), atol=1e-5, rtol=1e-4)
