@@ -363,3 +363,26 @@ def test_batchnorm_recalibration_sets_exact_evaluation_mode_statistics():
     recalibrate_batchnorm(m, docs[:1])  # one document: nothing to estimate, nothing changed
     assert m.training
     torch.testing.assert_close(bn1.running_mean, feats.mean(0), atol=1e-5, rtol=1e-4)
+
+
+def test_training_with_bn_recal_saves_the_evaluation_mode_statistics_of_the_training_texts(task, tmp_path):
+    from ulmfit.classifier_api import _encode
+    from ulmfit.train.classify import recalibrate_batchnorm
+    from ulmfit.train.loop import bf16_supported
+
+    out = tmp_path / "clf"
+    assert main(["train-classifier", str(task / "train.csv"), "--valid", str(task / "test.csv"), "--lm",
+                 str(task / "lm"), "--out", str(out), "--bn-recal", "on", "--bs", "16", "--stage-groups", "1", "0",
+                 "--stage-epochs", "1", "4", "--stage-lrs", "2e-2", "1e-2", "--lr-div", "1", "--drop-mult", "0.1",
+                 "--min-last-steps", "0", "--workers", "1", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["bn_recal"] is True
+    assert evaluate(out, task / "test.csv", progress=False)["accuracy"] > 0.9
+    clf = TextClassifier.load(out)
+    model, _, vocab, tok, sp, _, _ = clf.members[0]
+    saved = {k: v.clone() for k, v in model.head.state_dict().items() if "running" in k}
+    texts = [r[0] for r in csv.reader(open(task / "train.csv", encoding="utf-8"))][1:]
+    recalibrate_batchnorm(model, _encode(texts, tok, vocab, sp, 1, False), bs=16, pad_id=vocab.stoi["xxpad"],
+                          use_bf16=bf16_supported())
+    for k, v in model.head.state_dict().items():
+        if "running" in k:  # the saved best epoch was recalibrated on exactly these texts
+            torch.testing.assert_close(v, saved[k], atol=1e-3, rtol=1e-2)
