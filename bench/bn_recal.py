@@ -6,7 +6,8 @@ validation, instead of the running averages of training. This runs the same clas
 and on, side by side in one process, on the sample-efficiency subsets of `bench/accuracy.py`
 (same stratified samples, same seeds, same recipes: ULMFiT semi-supervised and from scratch), and
 prints paired differences. Rows go to bench/results/bn_recal.jsonl (experiment `bn_recal:off` /
-`bn_recal:on`); `--sizes all` runs every training label (forward ULMFiT and from scratch).
+`bn_recal:on`); `--sizes all` runs every training label: there `ulmfit-semi` is the forward model
+of the main table (its recipe, `accuracy.recipe`), reported as `ulmfit-fwd (main recipe)`.
 
     .venv/bin/python bench/bn_recal.py run --dataset rotten-tomatoes --sizes 100 200 500 1000 --seeds 0 1 2
     .venv/bin/python bench/bn_recal.py report
@@ -73,7 +74,7 @@ def report(path: Path = RESULTS) -> str:
     res = A.Results(path)
     rows = {(r["experiment"].split(":")[1], r["dataset"], r["method"], str(r["n_labels"]), r["seed"]): r
             for r in res.latest() if r.get("accuracy") is not None}
-    cells = sorted({k[1:4] for k in rows}, key=lambda c: (c[0], c[1], (len(c[2]), c[2])))
+    cells = sorted({k[1:4] for k in rows}, key=lambda c: (c[0], c[1], int(c[2]) if c[2].isdigit() else 10**9))
     lines = ["| dataset | method | labels | off: accuracy | on: accuracy | on - off (paired) | off: macro-F1 | "
              "on: macro-F1 | seeds |", "|---|---|---:|---|---|---|---|---|---:|"]
 
@@ -88,7 +89,8 @@ def report(path: Path = RESULTS) -> str:
         get = lambda v, key: [rows[(v, ds, method, size, s)][key] for s in seeds]  # noqa: E731
         off, on = get("off", "accuracy"), get("on", "accuracy")
         diff = [b - a for a, b in zip(off, on)]
-        lines.append(f"| {ds} | {method} | {size} | {ms(off)} | {ms(on)} | {100 * statistics.mean(diff):+.2f} "
+        name = "ulmfit-fwd (main recipe)" if method == "ulmfit-semi" and size == "all" else method
+        lines.append(f"| {ds} | {name} | {size} | {ms(off)} | {ms(on)} | {100 * statistics.mean(diff):+.2f} "
                      f"({', '.join(f'{100 * d:+.1f}' for d in diff)}) | {ms(get('off', 'macro_f1'))} | "
                      f"{ms(get('on', 'macro_f1'))} | {len(seeds)} |")
     return "\n".join(lines)

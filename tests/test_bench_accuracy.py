@@ -192,3 +192,26 @@ def test_scratch_runs_take_their_dataset_settings(acc, fake_data, monkeypatch, t
     assert seen["bbc-news"][0].stage_epochs == (8,) and seen["rotten-tomatoes"][0].stage_epochs == (20,)
     assert all(c.stage_groups == (0,) and c.patience == 5 and not pre for c, pre in seen.values())
     assert acc.scratch_recipe("rotten-tomatoes", 100, 0).stage_epochs == (20,)  # small label sets too
+
+
+def test_bn_recal_report_pairs_runs_by_seed_and_orders_sizes(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_bn_recal", ROOT / "bench" / "bn_recal.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tmp_path / "bn.jsonl"
+    rows = []
+    for size, seed, off, on in [("1000", 0, 0.60, 0.65), ("100", 0, 0.50, 0.40), ("100", 1, 0.70, 0.72),
+                                ("100", 2, 0.55, None), ("all", 0, 0.76, 0.75)]:
+        for v, acc_ in (("off", off), ("on", on)):
+            if acc_ is not None:
+                rows.append(dict(experiment=f"bn_recal:{v}", dataset="rotten-tomatoes", method="ulmfit-semi",
+                                 n_labels=size, seed=seed, accuracy=acc_, macro_f1=acc_ - 0.01))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = mod.report(path).splitlines()[2:]
+    assert [line.split(" | ")[2] for line in table] == ["100", "1000", "all"]
+    # seed 2 of 100 labels has no "on" run: only the two complete pairs count
+    assert table[0].split(" | ")[3:6] == ["60.00 ± 14.14", "56.00 ± 22.63", "-4.00 (-10.0, +2.0)"]
+    assert table[0].endswith("| 2 |") and "ulmfit-fwd (main recipe)" in table[2]
