@@ -157,8 +157,11 @@ def recalibrate_batchnorm(model, seqs: list, bs: int = 64, pad_id: int = 1, devi
     then normalises with statistics of neither the current network nor evaluation-mode features,
     which can push every prediction onto one class. Computing them exactly, layer by layer, from
     evaluation-mode features ("precise BatchNorm"; Wu & Johnson 2021, Li et al. 2019 on the variance
-    shift that dropout causes) removes both gaps. Returns False (nothing changed) when the head has
-    no BatchNorm or there are fewer than 2 documents."""
+    shift that dropout causes) removes both gaps. It did not pay off in the measurement
+    (bench/bn_recal.py, BENCHMARKS.md: on Rotten Tomatoes ULMFiT lost 0.1-1.7 points at 100-1,000
+    labels and was unchanged with all of them), so `ClassifierTrainConfig.bn_recal` is off by
+    default. Returns False (nothing changed) when the head has no BatchNorm or there are fewer
+    than 2 documents."""
     from ..data.clas import SortedBatches, pad_batch
 
     layers = list(model.head.layers)
@@ -216,10 +219,12 @@ class ClassifierTrainer:
 
         lengths = [len(s) for s in train_data.ids]
         self.sampler = SortishSampler(lengths, cfg.bs, seed=cfg.seed)
-        n = len(train_data.ids)
-        pick = (np.arange(n) if n <= cfg.bn_recal_docs else
-                np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.bn_recal_docs, replace=False)))
-        self.bn_recal_ids = [train_data.ids[i] for i in pick]
+        self.bn_recal_ids = []
+        if cfg.bn_recal:  # a fixed sample of the training documents, the same after a resume
+            n = len(train_data.ids)
+            pick = (np.arange(n) if n <= cfg.bn_recal_docs else
+                    np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.bn_recal_docs, replace=False)))
+            self.bn_recal_ids = [train_data.ids[i] for i in pick]
 
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> dict:
