@@ -308,8 +308,7 @@ def cmd_train_classifier(a) -> int:
             stage_lrs=tuple(a.stage_lrs), lr_div=a.lr_div, beta1=a.betas[0], beta2=a.betas[1], wd=a.wd,
             clip=a.clip, drop_mult=a.drop_mult, class_weights=a.class_weights, metric=a.metric,
             patience=a.patience, bf16=not a.no_bf16, backwards=a.backwards, seed=a.seed,
-            save_every_minutes=a.save_every, min_last_steps=a.min_last_steps,
-            **({} if a.bn_recal is None else {"bn_recal": a.bn_recal == "on"}))
+            save_every_minutes=a.save_every, min_last_steps=a.min_last_steps, bn_recal=a.bn_recal == "on")
         if a.no_gradual:
             cfg = ClassifierTrainConfig(**{**cfg.to_dict(), "stage_groups": (0,), "stage_epochs": (cfg.stage_epochs[-1],),
                                            "stage_lrs": (cfg.stage_lrs[-1],)})
@@ -541,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation metric that picks the best epoch (default: macro_f1, which does not reward "
                         "predicting the majority class)")
     g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")
-    g.add_argument("--bn-recal", choices=["on", "off"], default=None,
+    g.add_argument("--bn-recal", choices=["on", "off"], default="off",
                    help="before each validation, set the head's BatchNorm statistics to those of evaluation-mode "
                         "features of up to 2,048 training documents (default: off)")
     g.add_argument("--no-bf16", action="store_true")

@@ -122,23 +122,29 @@ def class_weight_vector(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
+def _length_sorted_batches(seqs: list, bs: int, pad_id: int, device):
+    """(indices, ids, lengths) for evaluation: `seqs` batched by length, padded, on `device`
+    (an empty sequence becomes one pad token)."""
+    from ..data.clas import SortedBatches, pad_batch
+
+    for b in SortedBatches([max(1, len(s)) for s in seqs], bs).batches():
+        ids, lens = pad_batch([seqs[i] if len(seqs[i]) else [pad_id] for i in b], pad_id)
+        yield b, ids.to(device), lens.to(device)
+
+
 @torch.no_grad()
 def predict_probs(model, seqs: list, bs: int = 64, pad_id: int = 1, device=None, use_bf16: bool = False,
                   multi_label: bool = False, progress: bool = False, desc: str = "predicting") -> np.ndarray:
     """Class probabilities for token-id sequences, batched by length, returned in input order."""
-    from ..data.clas import SortedBatches, pad_batch
-
     device = device or next(model.parameters()).device
     was = model.training
     model.eval()
-    lengths = [max(1, len(s)) for s in seqs]
-    batches = SortedBatches(lengths, bs).batches()
     out = np.zeros((len(seqs), model.head_cfg.n_classes), dtype=np.float32)
-    it = tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False)
+    it = tqdm(_length_sorted_batches(seqs, bs, pad_id, device), total=-(-len(seqs) // bs), desc=desc,
+              unit="batch", disable=not progress, leave=False)
     with autocast_ctx(use_bf16, device):
-        for b in it:
-            ids, lens = pad_batch([seqs[i] if len(seqs[i]) else [pad_id] for i in b], pad_id)
-            logits = model(ids.to(device), lens.to(device)).float()
+        for b, ids, lens in it:
+            logits = model(ids, lens).float()
             p = torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
             out[np.asarray(b)] = p.cpu().numpy()
     model.train(was)
@@ -162,21 +168,15 @@ def recalibrate_batchnorm(model, seqs: list, bs: int = 64, pad_id: int = 1, devi
     labels and was unchanged with all of them), so `ClassifierTrainConfig.bn_recal` is off by
     default. Returns False (nothing changed) when the head has no BatchNorm or there are fewer
     than 2 documents."""
-    from ..data.clas import SortedBatches, pad_batch
-
     layers = list(model.head.layers)
     if len(seqs) < 2 or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in layers):
         return False
     device = device or next(model.parameters()).device
     was = model.training
     model.eval()
-    lengths = [max(1, len(s)) for s in seqs]
-    feats = []
     with autocast_ctx(use_bf16, device):
-        for b in SortedBatches(lengths, bs).batches():
-            ids, lens = pad_batch([seqs[i] if len(seqs[i]) else [pad_id] for i in b], pad_id)
-            feats.append(model.bpt3c(ids.to(device), lens.to(device)).float())
-        x = torch.cat(feats)
+        x = torch.cat([model.bpt3c(ids, lens).float() for _, ids, lens in
+                       _length_sorted_batches(seqs, bs, pad_id, device)])
         for m in layers:  # as the head's forward runs them, each BatchNorm seeing the layers below
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
                 xf = x.float()
