@@ -63,6 +63,8 @@ def test_lm_eval_prints_perplexity_as_json(tmp_path, corpus, capsys):
     (["pretrain", "--resume", "{tmp}"], "cannot resume"),
     (["finetune-lm", "--out", "{tmp}/o"], "give TEXTS"),
     (["finetune-lm", "{tmp}/empty.txt", "--from", "{tmp}/nope", "--out", "{tmp}/o"], "not a model directory"),
+    (["demo", "--minutes", "-5", "--out", "{tmp}/o"], "--minutes must be positive"),
+    (["demo", "--lm-epochs", "0", "--out", "{tmp}/o"], "--lm-epochs must be at least 1"),
 ])
 def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_text("\n  \n")

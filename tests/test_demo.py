@@ -5,7 +5,7 @@ import json
 from test_classifier import write_task
 
 from ulmfit.api import pretrain
-from ulmfit.demo import run_demo
+from ulmfit.demo import plan_lm_epochs, run_demo
 from ulmfit.train.loop import LMTrainConfig
 
 
@@ -16,11 +16,29 @@ def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, capsys):
     write_task(data / "test.csv", 80, 1)
     pretrain(data / "train.csv", tmp_path / "lm", preset="tiny", progress=False, n_workers=1, fmt="csv",
              column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0))
-    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False)
+    # a budget no machine meets: one full LM epoch after the frozen one, and a warning that says so
+    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
+                       minutes=0.001)
     out = capsys.readouterr().out
+    assert "1 of at most 3 full epochs fit the 0.001-minute budget" in out and "slower than the budget" in out
+    assert summary["lm_epochs"] == {"max": 3, "planned": 1}
+    history = json.loads((tmp_path / "out" / "lm" / "config.json").read_text())["history"]
+    assert len(history) == 2
     for n in range(1, 6):
         assert f"[{n}/5]" in out
     assert "TF-IDF + logistic regression" in out and "ulmfit predict --model" in out
     assert 0.0 <= summary["ulmfit_accuracy"] <= 1.0 and summary["tfidf_accuracy"] > 0.8
     saved = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
     assert saved["n_test"] == 80 and (tmp_path / "out" / "classifier" / "model.safetensors").exists()
+
+
+def test_the_time_budget_plans_as_many_lm_epochs_as_leave_room_for_the_classifier():
+    # the Zen 4 machine of 2026-11-25: 70 s an LM epoch, 75 s gone after the frozen one
+    k, projected = plan_lm_epochs(70, 75, 600, 3)
+    assert k == 2 and projected < 0.95 * 600
+    assert plan_lm_epochs(39, 42, 600, 3)[0] == 3  # the faster Zen 5: all three
+    assert plan_lm_epochs(39, 42, 600, 2)[0] == 2  # never more than the maximum
+    k, projected = plan_lm_epochs(200, 210, 600, 3)  # far too slow: one epoch, and the overrun is projected
+    assert k == 1 and projected > 600
+    # a classifier on a tenth of the labels leaves room for more LM epochs
+    assert plan_lm_epochs(90, 95, 600, 3)[0] < plan_lm_epochs(90, 95, 600, 3, classifier_scale=0.1)[0]

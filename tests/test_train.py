@@ -291,3 +291,58 @@ def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_epoch(tmp
     for k, v in saved.state_dict().items():
         torch.testing.assert_close(v, snapshots[2][k], msg=k)
     assert any(not torch.equal(snapshots[4][k], snapshots[2][k]) for k in snapshots[2])  # it did train on
+
+
+def test_a_time_plan_made_after_the_frozen_epoch_fixes_the_unfrozen_epochs_and_survives_resume(
+        tmp_path, corpus, monkeypatch):
+    """plan_epochs (the demo's time budget) is asked once, with the frozen epoch's wall time, and its
+    answer, clamped to 1..epochs, becomes the unfrozen phase's length: in the saved config (so an
+    interrupted run resumes with the same schedule, even without the plan) and in the schedule."""
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(f"The film was wonderful and the zorblat was great {i % 5} ." for i in range(150)))
+    c = cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=2, lr_div=2.6)
+    asked = []
+
+    def plan(epoch_s):
+        asked.append(epoch_s)
+        return 1
+
+    finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, keep_base_vocab="no",
+                train_cfg=c, plan_epochs=plan)
+    assert len(asked) == 1 and asked[0] > 0
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["train"]["epochs"] == 1 and [h["epoch"] for h in saved["history"]] == [1, 2]
+    records = [json.loads(l) for l in (tmp_path / "ft" / "metrics.jsonl").read_text().split("\n") if l]
+    assert [r["planned_epochs"] for r in records if "planned_epochs" in r] == [1]
+    assert c.epochs == 2  # the caller's config is not changed
+    frozen_steps = saved["history"][0]["step"]
+    # the schedule spans the planned epoch: its last step is at the bottom of the slanted triangle
+    lrs = []
+    real = LMTrainer.set_lrs
+
+    def spy(self, t, T, seq_len):
+        lrs.append((self.epoch, t, T))
+        return real(self, t, T, seq_len)
+
+    with monkeypatch.context() as m:
+        m.setattr(LMTrainer, "set_lrs", spy)
+        finetune_lm(tmp_path / "lm", target, tmp_path / "again", progress=False, n_workers=1, keep_base_vocab="no",
+                    train_cfg=c, plan_epochs=lambda s: 99)  # more than allowed: clamped to 2
+    unfrozen = [(t, T) for e, t, T in lrs if e >= 1]
+    assert len({T for _, T in unfrozen}) == 1 and unfrozen[-1][0] == unfrozen[-1][1] - 1
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["train"]["epochs"] == 2
+    # interrupted in the planned unfrozen phase, resumed without the plan: ends as the uninterrupted run
+    with monkeypatch.context() as m:
+        interrupt_at(m, frozen_steps + 3)
+        with pytest.raises(UlmfitError, match="interrupted"):
+            finetune_lm(tmp_path / "lm", target, tmp_path / "cut", progress=False, n_workers=1,
+                        keep_base_vocab="no", train_cfg=c, plan_epochs=plan)
+    finetune_lm(None, None, tmp_path / "cut", progress=False, n_workers=1, resume=True)
+    a, _, _ = ckpt.load_model(tmp_path / "ft")
+    b, _, _ = ckpt.load_model(tmp_path / "cut")
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["train"]["epochs"] == 1
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(UlmfitError, match="frozen phase"):
+        finetune_lm(tmp_path / "lm", target, tmp_path / "nofrozen", progress=False, n_workers=1,
+                    train_cfg=cfg(epochs=2), plan_epochs=plan)

@@ -122,17 +122,19 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: Path, resume: bool,
-         data_info: dict, progress: bool, extra: dict | None = None, device: str | None = None) -> dict:
+         data_info: dict, progress: bool, extra: dict | None = None, device: str | None = None,
+         plan_epochs=None) -> dict:
     extra = dict(extra or {})
     extra["data"] = data_info
 
-    def save_fn(step, history):
-        ckpt.save_model(out, model, vocab=vocab, tok_cfg=tok_cfg, sp_model=sp_model, train=cfg.to_dict(),
+    def save_fn(step, history):  # the trainer's config: it holds the planned epochs, if planned
+        ckpt.save_model(out, model, vocab=vocab, tok_cfg=tok_cfg, sp_model=sp_model, train=trainer.cfg.to_dict(),
                         history=history, step=step, extra=extra)
 
     dev = resolve_device(device)
     model.to(dev)
-    trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, device=dev, progress=progress)
+    trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, device=dev, progress=progress,
+                        plan_epochs=plan_epochs)
     if resume:
         trainer.resume()
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
@@ -266,7 +268,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
                 n_workers: int | None = None, progress: bool = True, drop_mult: float | None = None,
                 extend: dict | None = None, device: str | None = None, keep_base_vocab: str = "auto",
-                max_vocab: int | None = None) -> dict:
+                max_vocab: int | None = None, plan_epochs=None) -> dict:
     """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
     with a first epoch that trains only the embedding/decoder so new words get vectors).
 
@@ -280,7 +282,11 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     max_vocab (word-level models): the cap on the fine-tuned vocabulary; default: the pretrained
     model's own cap. A large target text (millions of tokens, many names and terms of its own) can
     have more words seen min_freq times than that; a larger cap gives them ids instead of xxunk,
-    at the cost of a larger decoder (slower fine-tuning)."""
+    at the cost of a larger decoder (slower fine-tuning).
+
+    plan_epochs (a function of the frozen epoch's wall time in seconds, returning the number of
+    unfrozen epochs, at most train_cfg.epochs): fits the run to a time budget once the machine's
+    speed is known (see LMTrainer); `ulmfit demo` uses it."""
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
@@ -350,7 +356,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     extra = {"finetuned_from": str(Path(from_dir).resolve()), "keep_base_vocab": keep_base_vocab,
              "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,
-               info_d, progress, extra, device=device)
+               info_d, progress, extra, device=device, plan_epochs=plan_epochs)
     return res
 
 

@@ -386,7 +386,12 @@ def cmd_predict(a) -> int:
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
-    run_demo(a.out, a.dataset, lm=a.lm, lm_epochs=a.lm_epochs, max_train=a.max_train, progress=not a.quiet)
+    if a.lm_epochs < 1:
+        raise UlmfitError(f"--lm-epochs must be at least 1, not {a.lm_epochs}")
+    if a.minutes < 0:
+        raise UlmfitError(f"--minutes must be positive (or 0 for no budget), not {a.minutes:g}")
+    run_demo(a.out, a.dataset, lm=a.lm, lm_epochs=a.lm_epochs, max_train=a.max_train, progress=not a.quiet,
+             minutes=a.minutes)
     return 0
 
 
@@ -413,8 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="ulmfit-demo", help="where the models go (default: ./ulmfit-demo)")
     s.add_argument("--lm", default=None, help="start from this language model instead of the shipped one")
     s.add_argument("--lm-epochs", type=int, default=3,
-                   help="LM fine-tuning epochs after the frozen one, stopping early when the perplexity stops "
-                        "improving (default: 3)")
+                   help="the most LM fine-tuning epochs after the frozen one, stopping early when the perplexity "
+                        "stops improving (default: 3)")
+    s.add_argument("--minutes", type=float, default=10.0,
+                   help="time budget: the frozen first LM epoch times this machine, and as many of the --lm-epochs "
+                        "as leave room for the classifier are run (default: 10; 0: no budget, all --lm-epochs)")
     s.add_argument("--max-train", type=int, default=None, help="use only this many labeled examples")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_demo)

@@ -13,8 +13,9 @@ import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -141,15 +142,28 @@ class LMTrainer:
 
     ``save_fn(step)`` writes the model directory (weights, vocab, config); the trainer adds the
     training state beside it so ``resume()`` can continue exactly where a run stopped.
+
+    ``plan_epochs(epoch_seconds)`` (optional, single process, needs ``freeze_epochs`` >= 1) is asked
+    once, when the frozen phase ends, how many epochs the unfrozen phase gets, given the wall time
+    of the last frozen epoch (validation included): a time budget that fits the schedule to the
+    machine (``ulmfit demo``). The answer is clamped to 1..``cfg.epochs`` (0 stays 0) and the slanted triangular
+    schedule then spans exactly that many epochs; ``self.cfg`` (saved with every checkpoint, so a
+    resumed run keeps the plan) records it.
     """
 
     def __init__(self, model: AWDLSTMLanguageModel, train_stream, valid_stream, cfg: LMTrainConfig, out: Path,
-                 save_fn, device: torch.device | None = None, progress: bool = True):
+                 save_fn, device: torch.device | None = None, progress: bool = True,
+                 plan_epochs: Callable[[float], int] | None = None):
         self.model, self.train_stream, self.valid_stream = model, train_stream, valid_stream
-        self.cfg, self.out, self.save_fn = cfg, Path(out), save_fn
+        self.cfg, self.out, self.save_fn = replace(cfg), Path(out), save_fn
+        if plan_epochs is not None and cfg.freeze_epochs < 1:
+            raise UlmfitError("planning the epochs needs a frozen phase (freeze_epochs >= 1) to time an epoch by")
+        self.plan_epochs = plan_epochs
         self.device = device or torch.device("cpu")
         self.rank, self.world = dist_.rank_world()
         self.main = self.rank == 0
+        if plan_epochs is not None and self.world > 1:
+            raise UlmfitError("planning the epochs by wall time works in a single process only")
         self.progress = progress and self.main
         self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_supported())
         self.groups = lm_layer_groups(model)
@@ -288,6 +302,7 @@ class LMTrainer:
                                desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (" (top group only)" if frozen else ""),
                                mininterval=1.0, dynamic_ncols=True)
                     run_loss, run_n, t0, tok0 = 0.0, 0, time.time(), 0
+                    first_batch = self.batch  # > 0 when resumed inside this epoch
                     for x, y, seq_len in self.train_stream.iter_epoch(self.epoch, self.batch):
                         state_before = model.encoder.state  # restored if this batch is interrupted
                         t, T = self.phase_position(self.epoch, self.batch)
@@ -364,6 +379,10 @@ class LMTrainer:
                     if epoch_done:
                         self.epoch += 1
                         self.batch = 0
+                        if self.plan_epochs is not None and self.epoch == cfg.freeze_epochs:
+                            # a resumed partial epoch is scaled up to a whole one
+                            self._plan((time.time() - t0) * n_batches / max(1, n_batches - first_batch))
+                            cfg = self.cfg
                         if cfg.patience and v and self.main:
                             stop = self._early_stop(v["loss"], frozen) or stop
                         if self.world > 1 and cfg.patience:
@@ -389,6 +408,14 @@ class LMTrainer:
                 tqdm.write(f"keeping epoch {self.best_epoch}, the lowest validation loss ({self.best_loss:.4f})")
             self.save()
         return result
+
+    def _plan(self, epoch_seconds: float) -> None:
+        """Fix the number of unfrozen epochs from the measured wall time of a frozen one."""
+        k = min(self.cfg.epochs, max(1, int(self.plan_epochs(epoch_seconds)))) if self.cfg.epochs else 0
+        self.cfg = replace(self.cfg, epochs=k)
+        self._nb_cache.clear()
+        self._budget = None
+        self.log({"step": self.step, "epoch": self.epoch, "planned_epochs": k, "frozen_epoch_s": epoch_seconds})
 
     def _early_stop(self, loss: float, frozen: bool) -> bool:
         """Track the best epoch (its weights in memory and in best.safetensors); True = stop now."""
