@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 # The rest of the demo after LM fine-tuning, in units of one LM epoch on the same text, measured on
-# Rotten Tomatoes: the classifier took 277 s against a 70 s LM epoch on a Zen 4 EPYC (3.96) and
-# 162 s against 39 s on a Zen 5 (4.1); test predictions and TF-IDF 5 s (0.07). Rounded up.
+# Rotten Tomatoes: the classifier took 277 s and 271 s against a 70 s LM epoch on a Zen 4 EPYC
+# (3.96, 3.87) and 162 s against 39 s on a Zen 5 (4.1); test predictions and TF-IDF 5 s (0.07).
+# Rounded up: an estimate too low would overrun the budget, one too high costs an LM epoch.
 CLASSIFIER_LM_EPOCHS = 4.3
 EVALUATE_LM_EPOCHS = 0.15
 BUDGET_SAFETY = 0.95  # plan to finish with 5% of the budget to spare
