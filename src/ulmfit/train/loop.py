@@ -413,8 +413,7 @@ class LMTrainer:
         """Fix the number of unfrozen epochs from the measured wall time of a frozen one."""
         k = min(self.cfg.epochs, max(1, int(self.plan_epochs(epoch_seconds)))) if self.cfg.epochs else 0
         self.cfg = replace(self.cfg, epochs=k)
-        self._nb_cache.clear()
-        self._budget = None
+        self._budget = None  # the max_tokens budget is counted over all epochs (batch counts per epoch stay)
         self.log({"step": self.step, "epoch": self.epoch, "planned_epochs": k, "frozen_epoch_s": epoch_seconds})
 
     def _early_stop(self, loss: float, frozen: bool) -> bool:
