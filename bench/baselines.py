@@ -14,7 +14,7 @@ A baseline whose optional package is not installed raises :class:`BaselineUnavai
   page purging turned off (how ``bench/accuracy.py`` and the ``ulmfit`` command run, for the speed of
   the LSTM steps) its variable-shape transformer steps grow the resident memory without bound (4.5 GB
   after 200 labels, the out-of-memory killer at 24 GB at 1,000), so it then runs in a child process
-  with glibc's malloc (:func:`run_isolated`; flat at 1.3 GB, as fast).
+  with glibc's malloc (:func:`run_isolated`; flat at 1.3-1.4 GB, 2% slower on 200 labels).
 - ``fasttext``: fastText supervised classifier.
 
 Logistic regression everywhere uses ``class_weight="balanced"`` and picks C from {0.5, 2, 8, 32} by

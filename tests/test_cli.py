@@ -106,3 +106,18 @@ def test_a_corpus_tokenised_once_trains_without_its_source(tmp_path, corpus, cap
     cfg = json.loads((tmp_path / "lm" / "config.json").read_text())
     assert cfg["data"]["fmt"] == "token-cache" and cfg["tokenizer"]["kind"] == "word"
     assert main(["pretrain", "--resume", str(tmp_path / "lm"), "--epochs", "2", "--quiet"]) == 0
+
+
+def test_jemalloc_keeps_pages_unless_the_user_configured_it(monkeypatch):
+    from ulmfit import cli
+
+    monkeypatch.setattr(cli, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    env = cli.jemalloc_env()
+    assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2"
+    assert env["MALLOC_CONF"] == "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+    monkeypatch.setenv("MALLOC_CONF", "dirty_decay_ms:10000")
+    assert cli.jemalloc_env()["MALLOC_CONF"] == "dirty_decay_ms:10000"
+    monkeypatch.setenv("LD_PRELOAD", "/lib/libjemalloc.so.2")
+    assert cli.jemalloc_env() is None  # already loaded: no second re-exec
