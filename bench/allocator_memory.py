@@ -43,7 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-from ulmfit.cli import JEMALLOC_CONF, find_jemalloc  # noqa: E402
+from ulmfit.cli import JEMALLOC_CONF, allocator_env  # noqa: E402
+from ulmfit.io import UlmfitError  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "allocator_memory.jsonl"
 CACHE = Path.home() / ".cache" / "ulmfit"
@@ -52,22 +53,10 @@ CONFS = {"keep": JEMALLOC_CONF, "decay": "dirty_decay_ms:10000,muzzy_decay_ms:0"
 
 
 def env_for(allocator: str) -> dict:
-    env = dict(os.environ)
-    preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if "jemalloc" not in p]
-    for k in ("MALLOC_CONF", "_RJEM_MALLOC_CONF", "_ULMFIT_REEXEC"):
-        env.pop(k, None)
-    env["ULMFIT_JEMALLOC"] = "0"  # this script chooses, not the CLI's re-exec
-    if allocator != "glibc":
-        lib = find_jemalloc()
-        if lib is None:
-            raise SystemExit("jemalloc not found (apt install libjemalloc2)")
-        preload = [lib] + preload
-        env["MALLOC_CONF"] = CONFS[allocator]
-    if preload:
-        env["LD_PRELOAD"] = " ".join(preload)
-    else:
-        env.pop("LD_PRELOAD", None)
-    return env
+    try:
+        return allocator_env(CONFS[allocator])
+    except UlmfitError as e:
+        raise SystemExit(str(e)) from None
 
 
 def tree_rss_mb(pid: int) -> float:

@@ -144,15 +144,9 @@ def run_isolated(name: str, train_texts: list[str], train_labels: list[str], tes
     import json
     import subprocess
 
-    env = dict(os.environ)
-    preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if "jemalloc" not in p]
-    if preload:
-        env["LD_PRELOAD"] = " ".join(preload)
-    else:
-        env.pop("LD_PRELOAD", None)
-    for k in ("MALLOC_CONF", "_RJEM_MALLOC_CONF"):
-        env.pop(k, None)
-    env["ULMFIT_JEMALLOC"] = "0"
+    from ulmfit.cli import allocator_env
+
+    env = allocator_env(None)  # glibc's malloc
     with tempfile.TemporaryDirectory(prefix="baseline-") as tmp:
         src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
         src.write_text(json.dumps({"name": name, "train_texts": list(train_texts),

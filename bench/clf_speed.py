@@ -117,13 +117,10 @@ def main() -> None:
         return
     if a.quick:
         a.configs, a.precisions, a.steps, a.warmup, a.latency_docs, a.bs = "small", "bf16", 2, 1, 3, 8
-    from ulmfit.cli import JEMALLOC_CONF, find_jemalloc
+    from ulmfit.cli import JEMALLOC_CONF, allocator_env, find_jemalloc
 
-    env = dict(os.environ)
     lib = find_jemalloc()
-    if lib:
-        env["LD_PRELOAD"] = lib
-        env["MALLOC_CONF"] = JEMALLOC_CONF
+    env = allocator_env(JEMALLOC_CONF) if lib else dict(os.environ)
     rows = []
     t0 = time.time()
     for config in a.configs.split(","):

@@ -48,8 +48,9 @@ import sys
 import tempfile
 import time
 
-JEMALLOC_LIB = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+from ulmfit.cli import JEMALLOC_CONF, allocator_env  # jemalloc with pages kept, as the `ulmfit` command runs
+from ulmfit.io import UlmfitError
+
 PRESET_SIZES = {  # mirrors ulmfit.model.awd_lstm.PRESETS; checked against it in the worker
     "paper": (400, 1152, 3),
     "small": (256, 768, 3),
@@ -354,21 +355,10 @@ def worker_main(spec_json: str) -> None:
 # ----------------------------------------------------------------------------------------------
 def worker_env(allocator: str) -> dict:
     """The environment for a worker: jemalloc preloaded (with page retention) or definitely not."""
-    env = dict(os.environ)
-    preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if "jemalloc" not in p]
-    for k in ("MALLOC_CONF", "_RJEM_MALLOC_CONF", "_ULMFIT_REEXEC"):
-        env.pop(k, None)
-    if allocator == "jemalloc":
-        if not os.path.exists(JEMALLOC_LIB):
-            raise SystemExit(f"jemalloc not found at {JEMALLOC_LIB}")
-        preload = [JEMALLOC_LIB] + preload
-        env["MALLOC_CONF"] = JEMALLOC_CONF
-    if preload:
-        env["LD_PRELOAD"] = " ".join(preload)
-    else:
-        env.pop("LD_PRELOAD", None)
-    env["ULMFIT_JEMALLOC"] = "0"  # the benchmark decides, never the CLI's re-exec
-    return env
+    try:
+        return allocator_env(JEMALLOC_CONF if allocator == "jemalloc" else None)
+    except UlmfitError as e:
+        raise SystemExit(str(e)) from None
 
 
 def spawn(spec: dict, allocator: str, timeout: float) -> dict:

@@ -1,6 +1,25 @@
+import importlib.util
 import random
+import sys
+from pathlib import Path
 
 import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load_bench(name: str):
+    """Import bench/<name>.py (the benchmarks are scripts, not a package) as module bench_<name>."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def load_bench():
+    return _load_bench
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """The bookkeeping of bench/accuracy.py: resuming, re-running and the report's choice of rows.
 (The benchmark itself trains models and is not run here.)"""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,11 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def acc():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def acc(load_bench):
+    return load_bench("accuracy")
 
 
 @pytest.fixture
@@ -194,13 +190,11 @@ def test_scratch_runs_take_their_dataset_settings(acc, fake_data, monkeypatch, t
     assert acc.scratch_recipe("rotten-tomatoes", 100, 0).stage_epochs == (20,)  # small label sets too
 
 
-def test_bn_recal_report_pairs_runs_by_seed_and_orders_sizes(tmp_path):
+def test_bn_recal_report_pairs_runs_by_seed_and_orders_sizes(tmp_path, load_bench):
     import sys
 
     sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_bn_recal", ROOT / "bench" / "bn_recal.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("bn_recal")
     path = tmp_path / "bn.jsonl"
     rows = []
     for size, seed, off, on in [("1000", 0, 0.60, 0.65), ("100", 0, 0.50, 0.40), ("100", 1, 0.70, 0.72),

@@ -1,31 +1,26 @@
 """bench/allocator_memory.py: the environment each allocator setting gets, and the RSS of a process tree.
 (The measurement itself runs training jobs and is not run here.)"""
 
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def am():
-    spec = importlib.util.spec_from_file_location("bench_allocator_memory", ROOT / "bench" / "allocator_memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def am(load_bench):
+    return load_bench("allocator_memory")
 
 
 def test_each_setting_gets_its_allocator_and_nothing_else(am, monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2 /opt/other.so")
     monkeypatch.setenv("MALLOC_CONF", "narenas:1")
-    monkeypatch.setattr(am, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
+    from ulmfit import cli
+
+    monkeypatch.setattr(cli, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
     glibc = am.env_for("glibc")
     assert glibc["LD_PRELOAD"] == "/opt/other.so" and "MALLOC_CONF" not in glibc
     keep = am.env_for("keep")

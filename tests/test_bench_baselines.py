@@ -1,23 +1,12 @@
 """bench/baselines.py: running a baseline in a child process with glibc's malloc (the SetFit memory fix).
 Only scikit-learn's TF-IDF baseline is trained here; the optional packages are not needed."""
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bl():
-    spec = importlib.util.spec_from_file_location("bench_baselines", ROOT / "bench" / "baselines.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_baselines"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def bl(load_bench):
+    return load_bench("baselines")
 
 
 JE = "7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n"

@@ -121,3 +121,14 @@ def test_jemalloc_keeps_pages_unless_the_user_configured_it(monkeypatch):
     assert cli.jemalloc_env()["MALLOC_CONF"] == "dirty_decay_ms:10000"
     monkeypatch.setenv("LD_PRELOAD", "/lib/libjemalloc.so.2")
     assert cli.jemalloc_env() is None  # already loaded: no second re-exec
+
+
+def test_allocator_env_for_children_without_jemalloc_is_a_clear_error(monkeypatch):
+    from ulmfit import cli
+    from ulmfit.io import UlmfitError
+
+    monkeypatch.setattr(cli, "find_jemalloc", lambda: None)
+    env = cli.allocator_env(None, {"LD_PRELOAD": "/lib/libjemalloc.so.2", "MALLOC_CONF": "x", "HOME": "/h"})
+    assert env == {"HOME": "/h", "ULMFIT_JEMALLOC": "0"}  # glibc: the preload and its settings are gone
+    with pytest.raises(UlmfitError, match="jemalloc not found"):
+        cli.allocator_env("dirty_decay_ms:-1")

@@ -42,6 +42,28 @@ def jemalloc_env() -> dict | None:
     return env
 
 
+def allocator_env(malloc_conf: str | None, base: dict | None = None) -> dict:
+    """An environment for a child process that runs with exactly this allocator: jemalloc configured
+    with ``malloc_conf``, or glibc's malloc when it is None. Other preloads are kept; ``ULMFIT_JEMALLOC=0``
+    stops a `ulmfit` command in it from choosing again (benchmarks compare allocators with it)."""
+    env = dict(os.environ if base is None else base)
+    preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if "jemalloc" not in p]
+    for k in ("MALLOC_CONF", "_RJEM_MALLOC_CONF", "_ULMFIT_REEXEC"):
+        env.pop(k, None)
+    if malloc_conf is not None:
+        lib = find_jemalloc()
+        if lib is None:
+            raise UlmfitError("jemalloc not found (Debian/Ubuntu: apt install libjemalloc2)")
+        preload = [lib] + preload
+        env["MALLOC_CONF"] = malloc_conf
+    if preload:
+        env["LD_PRELOAD"] = " ".join(preload)
+    else:
+        env.pop("LD_PRELOAD", None)
+    env["ULMFIT_JEMALLOC"] = "0"
+    return env
+
+
 def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
     """Re-run this command with jemalloc preloaded (once), if installed and not disabled.
 
