@@ -428,11 +428,15 @@ def minilm_lr(train_texts: list[str], train_labels: list[str], test_texts: list[
 # ----------------------------------------------------------------------------------------------
 # 3. SetFit (few-shot) on the same MiniLM body
 # ----------------------------------------------------------------------------------------------
-def setfit_fewshot(train_texts: list[str], train_labels: list[str], test_texts: list[str], seed: int) -> dict:
+def _setfit_check(train_texts, train_labels) -> None:
     _check(train_texts, train_labels)
     if len(train_texts) > SETFIT_MAX_LABELS:
         raise BaselineUnavailable(f"SetFit is a few-shot method; skipped above {SETFIT_MAX_LABELS} labels "
                                   f"(got {len(train_texts)})")
+
+
+def setfit_fewshot(train_texts: list[str], train_labels: list[str], test_texts: list[str], seed: int) -> dict:
+    _setfit_check(train_texts, train_labels)
     if allocator_keeps_pages():  # see the module docstring: memory grows without bound here
         return run_isolated("setfit", train_texts, train_labels, test_texts, seed)
     return setfit_here(train_texts, train_labels, test_texts, seed)
@@ -441,10 +445,7 @@ def setfit_fewshot(train_texts: list[str], train_labels: list[str], test_texts: 
 def setfit_here(train_texts: list[str], train_labels: list[str], test_texts: list[str], seed: int) -> dict:
     """SetFit in this process, whatever its allocator (``bench/allocator_memory.py`` measures that)."""
     t0 = time.time()
-    _check(train_texts, train_labels)
-    if len(train_texts) > SETFIT_MAX_LABELS:
-        raise BaselineUnavailable(f"SetFit is a few-shot method; skipped above {SETFIT_MAX_LABELS} labels "
-                                  f"(got {len(train_texts)})")
+    _setfit_check(train_texts, train_labels)
     path = minilm_model_path()
     try:
         import setfit
