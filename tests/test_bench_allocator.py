@@ -55,3 +55,16 @@ def test_unknown_job_is_refused(am, tmp_path, monkeypatch):
     monkeypatch.setattr(am, "CACHE", tmp_path / "nothing")
     with pytest.raises(SystemExit, match="ulmfit data get rotten-tomatoes"):
         am.job_command("finetune-lm", tmp_path / "out", None)
+
+
+def test_pretrain_job_runs_ulmfit_pretrain_for_the_given_minutes(am, tmp_path, monkeypatch):
+    monkeypatch.setattr(am, "CACHE", tmp_path)
+    with pytest.raises(SystemExit, match="ulmfit data get 20newsgroups"):
+        am.job_command("pretrain:5", tmp_path / "out", None)
+    (tmp_path / "datasets" / "20newsgroups").mkdir(parents=True)
+    (tmp_path / "datasets" / "20newsgroups" / "train.csv").write_text("text,label\n")
+    cmd = am.job_command("pretrain:5", tmp_path / "out", None)
+    assert cmd[1:4] == ["-m", "ulmfit", "pretrain"]
+    assert cmd[4] == str(tmp_path / "datasets" / "20newsgroups" / "train.csv")
+    assert cmd[cmd.index("--max-minutes") + 1] == "5.0"
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "out")
