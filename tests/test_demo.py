@@ -42,3 +42,20 @@ def test_the_time_budget_plans_as_many_lm_epochs_as_leave_room_for_the_classifie
     assert k == 1 and projected > 600
     # a classifier on a tenth of the labels leaves room for more LM epochs
     assert plan_lm_epochs(90, 95, 600, 3)[0] < plan_lm_epochs(90, 95, 600, 3, classifier_scale=0.1)[0]
+
+
+def test_topic_datasets_show_predictions_on_test_examples_not_movie_reviews():
+    from ulmfit.data.labeled import LabeledTexts
+    from ulmfit.demo import EXAMPLES, _snippet, demo_examples
+
+    assert demo_examples("rotten-tomatoes", None) == [(t, None) for t in EXAMPLES]
+    test = LabeledTexts(["Shares fell.", "  ", "The match ended 2-1.", "Markets rose.", "New phone out.",
+                         "Vote on Tuesday.", "Film wins award."],
+                        ["business", "sport", "sport", "business", "tech", "politics", "entertainment"], "t.csv")
+    shown = demo_examples("bbc-news", test)
+    # the first non-empty example of each class, at most four classes, with its true label
+    assert shown == [("Shares fell.", "business"), ("The match ended 2-1.", "sport"),
+                     ("New phone out.", "tech"), ("Vote on Tuesday.", "politics")]
+    long = "word " * 100
+    assert len(_snippet(long)) == 90 and _snippet(long).endswith("...")
+    assert _snippet("a\n  b") == "a b"

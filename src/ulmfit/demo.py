@@ -48,6 +48,27 @@ EXAMPLES = [
 ]
 
 
+def demo_examples(dataset: str, test, n: int = 4) -> list[tuple[str, str | None]]:
+    """(text, true label or None) pairs to show predictions on: hand-written reviews for
+    rotten-tomatoes; for other datasets (news, newsgroup posts) the first test example of each of
+    up to `n` classes, since review sentences say nothing about a topic classifier."""
+    if dataset == "rotten-tomatoes":
+        return [(t, None) for t in EXAMPLES]
+    picked: dict[str, str] = {}
+    for text, label in zip(test.texts, test.labels):
+        key = label if isinstance(label, str) else ",".join(label)
+        if key not in picked and text.strip():
+            picked[key] = text
+            if len(picked) == n:
+                break
+    return [(text, label) for label, text in picked.items()]
+
+
+def _snippet(text: str, width: int = 90) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
+
+
 def tfidf_baseline(train, test) -> dict:
     """TF-IDF word 1-2 grams + logistic regression, the baseline users would try first."""
     try:
@@ -133,8 +154,11 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
     times["evaluate"] = time.time() - t
 
     step(5, "predictions")
-    for text, label, p in zip(EXAMPLES, clf.predict(EXAMPLES), clf.predict_proba(EXAMPLES)):
-        print(f"  {label:>8} ({p.max():.2f})  {text}")
+    shown = demo_examples(dataset, test)
+    texts = [t for t, _ in shown]
+    for (text, truth), label, p in zip(shown, clf.predict(texts), clf.predict_proba(texts)):
+        note = "" if truth is None else f"  [test label: {truth}]"
+        print(f"  {label:>8} ({p.max():.2f})  {_snippet(text)}{note}")
 
     total = time.time() - t_all
     summary = {
@@ -158,7 +182,8 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
     print(f"  time: {total / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in times.items())})"
           + (f"; budget {minutes:g} min" if budget_s else ""))
     print(f"  classifier saved to {out / 'classifier'}; try:")
-    print(f"    echo 'What a film!' | ulmfit predict --model {out / 'classifier'}")
+    sample = "What a film!" if dataset == "rotten-tomatoes" else (_snippet(texts[0], 40).replace("'", "") if texts else "some text")
+    print(f"    echo '{sample}' | ulmfit predict --model {out / 'classifier'}")
     print(f"    ulmfit evaluate {test_csv} --model {out / 'classifier'}")
     print(line)
     return summary
