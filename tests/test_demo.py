@@ -5,7 +5,7 @@ import json
 from test_classifier import write_task
 
 from ulmfit.api import pretrain
-from ulmfit.demo import plan_lm_epochs, run_demo
+from ulmfit.demo import classifier_lm_epochs, plan_lm_epochs, run_demo
 from ulmfit.train.loop import LMTrainConfig
 
 
@@ -33,15 +33,30 @@ def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, capsys):
 
 
 def test_the_time_budget_plans_as_many_lm_epochs_as_leave_room_for_the_classifier():
+    # Rotten Tomatoes: 10,246 snippets of 188,895 words, 5 classifier epochs
+    rt = classifier_lm_epochs(188_895, 10_246, 188_895, 5)
+    assert 4.0 < rt < 4.4
     # the Zen 4 machine of 2026-11-25: 70 s an LM epoch, 75 s gone after the frozen one
-    k, projected = plan_lm_epochs(70, 75, 600, 3)
+    k, projected = plan_lm_epochs(70, 75, 600, 3, rt)
     assert k == 2 and projected < 0.95 * 600
-    assert plan_lm_epochs(39, 42, 600, 3)[0] == 3  # the faster Zen 5: all three
-    assert plan_lm_epochs(39, 42, 600, 2)[0] == 2  # never more than the maximum
-    k, projected = plan_lm_epochs(200, 210, 600, 3)  # far too slow: one epoch, and the overrun is projected
+    assert plan_lm_epochs(39, 42, 600, 3, rt)[0] == 3  # the faster Zen 5: all three
+    assert plan_lm_epochs(39, 42, 600, 2, rt)[0] == 2  # never more than the maximum
+    k, projected = plan_lm_epochs(200, 210, 600, 3, rt)  # far too slow: one epoch, and the overrun is projected
     assert k == 1 and projected > 600
     # a classifier on a tenth of the labels leaves room for more LM epochs
-    assert plan_lm_epochs(90, 95, 600, 3)[0] < plan_lm_epochs(90, 95, 600, 3, classifier_scale=0.1)[0]
+    tenth = classifier_lm_epochs(188_895, 1_025, 18_890, 6)
+    assert plan_lm_epochs(90, 95, 600, 3, rt)[0] < plan_lm_epochs(90, 95, 600, 3, tenth)[0]
+
+
+def test_long_documents_cost_the_classifier_less_per_word():
+    # BBC News on the Zen 4 machine: 1,775 articles of 685,210 words, 6 classifier epochs; the
+    # frozen LM epoch took 318 s (330 s gone), and the whole demo 1,466 s (24.4 min)
+    bbc = classifier_lm_epochs(685_210, 1_775, 685_210, 6)
+    assert 2.3 < bbc < 2.7  # 805 s / 318 s = 2.53 measured
+    k, projected = plan_lm_epochs(318, 330, 600, 3, bbc)
+    assert k == 1 and abs(projected - 1466) < 0.1 * 1466
+    # the same words in ten times as many documents cost more
+    assert classifier_lm_epochs(685_210, 17_750, 685_210, 6) > 1.4 * bbc
 
 
 def test_topic_datasets_show_predictions_on_test_examples_not_movie_reviews():

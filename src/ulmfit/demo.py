@@ -18,23 +18,36 @@ import math
 import time
 from pathlib import Path
 
-# The rest of the demo after LM fine-tuning, in units of one LM epoch on the same text, measured on
-# Rotten Tomatoes: the classifier took 277 s and 271 s against a 70 s LM epoch on a Zen 4 EPYC
-# (3.96, 3.87) and 162 s against 39 s on a Zen 5 (4.1); test predictions and TF-IDF 5 s (0.07).
-# Rounded up: an estimate too low would overrun the budget, one too high costs an LM epoch.
-CLASSIFIER_LM_EPOCHS = 4.3
+# The classifier's time per epoch in units of one LM epoch over the same text: a share per word
+# (CLF_WORD_SHARE) plus a fixed cost per document in LM-epoch words (CLF_DOC_WORDS: padding, the
+# per-sequence steps of BPT3C), so that review snippets cost more per word than news articles:
+#   Rotten Tomatoes (10,246 snippets, 18.4 words each; 5 classifier epochs): 0.70 and 0.77 of an LM
+#     epoch per classifier epoch on a Zen 4 EPYC (314 s / 90 s, 271 s / 70 s), 0.83 on a Zen 5;
+#   BBC News (1,775 articles, 386 words each; 6 epochs): 0.42 (805 s / 318 s, Zen 4).
+# The line through the Zen 5 snippet figure and the article figure: the higher per-snippet value,
+# since an estimate too low overruns the budget and one too high costs an LM epoch. Checked against
+# the 20 Newsgroups benchmark runs (269 words a post): predicted 0.43, measured 0.33-0.42.
+CLF_WORD_SHARE = 0.40
+CLF_DOC_WORDS = 8.0
+# test predictions and the TF-IDF baseline, in LM epochs (5 s against 70 s on Rotten Tomatoes)
 EVALUATE_LM_EPOCHS = 0.15
 BUDGET_SAFETY = 0.95  # plan to finish with 5% of the budget to spare
 
 
+def classifier_lm_epochs(lm_words: int, clf_docs: int, clf_words: int, clf_epochs: int) -> float:
+    """The classifier's expected time in units of one LM epoch over `lm_words` words of text, when
+    it trains `clf_epochs` epochs on `clf_docs` documents of `clf_words` words in all."""
+    return clf_epochs * (CLF_WORD_SHARE * clf_words + CLF_DOC_WORDS * clf_docs) / max(lm_words, 1)
+
+
 def plan_lm_epochs(epoch_s: float, spent_s: float, budget_s: float, max_epochs: int,
-                   classifier_scale: float = 1.0) -> tuple[int, float]:
+                   classifier_epochs: float) -> tuple[int, float]:
     """(full LM epochs, projected total seconds): the most epochs (1..max_epochs) that let the whole
-    demo finish inside `budget_s`, given that one LM epoch takes `epoch_s` and `spent_s` seconds are
-    gone. `classifier_scale` is the classifier's share of the LM's text (< 1 with --max-train).
+    demo finish inside `budget_s`, given that one LM epoch takes `epoch_s`, `spent_s` seconds are
+    gone, and the classifier will take `classifier_epochs` LM epochs (`classifier_lm_epochs`).
     With no room even for one epoch it still plans one: a demo too slow for its budget finishes
     rather than skips a step, and the projection says by how much it overruns."""
-    after_lm = epoch_s * (CLASSIFIER_LM_EPOCHS * classifier_scale + EVALUATE_LM_EPOCHS)
+    after_lm = epoch_s * (classifier_epochs + EVALUATE_LM_EPOCHS)
     room = budget_s * BUDGET_SAFETY - spent_s - after_lm
     k = max(1, min(max_epochs, math.floor(room / max(epoch_s, 1e-9))))
     return k, spent_s + k * epoch_s + after_lm
@@ -121,10 +134,18 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
     budget_s = minutes * 60 if minutes else None
     plan: dict = {}
 
+    # the classifier's share of the text (a --max-train sample is drawn at random: its mean length)
+    lm_words = sum(len(text.split()) for text in train.texts)
+    clf_docs = len(train) if max_train is None else min(max_train, len(train))
+    clf_words = lm_words * clf_docs / max(len(train), 1)
+    # the epochs it will run: the default recipe sized for the 90% left after the validation split
+    clf_epochs = sum(ClassifierTrainConfig().for_data(int(0.9 * clf_docs)).stage_epochs)
+    clf_cost = classifier_lm_epochs(lm_words, clf_docs, clf_words, clf_epochs)
+
     def plan_epochs(epoch_s: float) -> int:
-        scale = 1.0 if max_train is None else min(1.0, max_train / max(len(train), 1))
-        k, projected = plan_lm_epochs(epoch_s, time.time() - t_all, budget_s, lm_epochs, scale)
-        plan.update(epochs=k, epoch_s=round(epoch_s, 1), projected_s=round(projected, 1))
+        k, projected = plan_lm_epochs(epoch_s, time.time() - t_all, budget_s, lm_epochs, clf_cost)
+        plan.update(epochs=k, epoch_s=round(epoch_s, 1), projected_s=round(projected, 1),
+                    classifier_lm_epochs=round(clf_cost, 2))
         msg = (f"  time budget: an LM epoch takes {epoch_s:.0f} s here, so {k} of at most {lm_epochs} full epochs "
                f"fit the {minutes:g}-minute budget (projected total {projected / 60:.1f} min)")
         if projected > budget_s:
