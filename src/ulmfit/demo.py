@@ -203,7 +203,9 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
     print(f"  time: {total / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in times.items())})"
           + (f"; budget {minutes:g} min" if budget_s else ""))
     print(f"  classifier saved to {out / 'classifier'}; try:")
-    sample = "What a film!" if dataset == "rotten-tomatoes" else (_snippet(texts[0], 40).replace("'", "") if texts else "some text")
+    # a line to try: a review, or the opening words of the first test example shown
+    sample = "What a film!" if dataset == "rotten-tomatoes" or not texts else " ".join(texts[0].split()[:8])
+    sample = sample.replace("'", "")
     print(f"    echo '{sample}' | ulmfit predict --model {out / 'classifier'}")
     print(f"    ulmfit evaluate {test_csv} --model {out / 'classifier'}")
     print(line)
