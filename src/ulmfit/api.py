@@ -26,7 +26,8 @@ from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize
 from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
 from .train import distributed as dist_
-from .train.loop import LMTrainConfig, LMTrainer, bf16_supported, evaluate_lm
+from .train.loop import LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm
+from .train.precision import bf16_reason
 
 
 def _print(msg: str, progress: bool) -> None:
@@ -135,6 +136,13 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     model.to(dev)
     trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, device=dev, progress=progress,
                         plan_epochs=plan_epochs)
+    if not cfg.bf16:
+        precision = "fp32 (--no-bf16)"
+    else:
+        precision = "bf16 autocast" if trainer.use_bf16 else "fp32"
+        if dev.type == "cpu":
+            precision += f" ({bf16_reason()})"
+    _print(f"precision: {precision}", progress)
     if resume:
         trainer.resume()
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
@@ -227,8 +235,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     _print(f"corpus: {data.n_tokens():,} tokens in {data.n_docs():,} documents; vocabulary {len(vocab):,}; "
            f"training on {train.n_tokens():,}, validating on {valid.n_tokens():,}", progress)
     _print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters "
-           f"({model.cfg.emb_size}/{model.cfg.hidden_size}/{model.cfg.n_layers}); bf16 autocast: "
-           f"{'on' if train_cfg.bf16 and bf16_supported() else 'off'}", progress)
+           f"({model.cfg.emb_size}/{model.cfg.hidden_size}/{model.cfg.n_layers})", progress)
     ts, vs = _streams(train, valid, train_cfg)
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
@@ -347,7 +354,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
            progress)
     ts, vs = _streams(train, valid, train_cfg)
     if not resume and dist_.is_main():
-        before = evaluate_lm(model, vs, train_cfg.bf16 and bf16_supported())
+        before = evaluate_lm(model, vs, train_cfg.bf16 and bf16_pays())
         _print(f"before fine-tuning: valid perplexity {before['perplexity']:.2f}", progress)
         append_jsonl(out / "metrics.jsonl", {"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in before.items()}})
     info_d = {"source": str(Path(texts).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
@@ -400,7 +407,7 @@ class LanguageModel:
             data = _in_memory_corpus(self.encode(list(texts)), self.vocab)
         bs = max(1, min(bs, (data.n_tokens() - 1) // (bptt + 1)))
         stream = LMStream(data, bs, bptt, shuffle=False, variable_bptt=False, backwards=self.backwards)
-        return evaluate_lm(self.model, stream, bf16_supported(), progress=progress)
+        return evaluate_lm(self.model, stream, bf16_pays(), progress=progress)
 
     def perplexity(self, texts: list[str]) -> float:
         return self.evaluate(texts)["perplexity"]

@@ -23,7 +23,7 @@ from .io import UlmfitError, atomic_write_json
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.classify import ClassifierTrainConfig, ClassifierTrainer, predict_probs
-from .train.loop import bf16_supported
+from .train.loop import bf16_pays
 from .train.metrics import classification_report, multilabel_report, plot_confusion
 
 
@@ -187,7 +187,7 @@ class TextClassifier:
             ids = cache[key]
             if backwards:
                 ids = _reverse(ids)
-            probs.append(predict_probs(model, ids, bs, vocab.stoi["xxpad"], use_bf16=bf16_supported(),
+            probs.append(predict_probs(model, ids, bs, vocab.stoi["xxpad"], use_bf16=bf16_pays(),
                                        multi_label=self.multi_label, progress=progress,
                                        desc=f"predicting ({d.name})"))
         mean = np.mean(probs, 0)

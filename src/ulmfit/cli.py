@@ -235,7 +235,7 @@ def cmd_lr_find(a) -> int:
     from .api import LanguageModel
     from .data.cache import build_corpus
     from .data.lm import LMStream
-    from .train.loop import bf16_supported
+    from .train.loop import bf16_pays
     from .train.lr_find import lr_find, plot_lr_find
 
     lm = LanguageModel.load(a.model)
@@ -244,7 +244,7 @@ def cmd_lr_find(a) -> int:
     stream = LMStream(data, a.bs, a.bptt, seed=0, backwards=lm.backwards)
     torch.manual_seed(0)
     res = lr_find(lm.model, stream, start_lr=a.start_lr, end_lr=a.end_lr, num=a.num, lr_div=a.lr_div,
-                  use_bf16=bf16_supported(), progress=not a.quiet)
+                  use_bf16=bf16_pays(), progress=not a.quiet)
     out = Path(a.out) if a.out else Path(a.model) / "lr_find.png"
     plot_lr_find(res, out)
     print(f"suggested learning rate: {res['suggestion']:.2e} (steepest descent {res['steepest_lr']:.2e}, "

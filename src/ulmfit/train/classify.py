@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl
 from .finetune import freeze_to
-from .loop import autocast_ctx, bf16_supported, param_names, sigterm_as_interrupt
+from .loop import autocast_ctx, param_names, sigterm_as_interrupt
+from .precision import bf16_pays
 from .metrics import classification_report, multilabel_report
 from .schedules import discriminative_lrs, schedule as make_schedule
 
@@ -196,7 +197,7 @@ class ClassifierTrainer:
         self.out, self.save_fn, self.pad_id = Path(out), save_fn, pad_id
         self.device = device or torch.device("cpu")
         self.progress = progress
-        self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_supported())
+        self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_pays())
         self.groups = model.layer_groups()
         self.multi_label = model.head_cfg.multi_label
         self.opt = torch.optim.AdamW([{"params": g, "lr": 0.0, "max_lr": 0.0, "weight_decay": cfg.wd} for g in self.groups],

@@ -25,6 +25,7 @@ from ..io import UlmfitError, append_jsonl
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
+from .precision import bf16_pays, bf16_supported  # noqa: F401 (re-exported)
 from .schedules import schedule as make_schedule
 
 
@@ -69,13 +70,6 @@ class LMTrainConfig:
     def from_dict(cls, d: dict) -> "LMTrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def bf16_supported() -> bool:
-    try:
-        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") or torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
 
 
 def autocast_ctx(enabled: bool, device: torch.device):
@@ -165,7 +159,9 @@ class LMTrainer:
         if plan_epochs is not None and self.world > 1:
             raise UlmfitError("planning the epochs by wall time works in a single process only")
         self.progress = progress and self.main
-        self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_supported())
+        self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_pays())
+        if self.world > 1:  # one precision for all processes, even if their probes disagree
+            self.use_bf16 = not dist_.any_process(not self.use_bf16, self.device)
         self.groups = lm_layer_groups(model)
         self.opt = torch.optim.AdamW(
             param_groups(self.groups, cfg.lr, cfg.wd, cfg.lr_div), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
