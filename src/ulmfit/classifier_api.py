@@ -37,6 +37,15 @@ def load_labeled(path, *, fmt="auto", text_col=None, label_col=None, header=None
                         split=split, multi_label_sep=multi_label_sep, skip_empty=skip_empty)
 
 
+def sample_labeled(texts: LabeledTexts, n: int | None, seed: int) -> LabeledTexts:
+    """The `n` examples (in file order) that `train_classifier(max_train=n)` trains on with this
+    seed: a uniform random sample, or all of them when `n` is None or not smaller."""
+    if n is None or n >= len(texts):
+        return texts
+    rng = np.random.default_rng(seed)
+    return texts.subset(sorted(rng.choice(len(texts), n, replace=False).tolist()))
+
+
 def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None, valid=None,
                      valid_frac: float = 0.1, read_args: dict | None = None, resume: bool = False,
                      overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
@@ -81,9 +90,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
 
     # Labeled data: a stratified validation split unless one is given.
     train_texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **read_args)
-    if max_train is not None and max_train < len(train_texts):  # sample-efficiency experiments
-        rng = np.random.default_rng(cfg.seed)
-        train_texts = train_texts.subset(sorted(rng.choice(len(train_texts), max_train, replace=False).tolist()))
+    if max_train is not None:  # sample-efficiency experiments, the demo's time budget
+        train_texts = sample_labeled(train_texts, max_train, cfg.seed)
     if valid is not None:
         valid_texts = valid if isinstance(valid, LabeledTexts) else load_labeled(valid, **{**read_args, "split": read_args.get("valid_split", read_args.get("split"))})
     else:
