@@ -29,9 +29,9 @@ def _measure_as(monkeypatch, speedup):
 
 
 def test_bf16_is_off_where_it_measures_slower_than_fp32(fresh):
-    _measure_as(fresh, 0.58)  # the 2-core Intel Xeon without AMX of BENCHMARKS.md
+    _measure_as(fresh, 0.54)  # the 2-core Intel Xeon without AMX of BENCHMARKS.md
     assert precision.bf16_pays() is False
-    assert "0.58x" in precision.bf16_reason()
+    assert "0.54x" in precision.bf16_reason()
 
 
 def test_bf16_is_on_where_it_measures_clearly_faster(fresh):

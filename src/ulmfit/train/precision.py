@@ -3,7 +3,7 @@
 bf16 halves the memory traffic of the LSTM and decoder matmuls, and on CPUs whose matrix units
 run bf16 natively (AMX, or AVX-512 bf16 as on AMD Zen 4/5) it is 2-4x the fp32 matmul rate. But a
 CPU that reports AVX-512 is not always one of them: on a 2-core Intel Xeon with avx512_bf16 and no
-AMX, oneDNN's bf16 matmul ran at 0.58x its fp32 rate and a training step of the shipped model at
+AMX, bf16 matmuls ran at 0.54-0.70x the fp32 rate and a training step of the shipped model at
 0.61x (BENCHMARKS.md, "Precision"). So the first use on a machine times one matmul of the LSTM's
 shape in both precisions and turns bf16 on only when it is clearly faster. The answer is kept in
 the ulmfit cache per CPU model, torch version and thread count, so every later run on the same
