@@ -101,3 +101,12 @@ def test_the_lm_trainer_follows_the_measured_choice(fresh, tmp_path):
         _measure_as(fresh, speedup)
         assert LMTrainer(model, None, None, LMTrainConfig(), tmp_path, None).use_bf16 is want
         assert LMTrainer(model, None, None, LMTrainConfig(bf16=False), tmp_path, None).use_bf16 is False
+
+
+def test_a_cache_that_cannot_be_written_still_gives_an_answer(fresh):
+    def refuse(path, text):
+        raise OSError(28, "No space left on device")
+
+    fresh.setattr(precision, "atomic_write_text", refuse)
+    calls = _measure_as(fresh, 3.0)
+    assert precision.bf16_pays() is True and len(calls) == 1
