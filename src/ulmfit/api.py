@@ -27,7 +27,7 @@ from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
 from .train import distributed as dist_
 from .train.loop import LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm
-from .train.precision import bf16_reason
+from .train.precision import precision_line
 
 
 def _print(msg: str, progress: bool) -> None:
@@ -136,13 +136,7 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     model.to(dev)
     trainer = LMTrainer(model, train_stream, valid_stream, cfg, out, save_fn, device=dev, progress=progress,
                         plan_epochs=plan_epochs)
-    if not cfg.bf16:
-        precision = "fp32 (--no-bf16)"
-    else:
-        precision = "bf16 autocast" if trainer.use_bf16 else "fp32"
-        if dev.type == "cpu":
-            precision += f" ({bf16_reason()})"
-    _print(f"precision: {precision}", progress)
+    _print(precision_line(trainer.use_bf16, cfg.bf16, dev), progress)
     if resume:
         trainer.resume()
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)

@@ -24,6 +24,7 @@ from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.classify import ClassifierTrainConfig, ClassifierTrainer, predict_probs
 from .train.loop import bf16_pays
+from .train.precision import precision_line
 from .train.metrics import classification_report, multilabel_report, plot_confusion
 
 
@@ -136,6 +137,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
 
     trainer = ClassifierTrainer(model, train_d, valid_d, cfg, out, save_fn, device=dev, progress=progress,
                                 pad_id=vocab.stoi["xxpad"])
+    say(precision_line(trainer.use_bf16, cfg.bf16, dev))
     if resume:
         trainer.resume()
         say(f"resuming {out} at step {trainer.step} (stage {trainer.stage + 1}, epoch {trainer.epoch + 1})")

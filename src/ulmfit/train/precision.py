@@ -131,3 +131,11 @@ def bf16_pays() -> bool:
 def bf16_reason() -> str:
     """Why `bf16_pays()` says what it says, for the log."""
     return _choice(_setting())[1]
+
+
+def precision_line(use_bf16: bool, requested: bool, device: torch.device) -> str:
+    """What a trainer will compute in, for its log: 'precision: fp32 (why)'."""
+    if not requested:
+        return "precision: fp32 (--no-bf16)"
+    what = "bf16 autocast" if use_bf16 else "fp32"
+    return f"precision: {what} ({bf16_reason()})" if device.type == "cpu" else f"precision: {what}"
