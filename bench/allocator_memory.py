@@ -134,22 +134,13 @@ def run_one(job: str, allocator: str, every: float, lm: Path | None) -> dict:
             time.sleep(every)
         wall = time.time() - t0
         epochs = epoch_times(out)
+    from ulmfit.train.precision import cpu_model  # here: importing it loads torch
     rss = [m for _, m in samples if m > 0]
     return {"job": job, "allocator": allocator, "malloc_conf": CONFS[allocator], "rc": proc.returncode,
             "wall_s": round(wall, 1), "peak_rss_mb": max(rss, default=None),
             "rss_mb_at": samples, "epoch_end_s": epochs,
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": _cpu_model(), "command": " ".join(cmd[:4]) + (" ..." if len(cmd) > 4 else "")}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+            "cpu": cpu_model(), "command": " ".join(cmd[:4]) + (" ..." if len(cmd) > 4 else "")}
 
 
 def main(argv: list[str] | None = None) -> int:

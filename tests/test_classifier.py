@@ -368,7 +368,7 @@ def test_batchnorm_recalibration_sets_exact_evaluation_mode_statistics():
 def test_training_with_bn_recal_saves_the_evaluation_mode_statistics_of_the_training_texts(task, tmp_path):
     from ulmfit.classifier_api import _encode
     from ulmfit.train.classify import recalibrate_batchnorm
-    from ulmfit.train.loop import bf16_supported
+    from ulmfit.train.precision import bf16_supported
 
     out = tmp_path / "clf"
     assert main(["train-classifier", str(task / "train.csv"), "--valid", str(task / "test.csv"), "--lm",

@@ -25,7 +25,7 @@ from ..io import UlmfitError, append_jsonl
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
-from .precision import bf16_pays, bf16_supported  # noqa: F401 (re-exported)
+from .precision import bf16_pays
 from .schedules import schedule as make_schedule
 
 

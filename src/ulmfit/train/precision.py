@@ -39,7 +39,8 @@ def bf16_supported() -> bool:
         return False
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (a virtual machine's may be generic)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -50,7 +51,7 @@ def _cpu_model() -> str:
 
 
 def machine_key() -> str:
-    return f"{_cpu_model()} | {platform.machine()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{cpu_model()} | {platform.machine()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def measure_bf16_speedup(rows: int = 2240, inner: int = 768, cols: int = 3072, reps: int = 3) -> float:
