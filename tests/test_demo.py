@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from test_classifier import write_task
 
 from ulmfit.api import pretrain
@@ -10,13 +12,20 @@ from ulmfit.demo import classifier_lm_epochs, plan_classifier_docs, plan_lm_epoc
 from ulmfit.train.loop import LMTrainConfig
 
 
-def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, capsys):
+@pytest.fixture
+def tiny_task(tmp_path):
+    """A small prepared dataset in tmp_path/data and a tiny LM pretrained on it in tmp_path/lm."""
     data = tmp_path / "data"
     data.mkdir()
     write_task(data / "train.csv", 240, 0)
     write_task(data / "test.csv", 80, 1)
     pretrain(data / "train.csv", tmp_path / "lm", preset="tiny", progress=False, n_workers=1, fmt="csv",
              column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0))
+    return data
+
+
+def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, tiny_task, capsys):
+    data = tiny_task
     # a budget no machine meets: one full LM epoch after the frozen one, and a warning that says so
     summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
                        minutes=0.001)
@@ -55,27 +64,21 @@ def test_a_machine_too_slow_for_all_the_labels_trains_the_classifier_on_a_sample
     # one; one full epoch is the least the LM gets, and the classifier on all labels would overrun
     k, projected = plan_lm_epochs(100, 115, 600, 3, rt)
     assert k == 1 and projected > 600
-    n = plan_classifier_docs(100, 115 + 100, 600, rt, 10_246)
+    n, projected = plan_classifier_docs(100, 115 + 100, 600, rt, 10_246)
     assert 0.5 * 10_246 <= n < 10_246
-    projected = 215 + 100 * (rt * n / 10_246 + demo.EVALUATE_LM_EPOCHS)
     assert abs(projected - 0.95 * 600) < 2
     # where everything fits (Zen 4 after its 2 epochs), all labels; where not even half would fit, all
     # labels too, and the demo overruns rather than drop most of them
-    assert plan_classifier_docs(70, 75 + 140, 600, rt, 10_246) is None
-    assert plan_classifier_docs(200, 210 + 200, 600, rt, 10_246) is None
+    assert plan_classifier_docs(70, 75 + 140, 600, rt, 10_246)[0] is None
+    assert plan_classifier_docs(200, 210 + 200, 600, rt, 10_246)[0] is None
 
 
-def test_the_demo_trains_classifier_and_baseline_on_the_same_sample(tmp_path, capsys, monkeypatch):
+def test_the_demo_trains_classifier_and_baseline_on_the_same_sample(tmp_path, tiny_task, capsys, monkeypatch):
     from ulmfit.classifier_api import sample_labeled
     from ulmfit.data.labeled import read_labeled
 
-    data = tmp_path / "data"
-    data.mkdir()
-    write_task(data / "train.csv", 240, 0)
-    write_task(data / "test.csv", 80, 1)
-    pretrain(data / "train.csv", tmp_path / "lm", preset="tiny", progress=False, n_workers=1, fmt="csv",
-             column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0))
-    monkeypatch.setattr(demo, "plan_classifier_docs", lambda *a: 150)  # as if the machine were slow
+    data = tiny_task
+    monkeypatch.setattr(demo, "plan_classifier_docs", lambda *a: (150, 1.0))  # as if the machine were slow
     seen = []
     real = demo.tfidf_baseline
     monkeypatch.setattr(demo, "tfidf_baseline", lambda train, test: seen.append(train) or real(train, test))

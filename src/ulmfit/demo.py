@@ -59,18 +59,19 @@ CLF_MIN_SHARE = 0.5  # the budget may sample the classifier's training texts, ne
 
 
 def plan_classifier_docs(epoch_s: float, spent_s: float, budget_s: float, classifier_epochs: float,
-                         n_docs: int) -> int | None:
-    """How many of the `n_docs` training texts the classifier can train on and the demo still
-    finish inside `budget_s`, once the LM is planned (`spent_s` seconds gone or committed; the
-    classifier would take `classifier_epochs` LM epochs of `epoch_s` on all of them). None: all of
-    them fit, or even half of them would not, so the demo keeps all its labels and overruns (a
-    demo of the method should not quietly drop most of them to save time)."""
+                         n_docs: int) -> tuple[int | None, float]:
+    """(texts, projected total seconds): how many of the `n_docs` training texts the classifier
+    can train on and the demo still finish inside `budget_s`, once the LM is planned (`spent_s`
+    seconds gone or committed; the classifier would take `classifier_epochs` LM epochs of `epoch_s`
+    on all of them). None: all of them, because they fit, or because even half of them would not
+    (a demo of the method should not quietly drop most of its labels to save time: it overruns)."""
     room = budget_s * BUDGET_SAFETY - spent_s - epoch_s * EVALUATE_LM_EPOCHS
     full = epoch_s * classifier_epochs
-    if full <= room:
-        return None
-    n = int(n_docs * room / max(full, 1e-9))
-    return n if n >= CLF_MIN_SHARE * n_docs else None
+    n = int(n_docs * room / max(full, 1e-9)) if full > room else None
+    if n is not None and n < CLF_MIN_SHARE * n_docs:
+        n = None
+    share = 1.0 if n is None else n / n_docs
+    return n, spent_s + epoch_s * (classifier_epochs * share + EVALUATE_LM_EPOCHS)
 
 
 EXAMPLES = [
@@ -169,9 +170,9 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, data_dir=
                     classifier_lm_epochs=round(clf_cost, 2))
         msg = (f"  time budget: an LM epoch takes {epoch_s:.0f} s here, so {k} of at most {lm_epochs} full epochs "
                f"fit the {minutes:g}-minute budget")
-        n = plan_classifier_docs(epoch_s, spent + k * epoch_s, budget_s, clf_cost, clf_docs) if k == 1 else None
-        if n is not None:  # the second lever, on a machine too slow for all the labels
-            projected = spent + k * epoch_s + epoch_s * (clf_cost * n / clf_docs + EVALUATE_LM_EPOCHS)
+        n, with_n = plan_classifier_docs(epoch_s, spent + k * epoch_s, budget_s, clf_cost, clf_docs)
+        if k == 1 and n is not None:  # the second lever, on a machine too slow for all the labels
+            projected = with_n
             plan.update(classifier_docs=n, projected_s=round(projected, 1))
             msg += f", and the classifier trains on a random {n:,} of the {clf_docs:,} labeled texts"
         msg += f" (projected total {projected / 60:.1f} min)"
