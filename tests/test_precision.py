@@ -121,3 +121,15 @@ def test_the_precision_line_says_what_and_why(fresh):
         "precision: fp32 (bf16 matmuls only 0.54x as fast as fp32 here; ULMFIT_BF16=on forces bf16)"
     assert precision.precision_line(False, False, cpu) == "precision: fp32 (--no-bf16)"
     assert precision.precision_line(True, True, torch.device("cuda")) == "precision: bf16 autocast"
+
+
+def test_the_probe_key_tells_apart_machines_with_the_same_generic_model_name(monkeypatch):
+    info = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse avx512f {}avx512_bf16 avx512_fp16\n"
+    assert precision.cpu_flags(info.format("")) == ["avx512_bf16", "avx512_fp16", "avx512f"]
+    assert precision.cpu_flags(info.format("amx_bf16 amx_tile ")) == ["amx_bf16", "amx_tile", "avx512_bf16",
+                                                                       "avx512_fp16", "avx512f"]
+    assert precision.cpu_flags("processor\t: 0\n") == []
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx512_bf16", "avx512_fp16", "avx512f"])
+    without_amx = precision.machine_key()
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f"])
+    assert precision.machine_key() != without_amx

@@ -6,8 +6,10 @@ CPU that reports AVX-512 is not always one of them: on a 2-core Intel Xeon with 
 AMX, bf16 matmuls ran at 0.54-0.70x the fp32 rate and a training step of the shipped model at
 0.61x (BENCHMARKS.md, "Precision"). So the first use on a machine times one matmul of the LSTM's
 shape in both precisions and turns bf16 on only when it is clearly faster. The answer is kept in
-the ulmfit cache per CPU model, torch version and thread count, so every later run on the same
-machine makes the same choice (and gives the same numbers).
+the ulmfit cache per CPU model, matrix-unit flags, torch version and thread count, so every later
+run on the same machine makes the same choice (and gives the same numbers). The flags are part of
+the key because virtual machines report generic model names: two 2-core guests that both call
+themselves "Intel(R) Xeon(R) Processor" measured 0.54x (no AMX) and 6.2x (AMX).
 
 `ULMFIT_BF16=on|off|auto` overrides the measurement (`on` still needs a CPU that can run bf16);
 the training commands' `--no-bf16` turns it off for one run.
@@ -50,8 +52,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU flags that decide how fast bf16 matmuls run (AMX tiles, AVX-512 bf16/fp16 instructions)
+MATRIX_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The MATRIX_FLAGS this CPU reports (from /proc/cpuinfo; empty where there is none)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in MATRIX_FLAGS if f in have]
+    return []
+
+
 def machine_key() -> str:
-    return f"{cpu_model()} | {platform.machine()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    flags = " ".join(cpu_flags()) or "-"
+    return (f"{cpu_model()} [{flags}] | {platform.machine()} | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads")
 
 
 def measure_bf16_speedup(rows: int = 2240, inner: int = 768, cols: int = 3072, reps: int = 3) -> float:
