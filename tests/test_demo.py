@@ -8,34 +8,42 @@ from test_classifier import write_task
 
 from ulmfit.api import pretrain
 from ulmfit import demo
-from ulmfit.demo import classifier_lm_epochs, plan_classifier_docs, plan_lm_epochs, run_demo
+from ulmfit.demo import classifier_lm_epochs, plan_classifier_docs, plan_ensemble_epochs, plan_lm_epochs, run_demo
+from ulmfit.io import UlmfitError
 from ulmfit.train.loop import LMTrainConfig
 
 
 @pytest.fixture
 def tiny_task(tmp_path):
-    """A small prepared dataset in tmp_path/data and a tiny LM pretrained on it in tmp_path/lm."""
+    """A small prepared dataset in tmp_path/data and tiny forward and backward LMs pretrained on it
+    in tmp_path/lm and tmp_path/lm-bwd."""
     data = tmp_path / "data"
     data.mkdir()
     write_task(data / "train.csv", 240, 0)
     write_task(data / "test.csv", 80, 1)
     pretrain(data / "train.csv", tmp_path / "lm", preset="tiny", progress=False, n_workers=1, fmt="csv",
              column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0))
+    pretrain(data / "train.csv", tmp_path / "lm-bwd", preset="tiny", progress=False, n_workers=1, fmt="csv",
+             column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, backwards=True))
     return data
 
 
 def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, tiny_task, capsys):
     data = tiny_task
     # a budget no machine meets: one full LM epoch after the frozen one, and a warning that says so
-    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
-                       minutes=0.001)
+    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
+                       data_dir=data, progress=False, minutes=0.001)
     out = capsys.readouterr().out
     assert "1 of at most 3 full epochs fit the 0.001-minute budget" in out and "slower than the budget" in out
     assert summary["lm_epochs"] == {"max": 3, "planned": 1}
     history = json.loads((tmp_path / "out" / "lm" / "config.json").read_text())["history"]
     assert len(history) == 2
-    for n in range(1, 6):
-        assert f"[{n}/5]" in out
+    for n in range(1, 7):
+        assert f"[{n}/6]" in out
+    # the budget has no room for the backward model either: said, and the forward model is reported
+    assert "no room for the backward model as well" in out and "[4/6] the backward model: skipped" in out
+    assert summary["ensemble"] is False and summary["budget_plan"]["ensemble"] is False
+    assert "ULMFiT (forward model)" in out
     assert "TF-IDF + logistic regression" in out and "ulmfit predict --model" in out
     assert 0.0 <= summary["ulmfit_accuracy"] <= 1.0 and summary["tfidf_accuracy"] > 0.8
     saved = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
@@ -56,6 +64,43 @@ def test_the_time_budget_plans_as_many_lm_epochs_as_leave_room_for_the_classifie
     # a classifier on a tenth of the labels leaves room for more LM epochs
     tenth = classifier_lm_epochs(188_895, 1_025, 18_890, 6)
     assert plan_lm_epochs(90, 95, 600, 3, rt)[0] < plan_lm_epochs(90, 95, 600, 3, tenth)[0]
+
+
+def test_the_ensemble_is_planned_where_both_directions_fit_the_budget():
+    rt = classifier_lm_epochs(188_895, 10_246, 188_895, 5)
+    # the Zen 5 machine (39 s an LM epoch, 42 s gone) and the Xeon with AMX of 2026-12-03 (about
+    # the same): both directions with 1 full epoch each fit 10 minutes, and the projection says so
+    k, projected = plan_ensemble_epochs(39, 42, 600, 3, rt)
+    assert k == 1 and projected <= 0.95 * 600
+    assert projected > plan_lm_epochs(39, 42, 600, 3, rt)[1]  # dearer than the forward model alone
+    # a budget twice as long: more epochs each, never more than the maximum
+    assert plan_ensemble_epochs(39, 42, 1200, 3, rt)[0] == 3
+    assert plan_ensemble_epochs(39, 42, 1200, 2, rt)[0] == 2
+    # the Zen 4 machine (70 s an epoch): no room for both, so the forward model alone
+    k, projected = plan_ensemble_epochs(70, 75, 600, 3, rt)
+    assert k is None and projected > 600
+
+
+def test_the_demo_reports_the_forward_backward_ensemble(tmp_path, tiny_task, capsys):
+    data = tiny_task
+    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
+                       data_dir=data, progress=False, minutes=0, lm_epochs=1)  # no budget: both directions
+    out = capsys.readouterr().out
+    assert "[4/6] the backward model" in out and "ULMFiT forward+backward" in out
+    assert "forward model alone" in out and "backward model alone" in out
+    assert summary["ensemble"] is True and set(summary["members_accuracy"]) == {"forward", "backward"}
+    assert set(summary["lm_perplexity"]) == {"fine-tuned", "backward"}
+    bwd = json.loads((tmp_path / "out" / "classifier-bwd" / "config.json").read_text())
+    assert bwd["backwards"] is True
+    assert json.loads((tmp_path / "out" / "lm-bwd" / "config.json").read_text())["train"]["backwards"] is True
+    flags = f"--model {tmp_path / 'out' / 'classifier'} --model {tmp_path / 'out' / 'classifier-bwd'}"
+    assert f"ulmfit predict {flags}" in out
+    # without a backward partner for a forward LM of one's own, "on" is refused and "auto" runs forward only
+    with pytest.raises(UlmfitError, match="--lm-bwd"):
+        run_demo(tmp_path / "out2", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
+                 ensemble="on")
+    with pytest.raises(UlmfitError, match="ensemble must be one of"):
+        run_demo(tmp_path / "out2", "rotten-tomatoes", ensemble="both")
 
 
 def test_a_machine_too_slow_for_all_the_labels_trains_the_classifier_on_a_sample_that_fits():

@@ -412,8 +412,8 @@ def cmd_demo(a) -> int:
         raise UlmfitError(f"--lm-epochs must be at least 1, not {a.lm_epochs}")
     if a.minutes < 0:
         raise UlmfitError(f"--minutes must be positive (or 0 for no budget), not {a.minutes:g}")
-    run_demo(a.out, a.dataset, lm=a.lm, lm_epochs=a.lm_epochs, max_train=a.max_train, progress=not a.quiet,
-             minutes=a.minutes)
+    run_demo(a.out, a.dataset, lm=a.lm, lm_bwd=a.lm_bwd, lm_epochs=a.lm_epochs, max_train=a.max_train,
+             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble)
     return 0
 
 
@@ -439,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="rotten-tomatoes", choices=["rotten-tomatoes", "bbc-news", "20newsgroups"])
     s.add_argument("--out", default="ulmfit-demo", help="where the models go (default: ./ulmfit-demo)")
     s.add_argument("--lm", default=None, help="start from this language model instead of the shipped one")
+    s.add_argument("--lm-bwd", default=None,
+                   help="with --lm: the backward language model for the ensemble (default: the shipped one "
+                        "when --lm is not given; without it, --lm trains the forward model alone)")
+    s.add_argument("--ensemble", choices=["auto", "on", "off"], default="auto",
+                   help="also train the backward model and report the forward+backward ensemble: auto (default) "
+                        "when the time budget has room for both, on, off")
     s.add_argument("--lm-epochs", type=int, default=3,
                    help="the most LM fine-tuning epochs after the frozen one, stopping early when the perplexity "
                         "stops improving (default: 3)")
