@@ -42,7 +42,11 @@ VARIANTS = {
     "lr2x-dm0.3": {"stage_lrs": tuple(2 * x for x in FASTAI_LRS), "drop_mult": 0.3},
     "lr0.5x": {"stage_lrs": tuple(0.5 * x for x in FASTAI_LRS)},
     "bs16": {"bs": 16},
+    "bs32": {"bs": 32},  # the default from 1,000 to 20,000 examples, by name (a "base" row of another LM stays)
     "bs64": {"bs": 64},
+    "bs128": {"bs": 128},
+    "bs64-lr3x": {"bs": 64, "stage_lrs": tuple(3 * x for x in FASTAI_LRS)},  # the larger batch at a higher rate
+    "bs64-ep3": {"bs": 64, "stage_epochs": (1, 1, 1, 3)},  # ... or with a longer last stage
     "full2": {"stage_groups": (1, 0), "stage_epochs": (1, 4), "stage_lrs": (2e-2, 2e-3)},
     "ep4-dm1": {"stage_epochs": (1, 1, 1, 4), "drop_mult": 1.0},
     "ep4-lr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": tuple(2 * x for x in FASTAI_LRS)},
