@@ -421,13 +421,26 @@ def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], met
         for seed in seeds:
             sub = stratified_sample(train, size, seed)
             R = dict(experiment="sizes", dataset=ds, n_labels=size, seed=seed)
-            if "ulmfit-semi" in methods:
-                def go_semi():
-                    lm_dir, info = target_lm(ds, False, train_csv)
-                    return train_and_eval(lm_dir, sub, test, WORK / ds / f"clf-n{size}-semi-s{seed}",
-                                          clf_config(size, seed))
+            # semi-supervised: forward, backward, and their ensemble. A member the ensemble needs is
+            # trained (unrecorded) when its own row is already there and its folder was cleaned up.
+            want_ens = "ulmfit-semi-ens" in methods and not results.has(**R, method="ulmfit-semi-ens")
+            members = {}
+            for bw, m in ((False, "ulmfit-semi"), (True, "ulmfit-semi-bwd")):
+                if m not in methods and not want_ens:
+                    continue
+                out_dir = members[bw] = WORK / ds / f"clf-n{size}-semi{'bwd' if bw else ''}-s{seed}"
 
-                _guard(results, {**R, "method": "ulmfit-semi"}, go_semi)
+                def go_semi(bw=bw, out_dir=out_dir):
+                    lm_dir, info = target_lm(ds, bw, train_csv)
+                    return train_and_eval(lm_dir, sub, test, out_dir, clf_config(size, seed, backwards=bw))
+
+                if m in methods:
+                    _guard(results, {**R, "method": m}, go_semi)
+                if want_ens and not (out_dir / "config.json").exists():
+                    go_semi()
+            if want_ens and all((d / "config.json").exists() for d in members.values()):
+                _guard(results, {**R, "method": "ulmfit-semi-ens"},
+                       lambda: ensemble_eval([members[False], members[True]], test))
             if "ulmfit-sup" in methods:
                 def go_sup():
                     texts = write_texts_csv(sub, WORK / ds / f"texts-n{size}-s{seed}.csv")
@@ -534,6 +547,7 @@ NAMES = {"ulmfit-fwd": "ULMFiT forward", "ulmfit-bwd": "ULMFiT backward", "ulmfi
          "scratch": "AWD-LSTM classifier from scratch", "tfidf": "TF-IDF 1-2 grams + logistic regression",
          "minilm": "MiniLM-L6 embeddings + logistic regression", "fasttext": "fastText (supervised)",
          "setfit": "SetFit (MiniLM-L6)", "ulmfit-semi": "ULMFiT semi-supervised (LM on all text)",
+         "ulmfit-semi-bwd": "ULMFiT semi-supervised, backward", "ulmfit-semi-ens": "ULMFiT semi-supervised, fwd+bwd ensemble",
          "ulmfit-sup": "ULMFiT supervised (LM on labeled text)"}
 
 
@@ -580,10 +594,12 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
             sizes = sorted({int(r["n_labels"]) for r in sz if r["dataset"] == d})
             lines += [f"### Sample efficiency: {d}", ""]
             lines += ["| method | " + " | ".join(str(s) for s in sizes) + " | all |", "|---" * (len(sizes) + 2) + "|"]
-            for m in ["ulmfit-semi", "ulmfit-sup", "scratch", "tfidf", "minilm", "setfit", "fasttext"]:
+            for m in ["ulmfit-semi-ens", "ulmfit-semi", "ulmfit-semi-bwd", "ulmfit-sup", "scratch", "tfidf", "minilm",
+                      "setfit", "fasttext"]:
                 cells = [_cell([r["accuracy"] for r in sz if r["dataset"] == d and r["method"] == m
                                 and int(r["n_labels"]) == s]) for s in sizes]
-                main_m = {"ulmfit-semi": "ulmfit-fwd", "ulmfit-sup": "ulmfit-fwd"}.get(m, m)
+                main_m = {"ulmfit-semi": "ulmfit-fwd", "ulmfit-sup": "ulmfit-fwd", "ulmfit-semi-bwd": "ulmfit-bwd",
+                          "ulmfit-semi-ens": "ulmfit-ens"}.get(m, m)
                 allc = _cell([r["accuracy"] for r in rows if r["experiment"] == "main" and r["dataset"] == d
                               and r["method"] == main_m])
                 if any(cells):
@@ -638,7 +654,7 @@ def _plot_sizes(sz: list[dict], rows: list[dict], path: Path) -> None:
     dsets = [d for d in DATASETS if any(r["dataset"] == d for r in sz)]
     fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
     for ax, d in zip(axes[0], dsets):
-        for m in ["ulmfit-semi", "ulmfit-sup", "scratch", "tfidf", "minilm", "setfit"]:
+        for m in ["ulmfit-semi-ens", "ulmfit-semi", "ulmfit-sup", "scratch", "tfidf", "minilm", "setfit"]:
             pts = sorted({int(r["n_labels"]) for r in sz if r["dataset"] == d and r["method"] == m})
             if not pts:
                 continue
@@ -668,7 +684,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     ap.add_argument("--methods", default=None,
                     help="comma-separated subset (main: ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,"
-                         "fasttext; sizes: ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext; "
+                         "fasttext; sizes: ulmfit-semi,ulmfit-semi-bwd,ulmfit-semi-ens,ulmfit-sup,scratch,tfidf,minilm,setfit,"
+                         "fasttext; "
                          "ablations: " + ",".join(ABLATIONS) + ")")
     ap.add_argument("--rerun", action="store_true",
                     help="train runs again even when the results file has them (the report uses the latest)")
@@ -690,7 +707,8 @@ def main(argv=None) -> int:
             methods = (a.methods or "ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,fasttext").split(",")
             exp_main(ds, results, a.seeds, methods)
         elif a.experiment == "sizes":
-            methods = (a.methods or "ulmfit-semi,ulmfit-sup,scratch,tfidf,minilm,setfit,fasttext").split(",")
+            methods = (a.methods or "ulmfit-semi,ulmfit-semi-bwd,ulmfit-semi-ens,ulmfit-sup,scratch,tfidf,minilm,setfit,"
+                                    "fasttext").split(",")
             exp_sizes(ds, results, a.seeds, a.sizes, methods)
         else:
             methods = a.methods.split(",") if a.methods else ABLATIONS

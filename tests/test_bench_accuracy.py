@@ -209,3 +209,30 @@ def test_bn_recal_report_pairs_runs_by_seed_and_orders_sizes(tmp_path, load_benc
     # seed 2 of 100 labels has no "on" run: only the two complete pairs count
     assert table[0].split(" | ")[3:6] == ["60.00 ± 14.14", "56.00 ± 22.63", "-4.00 (-10.0, +2.0)"]
     assert table[0].endswith("| 2 |") and "ulmfit-fwd (main recipe)" in table[2]
+
+
+def test_the_semi_supervised_ensemble_trains_a_recorded_member_again_only_when_it_needs_it(acc, fake_data,
+                                                                                          monkeypatch, tmp_path):
+    trained = []
+    fake_data(100)
+    monkeypatch.setattr(acc, "stratified_sample", lambda train, size, seed: train[:size])
+
+    def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
+        trained.append((out.name, cfg.backwards))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        return {"accuracy": 0.6}
+
+    monkeypatch.setattr(acc, "train_and_eval", fake_train)
+    monkeypatch.setattr(acc, "ensemble_eval", lambda dirs, test: {"accuracy": 0.65, "members": [d.name for d in dirs]})
+    path = tmp_path / "r.jsonl"
+    acc.exp_sizes("rotten-tomatoes", acc.Results(path), [0], [10], ["ulmfit-semi"])  # an earlier forward row
+    assert trained == [("clf-n10-semi-s0", False)]
+    # its folder is gone (the benchmark cleans up), so the ensemble trains it again without recording it
+    acc.exp_sizes("rotten-tomatoes", acc.Results(path), [0], [10], ["ulmfit-semi-bwd", "ulmfit-semi-ens"])
+    assert trained[1:] == [("clf-n10-semi-s0", False), ("clf-n10-semibwd-s0", True)]
+    rows = acc.Results(path).rows
+    assert [r["method"] for r in rows] == ["ulmfit-semi", "ulmfit-semi-bwd", "ulmfit-semi-ens"]
+    assert rows[-1]["members"] == ["clf-n10-semi-s0", "clf-n10-semibwd-s0"]
+    acc.exp_sizes("rotten-tomatoes", acc.Results(path), [0], [10], ["ulmfit-semi-ens"])  # done: nothing trained
+    assert len(trained) == 3
