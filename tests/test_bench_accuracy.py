@@ -148,17 +148,21 @@ def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, t
     assert "round_perplexities" not in info
 
 
+def _fake_trainer(trained, accuracy, key=lambda out, cfg: out.name):
+    """A `train_and_eval` that trains nothing: notes `key(out, cfg)` in `trained` and leaves a
+    classifier folder (config.json) behind, as the real one does."""
+    def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
+        trained.append(key(out, cfg))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        return {"accuracy": accuracy}
+    return fake_train
+
+
 def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, fake_data, monkeypatch, tmp_path):
     trained = []
     fake_data(100)
-
-    def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
-        trained.append(out.name)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text("{}")
-        return {"accuracy": 0.8}
-
-    monkeypatch.setattr(acc, "train_and_eval", fake_train)
+    monkeypatch.setattr(acc, "train_and_eval", _fake_trainer(trained, 0.8))
     monkeypatch.setattr(acc, "ensemble_eval", lambda dirs, test: {"accuracy": 0.85, "members": [d.name for d in dirs]})
     path = tmp_path / "r.jsonl"
     acc.exp_main("rotten-tomatoes", acc.Results(path), [0], ["ulmfit-ens"])  # no members yet: both trained
@@ -216,14 +220,7 @@ def test_the_semi_supervised_ensemble_trains_a_recorded_member_again_only_when_i
     trained = []
     fake_data(100)
     monkeypatch.setattr(acc, "stratified_sample", lambda train, size, seed: train[:size])
-
-    def fake_train(lm_dir, train, test, out, cfg, pretrained=True):
-        trained.append((out.name, cfg.backwards))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text("{}")
-        return {"accuracy": 0.6}
-
-    monkeypatch.setattr(acc, "train_and_eval", fake_train)
+    monkeypatch.setattr(acc, "train_and_eval", _fake_trainer(trained, 0.6, lambda out, cfg: (out.name, cfg.backwards)))
     monkeypatch.setattr(acc, "ensemble_eval", lambda dirs, test: {"accuracy": 0.65, "members": [d.name for d in dirs]})
     path = tmp_path / "r.jsonl"
     acc.exp_sizes("rotten-tomatoes", acc.Results(path), [0], [10], ["ulmfit-semi"])  # an earlier forward row

@@ -262,9 +262,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
             times["backward"] = time.time() - t
         else:
             step(4, "the backward model: skipped, the time budget has no room for it (--ensemble on runs it)")
-    n_eval = steps - 1
-
-    step(n_eval, "test accuracy, beside a TF-IDF + logistic regression baseline trained on the same labels")
+    step(steps - 1, "test accuracy, beside a TF-IDF + logistic regression baseline trained on the same labels")
     t = time.time()
     clf = TextClassifier.load(models)
     rep = clf.evaluate(test, progress=progress)
