@@ -1141,7 +1141,6 @@ def _nlp_corpus(src: Source, fetched: list) -> Iterator[str]:
     yield from group_units(sents, group_words=600)
 
 
-
 # --- Sources added 2026-12-03 (found by a search of the three registries' package lists) -------
 
 _GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG EBOOK[^\n]*$", re.M | re.I)
