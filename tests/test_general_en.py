@@ -409,3 +409,14 @@ def test_decontaminator_drops_only_overlapping_sentences():
 def test_decontaminator_matches_across_case_and_punctuation():
     dec = ge.Decontaminator(["subject re graphics card for sale contact me at the usual address please"], n=5)
     assert dec.clean("Hi there. Graphics-card, for SALE! Contact me... Bye now.") == "Hi there. Bye now."
+
+
+def test_election_tweet_keys_match_cleaned_tweets():
+    tab = ("Is retweet\tTime\tAuthor\tContent\n" "discrete\ttime\tdiscrete\tstring\n" "\t\tclass\tmeta\n"
+           "False\t2016-09-28\trealDonaldTrump\tMake America great again! https://t.co/abc\n"
+           "False\t2016-09-28\tHillaryClinton\t\n")
+    keys = ge.election_tweet_keys(tab)
+    assert keys == {ge.doc_key("Make America great again!")}
+    assert ge.doc_key(ge.clean_tweet("Make America GREAT again!! http://t.co/xyz")) in keys
+    with pytest.raises(ge.FetchError):
+        ge.election_tweet_keys("a\tb\n")

