@@ -131,7 +131,8 @@ def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, t
     monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2,)})
     out, info = acc.target_lm("20newsgroups", False, tmp_path / "train.csv")
     assert out == tmp_path / "all-more"
-    assert calls == [("all", None, {}), ("all-more", tmp_path / "all", {"freeze_epochs": 0, "epochs": 2})]
+    assert calls == [("all", None, {"max_vocab": None}),
+                     ("all-more", tmp_path / "all", {"freeze_epochs": 0, "epochs": 2})]
     assert info["seconds"] == 2316.9 and info["valid_perplexity"] == 145.9
     assert info["round_perplexities"] == [171.0, 145.9]
 
@@ -146,6 +147,16 @@ def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, t
     out, info = acc.target_lm("rotten-tomatoes", False, tmp_path / "train.csv")  # one round only
     assert out == tmp_path / "all" and [c[0] for c in calls] == ["all"]
     assert "round_perplexities" not in info
+
+    # a variant's rounds have their own cache tags; only the first round sets the vocabulary cap
+    calls.clear()
+    ppl.update({"vocab-all": 160.0, "vocab-all-more": 140.0, "vocab-all-more2": 130.0})
+    out, info = acc.target_lm("20newsgroups", False, tmp_path / "train.csv", prefix="vocab-", max_vocab=10**6)
+    assert out == tmp_path / "vocab-all-more2"
+    assert calls[0] == ("vocab-all", None, {"max_vocab": 10**6})
+    assert [c[1] for c in calls[1:]] == [tmp_path / "vocab-all", tmp_path / "vocab-all-more"]
+    assert all("max_vocab" not in c[2] for c in calls[1:])
+    assert info["round_perplexities"] == [160.0, 140.0, 130.0]
 
 
 def _fake_trainer(trained, accuracy, key=lambda out, cfg: out.name):
