@@ -244,3 +244,18 @@ def test_the_semi_supervised_ensemble_trains_a_recorded_member_again_only_when_i
     assert rows[-1]["members"] == ["clf-n10-semi-s0", "clf-n10-semibwd-s0"]
     acc.exp_sizes("rotten-tomatoes", acc.Results(path), [0], [10], ["ulmfit-semi-ens"])  # done: nothing trained
     assert len(trained) == 3
+
+
+def test_lm_rounds_shortens_the_later_rounds_and_names_it(acc, monkeypatch, tmp_path):
+    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2, 2)})
+    monkeypatch.setattr(acc, "LM_MORE_RECIPE", {"20newsgroups": (2, 2)})
+    assert acc.lm_rounds_note("20newsgroups") == "" and acc.lm_rounds_note("bbc-news") == ""
+    seen = {}
+    monkeypatch.setattr(acc, "exp_ablations", lambda ds, results, seeds, methods: seen.update(
+        more=dict(acc.LM_MORE), note=acc.lm_rounds_note(ds)))
+    monkeypatch.setattr(acc, "_maybe_jemalloc", lambda: None)
+    acc.main(["ablations", "--datasets", "20newsgroups", "--methods", "vocab", "--lm-rounds", "1",
+              "--results", str(tmp_path / "r.jsonl")])
+    assert seen == {"more": {"20newsgroups": ()}, "note": " (1 of the recipe's 3 LM rounds)"}
+    with pytest.raises(SystemExit):
+        acc.main(["ablations", "--lm-rounds", "0", "--results", str(tmp_path / "r.jsonl")])
