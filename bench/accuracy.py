@@ -725,6 +725,9 @@ def main(argv=None) -> int:
     if a.lm_rounds is not None:
         if a.lm_rounds < 1:
             ap.error("--lm-rounds must be at least 1")
+        if a.experiment != "ablations" or (a.methods or "") != "vocab":
+            # only the vocab ablation names its rounds; other rows would pass for the full recipe's
+            ap.error("--lm-rounds applies to `ablations --methods vocab` only")
         for ds in LM_MORE:
             LM_MORE[ds] = LM_MORE[ds][: a.lm_rounds - 1]
     if a.experiment == "report":

@@ -259,3 +259,5 @@ def test_lm_rounds_shortens_the_later_rounds_and_names_it(acc, monkeypatch, tmp_
     assert seen == {"more": {"20newsgroups": ()}, "note": " (1 of the recipe's 3 LM rounds)"}
     with pytest.raises(SystemExit):
         acc.main(["ablations", "--lm-rounds", "0", "--results", str(tmp_path / "r.jsonl")])
+    with pytest.raises(SystemExit):  # a main row would be recorded as the full recipe's
+        acc.main(["main", "--datasets", "20newsgroups", "--lm-rounds", "1", "--results", str(tmp_path / "r.jsonl")])
