@@ -226,7 +226,9 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, base: Path
     """Stage 2, cached: `base` (default: the shipped LM) fine-tuned on `texts_csv` (one run per tag);
     `max_vocab`: the cap on the fine-tuned vocabulary (`finetune_lm`; default: the base model's)."""
     from ulmfit.api import finetune_lm
+    from ulmfit.checkpoint import VOCAB
     from ulmfit.pretrained import default_lm
+    from ulmfit.text.vocab import Vocab
 
     out = WORK / ds / f"lm-{tag}-{'bwd' if backwards else 'fwd'}"
     done = out / "done.json"
@@ -239,7 +241,7 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, base: Path
     info = {"valid_perplexity": res.get("valid_perplexity"), "seconds": time.time() - t0,
             "epochs_run": res.get("epoch"), "restored_best_epoch": res.get("restored_best_epoch"),
             "config": cfg.to_dict(), "base": str(base) if base else "shipped", "max_vocab": max_vocab,
-            "vocab_size": len((out / "vocab.txt").read_text(encoding="utf-8").splitlines())}
+            "vocab_size": len(Vocab.load(out / VOCAB))}
     done.write_text(json.dumps(info, indent=1))
     return out, info
 
