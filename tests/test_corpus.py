@@ -1,6 +1,10 @@
 """Corpus readers and the token cache (text -> tokens -> ids, tokenised once)."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -186,6 +190,53 @@ def test_interrupted_build_leaves_no_cache(corpus, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_corpus(corpus, WORD, progress=False)
     assert list((tmp_path / "cache" / "corpora").iterdir()) == []
+
+
+def _killable_build(folder):
+    """A child process that holds `folder`'s build lock the way a running build does, until killed."""
+    code = ("import sys, pathlib; from ulmfit.data.cache import _hold_build_lock; "
+            "f = _hold_build_lock(pathlib.Path(sys.argv[1])); print('held', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_build_killed_mid_way_is_swept_by_the_next_build_and_a_running_one_is_not(corpus, tmp_path, capsys):
+    corpora = tmp_path / "cache" / "corpora"
+    killed, running = corpora / ".0123456789abcdef.building.aaaa", corpora / ".fedcba9876543210.building.bbbb"
+    for d in (killed, running):
+        d.mkdir(parents=True)
+        (d / "tokens.txt").write_text("xxbos the cat\n" * 1000)
+    victim, alive = _killable_build(killed), _killable_build(running)
+    try:
+        victim.kill()  # SIGKILL: no handler runs, the folder stays; the kernel drops the lock
+        victim.wait()
+        assert killed.exists()
+        data, _ = build_corpus(corpus, WORD, progress=True)
+        assert not killed.exists() and running.exists()  # a live build keeps its folder
+        assert f"removed {killed}, the unfinished build of a run that was killed (0.0 MB)" in capsys.readouterr().err
+        # the new cache carries no lock file, and nothing of the build is left next to it
+        assert not (data.path / cache_mod.BUILD_LOCK).exists()
+        assert sorted(p.name for p in corpora.iterdir()) == sorted([data.path.name, running.name])
+    finally:
+        alive.kill()
+        alive.wait()
+    assert cache_mod.sweep_stale_builds(corpora) == [(running, 14000)]
+
+
+def test_unlocked_build_folder_of_an_older_version_is_swept_only_when_long_untouched(tmp_path):
+    old, recent = tmp_path / ".a.building.x", tmp_path / ".b.building.y"
+    for d in (old, recent):
+        d.mkdir()
+        (d / "tokens.txt").write_text("abc")
+    keep = tmp_path / "not-a-build"  # anything else in the folder is never touched
+    keep.mkdir()
+    long_ago = time.time() - cache_mod.STALE_UNLOCKED_SECONDS - 60
+    for p in (old / "tokens.txt", old, keep):
+        os.utime(p, (long_ago, long_ago))
+    assert cache_mod.sweep_stale_builds(tmp_path) == [(old, 3)]
+    assert recent.exists() and keep.exists() and not old.exists()
 
 
 def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkeypatch):

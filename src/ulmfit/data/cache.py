@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -156,7 +157,10 @@ def build_corpus(
         raise UlmfitError(f"{final} exists and is not a ulmfit token cache; choose another cache folder")
 
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building.", dir=final.parent))
+    for gone, size in sweep_stale_builds(final.parent):
+        say(f"removed {gone}, the unfinished build of a run that was killed ({size / 1e6:,.1f} MB)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{BUILDING}", dir=final.parent))
+    lock = _hold_build_lock(tmp)
     try:
         docs = lambda: iter_documents(path, fmt, column, encoding)  # noqa: E731 (read twice)
         if tok_cfg.kind == "word":
@@ -172,6 +176,7 @@ def build_corpus(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         atomic_write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete cache
+        (tmp / BUILD_LOCK).unlink(missing_ok=True)  # the cache needs no lock; the open file keeps it held
         if final.exists():
             shutil.rmtree(final)
         try:
@@ -183,9 +188,70 @@ def build_corpus(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.close()
     say(f"cached {meta['n_tokens']:,} tokens of {meta['n_docs']:,} documents at {final}")
     data = load_corpus_dir(final)
     return data, data.sp_model
+
+
+BUILDING = ".building."  # a build's temporary folder: .<cache name>.building.<random>, next to the cache
+BUILD_LOCK = ".lock"  # inside it: a file its build holds an exclusive flock on while it runs
+STALE_UNLOCKED_SECONDS = 6 * 3600  # a build folder without a lock file (older versions) untouched this long
+
+
+def _hold_build_lock(folder: Path):
+    """An open file in `folder` with an exclusive flock, or None where the OS has no flock. The
+    kernel releases the lock when the process dies, however it dies (the out-of-memory killer,
+    `kill -9`, a power cut), which is what `sweep_stale_builds` looks for."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: builds still work, their leftovers are swept by age only
+        return None
+    f = open(folder / BUILD_LOCK, "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a filesystem without locks
+        f.close()
+        return None
+    return f
+
+
+def _is_stale_build(folder: Path, now: float) -> bool:
+    lock = folder / BUILD_LOCK
+    if lock.is_file():
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        try:
+            with open(lock, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds only when no live build holds it
+                return True
+        except OSError:
+            return False
+    try:  # no lock file: a build by an older version, or one just finishing; judge by its last write
+        newest = max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.iterdir()])
+    except OSError:
+        return False
+    return now - newest > STALE_UNLOCKED_SECONDS
+
+
+def sweep_stale_builds(parent: Path) -> list[tuple[Path, int]]:
+    """Remove the temporary build folders in `parent` that no running build owns: a build that was
+    killed (not interrupted: that one cleans up after itself) leaves one behind, up to gigabytes of
+    tokens for a large corpus. Returns each removed folder with its size in bytes."""
+    removed = []
+    now = time.time()
+    for folder in sorted(Path(parent).glob(f".*{BUILDING}*")):
+        if not folder.is_dir() or folder.is_symlink() or not _is_stale_build(folder, now):
+            continue
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append((folder, size))
+    return removed
 
 
 def corpus_key(
