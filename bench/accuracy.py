@@ -500,6 +500,12 @@ def lm_rounds_note(ds: str) -> str:
     return "" if ran == recipe_rounds else f" ({ran} of the recipe's {recipe_rounds} LM rounds)"
 
 
+def ran_fewer_rounds(method: str) -> bool:
+    """Whether a row's method name carries `lm_rounds_note`: its LM is not the full recipe's, so the
+    report does not subtract the full recipe's accuracy from it."""
+    return method.endswith(" LM rounds)") and " of the recipe's " in method
+
+
 def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str] = ABLATIONS) -> None:
     from ulmfit.pretrained import default_lm
 
@@ -645,13 +651,21 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
             for r in ab:
                 if r["dataset"] == d and r["method"] not in seen:
                     seen.append(r["method"])
-            full = {r["seed"]: r["accuracy"] for r in ab if r["dataset"] == d and r["method"] == FULL_RECIPE}
+            full_rows = [r for r in ab if r["dataset"] == d and r["method"] == FULL_RECIPE]
+            if not full_rows:  # the main table's forward model is the same recipe (`full` reuses it when cached)
+                full_rows = [r for r in rows if r["experiment"] == "main" and r["dataset"] == d
+                             and r["method"] == "ulmfit-fwd"]
+            full = {r["seed"]: r["accuracy"] for r in full_rows}
             for m in seen:
-                rs = [r for r in ab if r["dataset"] == d and r["method"] == m]
+                rs = full_rows if m == FULL_RECIPE else [r for r in ab if r["dataset"] == d and r["method"] == m]
                 if not rs:
                     continue
+                if m == FULL_RECIPE and rs[0]["experiment"] == "main":
+                    m = f"{FULL_RECIPE} (the forward model of the table above)"
                 diffs = [r["accuracy"] - full[r["seed"]] for r in rs if r["seed"] in full]
-                delta = "" if m == FULL_RECIPE or not diffs else (
+                if ran_fewer_rounds(m):
+                    diffs = []  # a shorter LM fine-tuning than the reference's: not the one lever's effect
+                delta = "" if rs is full_rows or not diffs else (
                     f"{100 * statistics.mean(diffs):+.2f}" + (f" (seeds: {', '.join(f'{100 * x:+.1f}' for x in diffs)})"
                                                              if len(diffs) > 1 else ""))
                 lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | {delta} | "

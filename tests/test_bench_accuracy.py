@@ -119,6 +119,29 @@ def test_ablation_report_gives_paired_differences(acc, tmp_path):
                                                                                tmp_path / "p.png")
 
 
+def test_ablation_report_without_its_own_full_run_compares_with_the_main_forward_model(acc, tmp_path):
+    res = acc.Results(tmp_path / "r.jsonl")
+    for seed, a in [(0, 0.7922), (1, 0.7899)]:
+        res.add(dict(experiment="main", dataset="20newsgroups", method="ulmfit-fwd", n_labels="all", seed=seed,
+                     accuracy=a, seconds=1800.0))
+    res.add(dict(experiment="main", dataset="20newsgroups", method="ulmfit-bwd", n_labels="all", seed=0,
+                 accuracy=0.8005, seconds=1800.0))
+    res.add(dict(experiment="ablations", dataset="20newsgroups", method="LM without the cap", n_labels="all", seed=0,
+                 accuracy=0.8, seconds=5000.0))
+    block = acc.report(res, tmp_path / "B.md", tmp_path / "p.png")
+    table = block[block.index("### Ablations: 20newsgroups"):].splitlines()
+    assert table[4] == ("| ULMFiT (fwd): full recipe (the forward model of the table above) | 79.11 ± 0.16 (n=2) |  | "
+                        "1800 |")
+    assert table[5] == "| LM without the cap | 80.00 | +0.78 | 5000 |"  # paired with seed 0 of the forward model
+    # a row whose LM ran fewer of the recipe's rounds (`lm_rounds_note`) is not the cap's effect alone
+    assert acc.ran_fewer_rounds("LM without the cap (1 of the recipe's 3 LM rounds)")
+    assert not acc.ran_fewer_rounds("LM without the cap")
+    res.add(dict(experiment="ablations", dataset="20newsgroups", method="LM without the cap (1 of the recipe's 3 LM "
+                 "rounds)", n_labels="all", seed=0, accuracy=0.767, seconds=2554.0))
+    table = acc.report(res, tmp_path / "B.md", tmp_path / "p.png").splitlines()
+    assert "| LM without the cap (1 of the recipe's 3 LM rounds) | 76.70 |  | 2554 |" in table
+
+
 def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, tmp_path):
     calls = []
     ppl = {"all": 171.0, "all-more": 145.9, "all-more2": 139.0}
@@ -257,6 +280,7 @@ def test_lm_rounds_shortens_the_later_rounds_and_names_it(acc, monkeypatch, tmp_
     acc.main(["ablations", "--datasets", "20newsgroups", "--methods", "vocab", "--lm-rounds", "1",
               "--results", str(tmp_path / "r.jsonl")])
     assert seen == {"more": {"20newsgroups": ()}, "note": " (1 of the recipe's 3 LM rounds)"}
+    assert acc.ran_fewer_rounds("vocab" + seen["note"])  # the report recognises the note it wrote
     with pytest.raises(SystemExit):
         acc.main(["ablations", "--lm-rounds", "0", "--results", str(tmp_path / "r.jsonl")])
     with pytest.raises(SystemExit):  # a main row would be recorded as the full recipe's
