@@ -226,17 +226,20 @@ def test_build_killed_mid_way_is_swept_by_the_next_build_and_a_running_one_is_no
 
 
 def test_unlocked_build_folder_of_an_older_version_is_swept_only_when_long_untouched(tmp_path):
-    old, recent = tmp_path / ".a.building.x", tmp_path / ".b.building.y"
+    old, recent = tmp_path / ".4f217d3b1cc7d9bb.building.x", tmp_path / ".030ec095cc388fe2.building.y"
     for d in (old, recent):
         d.mkdir()
         (d / "tokens.txt").write_text("abc")
-    keep = tmp_path / "not-a-build"  # anything else in the folder is never touched
+    # anything else is never touched: another folder, or one named like a build of a user's --cache-dir
+    # (not a default cache's hex name) that has no lock file to prove it is ours
+    keep, theirs = tmp_path / "not-a-build", tmp_path / ".mine.building.z"
     keep.mkdir()
+    theirs.mkdir()
     long_ago = time.time() - cache_mod.STALE_UNLOCKED_SECONDS - 60
-    for p in (old / "tokens.txt", old, keep):
+    for p in (old / "tokens.txt", old, keep, theirs):
         os.utime(p, (long_ago, long_ago))
     assert cache_mod.sweep_stale_builds(tmp_path) == [(old, 3)]
-    assert recent.exists() and keep.exists() and not old.exists()
+    assert recent.exists() and keep.exists() and theirs.exists() and not old.exists()
 
 
 def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkeypatch):

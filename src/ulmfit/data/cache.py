@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -231,6 +232,8 @@ def _is_stale_build(folder: Path, now: float) -> bool:
                 return True
         except OSError:
             return False
+    if not re.fullmatch(r"\.[0-9a-f]{16}" + re.escape(BUILDING) + r".+", folder.name):
+        return False  # without our lock file, only a folder named like a default cache's build is ours
     try:  # no lock file: a build by an older version, or one just finishing; judge by its last write
         newest = max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.iterdir()])
     except OSError:
