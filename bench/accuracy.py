@@ -14,7 +14,9 @@ so the benchmark resumes after an interruption and can be extended piece by piec
   MiniLM, SetFit (few-shot).
 - ``ablations``: the paper's ablations on one dataset: no pretraining, no LM fine-tuning, LM
   fine-tuning without discriminative rates / without STLR, classifier fine-tuning of the full
-  network at once vs the last layer only vs gradual unfreezing.
+  network at once vs the last layer only vs gradual unfreezing; and LM fine-tuning without the
+  vocabulary cap (``vocab``, forward; ``vocab-bwd``, ``vocab-ens``: the backward model and the
+  ensemble, each compared with the main table's backward model and ensemble).
 - ``report``: tables (mean +- std over seeds) and a sample-efficiency plot into BENCHMARKS.md.
 
 The recipe is the library's, with documented defaults: a stratified 10% of the labels is held out
@@ -475,7 +477,9 @@ def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], met
                 shutil.rmtree(d, ignore_errors=True)  # keep the cache small; results are in the JSONL
 
 
-ABLATIONS = ["full", "scratch", "nolmft", "nodiscr", "clf-full", "clf-last", "nostlr", "vocab"]
+ABLATIONS = ["full", "scratch", "nolmft", "nodiscr", "clf-full", "clf-last", "nostlr", "vocab", "vocab-bwd",
+             "vocab-ens"]
+VOCAB_ABLATIONS = {"vocab", "vocab-bwd", "vocab-ens"}  # the ones `--lm-rounds` may shorten: their rows say so
 # the `vocab` ablation's cap: above any benchmark's count of words seen min_freq times (20 Newsgroups:
 # 39,533 against the shipped models' 30,000), so in effect none
 UNCAPPED_VOCAB = 1_000_000
@@ -542,11 +546,34 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
                                       ablation_clf_configs(ds, n, seed)[tag])
             return go
 
-        def vocab_uncapped():  # the dataset's LM rounds, every target word seen min_freq times given an id
-            lm_dir, info = target_lm(ds, False, train_csv, prefix="vocab-", max_vocab=UNCAPPED_VOCAB)
-            return {**train_and_eval(lm_dir, train, test, WORK / ds / f"abl-vocab-s{seed}", recipe(ds, n, seed)),
-                    "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds"),
-                    "lm_vocab_size": info.get("vocab_size"), "round_perplexities": info.get("round_perplexities")}
+        vocab_dirs = {bw: WORK / ds / f"abl-vocab{'-bwd' if bw else ''}-s{seed}" for bw in (False, True)}
+
+        def vocab_uncapped(bw=False):  # the dataset's LM rounds, every target word seen min_freq times given an id
+            def go():
+                lm_dir, info = target_lm(ds, bw, train_csv, prefix="vocab-", max_vocab=UNCAPPED_VOCAB)
+                return {**train_and_eval(lm_dir, train, test, vocab_dirs[bw], recipe(ds, n, seed, backwards=bw)),
+                        "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds"),
+                        "lm_vocab_size": info.get("vocab_size"), "round_perplexities": info.get("round_perplexities"),
+                        **({"compare_with": "ulmfit-bwd"} if bw else {})}
+            return go
+
+        def vocab_ensemble():  # its members, trained here when missing (rows of their own then)
+            for bw, (tag, name, _) in ((False, vocab_plan[0]), (True, vocab_plan[1])):
+                if not (vocab_dirs[bw] / "config.json").exists():
+                    _guard(results, {**R, "method": name, "seed": seed}, vocab_uncapped(bw))
+                if not (vocab_dirs[bw] / "config.json").exists():  # its row is there, its model is not
+                    raise RuntimeError(f"{vocab_dirs[bw]}: no saved classifier for the ensemble's member {tag!r} "
+                                       f"(a new machine?); train it again with --rerun --methods {tag},vocab-ens")
+            return {**ensemble_eval([vocab_dirs[False], vocab_dirs[True]], test), "compare_with": "ulmfit-ens"}
+
+        vocab_name = "LM fine-tuning without the vocabulary cap (every target word seen 3 times gets an id)"
+        vocab_plan = [
+            ("vocab", vocab_name + lm_rounds_note(ds), vocab_uncapped()),
+            ("vocab-bwd", vocab_name + ", backward model, against the recipe's backward model"
+             + lm_rounds_note(ds), vocab_uncapped(True)),
+            ("vocab-ens", vocab_name + ", fwd+bwd ensemble, against the recipe's ensemble" + lm_rounds_note(ds),
+             vocab_ensemble),
+        ]
 
         def scratch():
             same = _from_main(results, ds, "scratch", seed, clf=train_and_eval_key(scratch_recipe(ds, n, seed)))
@@ -565,8 +592,7 @@ def exp_ablations(ds: str, results: Results, seeds: list[int], methods: list[str
             ("clf-last", "classifier: last layer only (head)", clf_variant("clf-last")),
             ("nostlr", "LM fine-tuning without STLR (constant rate)", lm_variant("nostlr", schedule="constant",
                                                                                   lr=1e-3, freeze_lr=1e-3)),
-            ("vocab", "LM fine-tuning without the vocabulary cap (every target word seen 3 times gets an id)"
-             + lm_rounds_note(ds), vocab_uncapped),
+            *vocab_plan,
         ]
         for tag, name, fn in plan:
             if tag in methods:
@@ -662,7 +688,11 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
                     continue
                 if m == FULL_RECIPE and rs[0]["experiment"] == "main":
                     m = f"{FULL_RECIPE} (the forward model of the table above)"
-                diffs = [r["accuracy"] - full[r["seed"]] for r in rs if r["seed"] in full]
+                ref = full
+                if rs is not full_rows and rs[-1].get("compare_with"):  # e.g. a backward variant: the recipe's backward
+                    ref = {r["seed"]: r["accuracy"] for r in rows if r["experiment"] == "main" and r["dataset"] == d
+                           and r["method"] == rs[-1]["compare_with"]}
+                diffs = [r["accuracy"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
                 if ran_fewer_rounds(m):
                     diffs = []  # a shorter LM fine-tuning than the reference's: not the one lever's effect
                 delta = "" if rs is full_rows or not diffs else (
@@ -741,9 +771,9 @@ def main(argv=None) -> int:
     if a.lm_rounds is not None:
         if a.lm_rounds < 1:
             ap.error("--lm-rounds must be at least 1")
-        if a.experiment != "ablations" or (a.methods or "") != "vocab":
-            # only the vocab ablation names its rounds; other rows would pass for the full recipe's
-            ap.error("--lm-rounds applies to `ablations --methods vocab` only")
+        if a.experiment != "ablations" or not a.methods or not set(a.methods.split(",")) <= VOCAB_ABLATIONS:
+            # only the vocab ablations name their rounds; other rows would pass for the full recipe's
+            ap.error("--lm-rounds applies to `ablations --methods` among " + ",".join(sorted(VOCAB_ABLATIONS)) + " only")
         for ds in LM_MORE:
             LM_MORE[ds] = LM_MORE[ds][: a.lm_rounds - 1]
     if a.experiment == "report":

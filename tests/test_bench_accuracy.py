@@ -283,5 +283,59 @@ def test_lm_rounds_shortens_the_later_rounds_and_names_it(acc, monkeypatch, tmp_
     assert acc.ran_fewer_rounds("vocab" + seen["note"])  # the report recognises the note it wrote
     with pytest.raises(SystemExit):
         acc.main(["ablations", "--lm-rounds", "0", "--results", str(tmp_path / "r.jsonl")])
+    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2, 2)})
+    acc.main(["ablations", "--datasets", "20newsgroups", "--methods", "vocab-bwd,vocab-ens", "--lm-rounds", "2",
+              "--results", str(tmp_path / "r.jsonl")])
+    assert seen["note"] == " (2 of the recipe's 3 LM rounds)"
+    with pytest.raises(SystemExit):  # the full recipe's row would not say it ran fewer rounds
+        acc.main(["ablations", "--methods", "vocab,full", "--lm-rounds", "1", "--results", str(tmp_path / "r.jsonl")])
     with pytest.raises(SystemExit):  # a main row would be recorded as the full recipe's
         acc.main(["main", "--datasets", "20newsgroups", "--lm-rounds", "1", "--results", str(tmp_path / "r.jsonl")])
+
+
+def test_vocab_ensemble_trains_missing_members_once_and_is_paired_with_the_recipe_ensemble(acc, fake_data,
+                                                                                           monkeypatch, tmp_path):
+    trained, lms = [], []
+    fake_data(100)
+    monkeypatch.setattr(acc, "train_and_eval", _fake_trainer(trained, 0.8, key=lambda out, cfg: (out.name,
+                                                                                              cfg.backwards)))
+    monkeypatch.setattr(acc, "ensemble_eval", lambda dirs, test: {"accuracy": 0.85, "members": [d.name for d in dirs]})
+
+    def fake_lm(ds, bw, csv, prefix="", max_vocab=None):
+        lms.append((bw, prefix, max_vocab))
+        return tmp_path / "lm", {"valid_perplexity": 50.0}
+
+    monkeypatch.setattr(acc, "target_lm", fake_lm)
+    res = acc.Results(tmp_path / "r.jsonl")
+    acc.exp_ablations("20newsgroups", res, [0], ["vocab-ens"])
+    assert trained == [("abl-vocab-s0", False), ("abl-vocab-bwd-s0", True)]
+    assert lms == [(False, "vocab-", acc.UNCAPPED_VOCAB), (True, "vocab-", acc.UNCAPPED_VOCAB)]
+    rows = {r["method"].split(", ")[1] if ", " in r["method"] else "fwd": r for r in res.rows}
+    assert set(rows) == {"fwd", "backward model", "fwd+bwd ensemble"}
+    assert rows["fwd+bwd ensemble"]["members"] == ["abl-vocab-s0", "abl-vocab-bwd-s0"]
+    assert rows["backward model"]["compare_with"] == "ulmfit-bwd" and "compare_with" not in rows["fwd"]
+
+    # again with --rerun: the members' models are there, so only the ensemble is evaluated again
+    rerun = acc.Results(tmp_path / "r.jsonl", rerun=True)
+    acc.exp_ablations("20newsgroups", rerun, [0], ["vocab-ens"])
+    assert len(trained) == 2 and len(rerun.rows) == 4
+
+    # its difference is taken from the recipe's ensemble, not from the forward model
+    for m, a in [("ulmfit-fwd", 0.7922), ("ulmfit-ens", 0.8219)]:
+        res.add(dict(experiment="main", dataset="20newsgroups", method=m, n_labels="all", seed=0, accuracy=a))
+    table = acc.report(acc.Results(tmp_path / "r.jsonl"), tmp_path / "B.md", tmp_path / "p.png").splitlines()
+    ens = next(l for l in table if "fwd+bwd ensemble, against the recipe's ensemble" in l)
+    assert "| 85.00 | +2.81 |" in ens
+    assert any(l.startswith("| LM fine-tuning without the vocabulary cap (every target word seen 3 times gets an "
+                            "id) | 80.00 | +0.78 |") for l in table)
+
+    # a member whose row is recorded but whose model is gone (a new machine): a clear failure, kept as such
+    import shutil
+    shutil.rmtree(tmp_path / "20newsgroups" / "abl-vocab-bwd-s0")
+    again = acc.Results(tmp_path / "r2.jsonl")
+    for r in rows.values():
+        if "ensemble" not in r["method"]:
+            again.add(dict(r))
+    acc.exp_ablations("20newsgroups", again, [0], ["vocab-ens"])
+    assert "no saved classifier for the ensemble's member 'vocab-bwd'" in again.rows[-1]["note"]
+    assert len(trained) == 2
