@@ -20,7 +20,8 @@ so the benchmark resumes after an interruption and can be extended piece by piec
 - ``report``: tables (mean +- std over seeds) and a sample-efficiency plot into BENCHMARKS.md.
 
 The recipe is the library's, with documented defaults: a stratified 10% of the labels is held out
-for validation and picks the best epoch (early stopping), the loss is weighted by inverse class
+for validation and picks the best epoch (early stopping) when it holds over 100 texts (fewer cannot
+tell epochs apart: then the last epoch is kept, see bench/epoch_select.py), the loss is weighted by inverse class
 frequency, LM fine-tuning keeps its best epoch by validation perplexity (patience 1), and the
 number of classifier epochs grows for small label sets so that every run gets a minimum number of
 optimizer steps (see ``clf_config``).
@@ -271,7 +272,8 @@ def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool 
     """The library's classifier recipe (`ClassifierTrainConfig().for_data`): gradual unfreezing over 4
     stages, peak rates 4e-2 .. 2e-3, discriminative factor 2.6, batch size from the data size, a last
     stage of at least 150 steps (<= 12 epochs) for small label sets, early stopping on the
-    validation split, class weights when the labels are imbalanced. From scratch: all layers from
+    validation split (over 100 validation texts; with fewer, the last epoch is kept), class weights
+    when the labels are imbalanced. From scratch: all layers from
     the start at one rate (3e-3), up to 20 epochs with early stopping (patience 5): with 6, the
     Rotten Tomatoes run sat at chance for 5 epochs and jumped to 74% validation in its last one,
     and BBC News still rose 7 points in its last (2026-11-24), so 6 understated both."""
@@ -325,7 +327,7 @@ def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool =
     res = train_classifier(lm_dir, train, out, cfg=cfg, overwrite=True, progress=False, pretrained=pretrained)
     rep = TextClassifier.load(out).evaluate(test)
     return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
-            "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"), "dir": str(out),
+            "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"), "select": res.get("select"), "dir": str(out),
             "clf": train_and_eval_key(cfg), "pretrained": pretrained}
 
 

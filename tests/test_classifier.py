@@ -386,3 +386,58 @@ def test_training_with_bn_recal_saves_the_evaluation_mode_statistics_of_the_trai
     for k, v in model.head.state_dict().items():
         if "running" in k:  # the saved best epoch was recalibrated on exactly these texts
             torch.testing.assert_close(v, saved[k], atol=1e-3, rtol=1e-2)
+
+
+def _scripted_scores(monkeypatch, f1s):
+    """The trainer's validation returns these macro-F1 values, one per epoch."""
+    from ulmfit.train.classify import ClassifierTrainer
+
+    it = iter(f1s)
+
+    def evaluate(self, data):
+        f = next(it)
+        return {"loss": 1.0 - f, "accuracy": f, "macro_f1": f}
+
+    monkeypatch.setattr(ClassifierTrainer, "evaluate", evaluate)
+
+
+def test_best_epoch_selection_stops_early_and_gives_a_tie_to_the_later_epoch(task, tmp_path, monkeypatch):
+    # stage 1 (head) then 4 epochs of stage 2: 0.7 at epoch 2, a tie at epoch 4 (kept: it trained longer)
+    _scripted_scores(monkeypatch, [0.5, 0.7, 0.6, 0.7, 0.6])
+    res = train_classifier(task / "lm", task / "train.csv", tmp_path / "a", cfg=ClassifierTrainConfig(
+        **FAST, select="best"), progress=False, n_workers=1)
+    assert res["best_epoch"] == 4 and res["epochs"] == 5
+    # two last-stage epochs without improvement end the run at patience 2
+    _scripted_scores(monkeypatch, [0.5, 0.9, 0.1, 0.1, 0.8])
+    res = train_classifier(task / "lm", task / "train.csv", tmp_path / "b", cfg=ClassifierTrainConfig(
+        **FAST, select="best", patience=2), progress=False, n_workers=1)
+    assert res["best_epoch"] == 2 and res["epochs"] == 4
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["best_epoch"] == 2
+
+
+def test_a_validation_split_too_small_to_choose_keeps_the_last_epoch(task, tmp_path, monkeypatch, capsys):
+    """30 validation texts (10% of 300) cannot tell epochs apart: with select=auto every epoch runs,
+    whatever its score and the patience, and the last one becomes the model."""
+    from ulmfit.train.classify import SELECT_LAST_MAX_VALID
+
+    assert 30 <= SELECT_LAST_MAX_VALID
+    _scripted_scores(monkeypatch, [0.5, 0.9, 0.1, 0.1, 0.2])
+    res = train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(
+        **FAST, patience=1), progress=True, n_workers=1)
+    assert res["best_epoch"] == 5 and res["epochs"] == 5 and res["valid_macro_f1"] == 0.2
+    assert "30 validation examples are too few to pick the best epoch" in capsys.readouterr().out
+    # the kept weights are the last epoch's: the saved model predicts what the trained one does
+    hist = [json.loads(l) for l in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist if "valid_macro_f1" in h] == [1, 2, 3, 4, 5]
+
+
+def test_select_setting_is_checked_and_decides_by_the_validation_size():
+    c = ClassifierTrainConfig()
+    assert c.select == "auto" and c.keeps_last(10) and c.keeps_last(100) and not c.keeps_last(101)
+    assert ClassifierTrainConfig(select="last").keeps_last(5000)
+    assert not ClassifierTrainConfig(select="best").keeps_last(10)
+    with pytest.raises(UlmfitError, match="select must be"):
+        ClassifierTrainConfig(select="first")
+    # a checkpoint written before the setting existed resumes with the rule it started with
+    assert ClassifierTrainConfig.from_dict({"bs": 16}).select == "best"
+    assert ClassifierTrainConfig.from_dict({"select": "auto"}).select == "auto"

@@ -22,7 +22,7 @@ from .data.labeled import LabeledTexts, check_labels, read_labeled, stratified_s
 from .io import UlmfitError, atomic_write_json
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
-from .train.classify import ClassifierTrainConfig, ClassifierTrainer, predict_probs
+from .train.classify import SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer, predict_probs
 from .train.loop import bf16_pays
 from .train.precision import precision_line
 from .train.metrics import classification_report, multilabel_report, plot_confusion
@@ -99,12 +99,17 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
     validate_training(train_texts)
     check_labels(train_texts, valid_texts, "validation")
+    keep_last = cfg.keeps_last(len(valid_texts))
     if not resume:
         sized = cfg.for_data(len(train_texts))
         if sized.stage_epochs != cfg.stage_epochs:
-            say(f"{len(train_texts):,} training examples at batch size {sized.bs}: the last stage runs up to "
-                f"{sized.stage_epochs[-1]} epochs (at least {cfg.min_last_steps} steps; early stopping applies)")
+            say(f"{len(train_texts):,} training examples at batch size {sized.bs}: the last stage runs "
+                f"{'' if keep_last else 'up to '}{sized.stage_epochs[-1]} epochs (at least {cfg.min_last_steps} "
+                f"steps{'' if keep_last else '; early stopping applies'})")
         cfg = sized
+    if keep_last and cfg.select == "auto":
+        say(f"{len(valid_texts)} validation examples are too few to pick the best epoch (at most {SELECT_LAST_MAX_VALID}): "
+            "every epoch runs and the last one is kept (--select best / select='best' picks by validation anyway)")
     labels = train_texts.label_names()
     say(f"{len(train_texts):,} training and {len(valid_texts):,} validation examples, {len(labels)} classes: "
         + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))

@@ -329,7 +329,7 @@ def cmd_train_classifier(a) -> int:
             stage_epochs=tuple(a.stage_epochs[:-1]) + (a.epochs,) if a.epochs else tuple(a.stage_epochs),
             stage_lrs=tuple(a.stage_lrs), lr_div=a.lr_div, beta1=a.betas[0], beta2=a.betas[1], wd=a.wd,
             clip=a.clip, drop_mult=a.drop_mult, class_weights=a.class_weights, metric=a.metric,
-            patience=a.patience, bf16=not a.no_bf16, backwards=a.backwards, seed=a.seed,
+            patience=a.patience, select=a.select, bf16=not a.no_bf16, backwards=a.backwards, seed=a.seed,
             save_every_minutes=a.save_every, min_last_steps=a.min_last_steps, bn_recal=a.bn_recal == "on")
         if a.no_gradual:
             cfg = ClassifierTrainConfig(**{**cfg.to_dict(), "stage_groups": (0,), "stage_epochs": (cfg.stage_epochs[-1],),
@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stage 3 of ULMFiT: put a concat-pooling head on the LM's encoder and train with "
                                    "gradual unfreezing, discriminative learning rates and slanted triangular schedules; "
                                    "documents are read with BPT3C. A stratified validation split (or --valid) picks "
-                                   "the best epoch.")
+                                   "the best epoch (when it holds over 100 examples; see --select).")
     s.add_argument("data", nargs="?", help="labeled training data: CSV/TSV/JSONL, a folder per class, fastai CSV, TREC")
     s.add_argument("--lm", default=None, help="the language model directory (usually from finetune-lm; default: the "
                                               "shipped general-English model, the backward one with --backwards)")
@@ -576,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation metric that picks the best epoch (default: macro_f1, which does not reward "
                         "predicting the majority class)")
     g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")
+    g.add_argument("--select", default="auto", choices=["auto", "best", "last"],
+                   help="the epoch that becomes the model: best (validation score, early stopping), last (every "
+                        "epoch runs), auto (default): last when the validation split has at most 100 examples")
     g.add_argument("--bn-recal", choices=["on", "off"], default="off",
                    help="before each validation, set the head's BatchNorm statistics to those of evaluation-mode "
                         "features of up to 2,048 training documents (default: off)")

@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Which epoch should a classifier trained on a few hundred labels keep?
+
+The library keeps the epoch with the best validation macro-F1 (a stratified 10% of the labels).
+At 100 labels that split holds 10 texts, and in the sample-efficiency benchmark some runs kept
+an early epoch that predicts the majority class for nearly every test text (Rotten Tomatoes, 100
+labels, backward, seed 1: test accuracy 57.85% = the majority class, macro-F1 0.367, best epoch
+1 of 6). This script measures selection rules instead of guessing: it trains the benchmark's
+semi-supervised ULMFiT classifiers with every epoch run (no early stopping), and after each epoch
+records the validation metrics the trainer sees and the test metrics it must not see. Each rule
+is then replayed on the same runs (patience included), so rules are compared on identical
+training trajectories, seed by seed.
+
+Rules (all on the validation split; "stage 4" is the last, fully unfrozen stage):
+- ``f1-first``: the library's rule until this change: the first epoch with the best macro-F1,
+  early stopping after 3 last-stage epochs without a strict improvement;
+- ``f1-last``: the same, but a tie goes to the later epoch (and counts as an improvement);
+- ``f1-then-loss``: the best macro-F1, a tie going to the lower validation loss;
+- ``loss``: the lowest validation loss, patience 3;
+- ``last``: the last epoch, no selection (fastai's default: no early stopping);
+- ``f1-stage4``: the best macro-F1 among the last stage's epochs only, ties to the later.
+
+Usage::
+
+    .venv/bin/python bench/epoch_select.py run --sizes 100 200 --seeds 0 1 2 3 4 5
+    .venv/bin/python bench/epoch_select.py report
+
+Results: ``bench/results/epoch_select.jsonl`` (one line per run, its epochs inside); the test
+probabilities of every epoch go to the work folder (``$ULMFIT_BENCH_DIR``) for the ensemble rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import accuracy as A  # noqa: E402  (the benchmark's data, LMs and recipe: the same runs)
+
+RESULTS = ROOT / "bench" / "results" / "epoch_select.jsonl"
+DS = "rotten-tomatoes"
+PATIENCE = 3
+
+
+def train_probe(size: int, seed: int, backwards: bool) -> dict:
+    """One semi-supervised run of the sample-efficiency benchmark, with every epoch run and
+    evaluated on the validation and test sets."""
+    import numpy as np
+
+    from ulmfit import checkpoint as ckpt
+    from ulmfit.classifier_api import _reverse, train_classifier
+    from ulmfit.data.clas import ClassificationData
+    from ulmfit.text.tokenize import TokenizerConfig
+    from ulmfit.train import classify
+    from ulmfit.train.classify import predict_probs
+    from ulmfit.train.metrics import classification_report
+
+    folder, train, test = A.load_dataset(DS)
+    sub = A.stratified_sample(train, size, seed)
+    lm_dir, _ = A.target_lm(DS, backwards, folder / "train.csv")
+    _, lm_cfg, vocab = ckpt.load_model(lm_dir)
+    labels = sub.label_names()
+    test_d = ClassificationData.from_labeled(test, TokenizerConfig.from_dict(lm_cfg["tokenizer"]), vocab, None,
+                                             labels, progress=False)
+    test_ids = _reverse(test_d.ids) if backwards else test_d.ids
+    y = np.asarray(test_d.labels)
+    epochs, probs = [], []
+    orig_log = classify.ClassifierTrainer.log
+
+    def log(self, rec):  # the trainer's per-epoch record, plus the test set's view of this epoch
+        p = predict_probs(self.model, test_ids, 64, self.pad_id, self.device, self.use_bf16)
+        rep = classification_report(y, p.argmax(1), labels)
+        probs.append(p)
+        epochs.append({k: rec[k] for k in ("epoch", "stage", "valid_loss", "valid_accuracy", "valid_macro_f1")}
+                      | {"test_accuracy": rep["accuracy"], "test_macro_f1": rep["macro_f1"]})
+        orig_log(self, rec)
+
+    cfg = A.clf_config(size, seed, backwards=backwards, patience=99)  # every epoch runs; rules replay patience
+    out = A.WORK / DS / f"epsel-n{size}-{'bwd' if backwards else 'fwd'}-s{seed}"
+    t0 = time.time()
+    classify.ClassifierTrainer.log = log
+    try:
+        train_classifier(lm_dir, sub, out, cfg=cfg, overwrite=True, progress=False)
+    finally:
+        classify.ClassifierTrainer.log = orig_log
+    np.save(out / "test_probs.npy", np.stack(probs))
+    np.save(out / "test_labels.npy", y)
+    return {"dataset": DS, "n_labels": size, "seed": seed, "backwards": backwards, "epochs": epochs,
+            "majority": float(np.bincount(y).max() / len(y)), "seconds": time.time() - t0,
+            "commit": A.commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dir": str(out)}
+
+
+# ----------------------------------------------------------------------------------------------
+# rules, replayed on the recorded epochs; each returns the index of the epoch it keeps
+# ----------------------------------------------------------------------------------------------
+def _replay(eps: list, score, ties_later: bool, patience: int = PATIENCE) -> int:
+    """The trainer's loop: best-so-far by `score` (higher is better), patience counted in the last
+    stage only, stop after `patience` last-stage epochs without improvement."""
+    last_stage = max(e["stage"] for e in eps)
+    best, best_i, bad = None, None, 0
+    for i, e in enumerate(eps):
+        s = score(e)
+        if best is None or s > best or (ties_later and s == best):
+            best, best_i, bad = s, i, 0
+        elif e["stage"] == last_stage:
+            bad += 1
+            if bad >= patience:
+                break
+    return best_i
+
+
+def _stage4(eps: list) -> int:
+    last_stage = max(e["stage"] for e in eps)
+    cand = [i for i, e in enumerate(eps) if e["stage"] == last_stage]
+    return max(cand, key=lambda i: (eps[i]["valid_macro_f1"], i))
+
+
+RULES = {
+    "f1-first": lambda eps: _replay(eps, lambda e: e["valid_macro_f1"], ties_later=False),
+    "f1-last": lambda eps: _replay(eps, lambda e: e["valid_macro_f1"], ties_later=True),
+    "f1-then-loss": lambda eps: _replay(eps, lambda e: (e["valid_macro_f1"], -e["valid_loss"]), ties_later=False),
+    "loss": lambda eps: _replay(eps, lambda e: -e["valid_loss"], ties_later=False),
+    "last": lambda eps: len(eps) - 1,
+    "f1-stage4": _stage4,
+}
+
+
+def load(path: Path = RESULTS) -> list[dict]:
+    rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    latest = {}
+    for r in rows:
+        latest[(r["n_labels"], r["seed"], r["backwards"])] = r
+    return list(latest.values())
+
+
+def ensemble_metrics(fwd: dict, bwd: dict, i: int, j: int) -> tuple[float, float]:
+    import numpy as np
+
+    from ulmfit.train.metrics import classification_report
+
+    pf, pb = (np.load(Path(r["dir"]) / "test_probs.npy") for r in (fwd, bwd))
+    y = np.load(Path(fwd["dir"]) / "test_labels.npy")
+    pred = ((pf[i] + pb[j]) / 2).argmax(1)
+    rep = classification_report(y, pred, [str(k) for k in range(pf.shape[2])])
+    return rep["accuracy"], rep["macro_f1"]
+
+
+def report(rows: list[dict]) -> str:
+    def fmt(xs):
+        xs = [100 * x for x in xs]
+        return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+    lines = []
+    sizes = sorted({r["n_labels"] for r in rows})
+    for size in sizes:
+        for bw in (False, True):
+            rs = sorted((r for r in rows if r["n_labels"] == size and r["backwards"] == bw), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            lines.append(f"\n{size} labels, {'backward' if bw else 'forward'} ({len(rs)} seeds; majority class "
+                         f"{100 * rs[0]['majority']:.1f}%)\n")
+            lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) | kept epochs |")
+            lines.append("|---|---|---|---|---|")
+            for name, rule in RULES.items():
+                keep = [rule(r["epochs"]) for r in rs]
+                acc = [r["epochs"][i]["test_accuracy"] for r, i in zip(rs, keep)]
+                f1 = [r["epochs"][i]["test_macro_f1"] for r, i in zip(rs, keep)]
+                lines.append(f"| {name} | {fmt(acc)} | {fmt(f1)} | {sum(f < 0.45 for f in f1)} | "
+                             f"{' '.join(str(r['epochs'][i]['epoch']) for r, i in zip(rs, keep))} |")
+            best = [max(e["test_accuracy"] for e in r["epochs"]) for r in rs]
+            lines.append(f"| (oracle: best test epoch) | {fmt(best)} | | | |")
+        pairs = [(f, b) for f in rows for b in rows if f["n_labels"] == b["n_labels"] == size and not f["backwards"]
+                 and b["backwards"] and f["seed"] == b["seed"]]
+        if pairs:
+            pairs.sort(key=lambda p: p[0]["seed"])
+            lines.append(f"\n{size} labels, forward + backward ensemble ({len(pairs)} seeds)\n")
+            lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) |")
+            lines.append("|---|---|---|---|")
+            for name, rule in RULES.items():
+                m = [ensemble_metrics(f, b, rule(f["epochs"]), rule(b["epochs"])) for f, b in pairs]
+                lines.append(f"| {name} | {fmt([a for a, _ in m])} | {fmt([f for _, f in m])} | "
+                             f"{sum(f < 0.45 for _, f in m)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["run", "report"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[100, 200])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd", "bwd"])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.what == "report":
+        print(report(load(args.results)))
+        return
+    A._maybe_jemalloc()
+    done = {(r["n_labels"], r["seed"], r["backwards"]) for r in load(args.results)}
+    for size in args.sizes:
+        for seed in args.seeds:
+            for d in args.directions:
+                bw = d == "bwd"
+                if (size, seed, bw) in done:
+                    continue
+                print(f"== {size} labels, seed {seed}, {d}", flush=True)
+                row = train_probe(size, seed, bw)
+                kept = {k: row["epochs"][rule(row["epochs"])]["test_accuracy"] for k, rule in RULES.items()}
+                print("   test accuracy by rule: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in kept.items())
+                      + f"  ({row['seconds']:.0f}s)", flush=True)
+                args.results.parent.mkdir(parents=True, exist_ok=True)
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""bench/epoch_select.py replays epoch-selection rules on recorded training runs; the replay must
+be the trainer's loop (patience in the last stage only) or the comparison means nothing."""
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def es(load_bench):
+    return load_bench("epoch_select")
+
+
+def _eps(f1s, losses=None, stages=None):
+    n = len(f1s)
+    stages = stages or [1, 2, 3] + [4] * (n - 3)
+    losses = losses or [0.7] * n
+    return [{"epoch": i + 1, "stage": s, "valid_macro_f1": f, "valid_loss": l, "valid_accuracy": f}
+            for i, (f, l, s) in enumerate(zip(f1s, losses, stages))]
+
+
+def test_first_best_keeps_the_earliest_tie_and_later_keeps_the_latest(es):
+    eps = _eps([0.6, 0.5, 0.55, 0.6, 0.6, 0.4])
+    assert es.RULES["f1-first"](eps) == 0
+    assert es.RULES["f1-last"](eps) == 4
+
+
+def test_patience_counts_only_last_stage_epochs(es):
+    # three stage-4 epochs without improvement stop the run: the 0.9 after them is never seen
+    eps = _eps([0.5, 0.4, 0.4, 0.45, 0.45, 0.45, 0.9])
+    assert es.RULES["f1-first"](eps) == 0
+    # the same values with improvements in between keep going and find the 0.9
+    eps = _eps([0.5, 0.4, 0.4, 0.45, 0.55, 0.5, 0.9])
+    assert es.RULES["f1-first"](eps) == 6
+
+
+def test_ties_broken_by_loss_and_stage4_only_and_last(es):
+    eps = _eps([0.6, 0.6, 0.5, 0.6, 0.3], losses=[0.69, 0.60, 0.65, 0.62, 0.9])
+    assert es.RULES["f1-then-loss"](eps) == 1
+    assert es.RULES["loss"](eps) == 1
+    assert es.RULES["f1-stage4"](eps) == 3  # epochs 4-5 are the last stage
+    assert es.RULES["last"](eps) == 4
+
+
+def test_report_tables_from_recorded_runs(es, tmp_path):
+    import numpy as np
+
+    rows = []
+    for seed in (0, 1):
+        for bw in (False, True):
+            d = tmp_path / f"r{seed}{int(bw)}"
+            d.mkdir()
+            probs = np.array([[[0.9, 0.1], [0.8, 0.2]], [[0.2, 0.8], [0.9, 0.1]]], dtype=np.float32)  # 2 epochs
+            np.save(d / "test_probs.npy", probs)
+            np.save(d / "test_labels.npy", np.array([1, 0]))
+            eps = [{"epoch": 1, "stage": 1, "valid_macro_f1": 0.5, "valid_loss": 0.7, "valid_accuracy": 0.5,
+                    "test_accuracy": 0.5, "test_macro_f1": 0.33},
+                   {"epoch": 2, "stage": 2, "valid_macro_f1": 0.8, "valid_loss": 0.5, "valid_accuracy": 0.8,
+                    "test_accuracy": 1.0, "test_macro_f1": 1.0}]
+            rows.append({"n_labels": 100, "seed": seed, "backwards": bw, "epochs": eps, "majority": 0.5,
+                         "dir": str(d)})
+    text = es.report(rows)
+    assert "100 labels, forward (2 seeds" in text and "forward + backward ensemble (2 seeds)" in text
+    assert "| f1-first | 100.00 ± 0.00 | 100.00 ± 0.00 | 0 | 2 2 |" in text
+    # the ensemble of the kept epochs (epoch 2 of both) gets both test texts right
+    ens = text.split("ensemble (2 seeds)")[1]
+    assert "| f1-first | 100.00 ± 0.00 |" in ens
