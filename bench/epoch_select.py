@@ -12,7 +12,7 @@ is then replayed on the same runs (patience included), so rules are compared on 
 training trajectories, seed by seed.
 
 Rules (all on the validation split; "stage 4" is the last, fully unfrozen stage):
-- ``f1-first``: the library's rule until this change: the first epoch with the best macro-F1,
+- ``f1-first``: the library's rule before commit a29d19f: the first epoch with the best macro-F1,
   early stopping after 3 last-stage epochs without a strict improvement;
 - ``f1-last``: the same, but a tie goes to the later epoch (and counts as an improvement);
 - ``f1-then-loss``: the best macro-F1, a tie going to the lower validation loss;
