@@ -441,3 +441,16 @@ def test_select_setting_is_checked_and_decides_by_the_validation_size():
     # a checkpoint written before the setting existed resumes with the rule it started with
     assert ClassifierTrainConfig.from_dict({"bs": 16}).select == "best"
     assert ClassifierTrainConfig.from_dict({"select": "auto"}).select == "auto"
+
+
+def test_the_select_help_states_the_threshold_the_trainer_uses():
+    import argparse
+
+    from ulmfit.cli import build_parser
+    from ulmfit.train.classify import SELECT_LAST_MAX_VALID
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices["train-classifier"]
+    opt = next(a for a in p._actions if "--select" in a.option_strings)
+    assert f"at most {SELECT_LAST_MAX_VALID} examples" in opt.help
+    assert f"over {SELECT_LAST_MAX_VALID} examples" in p.description

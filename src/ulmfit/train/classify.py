@@ -122,7 +122,9 @@ MAX_LAST_EPOCHS = 12
 # (bench/epoch_select.py, BENCHMARKS.md "Which epoch to keep"): with 10, 20, 50 and 100 validation
 # texts (100 to 1,000 labels) the epoch with the best validation score scored lower on the test set
 # than the last one in 11 of 12 comparisons (4 sizes x forward, backward, ensemble; means over seeds),
-# and at 10 and 20 it often fell on an early epoch that predicts nearly one class; the last epoch was within 0.0-1.1 points (median 0.3) of the best test epoch.
+# and at 10 and 20 it often fell on an early epoch that predicts nearly one class; the last epoch
+# was within 0.0-1.1 points (median 0.3) of the best test epoch. cli.py's --select help repeats the
+# number (it does not import torch to build its parser); a test keeps the two equal.
 SELECT_LAST_MAX_VALID = 100
 
 
