@@ -23,6 +23,7 @@ Rules (all on the validation split; "stage 4" is the last, fully unfrozen stage)
 Usage::
 
     .venv/bin/python bench/epoch_select.py run --sizes 100 200 --seeds 0 1 2 3 4 5
+    .venv/bin/python bench/epoch_select.py run --dataset bbc-news --sizes 1775  # all of its labels
     .venv/bin/python bench/epoch_select.py report
 
 Results: ``bench/results/epoch_select.jsonl`` (one line per run, its epochs inside); the test
@@ -48,9 +49,10 @@ DS = "rotten-tomatoes"
 PATIENCE = 3
 
 
-def train_probe(size: int, seed: int, backwards: bool) -> dict:
-    """One semi-supervised run of the sample-efficiency benchmark, with every epoch run and
-    evaluated on the validation and test sets."""
+def train_probe(size: int, seed: int, backwards: bool, ds: str = DS) -> dict:
+    """One semi-supervised run of the accuracy benchmark (`size` labels of dataset `ds`; all of
+    them when `size` is at least their number), with every epoch run and evaluated on the
+    validation and test sets."""
     import numpy as np
 
     from ulmfit import checkpoint as ckpt
@@ -61,9 +63,10 @@ def train_probe(size: int, seed: int, backwards: bool) -> dict:
     from ulmfit.train.classify import predict_probs
     from ulmfit.train.metrics import classification_report
 
-    folder, train, test = A.load_dataset(DS)
+    folder, train, test = A.load_dataset(ds)
     sub = A.stratified_sample(train, size, seed)
-    lm_dir, _ = A.target_lm(DS, backwards, folder / "train.csv")
+    size = min(size, len(train))  # all labels: recorded as their number
+    lm_dir, _ = A.target_lm(ds, backwards, folder / "train.csv")
     _, lm_cfg, vocab = ckpt.load_model(lm_dir)
     labels = sub.label_names()
     test_d = ClassificationData.from_labeled(test, TokenizerConfig.from_dict(lm_cfg["tokenizer"]), vocab, None,
@@ -81,8 +84,9 @@ def train_probe(size: int, seed: int, backwards: bool) -> dict:
                       | {"test_accuracy": rep["accuracy"], "test_macro_f1": rep["macro_f1"]})
         orig_log(self, rec)
 
-    cfg = A.clf_config(size, seed, backwards=backwards, patience=99)  # every epoch runs; rules replay patience
-    out = A.WORK / DS / f"epsel-n{size}-{'bwd' if backwards else 'fwd'}-s{seed}"
+    # the dataset's recipe (`A.recipe`, as its benchmark rows); every epoch runs, the rules replay patience
+    cfg = A.recipe(ds, size, seed, backwards=backwards, patience=99)
+    out = A.WORK / ds / f"epsel-n{size}-{'bwd' if backwards else 'fwd'}-s{seed}"
     t0 = time.time()
     classify.ClassifierTrainer.log = log
     try:
@@ -91,7 +95,7 @@ def train_probe(size: int, seed: int, backwards: bool) -> dict:
         classify.ClassifierTrainer.log = orig_log
     np.save(out / "test_probs.npy", np.stack(probs))
     np.save(out / "test_labels.npy", y)
-    return {"dataset": DS, "n_labels": size, "seed": seed, "backwards": backwards, "epochs": epochs,
+    return {"dataset": ds, "n_labels": size, "seed": seed, "backwards": backwards, "epochs": epochs,
             "majority": float(np.bincount(y).max() / len(y)), "seconds": time.time() - t0,
             "commit": A.commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dir": str(out)}
 
@@ -135,7 +139,7 @@ def load(path: Path = RESULTS) -> list[dict]:
     rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
     latest = {}
     for r in rows:
-        latest[(r["n_labels"], r["seed"], r["backwards"])] = r
+        latest[(r.get("dataset", DS), r["n_labels"], r["seed"], r["backwards"])] = r
     return list(latest.values())
 
 
@@ -157,13 +161,14 @@ def report(rows: list[dict]) -> str:
         return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
     lines = []
-    sizes = sorted({r["n_labels"] for r in rows})
-    for size in sizes:
+    for ds, size in sorted({(r.get("dataset", DS), r["n_labels"]) for r in rows}):
+        of = [r for r in rows if r.get("dataset", DS) == ds and r["n_labels"] == size]
+        prefix = "" if ds == DS else f"{ds}: "  # Rotten Tomatoes, the first dataset probed, unnamed
         for bw in (False, True):
-            rs = sorted((r for r in rows if r["n_labels"] == size and r["backwards"] == bw), key=lambda r: r["seed"])
+            rs = sorted((r for r in of if r["backwards"] == bw), key=lambda r: r["seed"])
             if not rs:
                 continue
-            lines.append(f"\n{size} labels, {'backward' if bw else 'forward'} ({len(rs)} seeds; majority class "
+            lines.append(f"\n{prefix}{size} labels, {'backward' if bw else 'forward'} ({len(rs)} seeds; majority class "
                          f"{100 * rs[0]['majority']:.1f}%)\n")
             lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) | kept epochs |")
             lines.append("|---|---|---|---|---|")
@@ -175,11 +180,10 @@ def report(rows: list[dict]) -> str:
                              f"{' '.join(str(r['epochs'][i]['epoch']) for r, i in zip(rs, keep))} |")
             best = [max(e["test_accuracy"] for e in r["epochs"]) for r in rs]
             lines.append(f"| (oracle: best test epoch) | {fmt(best)} | | | |")
-        pairs = [(f, b) for f in rows for b in rows if f["n_labels"] == b["n_labels"] == size and not f["backwards"]
-                 and b["backwards"] and f["seed"] == b["seed"]]
+        pairs = [(f, b) for f in of for b in of if not f["backwards"] and b["backwards"] and f["seed"] == b["seed"]]
         if pairs:
             pairs.sort(key=lambda p: p[0]["seed"])
-            lines.append(f"\n{size} labels, forward + backward ensemble ({len(pairs)} seeds)\n")
+            lines.append(f"\n{prefix}{size} labels, forward + backward ensemble ({len(pairs)} seeds)\n")
             lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) |")
             lines.append("|---|---|---|---|")
             for name, rule in RULES.items():
@@ -192,7 +196,9 @@ def report(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["run", "report"])
-    ap.add_argument("--sizes", nargs="+", type=int, default=[100, 200])
+    ap.add_argument("--dataset", default=DS, choices=A.DATASETS)
+    ap.add_argument("--sizes", nargs="+", type=int, default=[100, 200],
+                    help="label counts (at least the training set's size: all labels)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd", "bwd"])
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -201,15 +207,15 @@ def main(argv=None) -> None:
         print(report(load(args.results)))
         return
     A._maybe_jemalloc()
-    done = {(r["n_labels"], r["seed"], r["backwards"]) for r in load(args.results)}
+    done = {(r.get("dataset", DS), r["n_labels"], r["seed"], r["backwards"]) for r in load(args.results)}
     for size in args.sizes:
         for seed in args.seeds:
             for d in args.directions:
                 bw = d == "bwd"
-                if (size, seed, bw) in done:
+                if (args.dataset, size, seed, bw) in done:
                     continue
-                print(f"== {size} labels, seed {seed}, {d}", flush=True)
-                row = train_probe(size, seed, bw)
+                print(f"== {args.dataset}, {size} labels, seed {seed}, {d}", flush=True)
+                row = train_probe(size, seed, bw, args.dataset)
                 kept = {k: row["epochs"][rule(row["epochs"])]["test_accuracy"] for k, rule in RULES.items()}
                 print("   test accuracy by rule: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in kept.items())
                       + f"  ({row['seconds']:.0f}s)", flush=True)

@@ -63,3 +63,31 @@ def test_report_tables_from_recorded_runs(es, tmp_path):
     # the ensemble of the kept epochs (epoch 2 of both) gets both test texts right
     ens = text.split("ensemble (2 seeds)")[1]
     assert "| f1-first | 100.00 ± 0.00 |" in ens
+
+
+def test_report_and_load_keep_datasets_apart(es, tmp_path):
+    import json
+
+    import numpy as np
+
+    d = tmp_path / "r"
+    d.mkdir()
+    np.save(d / "test_probs.npy", np.array([[[0.9, 0.1]], [[0.2, 0.8]]], dtype=np.float32))
+    np.save(d / "test_labels.npy", np.array([1]))
+    eps = [{"epoch": 1, "stage": 1, "valid_macro_f1": 0.9, "valid_loss": 0.7, "valid_accuracy": 0.9,
+            "test_accuracy": 0.0, "test_macro_f1": 0.0},
+           {"epoch": 2, "stage": 2, "valid_macro_f1": 0.8, "valid_loss": 0.5, "valid_accuracy": 0.8,
+            "test_accuracy": 1.0, "test_macro_f1": 1.0}]
+    # the same size, seed and direction on two datasets (the older Rotten Tomatoes rows name theirs too)
+    rows = [{"dataset": ds, "n_labels": 100, "seed": 0, "backwards": bw, "epochs": eps, "majority": 0.5,
+             "dir": str(d)} for ds in ("rotten-tomatoes", "bbc-news") for bw in (False, True)]
+    path = tmp_path / "res.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = es.load(path)
+    assert len(loaded) == 4  # neither dataset's runs replace the other's
+    text = es.report(loaded)
+    assert "\nbbc-news: 100 labels, forward (1 seeds" in text and "\n100 labels, forward (1 seeds" in text
+    assert "bbc-news: 100 labels, forward + backward ensemble (1 seeds)" in text
+    # each section replays its own runs: the best validation epoch (1) misses, the last one hits
+    bbc = text.split("bbc-news: 100 labels, forward (1 seeds")[1].split("\n\n")[1]
+    assert "| f1-first | 0.00 | 0.00 | 1 | 1 |" in bbc and "| last | 100.00 | 100.00 | 0 | 2 |" in bbc
