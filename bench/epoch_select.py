@@ -135,11 +135,16 @@ RULES = {
 }
 
 
+def run_key(r: dict) -> tuple:
+    """What identifies a probe run (rows without a dataset are Rotten Tomatoes, the first probed)."""
+    return r.get("dataset", DS), r["n_labels"], r["seed"], r["backwards"]
+
+
 def load(path: Path = RESULTS) -> list[dict]:
     rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
     latest = {}
     for r in rows:
-        latest[(r.get("dataset", DS), r["n_labels"], r["seed"], r["backwards"])] = r
+        latest[run_key(r)] = r
     return list(latest.values())
 
 
@@ -161,8 +166,8 @@ def report(rows: list[dict]) -> str:
         return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
     lines = []
-    for ds, size in sorted({(r.get("dataset", DS), r["n_labels"]) for r in rows}):
-        of = [r for r in rows if r.get("dataset", DS) == ds and r["n_labels"] == size]
+    for ds, size in sorted({run_key(r)[:2] for r in rows}):
+        of = [r for r in rows if run_key(r)[:2] == (ds, size)]
         prefix = "" if ds == DS else f"{ds}: "  # Rotten Tomatoes, the first dataset probed, unnamed
         for bw in (False, True):
             rs = sorted((r for r in of if r["backwards"] == bw), key=lambda r: r["seed"])
@@ -207,7 +212,7 @@ def main(argv=None) -> None:
         print(report(load(args.results)))
         return
     A._maybe_jemalloc()
-    done = {(r.get("dataset", DS), r["n_labels"], r["seed"], r["backwards"]) for r in load(args.results)}
+    done = {run_key(r) for r in load(args.results)}
     for size in args.sizes:
         for seed in args.seeds:
             for d in args.directions:
