@@ -24,6 +24,7 @@ Usage::
 
     .venv/bin/python bench/epoch_select.py run --sizes 100 200 --seeds 0 1 2 3 4 5
     .venv/bin/python bench/epoch_select.py run --dataset bbc-news --sizes 1775  # all of its labels
+    .venv/bin/python bench/epoch_select.py run --dataset bbc-news --sizes 1775 --last-epochs 8
     .venv/bin/python bench/epoch_select.py report
 
 Results: ``bench/results/epoch_select.jsonl`` (one line per run, its epochs inside); the test
@@ -49,10 +50,13 @@ DS = "rotten-tomatoes"
 PATIENCE = 3
 
 
-def train_probe(size: int, seed: int, backwards: bool, ds: str = DS) -> dict:
+def train_probe(size: int, seed: int, backwards: bool, ds: str = DS, last_epochs: int | None = None) -> dict:
     """One semi-supervised run of the accuracy benchmark (`size` labels of dataset `ds`; all of
     them when `size` is at least their number), with every epoch run and evaluated on the
-    validation and test sets."""
+    validation and test sets. `last_epochs`: the last (fully unfrozen) stage runs this many epochs
+    (one slanted triangular schedule over all of them) instead of the recipe's."""
+    from dataclasses import replace
+
     import numpy as np
 
     from ulmfit import checkpoint as ckpt
@@ -86,7 +90,9 @@ def train_probe(size: int, seed: int, backwards: bool, ds: str = DS) -> dict:
 
     # the dataset's recipe (`A.recipe`, as its benchmark rows); every epoch runs, the rules replay patience
     cfg = A.recipe(ds, size, seed, backwards=backwards, patience=99)
-    out = A.WORK / ds / f"epsel-n{size}-{'bwd' if backwards else 'fwd'}-s{seed}"
+    if last_epochs:
+        cfg = replace(cfg, stage_epochs=cfg.stage_epochs[:-1] + (last_epochs,))
+    out = A.WORK / ds / (f"epsel-n{size}-{'bwd' if backwards else 'fwd'}-s{seed}" + (f"-last{last_epochs}" if last_epochs else ""))
     t0 = time.time()
     classify.ClassifierTrainer.log = log
     try:
@@ -96,6 +102,7 @@ def train_probe(size: int, seed: int, backwards: bool, ds: str = DS) -> dict:
     np.save(out / "test_probs.npy", np.stack(probs))
     np.save(out / "test_labels.npy", y)
     return {"dataset": ds, "n_labels": size, "seed": seed, "backwards": backwards, "epochs": epochs,
+            **({"last_epochs": last_epochs} if last_epochs else {}), "stage_epochs": list(cfg.stage_epochs),
             "majority": float(np.bincount(y).max() / len(y)), "seconds": time.time() - t0,
             "commit": A.commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dir": str(out)}
 
@@ -136,8 +143,9 @@ RULES = {
 
 
 def run_key(r: dict) -> tuple:
-    """What identifies a probe run (rows without a dataset are Rotten Tomatoes, the first probed)."""
-    return r.get("dataset", DS), r["n_labels"], r["seed"], r["backwards"]
+    """What identifies a probe run (rows without a dataset are Rotten Tomatoes, the first probed;
+    rows without `last_epochs` ran the recipe's last stage)."""
+    return r.get("dataset", DS), r["n_labels"], r.get("last_epochs"), r["seed"], r["backwards"]
 
 
 def load(path: Path = RESULTS) -> list[dict]:
@@ -166,9 +174,11 @@ def report(rows: list[dict]) -> str:
         return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
     lines = []
-    for ds, size in sorted({run_key(r)[:2] for r in rows}):
-        of = [r for r in rows if run_key(r)[:2] == (ds, size)]
+    for ds, size, last in sorted({run_key(r)[:3] for r in rows}, key=lambda k: (k[0], k[1], k[2] or 0)):
+        of = [r for r in rows if run_key(r)[:3] == (ds, size, last)]
         prefix = "" if ds == DS else f"{ds}: "  # Rotten Tomatoes, the first dataset probed, unnamed
+        if last:
+            prefix += f"last stage {last} epochs, "
         for bw in (False, True):
             rs = sorted((r for r in of if r["backwards"] == bw), key=lambda r: r["seed"])
             if not rs:
@@ -206,8 +216,12 @@ def main(argv=None) -> None:
                     help="label counts (at least the training set's size: all labels)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd", "bwd"])
+    ap.add_argument("--last-epochs", type=int, default=None,
+                    help="the last (fully unfrozen) stage runs this many epochs instead of the recipe's")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.last_epochs is not None and args.last_epochs < 1:
+        ap.error("--last-epochs must be at least 1")
     if args.what == "report":
         print(report(load(args.results)))
         return
@@ -217,10 +231,11 @@ def main(argv=None) -> None:
         for seed in args.seeds:
             for d in args.directions:
                 bw = d == "bwd"
-                if (args.dataset, size, seed, bw) in done:
+                if (args.dataset, size, args.last_epochs, seed, bw) in done:
                     continue
-                print(f"== {args.dataset}, {size} labels, seed {seed}, {d}", flush=True)
-                row = train_probe(size, seed, bw, args.dataset)
+                print(f"== {args.dataset}, {size} labels, seed {seed}, {d}"
+                      + (f", last stage {args.last_epochs} epochs" if args.last_epochs else ""), flush=True)
+                row = train_probe(size, seed, bw, args.dataset, args.last_epochs)
                 kept = {k: row["epochs"][rule(row["epochs"])]["test_accuracy"] for k, rule in RULES.items()}
                 print("   test accuracy by rule: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in kept.items())
                       + f"  ({row['seconds']:.0f}s)", flush=True)

@@ -91,3 +91,37 @@ def test_report_and_load_keep_datasets_apart(es, tmp_path):
     # each section replays its own runs: the best validation epoch (1) misses, the last one hits
     bbc = text.split("bbc-news: 100 labels, forward (1 seeds")[1].split("\n\n")[1]
     assert "| f1-first | 0.00 | 0.00 | 1 | 1 |" in bbc and "| last | 100.00 | 100.00 | 0 | 2 |" in bbc
+
+
+def test_a_longer_last_stage_is_a_run_of_its_own(es, tmp_path):
+    """`--last-epochs` runs (rows with `last_epochs`) neither replace the recipe's runs of the same
+    dataset, size, seed and direction nor share a report section with them."""
+    import json
+
+    import numpy as np
+
+    d = tmp_path / "r"
+    d.mkdir()
+    np.save(d / "test_probs.npy", np.array([[[0.9, 0.1]], [[0.2, 0.8]]], dtype=np.float32))
+    np.save(d / "test_labels.npy", np.array([1]))
+    eps = [{"epoch": 1, "stage": 1, "valid_macro_f1": 0.9, "valid_loss": 0.7, "valid_accuracy": 0.9,
+            "test_accuracy": 0.0, "test_macro_f1": 0.0},
+           {"epoch": 2, "stage": 2, "valid_macro_f1": 0.8, "valid_loss": 0.5, "valid_accuracy": 0.8,
+            "test_accuracy": 1.0, "test_macro_f1": 1.0}]
+    rows = [{"dataset": "bbc-news", "n_labels": 1775, "seed": 0, "backwards": bw, "epochs": eps, "majority": 0.5,
+             "dir": str(d), **extra} for extra in ({}, {"last_epochs": 6}) for bw in (False, True)]
+    path = tmp_path / "res.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = es.load(path)
+    assert len(loaded) == 4
+    text = es.report(loaded)
+    assert "\nbbc-news: 1775 labels, forward (1 seeds" in text
+    assert "\nbbc-news: last stage 6 epochs, 1775 labels, forward (1 seeds" in text
+    assert "bbc-news: last stage 6 epochs, 1775 labels, forward + backward ensemble (1 seeds)" in text
+    # the recipe's section comes first and has its own ensemble
+    assert text.index("bbc-news: 1775 labels, forward + backward ensemble") < text.index("last stage 6 epochs")
+
+
+def test_last_epochs_must_be_positive(es):
+    with pytest.raises(SystemExit):
+        es.main(["run", "--last-epochs", "0"])
