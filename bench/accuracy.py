@@ -194,7 +194,7 @@ def write_texts_csv(data, path: Path) -> Path:
 def lm_config(n_tokens_hint: int | None = None, **over):
     from ulmfit.train.loop import LMTrainConfig
 
-    base = dict(freeze_epochs=1, freeze_lr=1e-2, epochs=3, lr=4e-3, bs=32, patience=1, save_every_minutes=30.0)
+    base = dict(freeze_epochs=1, freeze_lr=1e-2, epochs=3, lr=4e-3, bs=32, patience=1, save_every_minutes=10.0)
     return LMTrainConfig(**{**base, **over})
 
 
@@ -232,7 +232,7 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, base: Path
     """Stage 2, cached: `base` (default: the shipped LM) fine-tuned on `texts_csv` (one run per tag);
     `max_vocab`: the cap on the fine-tuned vocabulary (`finetune_lm`; default: the base model's)."""
     from ulmfit.api import finetune_lm
-    from ulmfit.checkpoint import VOCAB
+    from ulmfit.checkpoint import STATE_J, VOCAB, read_config
     from ulmfit.pretrained import default_lm
     from ulmfit.text.vocab import Vocab
 
@@ -242,11 +242,22 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, base: Path
         return out, json.loads(done.read_text())
     t0 = time.time()
     cfg = lm_config(**{"epochs": LM_EPOCHS.get(ds, 2), "backwards": backwards, **over})
-    res = finetune_lm(base or default_lm(backwards), texts_csv, out, fmt="csv", column="text", train_cfg=cfg,
-                      overwrite=True, progress=True, max_vocab=max_vocab)
-    info = {"valid_perplexity": res.get("valid_perplexity"), "seconds": time.time() - t0,
+    # a run cut off (a session's end kills background jobs) continues from its last save instead of
+    # starting again: 20 Newsgroups' LM rounds take longer than one session
+    state = out / STATE_J
+    resume = state.exists() and (out / "config.json").exists()
+    before = float(json.loads(state.read_text()).get("elapsed") or 0.0) if resume else 0.0
+    if resume:
+        print(f"resuming the interrupted LM fine-tuning in {out} ({before / 60:.0f} min done)", flush=True)
+    res = finetune_lm(base or default_lm(backwards), texts_csv, out, fmt="csv", column="text",
+                      train_cfg=None if resume else cfg, resume=resume, overwrite=not resume, progress=True,
+                      max_vocab=max_vocab)
+    # a resumed run trains with the settings it was started with (its saved config)
+    cfg_d = read_config(out, "language_model")["train"] if resume else cfg.to_dict()
+    info = {"valid_perplexity": res.get("valid_perplexity"), "seconds": before + time.time() - t0,
+            "resumed": resume,
             "epochs_run": res.get("epoch"), "restored_best_epoch": res.get("restored_best_epoch"),
-            "config": cfg.to_dict(), "base": str(base) if base else "shipped", "max_vocab": max_vocab,
+            "config": cfg_d, "base": str(base) if base else "shipped", "max_vocab": max_vocab,
             "vocab_size": len(Vocab.load(out / VOCAB))}
     done.write_text(json.dumps(info, indent=1))
     return out, info

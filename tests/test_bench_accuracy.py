@@ -339,3 +339,45 @@ def test_vocab_ensemble_trains_missing_members_once_and_is_paired_with_the_recip
     acc.exp_ablations("20newsgroups", again, [0], ["vocab-ens"])
     assert "no saved classifier for the ensemble's member 'vocab-bwd'" in again.rows[-1]["note"]
     assert len(trained) == 2
+
+
+def test_an_interrupted_lm_finetuning_continues_from_its_last_save(acc, corpus, monkeypatch, tmp_path, capsys):
+    """A session's end kills a long LM round (20 Newsgroups' take longer than a session); the next
+    run of the benchmark continues it from its saved state instead of starting it again."""
+    from ulmfit.api import pretrain
+    from ulmfit.io import UlmfitError
+    from ulmfit.train.loop import LMTrainConfig, LMTrainer
+
+    fast = dict(bs=8, bptt=16, lr=1e-2, lr_div=1.0)
+    pretrain(corpus, tmp_path / "base", preset="tiny", train_cfg=LMTrainConfig(epochs=1, **fast), progress=False,
+             n_workers=1)
+    target = tmp_path / "train.csv"
+    target.write_text("text\n" + "\n".join(f"the film was wonderful and the zorblat was great {i % 5} ."
+                                           for i in range(300)) + "\n")
+    monkeypatch.setattr(acc, "WORK", tmp_path / "work")
+    monkeypatch.setitem(acc.LM_EPOCHS, "bbc-news", 2)
+    real = LMTrainer.set_lrs
+    started, cuts = [], []
+
+    def cut(self, *a):
+        started.append(self.step)
+        if self.step == 5 and not cuts:  # the first run only
+            cuts.append(self.step)
+            raise KeyboardInterrupt
+        return real(self, *a)
+
+    monkeypatch.setattr(LMTrainer, "set_lrs", cut)
+    with pytest.raises(UlmfitError, match="interrupted at step 5"):
+        acc.finetuned_lm("bbc-news", False, target, "all", base=tmp_path / "base", **fast)
+    out = tmp_path / "work" / "bbc-news" / "lm-all-fwd"
+    assert not (out / "done.json").exists()
+    first = len(started)
+    out2, info = acc.finetuned_lm("bbc-news", False, target, "all", base=tmp_path / "base", **fast)
+    assert out2 == out and info["resumed"] is True
+    assert "resuming the interrupted LM fine-tuning" in capsys.readouterr().out
+    assert started[first] == 5  # the second run started where the first stopped, not at step 0
+    assert info["epochs_run"] == 3 and info["config"]["epochs"] == 2  # 1 frozen + 2, as first set
+    # finished: the next call takes the cached result and trains nothing
+    n = len(started)
+    assert acc.finetuned_lm("bbc-news", False, target, "all", base=tmp_path / "base", **fast)[1] == info
+    assert len(started) == n
