@@ -17,6 +17,9 @@ so the benchmark resumes after an interruption and can be extended piece by piec
   network at once vs the last layer only vs gradual unfreezing; and LM fine-tuning without the
   vocabulary cap (``vocab``, forward; ``vocab-bwd``, ``vocab-ens``: the backward model and the
   ensemble, each compared with the main table's backward model and ensemble).
+- ``lms``: only the fine-tuned LMs of the recipe (both directions, every round), the slow part
+  of a dataset: 20 Newsgroups' take longer than a session, and a round cut off continues from its
+  last save when the command is run again.
 - ``report``: tables (mean +- std over seeds) and a sample-efficiency plot into BENCHMARKS.md.
 
 The recipe is the library's, with documented defaults: a stratified 10% of the labels is held out
@@ -32,6 +35,7 @@ Usage::
     .venv/bin/python bench/accuracy.py main --datasets rotten-tomatoes
     .venv/bin/python bench/accuracy.py sizes --datasets rotten-tomatoes --seeds 0 1 2
     .venv/bin/python bench/accuracy.py ablations --datasets rotten-tomatoes
+    .venv/bin/python bench/accuracy.py lms --datasets 20newsgroups  # run again until done
     .venv/bin/python bench/accuracy.py report            # rewrites the accuracy section of BENCHMARKS.md
 """
 
@@ -396,6 +400,19 @@ def _guard(results: Results, row: dict, fn) -> None:
         traceback.print_exc()
         out = {"accuracy": None, "note": f"failed: {type(e).__name__}: {e}"}
     results.add({**row, **out})
+
+
+def exp_lms(ds: str, directions=("fwd", "bwd")) -> dict:
+    """The recipe's fine-tuned LMs of a dataset (`target_lm`), built or continued, nothing else."""
+    folder, _, _ = load_dataset(ds)
+    out = {}
+    for d in directions:
+        lm_dir, info = target_lm(ds, d == "bwd", folder / "train.csv")
+        ppl = info.get("round_perplexities") or [info.get("valid_perplexity")]
+        print(f"  -> {ds} {d} LM: {lm_dir}, held-out perplexity after each round "
+              + " / ".join(f"{p:.2f}" for p in ppl) + f" ({info.get('seconds', 0) / 60:.0f} min)", flush=True)
+        out[d] = (lm_dir, info)
+    return out
 
 
 def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) -> None:
@@ -765,7 +782,7 @@ def _plot_sizes(sz: list[dict], rows: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiment", choices=["main", "sizes", "ablations", "report"])
+    ap.add_argument("experiment", choices=["main", "sizes", "ablations", "lms", "report"])
     ap.add_argument("--datasets", nargs="+", default=["rotten-tomatoes"], choices=DATASETS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
@@ -801,7 +818,9 @@ def main(argv=None) -> int:
     # the cores this process may use (taskset / a container's CPU set), not the machine's
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0))))
     for ds in a.datasets:
-        if a.experiment == "main":
+        if a.experiment == "lms":
+            exp_lms(ds)
+        elif a.experiment == "main":
             methods = (a.methods or "ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,fasttext").split(",")
             exp_main(ds, results, a.seeds, methods)
         elif a.experiment == "sizes":

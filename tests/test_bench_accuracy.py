@@ -381,3 +381,21 @@ def test_an_interrupted_lm_finetuning_continues_from_its_last_save(acc, corpus, 
     n = len(started)
     assert acc.finetuned_lm("bbc-news", False, target, "all", base=tmp_path / "base", **fast)[1] == info
     assert len(started) == n
+
+
+def test_lms_builds_both_directions_of_the_recipe_and_nothing_else(acc, monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(acc, "load_dataset", lambda ds: (tmp_path, None, None))
+
+    def fake_lm(ds, bw, csv):
+        calls.append((ds, bw, csv))
+        info = {"valid_perplexity": 135.0, "seconds": 600.0}
+        return tmp_path / f"lm-{bw}", ({**info, "round_perplexities": [171.0, 145.9, 135.0]} if bw else info)
+
+    monkeypatch.setattr(acc, "target_lm", fake_lm)
+    monkeypatch.setattr(acc, "train_and_eval", lambda *a, **k: pytest.fail("lms trains no classifier"))
+    out = acc.exp_lms("20newsgroups")
+    assert calls == [("20newsgroups", False, tmp_path / "train.csv"), ("20newsgroups", True, tmp_path / "train.csv")]
+    assert set(out) == {"fwd", "bwd"}
+    printed = capsys.readouterr().out
+    assert "20newsgroups bwd LM" in printed and "171.00 / 145.90 / 135.00" in printed
