@@ -65,9 +65,9 @@ def test_report_tables_from_recorded_runs(es, tmp_path):
     assert "| f1-first | 100.00 ± 0.00 |" in ens
 
 
-def test_report_and_load_keep_datasets_apart(es, tmp_path):
-    import json
-
+def _one_text_run(tmp_path):
+    """A recorded run of 2 epochs on one test text: the first has the better validation score and
+    misses the text, the second gets it right."""
     import numpy as np
 
     d = tmp_path / "r"
@@ -78,6 +78,13 @@ def test_report_and_load_keep_datasets_apart(es, tmp_path):
             "test_accuracy": 0.0, "test_macro_f1": 0.0},
            {"epoch": 2, "stage": 2, "valid_macro_f1": 0.8, "valid_loss": 0.5, "valid_accuracy": 0.8,
             "test_accuracy": 1.0, "test_macro_f1": 1.0}]
+    return d, eps
+
+
+def test_report_and_load_keep_datasets_apart(es, tmp_path):
+    import json
+
+    d, eps = _one_text_run(tmp_path)
     # the same size, seed and direction on two datasets (the older Rotten Tomatoes rows name theirs too)
     rows = [{"dataset": ds, "n_labels": 100, "seed": 0, "backwards": bw, "epochs": eps, "majority": 0.5,
              "dir": str(d)} for ds in ("rotten-tomatoes", "bbc-news") for bw in (False, True)]
@@ -98,16 +105,7 @@ def test_a_longer_last_stage_is_a_run_of_its_own(es, tmp_path):
     dataset, size, seed and direction nor share a report section with them."""
     import json
 
-    import numpy as np
-
-    d = tmp_path / "r"
-    d.mkdir()
-    np.save(d / "test_probs.npy", np.array([[[0.9, 0.1]], [[0.2, 0.8]]], dtype=np.float32))
-    np.save(d / "test_labels.npy", np.array([1]))
-    eps = [{"epoch": 1, "stage": 1, "valid_macro_f1": 0.9, "valid_loss": 0.7, "valid_accuracy": 0.9,
-            "test_accuracy": 0.0, "test_macro_f1": 0.0},
-           {"epoch": 2, "stage": 2, "valid_macro_f1": 0.8, "valid_loss": 0.5, "valid_accuracy": 0.8,
-            "test_accuracy": 1.0, "test_macro_f1": 1.0}]
+    d, eps = _one_text_run(tmp_path)
     rows = [{"dataset": "bbc-news", "n_labels": 1775, "seed": 0, "backwards": bw, "epochs": eps, "majority": 0.5,
              "dir": str(d), **extra} for extra in ({}, {"last_epochs": 6}) for bw in (False, True)]
     path = tmp_path / "res.jsonl"
