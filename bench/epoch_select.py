@@ -24,7 +24,7 @@ Usage::
 
     .venv/bin/python bench/epoch_select.py run --sizes 100 200 --seeds 0 1 2 3 4 5
     .venv/bin/python bench/epoch_select.py run --dataset bbc-news --sizes 1775  # all of its labels
-    .venv/bin/python bench/epoch_select.py run --dataset bbc-news --sizes 1775 --last-epochs 8
+    .venv/bin/python bench/epoch_select.py run --dataset bbc-news --sizes 1775 --last-epochs 6
     .venv/bin/python bench/epoch_select.py report
 
 Results: ``bench/results/epoch_select.jsonl`` (one line per run, its epochs inside); the test
