@@ -23,7 +23,7 @@ so the benchmark resumes after an interruption and can be extended piece by piec
 - ``report``: tables (mean +- std over seeds) and a sample-efficiency plot into BENCHMARKS.md.
 
 The recipe is the library's, with documented defaults: a stratified 10% of the labels is held out
-for validation and picks the best epoch (early stopping) when it holds over 100 texts (fewer cannot
+for validation and picks the best epoch (early stopping) when it holds over 200 texts (fewer cannot
 tell epochs apart: then the last epoch is kept, see bench/epoch_select.py), the loss is weighted by inverse class
 frequency, LM fine-tuning keeps its best epoch by validation perplexity (patience 1), and the
 number of classifier epochs grows for small label sets so that every run gets a minimum number of
@@ -290,7 +290,7 @@ def clf_config(n_labels: int, seed: int, backwards: bool = False, scratch: bool 
     """The library's classifier recipe (`ClassifierTrainConfig().for_data`): gradual unfreezing over 4
     stages, peak rates 4e-2 .. 2e-3, discriminative factor 2.6, batch size from the data size, a last
     stage of at least 150 steps (<= 12 epochs) for small label sets, early stopping on the
-    validation split (over 100 validation texts; with fewer, the last epoch is kept), class weights
+    validation split (over 200 validation texts; with fewer, the last epoch is kept), class weights
     when the labels are imbalanced. From scratch: all layers from
     the start at one rate (3e-3), up to 20 epochs with early stopping (patience 5): with 6, the
     Rotten Tomatoes run sat at chance for 5 epochs and jumped to 74% validation in its last one,

@@ -433,7 +433,7 @@ def test_a_validation_split_too_small_to_choose_keeps_the_last_epoch(task, tmp_p
 
 def test_select_setting_is_checked_and_decides_by_the_validation_size():
     c = ClassifierTrainConfig()
-    assert c.select == "auto" and c.keeps_last(10) and c.keeps_last(100) and not c.keeps_last(101)
+    assert c.select == "auto" and c.keeps_last(10) and c.keeps_last(200) and not c.keeps_last(201)
     assert ClassifierTrainConfig(select="last").keeps_last(5000)
     assert not ClassifierTrainConfig(select="best").keeps_last(10)
     with pytest.raises(UlmfitError, match="select must be"):

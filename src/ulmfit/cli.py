@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stage 3 of ULMFiT: put a concat-pooling head on the LM's encoder and train with "
                                    "gradual unfreezing, discriminative learning rates and slanted triangular schedules; "
                                    "documents are read with BPT3C. A stratified validation split (or --valid) picks "
-                                   "the best epoch (when it holds over 100 examples; see --select).")
+                                   "the best epoch (when it holds over 200 examples; see --select).")
     s.add_argument("data", nargs="?", help="labeled training data: CSV/TSV/JSONL, a folder per class, fastai CSV, TREC")
     s.add_argument("--lm", default=None, help="the language model directory (usually from finetune-lm; default: the "
                                               "shipped general-English model, the backward one with --backwards)")
@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")
     g.add_argument("--select", default="auto", choices=["auto", "best", "last"],
                    help="the epoch that becomes the model: best (validation score, early stopping), last (every "
-                        "epoch runs), auto (default): last when the validation split has at most 100 examples")
+                        "epoch runs), auto (default): last when the validation split has at most 200 examples")
     g.add_argument("--bn-recal", choices=["on", "off"], default="off",
                    help="before each validation, set the head's BatchNorm statistics to those of evaluation-mode "
                         "features of up to 2,048 training documents (default: off)")
