@@ -128,10 +128,9 @@ MAX_LAST_EPOCHS = 12
 # the epoch): over its recipe and a 6-epoch last stage, 3 seeds each, the last epoch scored higher
 # than the best validation score's in 4 of 6 comparisons (forward, backward, ensemble), equal in
 # one and 0.07 points lower in one; in both, one run (backward, seed 2) kept its head-only first
-# epoch. With 1,025
-# (Rotten Tomatoes, all labels) the two agree within noise, so larger splits still pick. cli.py's
-# --select help repeats the number (it does not import torch to build its parser); a test keeps the
-# two equal.
+# epoch. With 1,025 (Rotten Tomatoes, all labels) the two agree within noise, so larger splits still
+# pick. cli.py's --select help repeats the number (it does not import torch to build its parser); a
+# test keeps the two equal.
 SELECT_LAST_MAX_VALID = 200
 
 
