@@ -415,6 +415,11 @@ def exp_lms(ds: str, directions=("fwd", "bwd")) -> dict:
     return out
 
 
+def main_clf_dir(ds: str, method: str, seed: int) -> Path:
+    """Where `main` saves a classifier (method: fwd, bwd or scratch); bench/errors.py reads them."""
+    return WORK / ds / f"clf-main-{method}-s{seed}"
+
+
 def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) -> None:
     folder, train, test = load_dataset(ds)
     n = len(train)
@@ -431,7 +436,7 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
             if m not in methods and "ulmfit-ens" not in methods:
                 continue
             bw = direction == "bwd"
-            out = WORK / ds / f"clf-main-{direction}-s{seed}"
+            out = main_clf_dir(ds, direction, seed)
             dirs[direction] = out
 
             def go(bw=bw, out=out):
@@ -452,7 +457,7 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
             def go_scratch():
                 if False not in lms:
                     lms[False] = target_lm(ds, False, train_csv)
-                return train_and_eval(lms[False][0], train, test, WORK / ds / f"clf-main-scratch-s{seed}",
+                return train_and_eval(lms[False][0], train, test, main_clf_dir(ds, "scratch", seed),
                                       scratch_recipe(ds, n, seed), pretrained=False)
 
             _guard(results, {**R, "method": "scratch", "seed": seed}, go_scratch)

@@ -231,7 +231,8 @@ def main(argv=None) -> None:
         for seed in args.seeds:
             for d in args.directions:
                 bw = d == "bwd"
-                if (args.dataset, size, args.last_epochs, seed, bw) in done:
+                if run_key({"dataset": args.dataset, "n_labels": size, "last_epochs": args.last_epochs,
+                            "seed": seed, "backwards": bw}) in done:
                     continue
                 print(f"== {args.dataset}, {size} labels, seed {seed}, {d}"
                       + (f", last stage {args.last_epochs} epochs" if args.last_epochs else ""), flush=True)

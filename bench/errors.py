@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     base = np.asarray(baselines.tfidf_lr(list(train.texts), list(train.labels), list(test.texts), 0)["pred"])
     ens = {}
     for seed in a.seeds:
-        dirs = [A.WORK / a.dataset / f"clf-main-{d}-s{seed}" for d in ("fwd", "bwd")]
+        dirs = [A.main_clf_dir(a.dataset, d, seed) for d in ("fwd", "bwd")]
         missing = [str(d) for d in dirs if not (d / "config.json").exists()]
         if missing:
             ap.error(f"no classifier in {', '.join(missing)}: run `bench/accuracy.py main --datasets {a.dataset} "
