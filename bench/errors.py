@@ -89,17 +89,16 @@ def main(argv=None) -> int:
     import baselines
     from ulmfit.classifier_api import TextClassifier
 
-    _, train, test = A.load_dataset(a.dataset)
-    y = np.asarray(test.labels)
-    base = np.asarray(baselines.tfidf_lr(list(train.texts), list(train.labels), list(test.texts), 0)["pred"])
-    ens = {}
-    for seed in a.seeds:
-        dirs = [A.main_clf_dir(a.dataset, d, seed) for d in ("fwd", "bwd")]
+    members = {seed: [A.main_clf_dir(a.dataset, d, seed) for d in ("fwd", "bwd")] for seed in a.seeds}
+    for seed, dirs in members.items():  # before any work: a missing model is the common mistake
         missing = [str(d) for d in dirs if not (d / "config.json").exists()]
         if missing:
             ap.error(f"no classifier in {', '.join(missing)}: run `bench/accuracy.py main --datasets {a.dataset} "
                      f"--seeds {seed} --methods ulmfit-fwd,ulmfit-bwd,ulmfit-ens` first")
-        ens[seed] = np.asarray(TextClassifier.load(dirs).predict(list(test.texts)))
+    _, train, test = A.load_dataset(a.dataset)
+    y = np.asarray(test.labels)
+    base = np.asarray(baselines.tfidf_lr(list(train.texts), list(train.labels), list(test.texts), 0)["pred"])
+    ens = {seed: np.asarray(TextClassifier.load(dirs).predict(list(test.texts))) for seed, dirs in members.items()}
     res = compare(y, ens, base)
     ov = np.asarray(overlap(train.texts, test.texts))
     near = ov > NEAR_COPY

@@ -32,3 +32,13 @@ def test_overlap_finds_a_near_copy_and_ignores_short_texts(er):
     ov = er.overlap(train, test)
     assert ov[0] == pytest.approx(9 / 10)  # 9 of its 10 8-grams are in the first training text
     assert ov[1] == 0.0 and ov[2] == 0.0
+
+
+def test_missing_classifiers_are_named_before_any_work(er, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(er.A, "WORK", tmp_path)
+    monkeypatch.setattr(er.A, "_maybe_jemalloc", lambda: None)
+    monkeypatch.setattr(er.A, "load_dataset", lambda ds: pytest.fail("no data is loaded without the models"))
+    with pytest.raises(SystemExit):
+        er.main(["--dataset", "bbc-news", "--seeds", "0"])
+    err = capsys.readouterr().err
+    assert "no classifier in" in err and "clf-main-fwd-s0" in err and "--seeds 0 --methods" in err
