@@ -142,6 +142,61 @@ def test_ablation_report_without_its_own_full_run_compares_with_the_main_forward
     assert "| LM without the cap (1 of the recipe's 3 LM rounds) | 76.70 |  | 2554 |" in table
 
 
+def test_ablation_report_pairs_only_rows_whose_lms_had_the_same_recipe(acc, tmp_path):
+    """20 Newsgroups' LM recipe changed (3 rounds -> one run): an ablation fine-tuned under the old
+    recipe is not compared with a reference fine-tuned under the new one."""
+    res = acc.Results(tmp_path / "r.jsonl")
+    res.add(dict(experiment="main", dataset="20newsgroups", method="ulmfit-fwd", n_labels="all", seed=0,
+                 accuracy=0.80, seconds=1800.0, lm_epochs=[12]))
+    res.add(dict(experiment="ablations", dataset="20newsgroups", method="LM without the cap", n_labels="all",
+                 seed=0, accuracy=0.79, seconds=5000.0, lm_epochs=[1, 2, 2]))
+    res.add(dict(experiment="ablations", dataset="20newsgroups", method="no LM fine-tuning", n_labels="all",
+                 seed=0, accuracy=0.70, seconds=900.0))  # no LM recipe of its own: compared as before
+    table = acc.report(res, tmp_path / "B.md", tmp_path / "p.png").splitlines()
+    assert ("| LM without the cap | 79.00 | n/a: its LM and the reference's had different fine-tuning recipes "
+            "| 5000 |") in table
+    assert "| no LM fine-tuning | 70.00 | -10.00 | 900 |" in table
+    res.add(dict(experiment="ablations", dataset="20newsgroups", method="LM without the cap", n_labels="all",
+                 seed=0, accuracy=0.81, seconds=5000.0, lm_epochs=[12]))  # the same recipe again: paired
+    assert "| LM without the cap | 81.00 | +1.00 | 5000 |" in acc.report(res, tmp_path / "B.md",
+                                                                           tmp_path / "p.png").splitlines()
+
+
+def test_lm_recipe_lists_each_rounds_epochs(acc, monkeypatch):
+    monkeypatch.setitem(acc.LM_EPOCHS, "20newsgroups", 12)
+    monkeypatch.setattr(acc, "LM_MORE", {})
+    assert acc.lm_recipe("20newsgroups") == [12]
+    monkeypatch.setitem(acc.LM_EPOCHS, "20newsgroups", 1)
+    monkeypatch.setattr(acc, "LM_MORE", {"20newsgroups": (2, 2)})
+    assert acc.lm_recipe("20newsgroups") == [1, 2, 2] and acc.lm_recipe("unlisted") == [2]
+
+
+def test_a_cached_lm_of_an_older_recipe_is_refused_not_reused(acc, monkeypatch, tmp_path):
+    """The cache tag of 20 Newsgroups' LM stayed `lm-all-*` when its recipe went from 1 epoch (+ later
+    rounds) to 12: a finished or half-built LM of the old settings must not pass for the new one."""
+    monkeypatch.setattr(acc, "WORK", tmp_path)
+    monkeypatch.setitem(acc.LM_EPOCHS, "20newsgroups", 12)
+    out = tmp_path / "20newsgroups" / "lm-all-fwd"
+    out.mkdir(parents=True)
+    old = acc.lm_config(epochs=1, backwards=False, save_every_minutes=30.0).to_dict()
+    (out / "done.json").write_text(json.dumps({"valid_perplexity": 171.0, "config": old}))
+    with pytest.raises(RuntimeError, match=r"epochs=1 \(now 12\).*Delete the folder"):
+        acc.finetuned_lm("20newsgroups", False, tmp_path / "train.csv", "all")
+    # the same settings but for how often it saved: reused as it is
+    (out / "done.json").write_text(json.dumps({"valid_perplexity": 120.0, "config": {**old, "epochs": 12}}))
+    assert acc.finetuned_lm("20newsgroups", False, tmp_path / "train.csv", "all")[1]["valid_perplexity"] == 120.0
+    # a half-built one (state saved, not done) of other settings is refused before any training
+    (out / "done.json").unlink()
+    (out / "train_state.json").write_text("{}")
+    from ulmfit.checkpoint import FORMAT, FORMAT_VERSION
+
+    (out / "config.json").write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
+                                                 "kind": "language_model", "train": old}))
+    monkeypatch.setattr("ulmfit.api.finetune_lm", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(RuntimeError, match="epochs=1"):
+        acc.finetuned_lm("20newsgroups", False, tmp_path / "train.csv", "all")
+
+
 def test_target_lm_runs_each_later_round_from_the_one_before(acc, monkeypatch, tmp_path):
     calls = []
     ppl = {"all": 171.0, "all-more": 145.9, "all-more2": 139.0}
@@ -205,8 +260,11 @@ def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, fake_dat
     assert len(trained) == 2  # recombined, not retrained
     acc.exp_main("rotten-tomatoes", acc.Results(path, rerun=True), [0], ["ulmfit-bwd", "ulmfit-ens"])
     assert trained[2:] == ["clf-main-bwd-s0"]
-    methods = [r["method"] for r in acc.Results(path).rows]
+    rows = acc.Results(path).rows
+    methods = [r["method"] for r in rows]
     assert methods.count("ulmfit-ens") == 3 and methods.count("ulmfit-fwd") == 1
+    # every ULMFiT row names its LM's fine-tuning recipe, so that the report pairs like with like
+    assert all(r["lm_epochs"] == acc.lm_recipe("rotten-tomatoes") for r in rows)
 
 
 def test_scratch_runs_take_their_dataset_settings(acc, fake_data, monkeypatch, tmp_path):
@@ -322,7 +380,9 @@ def test_vocab_ensemble_trains_missing_members_once_and_is_paired_with_the_recip
 
     # its difference is taken from the recipe's ensemble, not from the forward model
     for m, a in [("ulmfit-fwd", 0.7922), ("ulmfit-ens", 0.8219)]:
-        res.add(dict(experiment="main", dataset="20newsgroups", method=m, n_labels="all", seed=0, accuracy=a))
+        res.add(dict(experiment="main", dataset="20newsgroups", method=m, n_labels="all", seed=0, accuracy=a,
+                     lm_epochs=acc.lm_recipe("20newsgroups")))  # the recipe the ablation's rows record
+    assert rows["fwd"]["lm_epochs"] == rows["fwd+bwd ensemble"]["lm_epochs"] == acc.lm_recipe("20newsgroups")
     table = acc.report(acc.Results(tmp_path / "r.jsonl"), tmp_path / "B.md", tmp_path / "p.png").splitlines()
     ens = next(l for l in table if "fwd+bwd ensemble, against the recipe's ensemble" in l)
     assert "| 85.00 | +2.81 |" in ens
