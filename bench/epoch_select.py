@@ -18,7 +18,11 @@ Rules (all on the validation split; "stage 4" is the last, fully unfrozen stage)
 - ``f1-then-loss``: the best macro-F1, a tie going to the lower validation loss;
 - ``loss``: the lowest validation loss, patience 3;
 - ``last``: the last epoch, no selection (fastai's default: no early stopping);
-- ``f1-stage4``: the best macro-F1 among the last stage's epochs only, ties to the later.
+- ``f1-stage4``: the best macro-F1 among the last stage's epochs only, ties to the later;
+- ``margin``: the last epoch, unless an earlier one got more than one validation text more right
+  (the epoch with the best validation accuracy, ties to the later, is kept only then): a rule that
+  needs no size threshold, since one text is a large step on a small split and a small one on a
+  large split. Every epoch runs, as with ``last``.
 
 Usage::
 
@@ -102,6 +106,7 @@ def train_probe(size: int, seed: int, backwards: bool, ds: str = DS, last_epochs
     np.save(out / "test_probs.npy", np.stack(probs))
     np.save(out / "test_labels.npy", y)
     return {"dataset": ds, "n_labels": size, "seed": seed, "backwards": backwards, "epochs": epochs,
+            "n_valid": valid_count(ds, size, seed),
             **({"last_epochs": last_epochs} if last_epochs else {}), "stage_epochs": list(cfg.stage_epochs),
             "majority": float(np.bincount(y).max() / len(y)), "seconds": time.time() - t0,
             "commit": A.commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dir": str(out)}
@@ -132,14 +137,53 @@ def _stage4(eps: list) -> int:
     return max(cand, key=lambda i: (eps[i]["valid_macro_f1"], i))
 
 
+def _margin(eps: list, n_valid: int | None) -> int:
+    if not n_valid:
+        raise ValueError("the margin rule needs the run's number of validation texts")
+    last = len(eps) - 1
+    best = max(range(len(eps)), key=lambda i: (eps[i]["valid_accuracy"], i))
+    # accuracies are counts over n_valid: more than one text more right means a gap of 2 texts or more
+    gained = round((eps[best]["valid_accuracy"] - eps[last]["valid_accuracy"]) * n_valid)
+    return best if gained > 1 else last
+
+
+# each rule takes a run's epochs and its number of validation texts (only `margin` uses it)
 RULES = {
-    "f1-first": lambda eps: _replay(eps, lambda e: e["valid_macro_f1"], ties_later=False),
-    "f1-last": lambda eps: _replay(eps, lambda e: e["valid_macro_f1"], ties_later=True),
-    "f1-then-loss": lambda eps: _replay(eps, lambda e: (e["valid_macro_f1"], -e["valid_loss"]), ties_later=False),
-    "loss": lambda eps: _replay(eps, lambda e: -e["valid_loss"], ties_later=False),
-    "last": lambda eps: len(eps) - 1,
-    "f1-stage4": _stage4,
+    "f1-first": lambda eps, n_valid=None: _replay(eps, lambda e: e["valid_macro_f1"], ties_later=False),
+    "f1-last": lambda eps, n_valid=None: _replay(eps, lambda e: e["valid_macro_f1"], ties_later=True),
+    "f1-then-loss": lambda eps, n_valid=None: _replay(eps, lambda e: (e["valid_macro_f1"], -e["valid_loss"]),
+                                                      ties_later=False),
+    "loss": lambda eps, n_valid=None: _replay(eps, lambda e: -e["valid_loss"], ties_later=False),
+    "last": lambda eps, n_valid=None: len(eps) - 1,
+    "f1-stage4": lambda eps, n_valid=None: _stage4(eps),
+    "margin": _margin,
 }
+
+
+_N_VALID: dict = {}
+
+
+def n_valid(r: dict) -> int:
+    """The run's number of validation texts: recorded by newer runs, else recomputed with the same
+    sample and split as the run (`A.stratified_sample`, then the library's stratified 10%)."""
+    if r.get("n_valid"):
+        return r["n_valid"]
+    key = (r.get("dataset", DS), r["n_labels"], r["seed"])
+    if key not in _N_VALID:
+        _N_VALID[key] = valid_count(*key)
+    return _N_VALID[key]
+
+
+def valid_count(ds: str, size: int, seed: int) -> int:
+    from ulmfit.data.labeled import stratified_split
+
+    _, train, _ = A.load_dataset(ds)
+    return len(stratified_split(A.stratified_sample(train, size, seed), 0.1, seed)[1])
+
+
+def keep(name: str, r: dict) -> int:
+    """The index of the epoch that rule `name` keeps in run `r`."""
+    return RULES[name](r["epochs"], n_valid(r) if name == "margin" else None)
 
 
 def run_key(r: dict) -> tuple:
@@ -187,12 +231,12 @@ def report(rows: list[dict]) -> str:
                          f"{100 * rs[0]['majority']:.1f}%)\n")
             lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) | kept epochs |")
             lines.append("|---|---|---|---|---|")
-            for name, rule in RULES.items():
-                keep = [rule(r["epochs"]) for r in rs]
-                acc = [r["epochs"][i]["test_accuracy"] for r, i in zip(rs, keep)]
-                f1 = [r["epochs"][i]["test_macro_f1"] for r, i in zip(rs, keep)]
+            for name in RULES:
+                kept = [keep(name, r) for r in rs]
+                acc = [r["epochs"][i]["test_accuracy"] for r, i in zip(rs, kept)]
+                f1 = [r["epochs"][i]["test_macro_f1"] for r, i in zip(rs, kept)]
                 lines.append(f"| {name} | {fmt(acc)} | {fmt(f1)} | {sum(f < 0.45 for f in f1)} | "
-                             f"{' '.join(str(r['epochs'][i]['epoch']) for r, i in zip(rs, keep))} |")
+                             f"{' '.join(str(r['epochs'][i]['epoch']) for r, i in zip(rs, kept))} |")
             best = [max(e["test_accuracy"] for e in r["epochs"]) for r in rs]
             lines.append(f"| (oracle: best test epoch) | {fmt(best)} | | | |")
         pairs = [(f, b) for f in of for b in of if not f["backwards"] and b["backwards"] and f["seed"] == b["seed"]]
@@ -201,8 +245,8 @@ def report(rows: list[dict]) -> str:
             lines.append(f"\n{prefix}{size} labels, forward + backward ensemble ({len(pairs)} seeds)\n")
             lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) |")
             lines.append("|---|---|---|---|")
-            for name, rule in RULES.items():
-                m = [ensemble_metrics(f, b, rule(f["epochs"]), rule(b["epochs"])) for f, b in pairs]
+            for name in RULES:
+                m = [ensemble_metrics(f, b, keep(name, f), keep(name, b)) for f, b in pairs]
                 lines.append(f"| {name} | {fmt([a for a, _ in m])} | {fmt([f for _, f in m])} | "
                              f"{sum(f < 0.45 for _, f in m)} |")
     return "\n".join(lines)
@@ -237,7 +281,7 @@ def main(argv=None) -> None:
                 print(f"== {args.dataset}, {size} labels, seed {seed}, {d}"
                       + (f", last stage {args.last_epochs} epochs" if args.last_epochs else ""), flush=True)
                 row = train_probe(size, seed, bw, args.dataset, args.last_epochs)
-                kept = {k: row["epochs"][rule(row["epochs"])]["test_accuracy"] for k, rule in RULES.items()}
+                kept = {k: row["epochs"][keep(k, row)]["test_accuracy"] for k in RULES}
                 print("   test accuracy by rule: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in kept.items())
                       + f"  ({row['seconds']:.0f}s)", flush=True)
                 args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,26 @@ def test_ties_broken_by_loss_and_stage4_only_and_last(es):
     assert es.RULES["last"](eps) == 4
 
 
+def test_margin_keeps_an_earlier_epoch_only_when_it_got_more_than_one_validation_text_more_right(es):
+    eps = _eps([0.9, 0.8, 0.85, 0.8, 0.8])  # valid_accuracy as the F1s: epoch 1 best, the last 0.1 lower
+    assert es.RULES["margin"](eps, 10) == 4  # 0.1 of 10 texts: one text, not enough
+    assert es.RULES["margin"](eps, 20) == 0  # 0.1 of 20: two texts
+    tie = _eps([0.8, 0.9, 0.7, 0.9, 0.8])
+    assert es.RULES["margin"](tie, 30) == 3  # the best, ties to the later (3 texts more right than the last)
+    with pytest.raises(ValueError, match="validation texts"):
+        es.RULES["margin"](eps, None)
+
+
+def test_n_valid_is_recorded_or_recomputed_from_the_runs_sample_and_split(es, monkeypatch):
+    calls = []
+    monkeypatch.setattr(es, "valid_count", lambda ds, size, seed: calls.append((ds, size, seed)) or 20)
+    monkeypatch.setattr(es, "_N_VALID", {})
+    assert es.n_valid({"n_labels": 200, "seed": 1, "n_valid": 21}) == 21 and calls == []
+    old = {"n_labels": 200, "seed": 1}  # an older row: Rotten Tomatoes, no count recorded
+    assert es.n_valid(old) == es.n_valid(old) == 20
+    assert calls == [("rotten-tomatoes", 200, 1)]  # computed once
+
+
 def test_report_tables_from_recorded_runs(es, tmp_path):
     import numpy as np
 
@@ -56,7 +76,7 @@ def test_report_tables_from_recorded_runs(es, tmp_path):
                    {"epoch": 2, "stage": 2, "valid_macro_f1": 0.8, "valid_loss": 0.5, "valid_accuracy": 0.8,
                     "test_accuracy": 1.0, "test_macro_f1": 1.0}]
             rows.append({"n_labels": 100, "seed": seed, "backwards": bw, "epochs": eps, "majority": 0.5,
-                         "dir": str(d)})
+                         "dir": str(d), "n_valid": 10})
     text = es.report(rows)
     assert "100 labels, forward (2 seeds" in text and "forward + backward ensemble (2 seeds)" in text
     assert "| f1-first | 100.00 ± 0.00 | 100.00 ± 0.00 | 0 | 2 2 |" in text
@@ -87,7 +107,7 @@ def test_report_and_load_keep_datasets_apart(es, tmp_path):
     d, eps = _one_text_run(tmp_path)
     # the same size, seed and direction on two datasets (the older Rotten Tomatoes rows name theirs too)
     rows = [{"dataset": ds, "n_labels": 100, "seed": 0, "backwards": bw, "epochs": eps, "majority": 0.5,
-             "dir": str(d)} for ds in ("rotten-tomatoes", "bbc-news") for bw in (False, True)]
+             "dir": str(d), "n_valid": 10} for ds in ("rotten-tomatoes", "bbc-news") for bw in (False, True)]
     path = tmp_path / "res.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = es.load(path)
@@ -107,7 +127,7 @@ def test_a_longer_last_stage_is_a_run_of_its_own(es, tmp_path):
 
     d, eps = _one_text_run(tmp_path)
     rows = [{"dataset": "bbc-news", "n_labels": 1775, "seed": 0, "backwards": bw, "epochs": eps, "majority": 0.5,
-             "dir": str(d), **extra} for extra in ({}, {"last_epochs": 6}) for bw in (False, True)]
+             "dir": str(d), "n_valid": 178, **extra} for extra in ({}, {"last_epochs": 6}) for bw in (False, True)]
     path = tmp_path / "res.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = es.load(path)
