@@ -254,8 +254,9 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, base: Path
     # starting again: 20 Newsgroups' LM takes longer than one session
     state = out / STATE_J
     resume = state.exists() and (out / "config.json").exists()
+    saved = (read_config(out, "language_model").get("train") or {}) if resume else None
     if resume:
-        _check_cached_lm(out, read_config(out, "language_model").get("train") or {}, cfg.to_dict())
+        _check_cached_lm(out, saved, cfg.to_dict())
     before = float(json.loads(state.read_text()).get("elapsed") or 0.0) if resume else 0.0
     if resume:
         print(f"resuming the interrupted LM fine-tuning in {out} ({before / 60:.0f} min done)", flush=True)
@@ -263,7 +264,7 @@ def finetuned_lm(ds: str, backwards: bool, texts_csv: Path, tag: str, base: Path
                       train_cfg=None if resume else cfg, resume=resume, overwrite=not resume, progress=True,
                       max_vocab=max_vocab)
     # a resumed run trains with the settings it was started with (its saved config)
-    cfg_d = read_config(out, "language_model")["train"] if resume else cfg.to_dict()
+    cfg_d = saved if resume else cfg.to_dict()
     info = {"valid_perplexity": res.get("valid_perplexity"), "seconds": before + time.time() - t0,
             "resumed": resume,
             "epochs_run": res.get("epoch"), "restored_best_epoch": res.get("restored_best_epoch"),

@@ -106,7 +106,7 @@ def train_probe(size: int, seed: int, backwards: bool, ds: str = DS, last_epochs
     np.save(out / "test_probs.npy", np.stack(probs))
     np.save(out / "test_labels.npy", y)
     return {"dataset": ds, "n_labels": size, "seed": seed, "backwards": backwards, "epochs": epochs,
-            "n_valid": valid_count(ds, size, seed),
+            "n_valid": split_size(sub, seed),
             **({"last_epochs": last_epochs} if last_epochs else {}), "stage_epochs": list(cfg.stage_epochs),
             "majority": float(np.bincount(y).max() / len(y)), "seconds": time.time() - t0,
             "commit": A.commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dir": str(out)}
@@ -174,11 +174,16 @@ def n_valid(r: dict) -> int:
     return _N_VALID[key]
 
 
-def valid_count(ds: str, size: int, seed: int) -> int:
+def split_size(sub, seed: int) -> int:
+    """Validation texts that training on `sub` holds out (the library's stratified 10%)."""
     from ulmfit.data.labeled import stratified_split
 
+    return len(stratified_split(sub, 0.1, seed)[1])
+
+
+def valid_count(ds: str, size: int, seed: int) -> int:
     _, train, _ = A.load_dataset(ds)
-    return len(stratified_split(A.stratified_sample(train, size, seed), 0.1, seed)[1])
+    return split_size(A.stratified_sample(train, size, seed), seed)
 
 
 def keep(name: str, r: dict) -> int:
