@@ -2,7 +2,8 @@
 """Accuracy of ULMFiT against what users would pick instead, on the registry benchmarks.
 
 Experiments (each result is one JSON line in --results; a run that is already there is skipped,
-so the benchmark resumes after an interruption and can be extended piece by piece):
+so the benchmark resumes after an interruption and can be extended piece by piece; ``main``'s
+ULMFiT rows whose LM had another fine-tuning recipe than the current one are trained again):
 
 - ``main``: every method on all training labels of a dataset: ULMFiT forward, backward and the
   forward+backward ensemble (each LM fine-tuned on the dataset's training text), the same AWD-LSTM
@@ -116,13 +117,24 @@ class Results:
     def key(r: dict) -> tuple:
         return (r["experiment"], r["dataset"], r["method"], str(r["n_labels"]), r["seed"])
 
-    def has(self, **k) -> bool:
+    def has(self, lm_epochs: list | None = None, **k) -> bool:
+        """Whether this run is done. With `lm_epochs` (the LM recipe it would use now), a row whose
+        LM was fine-tuned by another recipe does not count: a recipe change trains it again (rows
+        that predate the field count as done)."""
         want = (k["experiment"], k["dataset"], k["method"], str(k["n_labels"]), k["seed"])
         # a run that failed (an exception, a missing module) is tried again next time
         if self.rerun and want not in self.new_keys:
             return False
         return any(self.key(r) == want and not str(r.get("note") or "").startswith(("failed", "bench/baselines"))
+                   and (lm_epochs is None or r.get("lm_epochs") in (None, list(lm_epochs)))
                    for r in self.rows)
+
+    def stale(self, lm_epochs: list, **k) -> bool:
+        """Whether the latest successful row of this run used an LM of another recipe than
+        `lm_epochs` (its saved model, if any, is then of that older recipe too)."""
+        want = (k["experiment"], k["dataset"], k["method"], str(k["n_labels"]), k["seed"])
+        done = [r for r in self.rows if self.key(r) == want and r.get("accuracy") is not None]
+        return bool(done) and done[-1].get("lm_epochs") not in (None, list(lm_epochs))
 
     def latest(self) -> list[dict]:
         """One row per key: the last successful one (or the last failure when none succeeded)."""
@@ -417,8 +429,8 @@ def run_baseline(name: str, train, test, seed: int) -> dict:
 # ----------------------------------------------------------------------------------------------
 # experiments
 # ----------------------------------------------------------------------------------------------
-def _guard(results: Results, row: dict, fn) -> None:
-    if results.has(**row):
+def _guard(results: Results, row: dict, fn, lm_epochs: list | None = None) -> None:
+    if results.has(**row, lm_epochs=lm_epochs):
         return
     print(f"\n== {row['experiment']} {row['dataset']} {row['method']} n={row['n_labels']} seed={row['seed']}",
           flush=True)
@@ -477,13 +489,16 @@ def exp_main(ds: str, results: Results, seeds: list[int], methods: list[str]) ->
                 return {**r, "lm_perplexity": info.get("valid_perplexity"), "lm_seconds": info.get("seconds"),
                         "lm_epochs": lm_recipe(ds)}
 
-            # a member that is not asked for is trained only when the ensemble lacks it, so
-            # `--rerun --methods ulmfit-ens` recombines the current members without retraining them
-            if m in methods or not (out / "config.json").exists():
-                _guard(results, {**R, "method": m, "seed": seed}, go)
+            # a member that is not asked for is trained only when the ensemble lacks it (or has it
+            # only from an LM of an older recipe), so `--rerun --methods ulmfit-ens` recombines the
+            # current members without retraining them
+            row = {**R, "method": m, "seed": seed}
+            if m in methods or not (out / "config.json").exists() or results.stale(lm_recipe(ds), **row):
+                _guard(results, row, go, lm_epochs=lm_recipe(ds))
         if "ulmfit-ens" in methods and len(dirs) == 2 and all((d / "config.json").exists() for d in dirs.values()):
             _guard(results, {**R, "method": "ulmfit-ens", "seed": seed},
-                   lambda: {**ensemble_eval([dirs["fwd"], dirs["bwd"]], test), "lm_epochs": lm_recipe(ds)})
+                   lambda: {**ensemble_eval([dirs["fwd"], dirs["bwd"]], test), "lm_epochs": lm_recipe(ds)},
+                   lm_epochs=lm_recipe(ds))
         if "scratch" in methods:
             def go_scratch():
                 if False not in lms:

@@ -267,6 +267,37 @@ def test_rerunning_the_ensemble_alone_does_not_retrain_its_members(acc, fake_dat
     assert all(r["lm_epochs"] == acc.lm_recipe("rotten-tomatoes") for r in rows)
 
 
+def test_rows_of_an_older_lm_recipe_are_trained_again(acc, fake_data, monkeypatch, tmp_path):
+    """After a dataset's LM recipe changes, `main` retrains its ULMFiT rows (and the ensemble's
+    members, even when only the ensemble is asked for) without --rerun; rows of the current recipe,
+    and rows that predate the field, count as done."""
+    trained = []
+    fake_data(100)
+    monkeypatch.setattr(acc, "train_and_eval", _fake_trainer(trained, 0.8))
+    monkeypatch.setattr(acc, "ensemble_eval", lambda dirs, test: {"accuracy": 0.85})
+    path = tmp_path / "r.jsonl"
+    old = acc.Results(path)
+    for m in ("ulmfit-fwd", "ulmfit-bwd", "ulmfit-ens"):
+        old.add({**_row(method=m, accuracy=0.7), "lm_epochs": [1, 2, 2]})
+    for d in ("fwd", "bwd"):  # their saved classifiers, of the old LMs
+        saved = acc.main_clf_dir("rotten-tomatoes", d, 0)
+        saved.mkdir(parents=True, exist_ok=True)
+        (saved / "config.json").write_text("{}")
+    res = acc.Results(path)
+    assert res.stale([1, 2, 2], **_row(method="ulmfit-fwd")) is False
+    assert res.stale(acc.lm_recipe("rotten-tomatoes"), **_row(method="ulmfit-fwd"))
+    acc.exp_main("rotten-tomatoes", res, [0], ["ulmfit-ens"])
+    assert trained == ["clf-main-fwd-s0", "clf-main-bwd-s0"]
+    acc.exp_main("rotten-tomatoes", acc.Results(path), [0], ["ulmfit-fwd", "ulmfit-bwd", "ulmfit-ens"])
+    assert len(trained) == 2  # all current now: nothing trained again
+    latest = {r["method"]: r for r in acc.Results(path).latest()}
+    assert all(latest[m]["lm_epochs"] == acc.lm_recipe("rotten-tomatoes") for m in latest)
+    legacy = acc.Results(tmp_path / "legacy.jsonl")
+    legacy.add(_row(method="ulmfit-fwd", accuracy=0.7))  # no lm_epochs: predates the field
+    assert legacy.has(**_row(method="ulmfit-fwd"), lm_epochs=[12])
+    assert not legacy.stale([12], **_row(method="ulmfit-fwd"))
+
+
 def test_scratch_runs_take_their_dataset_settings(acc, fake_data, monkeypatch, tmp_path):
     """From scratch: all layers at one rate, without the pretrained weights, up to 20 epochs with
     patience 5, unless the dataset has its own settings (SCRATCH_OVER)."""
