@@ -704,6 +704,15 @@ def _cell(vals: list[float]) -> str:
     return f"{m:.2f} ± {100 * statistics.stdev(vals):.2f} (n={len(vals)})"
 
 
+def _main_rows(rows: list[dict], d: str, m: str) -> tuple[list[dict], bool]:
+    """The `main` runs of a dataset and method that its table shows, and whether they are of an older
+    LM recipe: a ULMFiT run whose LM had the current fine-tuning recipe (or that predates the field)
+    replaces those of older recipes, which stay shown, flagged, only until the first such run."""
+    rs = [r for r in rows if r["experiment"] == "main" and r["dataset"] == d and r["method"] == m]
+    current = [r for r in rs if r.get("lm_epochs") in (None, lm_recipe(d))]
+    return (current, False) if current or not rs else (rs, True)
+
+
 def report(results: Results, bench_md: Path, plot: Path) -> str:
     latest = results.latest()
     rows = [r for r in latest if r.get("accuracy") is not None]
@@ -719,18 +728,27 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
         lines += ["### All training labels", ""]
         head = "| method | " + " | ".join(dsets) + " |"
         lines += [head, "|---" * (len(dsets) + 1) + "|"]
+        older = False
         for m in ["ulmfit-ens", "ulmfit-fwd", "ulmfit-bwd", "scratch", "tfidf", "minilm", "fasttext"]:
-            cells = [_cell([r["accuracy"] for r in rows if r["experiment"] == "main" and r["dataset"] == d
-                            and r["method"] == m]) for d in dsets]
+            cells = []
+            for d in dsets:
+                rs, old = _main_rows(rows, d, m)
+                older |= old
+                cells.append(_cell([r["accuracy"] for r in rs]) + (" †" if old else ""))
             if any(cells):
                 lines.append(f"| {NAMES[m]} | " + " | ".join(c or "not run" for c in cells) + " |")
+        if older:
+            lines += ["", "† Its LM was fine-tuned by an older recipe than the dataset's current one (see the "
+                      "dataset's paragraph below); it stays until a run of the current recipe replaces it."]
         lm = {}
-        for r in rows:
-            if r["experiment"] == "main" and r.get("lm_perplexity") and r["method"] == "ulmfit-fwd":
-                lm[r["dataset"]] = r["lm_perplexity"]
+        for d in dsets:
+            rs, old = _main_rows(rows, d, "ulmfit-fwd")
+            ppl = [r["lm_perplexity"] for r in rs if r.get("lm_perplexity")]
+            if ppl:
+                lm[d] = f"{ppl[-1]:.1f}" + (" †" if old else "")
         if lm:
             lines += ["", "Fine-tuned forward LM perplexity on held-out training text: "
-                      + ", ".join(f"{d} {p:.1f}" for d, p in lm.items()) + "."]
+                      + ", ".join(f"{d} {p}" for d, p in lm.items()) + "."]
         lines.append("")
     sz = [r for r in rows if r["experiment"] == "sizes"]
     if sz:
@@ -744,8 +762,8 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
                                 and int(r["n_labels"]) == s]) for s in sizes]
                 main_m = {"ulmfit-semi": "ulmfit-fwd", "ulmfit-sup": "ulmfit-fwd", "ulmfit-semi-bwd": "ulmfit-bwd",
                           "ulmfit-semi-ens": "ulmfit-ens"}.get(m, m)
-                allc = _cell([r["accuracy"] for r in rows if r["experiment"] == "main" and r["dataset"] == d
-                              and r["method"] == main_m])
+                main_rows, old = _main_rows(rows, d, main_m)
+                allc = _cell([r["accuracy"] for r in main_rows]) + (" †" if old else "")
                 if any(cells):
                     lines.append(f"| {NAMES[m]} | " + " | ".join(c or "-" for c in cells) + f" | {allc or '-'} |")
             lines.append("")
@@ -753,6 +771,7 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
         shown = plot.resolve().relative_to(ROOT) if plot.resolve().is_relative_to(ROOT) else plot
         lines += [f"![sample efficiency]({shown})", ""]
     ab = [r for r in rows if r["experiment"] == "ablations"]
+    history = [r for r in results.rows if r.get("accuracy") is not None]  # every successful run, oldest first
     if ab:
         for d in [d for d in DATASETS if any(r["dataset"] == d for r in ab)]:
             lines += [f"### Ablations: {d} (all labels)", "",
@@ -763,33 +782,40 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
                 if r["dataset"] == d and r["method"] not in seen:
                     seen.append(r["method"])
             full_rows = [r for r in ab if r["dataset"] == d and r["method"] == FULL_RECIPE]
+            full_src = ("ablations", FULL_RECIPE)
             if not full_rows:  # the main table's forward model is the same recipe (`full` reuses it when cached)
-                full_rows = [r for r in rows if r["experiment"] == "main" and r["dataset"] == d
-                             and r["method"] == "ulmfit-fwd"]
-            full = {r["seed"]: r for r in full_rows}
+                full_rows, full_src = _main_rows(rows, d, "ulmfit-fwd")[0], ("main", "ulmfit-fwd")
             for m in seen:
                 rs = full_rows if m == FULL_RECIPE else [r for r in ab if r["dataset"] == d and r["method"] == m]
                 if not rs:
                     continue
                 if m == FULL_RECIPE and rs[0]["experiment"] == "main":
                     m = f"{FULL_RECIPE} (the forward model of the table above)"
-                ref = full
+                src = full_src
                 if rs is not full_rows and rs[-1].get("compare_with"):  # e.g. a backward variant: the recipe's backward
-                    ref = {r["seed"]: r for r in rows if r["experiment"] == "main" and r["dataset"] == d
-                           and r["method"] == rs[-1]["compare_with"]}
-                # a row that records its LM recipe is compared only with a reference fine-tuned the same way
-                # (20 Newsgroups' recipe changed from 3 rounds to one run): else it is not the one lever's effect
-                paired = [r for r in rs if r["seed"] in ref]
-                same_lm = [r for r in paired
-                           if r.get("lm_epochs") is None or r["lm_epochs"] == ref[r["seed"]].get("lm_epochs")]
-                diffs = [r["accuracy"] - ref[r["seed"]]["accuracy"] for r in same_lm]
-                if ran_fewer_rounds(m):
-                    diffs = []  # a shorter LM fine-tuning than the reference's: not the one lever's effect
+                    src = ("main", rs[-1]["compare_with"])
+                refs = [h for h in history if (h["experiment"], h["method"]) == src and h["dataset"] == d]
+                # a row that records its LM recipe is compared only with a reference fine-tuned the same way,
+                # the latest such run of its seed, current or history (20 Newsgroups' recipe changed from 3
+                # rounds to one run): else the difference is not the one lever's effect
+                paired = [r for r in rs if any(h["seed"] == r["seed"] for h in refs)]
+                ref = {}
+                for r in paired:
+                    same = [h for h in refs if h["seed"] == r["seed"]
+                            and (r.get("lm_epochs") is None or h.get("lm_epochs") == r["lm_epochs"])
+                            and (r.get("lm_epochs") is None or None in (r.get("clf"), h.get("clf"))
+                                 or h["clf"] == r["clf"])]  # and an older reference only with its classifier recipe
+                    if same:
+                        ref[id(r)] = same[-1]
+                same_lm = [r for r in paired if id(r) in ref]
+                diffs = [r["accuracy"] - ref[id(r)]["accuracy"] for r in same_lm]
+                if ran_fewer_rounds(m) and any(r.get("lm_epochs") is None for r in same_lm):
+                    diffs = []  # a shorter LM fine-tuning than the reference's (unrecorded): not the one lever's effect
                 delta = "" if rs is full_rows or not diffs else (
                     f"{100 * statistics.mean(diffs):+.2f}" + (f" (seeds: {', '.join(f'{100 * x:+.1f}' for x in diffs)})"
                                                              if len(diffs) > 1 else ""))
                 if rs is not full_rows and not diffs and len(same_lm) < len(paired):
-                    delta = "n/a: its LM and the reference's had different fine-tuning recipes"
+                    delta = "n/a: no reference run of this seed had the same LM and classifier recipes"
                 lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | {delta} | "
                              f"{statistics.median([r.get('seconds') or 0 for r in rs]):.0f} |")
             lines.append("")

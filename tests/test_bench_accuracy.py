@@ -65,6 +65,27 @@ def test_rerun_trains_again_and_report_uses_latest(acc, tmp_path):
     assert md.read_text().count(acc.MARK_BEGIN) == 1
 
 
+def test_main_table_shows_runs_of_the_current_lm_recipe_and_flags_older_ones(acc, tmp_path):
+    """After a dataset's LM recipe changes, its table shows the runs of the new recipe only (seeds of
+    the two recipes are not averaged), and a method with none yet keeps its older runs, marked."""
+    cur = acc.lm_recipe("rotten-tomatoes")
+    res = acc.Results(tmp_path / "r.jsonl")
+    for seed, a in ((0, 0.70), (1, 0.72)):
+        res.add({**_row(seed=seed, accuracy=a), "lm_epochs": [1, 2, 2], "lm_perplexity": 135.3})
+    res.add({**_row(method="ulmfit-bwd", accuracy=0.74), "lm_epochs": [1, 2, 2]})
+    res.add({**_row(accuracy=0.80), "lm_epochs": cur, "lm_perplexity": 103.5})
+    res.add(_row(method="tfidf", accuracy=0.85))
+    block = acc.report(res, tmp_path / "B.md", tmp_path / "p.png")
+    table = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in block.splitlines()
+             if line.startswith("| ULMFiT") or line.startswith("| TF-IDF")}
+    assert table["ULMFiT forward"] == "80.00"  # not the mean with the older seeds
+    assert table["ULMFiT backward"] == "74.00 †" and "† Its LM was fine-tuned by an older recipe" in block
+    assert table[acc.NAMES["tfidf"]] == "85.00"
+    assert "rotten-tomatoes 103.5." in block
+    res.add({**_row(method="ulmfit-bwd", accuracy=0.78), "lm_epochs": cur})
+    assert "†" not in acc.report(res, tmp_path / "B.md", tmp_path / "p.png")
+
+
 def test_stratified_sample_keeps_every_class(acc):
     from collections import Counter
 
@@ -153,13 +174,35 @@ def test_ablation_report_pairs_only_rows_whose_lms_had_the_same_recipe(acc, tmp_
     res.add(dict(experiment="ablations", dataset="20newsgroups", method="no LM fine-tuning", n_labels="all",
                  seed=0, accuracy=0.70, seconds=900.0))  # no LM recipe of its own: compared as before
     table = acc.report(res, tmp_path / "B.md", tmp_path / "p.png").splitlines()
-    assert ("| LM without the cap | 79.00 | n/a: its LM and the reference's had different fine-tuning recipes "
-            "| 5000 |") in table
+    assert ("| LM without the cap | 79.00 | n/a: no reference run of this seed had the same LM and classifier "
+            "recipes | 5000 |") in table
     assert "| no LM fine-tuning | 70.00 | -10.00 | 900 |" in table
     res.add(dict(experiment="ablations", dataset="20newsgroups", method="LM without the cap", n_labels="all",
                  seed=0, accuracy=0.81, seconds=5000.0, lm_epochs=[12]))  # the same recipe again: paired
     assert "| LM without the cap | 81.00 | +1.00 | 5000 |" in acc.report(res, tmp_path / "B.md",
                                                                            tmp_path / "p.png").splitlines()
+
+
+def test_ablation_report_finds_a_reference_of_the_older_recipe_in_the_history(acc, tmp_path):
+    """The main table has moved on to a new LM recipe; an ablation of the old one is still compared
+    with the reference run of its own recipe, seed and classifier settings, which the file keeps."""
+    clf = {"stage_epochs": [1, 1, 1, 4]}
+    res = acc.Results(tmp_path / "r.jsonl")
+    main = dict(experiment="main", dataset="20newsgroups", method="ulmfit-fwd", n_labels="all", seed=0, seconds=1800.0)
+    res.add({**main, "accuracy": 0.7597, "lm_epochs": [1], "clf": clf})
+    res.add({**main, "accuracy": 0.7922, "lm_epochs": [1, 2, 2], "clf": clf})
+    res.add({**main, "accuracy": 0.8111, "lm_epochs": acc.lm_recipe("20newsgroups"), "clf": clf})
+    ab = dict(experiment="ablations", dataset="20newsgroups", n_labels="all", seed=0, seconds=5000.0)
+    res.add({**ab, "method": "no cap", "accuracy": 0.7902, "lm_epochs": [1, 2, 2], "clf": clf})
+    res.add({**ab, "method": "no cap, 1 round", "accuracy": 0.7670, "lm_epochs": [1], "clf": clf})
+    res.add({**ab, "method": "no cap, other classifier", "accuracy": 0.77, "lm_epochs": [1],
+             "clf": {"stage_epochs": [1, 1, 1, 2]}})
+    table = acc.report(res, tmp_path / "B.md", tmp_path / "p.png").splitlines()
+    assert "| ULMFiT (fwd): full recipe (the forward model of the table above) | 81.11 |  | 1800 |" in table
+    assert "| no cap | 79.02 | -0.20 | 5000 |" in table
+    assert "| no cap, 1 round | 76.70 | +0.73 | 5000 |" in table
+    assert ("| no cap, other classifier | 77.00 | n/a: no reference run of this seed had the same LM and "
+            "classifier recipes | 5000 |") in table
 
 
 def test_lm_recipe_lists_each_rounds_epochs(acc, monkeypatch):
