@@ -121,7 +121,7 @@ class Results:
         """Whether this run is done. With `lm_epochs` (the LM recipe it would use now), a row whose
         LM was fine-tuned by another recipe does not count: a recipe change trains it again (rows
         that predate the field count as done)."""
-        want = (k["experiment"], k["dataset"], k["method"], str(k["n_labels"]), k["seed"])
+        want = self.key(k)
         # a run that failed (an exception, a missing module) is tried again next time
         if self.rerun and want not in self.new_keys:
             return False
@@ -132,7 +132,7 @@ class Results:
     def stale(self, lm_epochs: list, **k) -> bool:
         """Whether the latest successful row of this run used an LM of another recipe than
         `lm_epochs` (its saved model, if any, is then of that older recipe too)."""
-        want = (k["experiment"], k["dataset"], k["method"], str(k["n_labels"]), k["seed"])
+        want = self.key(k)
         done = [r for r in self.rows if self.key(r) == want and r.get("accuracy") is not None]
         return bool(done) and done[-1].get("lm_epochs") not in (None, list(lm_epochs))
 
