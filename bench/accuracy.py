@@ -119,15 +119,17 @@ class Results:
 
     def has(self, lm_epochs: list | None = None, **k) -> bool:
         """Whether this run is done. With `lm_epochs` (the LM recipe it would use now), a row whose
-        LM was fine-tuned by another recipe does not count: a recipe change trains it again (rows
-        that predate the field count as done)."""
+        LM was fine-tuned by another recipe does not count: a recipe change trains it again. The
+        latest row of the key decides (one that predates the field counts as done only if no later
+        row of the key names an older recipe)."""
         want = self.key(k)
         # a run that failed (an exception, a missing module) is tried again next time
         if self.rerun and want not in self.new_keys:
             return False
-        return any(self.key(r) == want and not str(r.get("note") or "").startswith(("failed", "bench/baselines"))
-                   and (lm_epochs is None or r.get("lm_epochs") in (None, list(lm_epochs)))
-                   for r in self.rows)
+        ok = [r for r in self.rows
+              if self.key(r) == want and not str(r.get("note") or "").startswith(("failed", "bench/baselines"))]
+        # the latest row decides: an old row without the field must not hide a later recipe change
+        return bool(ok) and (lm_epochs is None or ok[-1].get("lm_epochs") in (None, list(lm_epochs)))
 
     def stale(self, lm_epochs: list, **k) -> bool:
         """Whether the latest successful row of this run used an LM of another recipe than

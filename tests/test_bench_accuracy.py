@@ -339,6 +339,14 @@ def test_rows_of_an_older_lm_recipe_are_trained_again(acc, fake_data, monkeypatc
     legacy.add(_row(method="ulmfit-fwd", accuracy=0.7))  # no lm_epochs: predates the field
     assert legacy.has(**_row(method="ulmfit-fwd"), lm_epochs=[12])
     assert not legacy.stale([12], **_row(method="ulmfit-fwd"))
+    # an old row without the field, then one of an older recipe (20 Newsgroups' ensemble history):
+    # the latest decides, so the run is due again
+    legacy.add({**_row(method="ulmfit-ens", accuracy=0.80)})
+    legacy.add({**_row(method="ulmfit-ens", accuracy=0.82), "lm_epochs": [1, 2, 2]})
+    assert not legacy.has(**_row(method="ulmfit-ens"), lm_epochs=[12])
+    assert legacy.has(**_row(method="ulmfit-ens"), lm_epochs=[1, 2, 2])
+    legacy.add({**_row(method="ulmfit-ens", accuracy=0.83), "lm_epochs": [12]})
+    assert legacy.has(**_row(method="ulmfit-ens"), lm_epochs=[12])
 
 
 def test_scratch_runs_take_their_dataset_settings(acc, fake_data, monkeypatch, tmp_path):
