@@ -260,6 +260,81 @@ def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
     assert res["epochs"] == 5 and res["valid_accuracy"] > 0.8
 
 
+def test_a_run_on_texts_in_memory_resumes_with_the_same_texts(task, tmp_path, monkeypatch):
+    """The Python API may train on LabeledTexts (the benchmarks do); the run saves no path then, so
+    resuming takes the texts again, and refuses none or other ones."""
+    from ulmfit.classifier_api import load_labeled
+    from ulmfit.train.classify import ClassifierTrainer
+
+    texts = load_labeled(task / "train.csv")
+    real, calls = ClassifierTrainer._loss, {"n": 0}
+
+    def boom(self, logits, yb):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(self, logits, yb)
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", boom)
+        with pytest.raises(UlmfitError, match="interrupted"):
+            train_classifier(task / "lm", texts, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    with pytest.raises(UlmfitError, match="in memory"):
+        train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    with pytest.raises(UlmfitError, match="not the same data"):
+        train_classifier(None, texts.subset(range(len(texts) - 10)), tmp_path / "c", resume=True, progress=False)
+    res = train_classifier(None, texts, tmp_path / "c", resume=True, progress=False)
+    assert res["epochs"] == 5 and res["valid_accuracy"] > 0.8
+
+
+def test_the_accuracy_benchmark_resumes_an_interrupted_classifier(task, tmp_path, monkeypatch, load_bench):
+    """bench/accuracy.py resumes a classifier run stopped near a session's end, and only one of the
+    same settings on the same, unchanged LM; a finished one is trained again from the start."""
+    import os
+    import shutil
+
+    from ulmfit.classifier_api import load_labeled
+    from ulmfit.train.classify import ClassifierTrainer
+
+    acc = load_bench("accuracy")
+    texts, test = load_labeled(task / "train.csv"), load_labeled(task / "test.csv")
+    lm = tmp_path / "lm"
+    shutil.copytree(task / "lm", lm)
+    cfg, out = ClassifierTrainConfig(**FAST), tmp_path / "c"
+    real, calls = ClassifierTrainer._loss, {"n": 0}
+
+    def boom(self, logits, yb):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(self, logits, yb)
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", boom)
+        with pytest.raises(UlmfitError, match="interrupted"):
+            acc.train_and_eval(lm, texts, test, out, cfg)
+    assert acc.interrupted_clf(out, lm, cfg)
+    assert not acc.interrupted_clf(out, lm, ClassifierTrainConfig(**{**FAST, "seed": 1}))  # other settings
+    assert not acc.interrupted_clf(out, task / "lm", cfg)  # another LM
+    assert not acc.interrupted_clf(out, lm, cfg, pretrained=False)
+    st = (out / "train_state.json").stat().st_mtime
+    os.utime(lm / "model.safetensors", (st + 10, st + 10))  # the LM changed since: start again
+    assert not acc.interrupted_clf(out, lm, cfg)
+    os.utime(lm / "model.safetensors", (st - 10, st - 10))
+    resumed = {"n": 0}
+    real_resume = ClassifierTrainer.resume
+
+    def counting(self):
+        resumed["n"] += 1
+        return real_resume(self)
+
+    monkeypatch.setattr(ClassifierTrainer, "resume", counting)
+    r = acc.train_and_eval(lm, texts, test, out, cfg)
+    assert resumed["n"] == 1 and r["epochs"] == 5 and r["accuracy"] > 0.7
+    assert not acc.interrupted_clf(out, lm, cfg)  # finished: a later call trains from the start
+
+
 def test_bad_labeled_data_gets_clear_messages(task, tmp_path, capsys):
     (tmp_path / "one.csv").write_text("text,label\ngood film,pos\nnice one,pos\n")
     assert main(["train-classifier", str(tmp_path / "one.csv"), "--lm", str(task / "lm"), "--out",

@@ -55,7 +55,9 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     shipped general-English model). `data` is a labeled file/folder (or a LabeledTexts), `valid`
     an optional separate validation set, else `valid_frac` of `data` is held out, stratified.
     `pretrained=False` keeps only the LM's vocabulary and tokenizer and starts the encoder from
-    random weights (the from-scratch baseline of the benchmarks)."""
+    random weights (the from-scratch baseline of the benchmarks). `resume=True` continues the
+    interrupted run in `out` with its saved settings and data; a run trained on texts in memory
+    saved no path, so `data` must then be the same LabeledTexts again."""
     from .api import _check_out, resolve_device
     from .pretrained import default_lm
 
@@ -66,7 +68,14 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
         s = saved.get("source", {})
-        lm, data, valid, valid_frac = s.get("lm"), s.get("data"), s.get("valid"), s.get("valid_frac", valid_frac)
+        # a run started from texts in memory (the Python API) saved no path: the caller hands the
+        # same texts again, and the split's size is checked below
+        if s.get("data") is not None or not isinstance(data, LabeledTexts):
+            data = s.get("data")
+        if data is None:
+            raise UlmfitError(f"cannot resume: {out} was trained on texts in memory; pass the same texts "
+                              "as `data` to train_classifier(..., resume=True)")
+        lm, valid, valid_frac = s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac)
         read_args, max_train = s.get("read_args", {}), s.get("max_train")
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
     else:
@@ -98,6 +107,9 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     else:
         train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
     validate_training(train_texts)
+    if resume and (len(train_texts), len(valid_texts)) != (s.get("n_train", len(train_texts)), s.get("n_valid", len(valid_texts))):
+        raise UlmfitError(f"cannot resume: {out} was trained on {s.get('n_train')} + {s.get('n_valid')} examples, "
+                          f"these texts give {len(train_texts)} + {len(valid_texts)}; they are not the same data")
     check_labels(train_texts, valid_texts, "validation")
     keep_last = cfg.keeps_last(len(valid_texts))
     if not resume:
