@@ -237,20 +237,26 @@ def test_a_forward_backward_ensemble_averages_its_members(task, trained, tmp_pat
     np.testing.assert_allclose(ens.predict_proba(texts), expected, atol=1e-6)
 
 
-def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
+def _ctrl_c_at_step(n):
+    """A ClassifierTrainer._loss that raises KeyboardInterrupt (Ctrl-C) in its n-th training step."""
     from ulmfit.train.classify import ClassifierTrainer
 
-    real = ClassifierTrainer._loss
-    calls = {"n": 0}
+    real, calls = ClassifierTrainer._loss, {"n": 0}
 
-    def boom(self, logits, yb):
+    def loss(self, logits, yb):
         calls["n"] += 1
-        if calls["n"] == 20:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real(self, logits, yb)
 
+    return loss
+
+
+def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
+    from ulmfit.train.classify import ClassifierTrainer
+
     with monkeypatch.context() as m:
-        m.setattr(ClassifierTrainer, "_loss", boom)
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
         with pytest.raises(UlmfitError, match="interrupted"):
             train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                              progress=False, n_workers=1)
@@ -267,16 +273,8 @@ def test_a_run_on_texts_in_memory_resumes_with_the_same_texts(task, tmp_path, mo
     from ulmfit.train.classify import ClassifierTrainer
 
     texts = load_labeled(task / "train.csv")
-    real, calls = ClassifierTrainer._loss, {"n": 0}
-
-    def boom(self, logits, yb):
-        calls["n"] += 1
-        if calls["n"] == 20:
-            raise KeyboardInterrupt
-        return real(self, logits, yb)
-
     with monkeypatch.context() as m:
-        m.setattr(ClassifierTrainer, "_loss", boom)
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
         with pytest.raises(UlmfitError, match="interrupted"):
             train_classifier(task / "lm", texts, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                              progress=False, n_workers=1)
@@ -302,16 +300,8 @@ def test_the_accuracy_benchmark_resumes_an_interrupted_classifier(task, tmp_path
     lm = tmp_path / "lm"
     shutil.copytree(task / "lm", lm)
     cfg, out = ClassifierTrainConfig(**FAST), tmp_path / "c"
-    real, calls = ClassifierTrainer._loss, {"n": 0}
-
-    def boom(self, logits, yb):
-        calls["n"] += 1
-        if calls["n"] == 20:
-            raise KeyboardInterrupt
-        return real(self, logits, yb)
-
     with monkeypatch.context() as m:
-        m.setattr(ClassifierTrainer, "_loss", boom)
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
         with pytest.raises(UlmfitError, match="interrupted"):
             acc.train_and_eval(lm, texts, test, out, cfg)
     assert acc.interrupted_clf(out, lm, cfg)
