@@ -402,7 +402,8 @@ def interrupted_clf(out: Path, lm_dir: Path, cfg, pretrained: bool = True) -> bo
         return False
     return (src.get("lm") == str(Path(lm_dir).resolve()) and src.get("pretrained_encoder", True) == pretrained
             and train == json.loads(json.dumps(cfg.for_data(src["n_train"]).to_dict()))  # the same settings, as sized
-            and state.get("epoch", 0) < sum(train.get("stage_epochs", ())) and state.get("bad_epochs", 0) < cfg.patience  # the trainer stops at >=
+            and state.get("epoch", 0) < sum(train.get("stage_epochs", ()))  # not finished: epochs left,
+            and state.get("bad_epochs", 0) < cfg.patience  # and not stopped early (the trainer's rule)
             and state_p.stat().st_mtime > (Path(lm_dir) / WEIGHTS).stat().st_mtime)
 
 

@@ -107,7 +107,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     else:
         train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
     validate_training(train_texts)
-    if resume and (len(train_texts), len(valid_texts)) != (s.get("n_train", len(train_texts)), s.get("n_valid", len(valid_texts))):
+    sizes = (len(train_texts), len(valid_texts))
+    if resume and sizes != (s.get("n_train", sizes[0]), s.get("n_valid", sizes[1])):
         raise UlmfitError(f"cannot resume: {out} was trained on {s.get('n_train')} + {s.get('n_valid')} examples, "
                           f"these texts give {len(train_texts)} + {len(valid_texts)}; they are not the same data")
     check_labels(train_texts, valid_texts, "validation")
