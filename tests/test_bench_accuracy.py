@@ -541,3 +541,18 @@ def test_lms_builds_both_directions_of_the_recipe_and_nothing_else(acc, monkeypa
     assert set(out) == {"fwd", "bwd"}
     printed = capsys.readouterr().out
     assert "20newsgroups bwd LM" in printed and "171.00 / 145.90 / 135.00" in printed
+
+
+def test_an_interrupted_run_stops_the_benchmark_with_its_own_advice(acc, tmp_path):
+    """Ctrl-C/SIGTERM stop the whole benchmark (no failed row is written), and the advice names the
+    benchmark's command: it continues by itself, it has no --resume flag."""
+    from ulmfit.io import UlmfitError
+
+    def stopped():
+        raise UlmfitError("interrupted at step 7; everything up to it is saved in /x. "
+                          "Continue with the same command and --resume.")
+
+    res = acc.Results(tmp_path / "r.jsonl")
+    with pytest.raises(SystemExit, match="Run the same bench/accuracy.py command again") as e:
+        acc._guard(res, _row(method="ulmfit-bwd"), stopped)
+    assert "--resume" not in str(e.value) and not res.rows
