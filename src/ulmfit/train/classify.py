@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl
 from .finetune import freeze_to
-from .loop import autocast_ctx, param_names, sigterm_as_interrupt
+from .loop import autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt
 from .precision import bf16_pays
 from .metrics import classification_report, multilabel_report
 from .schedules import discriminative_lrs, schedule as make_schedule
@@ -402,8 +402,7 @@ class ClassifierTrainer:
             except KeyboardInterrupt:
                 self.elapsed += time.time() - t_start
                 self.save()
-                raise UlmfitError(f"interrupted at step {self.step}; everything up to it is saved in {self.out}. "
-                                  "Continue with the same command and --resume.") from None
+                raise UlmfitError(interrupted_message(self.step, self.out)) from None
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
         self.save()

@@ -80,6 +80,15 @@ def autocast_ctx(enabled: bool, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+RESUME_ADVICE = "Continue with the same command and --resume."
+
+
+def interrupted_message(step: int, out) -> str:
+    """What a trainer stopped by Ctrl-C or SIGTERM says (both trainers; callers that resume by
+    other means, such as bench/accuracy.py, replace RESUME_ADVICE with their own)."""
+    return f"interrupted at step {step}; everything up to it is saved in {out}. {RESUME_ADVICE}"
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C so the run saves before it stops."""
@@ -392,10 +401,7 @@ class LMTrainer:
                 self.elapsed += time.time() - t_start
                 self.elapsed_run += time.time() - t_start
                 self.save()
-                raise UlmfitError(
-                    f"interrupted at step {self.step}; everything up to it is saved in {self.out}. "
-                    "Continue with the same command and --resume."
-                ) from None
+                raise UlmfitError(interrupted_message(self.step, self.out)) from None
         if cfg.patience and self.best_state is not None and self.best_epoch != self.epoch:
             ckpt.load_weights(model, self.best_state, self.out / BEST_WEIGHTS)  # the lowest validation loss
             result = {**next((h for h in self.history if h.get("epoch") == self.best_epoch), result),
