@@ -266,6 +266,35 @@ def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
     assert res["epochs"] == 5 and res["valid_accuracy"] > 0.8
 
 
+def test_a_classifier_stopped_inside_a_batch_ends_as_if_never_stopped(task, tmp_path, monkeypatch):
+    """Stopped in the last batch of an epoch (after its forward pass), a run used to redo that batch
+    with other dropout masks, on BatchNorm statistics that had already counted it, and to report the
+    epoch's train loss from that one batch; now the random state and buffers from before the batch
+    and the running loss are what the training state keeps."""
+    from ulmfit.train.classify import ClassifierTrainer
+
+    cfg = ClassifierTrainConfig(**FAST)
+    train_classifier(task / "lm", task / "train.csv", tmp_path / "full", cfg=cfg, progress=False, n_workers=1)
+    full = json.loads((tmp_path / "full" / "train_state.json").read_text())
+    per_epoch = full["history"][0]["step"]
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(2 * per_epoch))  # the last batch of epoch 2
+        with pytest.raises(UlmfitError, match="interrupted"):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
+    state = json.loads((tmp_path / "c" / "train_state.json").read_text())
+    assert state["step"] == 2 * per_epoch - 1 and state["run_loss"] is not None
+    train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    cut = json.loads((tmp_path / "c" / "train_state.json").read_text())
+    assert [h["step"] for h in cut["history"]] == [h["step"] for h in full["history"]]
+    assert [h["train_loss"] for h in cut["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
+                                                                      rel=1e-3)
+    assert [h["valid_loss"] for h in cut["history"]] == pytest.approx([h["valid_loss"] for h in full["history"]],
+                                                                      rel=1e-3)
+    a, b = (ckpt.load_tensors(tmp_path / d / ckpt.WEIGHTS)[0] for d in ("full", "c"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
 def test_a_run_on_texts_in_memory_resumes_with_the_same_texts(task, tmp_path, monkeypatch):
     """The Python API may train on LabeledTexts (the benchmarks do); the run saves no path then, so
     resuming takes the texts again, and refuses none or other ones."""

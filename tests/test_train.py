@@ -42,11 +42,28 @@ def interrupt_at(monkeypatch, step):
     monkeypatch.setattr(LMTrainer, "set_lrs", set_lrs)
 
 
-def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stopped(tmp_path, corpus, monkeypatch):
+def interrupt_after_backward(monkeypatch, step):
+    """Ctrl-C inside a batch: its dropout masks are drawn and its gradients computed, no update made."""
+    from ulmfit.train import distributed
+
+    real = distributed.average_gradients
+
+    def average_gradients(params, *a, **k):
+        if trainer_step["n"] == step:
+            raise KeyboardInterrupt
+        trainer_step["n"] += 1
+        return real(params, *a, **k)
+
+    trainer_step = {"n": 0}
+    monkeypatch.setattr(distributed, "average_gradients", average_gradients)
+
+
+@pytest.mark.parametrize("where", ["before the batch", "inside the batch"])
+def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stopped(tmp_path, corpus, monkeypatch, where):
     c = cfg(epochs=2)
     pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     with monkeypatch.context() as m:
-        interrupt_at(m, 23)
+        (interrupt_at if where == "before the batch" else interrupt_after_backward)(m, 23)
         with pytest.raises(UlmfitError, match="interrupted at step 23"):
             pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
@@ -61,6 +78,9 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stoppe
     assert cut["step"] == full["step"] and cut["tokens"] == full["tokens"]
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)
+    # the interrupted epoch reports the running train loss of all its batches, not only of those after resuming
+    assert [h["train_loss"] for h in cut["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
+                                                                      rel=1e-4)
 
 
 def test_resume_refuses_a_directory_without_a_run(tmp_path, corpus):

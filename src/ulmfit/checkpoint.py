@@ -167,14 +167,27 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where
 # Training state (resume)
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """The random generators' state (dropout masks, sampling) as tensors, for `set_rng_state`."""
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
 def save_train_state(out: str | os.PathLike, optimizer: torch.optim.Optimizer, names: dict[int, str],
                      state: dict, hidden: list | None = None, extra_tensors: dict | None = None) -> None:
     """Optimizer moments, RNG state and the LM's carried hidden state as tensors, the rest
     (step, position, ...) as JSON: enough for a resumed run to take the very same steps."""
     out = Path(out)
-    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tensors: dict[str, torch.Tensor] = rng_state()
     for i, (h, c) in enumerate(hidden or []):
         tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"] = h.cpu().contiguous(), c.cpu().contiguous()
     for group in optimizer.param_groups:
@@ -224,10 +237,7 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
             raise UlmfitError(f"{path}: optimizer state names a parameter {name!r} the model does not have")
         p = params[pid]
         optimizer.state[p][k] = t if k == "step" else t.to(p.device)  # Adam keeps its step count on the CPU
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    set_rng_state(tensors)
     n_hidden = sum(1 for k in tensors if k.startswith("hidden.")) // 2
     state["hidden"] = [(tensors[f"hidden.{i}.h"], tensors[f"hidden.{i}.c"]) for i in range(n_hidden)] or None
     return state

@@ -241,6 +241,7 @@ class ClassifierTrainer:
         self.best_epoch: int | None = None
         self.best_state: dict | None = None
         self.bad_epochs = 0
+        self.run_loss = None  # the current epoch's running train loss (kept in the state for a resume)
         self.keep_last = cfg.keeps_last(len(valid_data.ids))
         self.history: list[dict] = []
         self.elapsed = 0.0
@@ -260,7 +261,7 @@ class ClassifierTrainer:
     def state(self) -> dict:
         return {"step": self.step, "stage": self.stage, "stage_epoch": self.stage_epoch, "batch": self.batch,
                 "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "history": self.history, "elapsed": self.elapsed, "train": self.cfg.to_dict()}
+                "history": self.history, "elapsed": self.elapsed, "train": self.cfg.to_dict(), "run_loss": self.run_loss}
 
     def save(self) -> None:
         # model.safetensors holds the best epoch so far (what users load); the last weights, needed
@@ -275,6 +276,8 @@ class ClassifierTrainer:
         for k in ("step", "stage", "stage_epoch", "batch", "epoch", "best", "best_epoch", "bad_epochs", "elapsed"):
             setattr(self, k, st.get(k, getattr(self, k)))
         self.history = st.get("history", [])
+        # the epoch's running train loss goes on from where it was, not from the first batch after resuming
+        self.run_loss = st.get("run_loss") if self.batch > 0 else None
         if self.best is not None:
             best_model, _ = ckpt.load_tensors(self.out / ckpt.WEIGHTS)
             self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -311,6 +314,7 @@ class ClassifierTrainer:
         cfg, model = self.cfg, self.model
         labels = np.asarray(self.train_data.labels)
         t_start, last_save = time.time(), time.time()
+        before = None  # (batch, random state, buffers) at the start of the current batch
         n_stages = len(cfg.stage_groups)
         total_epochs = sum(cfg.stage_epochs)
         with sigterm_as_interrupt():
@@ -331,10 +335,12 @@ class ClassifierTrainer:
                                 f" epoch {self.epoch + 1}/{total_epochs}")
                         bar = tqdm(total=len(batches), initial=self.batch, desc=desc, unit="batch",
                                    disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
-                        run = None
+                        run = self.run_loss if self.batch > 0 else None  # resumed inside this epoch
                         from ..data.clas import pad_batch
 
                         for bi in range(self.batch, len(batches)):
+                            # an interrupted batch is redone from the same dropout masks and BatchNorm statistics
+                            before = (bi, ckpt.rng_state(), [b.clone() for b in model.buffers()])
                             b = batches[bi]
                             t = self.stage_epoch * len(batches) + bi
                             mult = self.sched(min(t, T - 1), T)
@@ -357,6 +363,7 @@ class ClassifierTrainer:
                             self.batch = bi + 1
                             lv = float(loss.detach())
                             run = lv if run is None else 0.95 * run + 0.05 * lv
+                            self.run_loss = run  # saved with the state (a save inside the epoch)
                             bar.update(1)
                             if bi % 5 == 0:
                                 bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}")
@@ -374,7 +381,7 @@ class ClassifierTrainer:
                         t_start = time.time()
                         self.epoch += 1
                         self.stage_epoch += 1
-                        self.batch = 0
+                        self.batch, before = 0, None
                         score = self._score(rep)
                         # a tie goes to the later epoch: it has trained longer at the same score
                         improved = self.keep_last or self.best is None or score >= self.best
@@ -400,6 +407,11 @@ class ClassifierTrainer:
                     self.stage += 1
                     self.stage_epoch = 0
             except KeyboardInterrupt:
+                if before is not None and before[0] == self.batch:  # stopped inside a batch it will redo
+                    ckpt.set_rng_state(before[1])
+                    with torch.no_grad():
+                        for b, old in zip(model.buffers(), before[2]):
+                            b.copy_(old)
                 self.elapsed += time.time() - t_start
                 self.save()
                 raise UlmfitError(interrupted_message(self.step, self.out)) from None

@@ -192,6 +192,7 @@ class LMTrainer:
         self.best_loss: float | None = None  # early stopping (cfg.patience): lowest validation loss so far
         self.best_epoch = 0
         self.bad_epochs = 0
+        self.run_loss = None  # the current epoch's running train loss (kept in the state for a resume)
         self.best_state: dict | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -240,7 +241,8 @@ class LMTrainer:
     def state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "tokens": self.tokens,
                 "elapsed": self.elapsed, "history": self.history, "curve": self.curve, "train": self.cfg.to_dict(),
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "run_loss": self.run_loss}
 
     def save(self) -> None:
         if not self.main:  # all processes hold the same weights; one writes them
@@ -258,6 +260,8 @@ class LMTrainer:
         if self.cfg.patience and (self.out / BEST_WEIGHTS).exists():
             self.best_state = ckpt.load_tensors(self.out / BEST_WEIGHTS)[0]
         self._resume_hidden = st.get("hidden") if self.batch > 0 else None
+        # the epoch's running train loss goes on from where it was, not from the first batch after resuming
+        self.run_loss = st.get("run_loss") if self.batch > 0 else None
 
     def log(self, record: dict) -> None:
         if self.main:
@@ -307,9 +311,12 @@ class LMTrainer:
                                desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (" (top group only)" if frozen else ""),
                                mininterval=1.0, dynamic_ncols=True)
                     run_loss, run_n, t0, tok0 = 0.0, 0, time.time(), 0
+                    if self.batch > 0 and self.run_loss is not None:  # resumed inside this epoch
+                        run_loss, run_n = self.run_loss, 1
                     first_batch = self.batch  # > 0 when resumed inside this epoch
                     for x, y, seq_len in self.train_stream.iter_epoch(self.epoch, self.batch):
                         state_before = model.encoder.state  # restored if this batch is interrupted
+                        rng_before = ckpt.rng_state()  # ... and redone with the same dropout masks
                         t, T = self.phase_position(self.epoch, self.batch)
                         lr = self.set_lrs(min(t, T - 1), T, seq_len)
                         x, y = x.to(self.device), y.to(self.device)
@@ -333,6 +340,7 @@ class LMTrainer:
                         tok0 += y.numel() * self.world
                         run_loss = 0.98 * run_loss + 0.02 * float(ce) if run_n else float(ce)
                         run_n += 1
+                        self.run_loss = run_loss  # saved with the state (a save inside the epoch)
                         dt = time.time() - t0
                         bar.update(1)
                         if run_n % 10 == 0 or run_n == 1:
@@ -398,6 +406,7 @@ class LMTrainer:
             except KeyboardInterrupt:
                 if state_before is not None:  # the weights were not updated: redo this batch on resume
                     model.encoder.state = state_before
+                    ckpt.set_rng_state(rng_before)
                 self.elapsed += time.time() - t_start
                 self.elapsed_run += time.time() - t_start
                 self.save()
