@@ -8,7 +8,8 @@ from test_classifier import write_task
 
 from ulmfit.api import pretrain
 from ulmfit import demo
-from ulmfit.demo import classifier_lm_epochs, plan_classifier_docs, plan_ensemble_epochs, plan_lm_epochs, run_demo
+from ulmfit.demo import (classifier_lm_epochs, plan_classifier_docs, plan_ensemble_epochs, plan_lm_epochs,
+                         project_backward, run_demo)
 from ulmfit.io import UlmfitError
 from ulmfit.train.loop import LMTrainConfig
 
@@ -101,6 +102,33 @@ def test_the_demo_reports_the_forward_backward_ensemble(tmp_path, tiny_task, cap
                  ensemble="on")
     with pytest.raises(UlmfitError, match="ensemble must be one of"):
         run_demo(tmp_path / "out2", "rotten-tomatoes", ensemble="both")
+
+
+def test_the_backward_model_is_rechecked_against_the_measured_forward_times():
+    # the Xeon with AMX, 2026-12-06: 40 s an LM epoch, forward LM 86 s, classifier 203 s, 290 s in:
+    # the backward model fits 10 minutes (the run ended at 577 s) ...
+    assert 560 < project_backward(290, 86, 203, 40) <= 600
+    # ... and with a classifier 10% slower than that it would not
+    assert project_backward(310, 90, 223, 42) > 600
+
+
+def test_a_forward_model_slower_than_planned_skips_the_backward_one(tmp_path, tiny_task, capsys, monkeypatch):
+    data = tiny_task
+    # the plan after the frozen epoch finds room for both directions, but the forward model then
+    # takes longer than the whole (tiny) budget: the backward model is skipped, and the demo says why
+    monkeypatch.setattr(demo, "plan_ensemble_epochs", lambda *a, **k: (1, 0.01))
+    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
+                       data_dir=data, progress=False, minutes=0.001)
+    out = capsys.readouterr().out
+    assert "for each of the forward and the backward model" in out  # the first plan
+    assert "[4/6] the backward model: skipped, the forward model took longer than planned" in out
+    assert summary["ensemble"] is False and summary["budget_plan"]["ensemble"] is False
+    assert summary["budget_plan"]["backward_projected_s"] > 0.06
+    assert "ULMFiT (forward model)" in out and not (tmp_path / "out" / "classifier-bwd").exists()
+    # a budget with room: the same plan runs both directions
+    summary = run_demo(tmp_path / "out2", "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
+                       data_dir=data, progress=False, minutes=60, lm_epochs=1)
+    assert summary["ensemble"] is True and summary["budget_plan"]["backward_projected_s"] < 3600
 
 
 def test_a_machine_too_slow_for_all_the_labels_trains_the_classifier_on_a_sample_that_fits():

@@ -95,6 +95,16 @@ def plan_ensemble_epochs(epoch_s: float, spent_s: float, budget_s: float, max_ep
     return k, fixed + 2 * k * epoch_s
 
 
+def project_backward(elapsed_s: float, lm_s: float, clf_s: float, epoch_s: float) -> float:
+    """Projected total seconds if the backward model starts now, `elapsed_s` into the demo, from
+    what the forward model measured: its LM run (`lm_s`: the frozen and full epochs the backward LM
+    repeats) and its classifier (`clf_s`), then both models' predictions and the baseline. The
+    plan made after the frozen epoch estimated the classifier; this re-check, before the backward
+    model starts, uses its measured time, so a classifier slower than estimated cannot push the
+    ensemble past the budget."""
+    return elapsed_s + lm_s + clf_s + 2 * EVALUATE_LM_EPOCHS * epoch_s
+
+
 ENSEMBLE_CHOICES = ("auto", "on", "off")
 
 EXAMPLES = [
@@ -246,8 +256,19 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     times["classifier"] = time.time() - t
 
     models, bwd_res = [out / "classifier"], {}
+    late = None  # the re-check: a forward model slower than planned leaves no room for the backward one
+    if both and ensemble == "auto" and budget_s:
+        eta = project_backward(time.time() - t_all, times["lm"], times["classifier"], plan.get("epoch_s", 0.0))
+        plan["backward_projected_s"] = round(eta, 1)
+        if eta > budget_s:
+            both, late = False, eta
+            plan["ensemble"] = False
     if ensemble != "off":
-        if both:
+        if late is not None:
+            step(4, f"the backward model: skipped, the forward model took longer than planned, and the backward "
+                    f"one would end the demo at about {late / 60:.1f} min, past the {minutes:g}-minute budget "
+                    "(--ensemble on runs it)")
+        elif both:
             bwd_dir = Path(lm_bwd) if lm_bwd else default_lm(backwards=True)
             k = plan.get("epochs", lm_epochs)
             step(4, f"the backward model, for ULMFiT's forward + backward ensemble: fine-tune {bwd_dir.name} "
