@@ -276,8 +276,8 @@ class ClassifierTrainer:
         for k in ("step", "stage", "stage_epoch", "batch", "epoch", "best", "best_epoch", "bad_epochs", "elapsed"):
             setattr(self, k, st.get(k, getattr(self, k)))
         self.history = st.get("history", [])
-        # the epoch's running train loss goes on from where it was, not from the first batch after resuming
-        self.run_loss = st.get("run_loss") if self.batch > 0 else None
+        # the epoch's running train loss goes on from where it was (the loop uses it only when batch > 0)
+        self.run_loss = st.get("run_loss")
         if self.best is not None:
             best_model, _ = ckpt.load_tensors(self.out / ckpt.WEIGHTS)
             self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}

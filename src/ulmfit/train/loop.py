@@ -260,8 +260,8 @@ class LMTrainer:
         if self.cfg.patience and (self.out / BEST_WEIGHTS).exists():
             self.best_state = ckpt.load_tensors(self.out / BEST_WEIGHTS)[0]
         self._resume_hidden = st.get("hidden") if self.batch > 0 else None
-        # the epoch's running train loss goes on from where it was, not from the first batch after resuming
-        self.run_loss = st.get("run_loss") if self.batch > 0 else None
+        # the epoch's running train loss goes on from where it was (the loop uses it only when batch > 0)
+        self.run_loss = st.get("run_loss")
 
     def log(self, record: dict) -> None:
         if self.main:
