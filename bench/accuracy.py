@@ -174,10 +174,15 @@ def load_dataset(name: str):
 def stratified_sample(data, n: int, seed: int):
     """n examples, each class in proportion to its frequency but with at least 2 (for the
     validation split), drawn with `seed`."""
-    import numpy as np
-
     if n >= len(data):
         return data
+    return data.subset(stratified_indices(data, n, seed))
+
+
+def stratified_indices(data, n: int, seed: int) -> list[int]:
+    """The sorted indices of `stratified_sample(data, n, seed)` (n < len(data))."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     by_class: dict = {}
     for i, lab in enumerate(data.labels):
@@ -194,7 +199,7 @@ def stratified_sample(data, n: int, seed: int):
     for c in classes:
         idx = by_class[c]
         pick += [idx[j] for j in rng.permutation(len(idx))[: quota[c]]]
-    return data.subset(sorted(pick))
+    return sorted(pick)
 
 
 def write_texts_csv(data, path: Path) -> Path:
