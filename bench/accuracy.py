@@ -412,7 +412,9 @@ def interrupted_clf(out: Path, lm_dir: Path, cfg, pretrained: bool = True) -> bo
             and state_p.stat().st_mtime > (Path(lm_dir) / WEIGHTS).stat().st_mtime)
 
 
-def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool = True) -> dict:
+def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool = True, valid=None) -> dict:
+    """Train (or resume) a classifier and score it on `test`. `valid`: a validation set instead of the
+    recipe's split of `train` (bench/fewlabel_sweep.py's `novalid` passes the training texts)."""
     from ulmfit.classifier_api import TextClassifier, train_classifier
 
     t0 = time.time()
@@ -420,7 +422,8 @@ def train_and_eval(lm_dir: Path, train, test, out: Path, cfg, pretrained: bool =
         print(f"resuming the interrupted classifier run in {out}", flush=True)
         res = train_classifier(None, train, out, resume=True, progress=False)
     else:
-        res = train_classifier(lm_dir, train, out, cfg=cfg, overwrite=True, progress=False, pretrained=pretrained)
+        res = train_classifier(lm_dir, train, out, cfg=cfg, overwrite=True, progress=False, pretrained=pretrained,
+                               valid=valid)
     rep = TextClassifier.load(out).evaluate(test)
     return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
             "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"), "select": res.get("select"), "dir": str(out),

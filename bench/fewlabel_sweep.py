@@ -64,7 +64,11 @@ VARIANTS = {
     "dm0.25": lambda n, bs, base: {"drop_mult": 0.25},
     "lr0.5x": _rates(0.5),  # fastai's rates
     "lr2x": _rates(2.0),
+    # no validation split: every label trains, the last epoch is kept (what the library does anyway
+    # up to SELECT_LAST_MAX_VALID validation texts); the "validation" is the training texts
+    "novalid": lambda n, bs, base: {"select": "last"},
 }
+NO_SPLIT = {"novalid"}  # variants that train on every label and "validate" on the same texts
 
 
 def dev_split(train):
@@ -139,7 +143,8 @@ def run(a) -> None:
                         if bw not in lms:
                             lms[bw] = A.target_lm(a.dataset, bw, folder / "train.csv")
                         out = A.WORK / a.dataset / f"fewlabel-n{size}-s{seed}-{v}-{d}"
-                        r = A.train_and_eval(lms[bw][0], sub, test, out, variant_config(v, size, seed, bw))
+                        r = A.train_and_eval(lms[bw][0], sub, test, out, variant_config(v, size, seed, bw),
+                                             valid=sub if v in NO_SPLIT else None)
                         clf = TextClassifier.load(out)
                         labels, pdev, ptest = clf.labels, clf.predict_proba(dev.texts), clf.predict_proba(test.texts)
                         pp.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,8 @@ def test_variants_change_what_they_name_and_leave_the_rest(fl):
     assert lr.stage_lrs == tuple(x / 2 for x in base.stage_lrs) and lr.stage_epochs == base.stage_epochs
     assert fl.variant_config("dm1", 100, 0, True).drop_mult == 1.0
     assert fl.variant_config("dm1", 100, 0, True).backwards
+    nv = fl.variant_config("novalid", 1000, 0, False)
+    assert nv.select == "last" and nv.stage_epochs == fl.variant_config("base", 1000, 0, False).stage_epochs
 
 
 def test_run_scores_dev_and_test_and_the_ensemble_averages_the_members(fl, monkeypatch, tmp_path):
@@ -58,10 +60,11 @@ def test_run_scores_dev_and_test_and_the_ensemble_averages_the_members(fl, monke
     monkeypatch.setattr(A, "load_dataset", lambda ds: (tmp_path, train, test))
     monkeypatch.setattr(A, "target_lm", lambda ds, bw, csv: (tmp_path / f"lm{bw}", {"valid_perplexity": 9.0}))
     monkeypatch.setattr(A, "commit", lambda: "abc")
-    trained = []
+    trained, valids = [], []
 
-    def fake_train(lm_dir, sub, test_, out, cfg):
+    def fake_train(lm_dir, sub, test_, out, cfg, valid=None):
         trained.append((out.name, len(sub), cfg.backwards))
+        valids.append(valid is sub)
         out.mkdir(parents=True)
         (out / "bw").write_text(str(cfg.backwards))
         return {"best_epoch": 15, "epochs": 15, "clf": {}}
@@ -100,6 +103,9 @@ def test_run_scores_dev_and_test_and_the_ensemble_averages_the_members(fl, monke
     # a second run skips what is recorded
     fl.main(argv)
     assert len(trained) == 2 and len(res.read_text().splitlines()) == 3
+    assert valids == [False, False]  # the recipe's own split
+    fl.main(argv[:-3] + ["novalid", "--directions", "fwd", "--results", str(res)])
+    assert valids[-1] is True and trained[-1][1] == 40  # every label trains and "validates"
     out = fl.report(fl.load(res))
     assert "rotten-tomatoes, ens, dev_accuracy" in out and "| base | 100.00 (n=1) |" in out
 
