@@ -143,6 +143,7 @@ def run(a) -> None:
                         if bw not in lms:
                             lms[bw] = A.target_lm(a.dataset, bw, folder / "train.csv")
                         out = A.WORK / a.dataset / f"fewlabel-n{size}-s{seed}-{v}-{d}"
+                        shutil.rmtree(out, ignore_errors=True)  # a run of a minute or two starts over, never resumes
                         # train_and_eval's own test score is not used (one text, not 2,562, to save time):
                         # the dev and test probabilities below are
                         r = A.train_and_eval(lms[bw][0], sub, test.subset([0]), out, variant_config(v, size, seed, bw),
