@@ -104,6 +104,23 @@ def _probs_path(ds: str, size: int, seed: int, v: str, d: str) -> Path:
     return A.WORK / ds / "fewlabel-probs" / f"n{size}-s{seed}-{v}-{d}.npz"
 
 
+def _predict(clf, data, cache: dict):
+    """`clf.predict_proba(data.texts)` for a one-member classifier, with the texts tokenised once per
+    vocabulary for the whole sweep (tokenising 4,562 texts took longer than training at 100 labels)."""
+    from ulmfit.classifier_api import _reverse
+    from ulmfit.data.clas import _encode
+    from ulmfit.train.classify import predict_probs
+    from ulmfit.train.loop import bf16_pays
+
+    (model, _, vocab, tok, sp, backwards, _), = clf.members
+    key = (id(data), tuple(vocab.itos), tok.kind, sp, backwards)
+    if key not in cache:
+        ids = _encode(data.texts, tok, vocab, sp, None, False)
+        cache[key] = _reverse(ids) if backwards else ids
+    return predict_probs(model, cache[key], 64, vocab.stoi["xxpad"], use_bf16=bf16_pays(), multi_label=False,
+                         progress=False)
+
+
 def run(a) -> None:
     import numpy as np
 
@@ -119,7 +136,7 @@ def run(a) -> None:
     dev, pool = dev_split(train)
     print(f"{a.dataset}: dev set {len(dev):,} texts (seed {DEV_SEED}), labels drawn from the other {len(pool):,}",
           flush=True)
-    lms = {}
+    lms, enc = {}, {}
     for size in a.sizes:
         for seed in a.seeds:
             sub = A.stratified_sample(pool, size, seed)
@@ -149,7 +166,7 @@ def run(a) -> None:
                         r = A.train_and_eval(lms[bw][0], sub, test.subset([0]), out, variant_config(v, size, seed, bw),
                                              valid=sub if v in NO_SPLIT else None)
                         clf = TextClassifier.load(out)
-                        labels, pdev, ptest = clf.labels, clf.predict_proba(dev.texts), clf.predict_proba(test.texts)
+                        labels, (pdev, ptest) = clf.labels, (_predict(clf, x, enc) for x in (dev, test))
                         pp.parent.mkdir(parents=True, exist_ok=True)
                         np.savez(pp, dev=pdev, test=ptest, labels=np.array(labels))
                         if not a.keep:

@@ -85,6 +85,7 @@ def test_run_scores_dev_and_test_and_the_ensemble_averages_the_members(fl, monke
     by_text = {t: l for d in (train, test) for t, l in zip(d.texts, d.labels)}
     lab_of = lambda texts: [by_text[t] for t in texts]  # noqa: E731
     monkeypatch.setattr(A, "train_and_eval", fake_train)
+    monkeypatch.setattr(fl, "_predict", lambda clf, data, cache: clf.predict_proba(data.texts))
     monkeypatch.setattr(capi.TextClassifier, "load", staticmethod(lambda out: FakeClf((out / "bw").read_text() == "True")))
     res = tmp_path / "r.jsonl"
     argv = ["run", "--sizes", "40", "--seeds", "0", "--directions", "fwd", "bwd", "--variants", "base",
@@ -118,3 +119,34 @@ def test_report_pairs_each_variant_with_base_by_size_and_seed(fl):
     assert "| base | 65.00 (n=2) | - |" in out
     # pairs: +5 and -1 points (the 200-label run has no base to pair with)
     assert "| dm1 | 67.00 (n=2) | 99.00 (n=1) | +2.00 (2; better in 1, worse in 1) |" in out
+
+
+def test_predict_with_texts_tokenised_once_equals_the_librarys_predict_proba(fl, tmp_path):
+    """The sweep's shortcut (each text tokenised once per vocabulary, not once per run) must give the
+    library's probabilities, forward and backward."""
+    import csv
+
+    from ulmfit.api import pretrain
+    from ulmfit.classifier_api import TextClassifier, train_classifier
+    from ulmfit.train.classify import ClassifierTrainConfig
+    from ulmfit.train.loop import LMTrainConfig
+
+    rows = [("a fine good film " * (1 + i % 4), "pos") if i % 2 else ("a dull bad film " * (1 + i % 3), "neg")
+            for i in range(60)]
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    data = LabeledTexts([r[0] for r in rows[:20]], [r[1] for r in rows[:20]], "mem")
+    cache = {}
+    for bw in (False, True):
+        lm = tmp_path / f"lm{bw}"
+        pretrain(tmp_path / "t.csv", lm, preset="tiny", progress=False, n_workers=1, fmt="csv", column="text",
+                 train_cfg=LMTrainConfig(epochs=1, bs=4, bptt=10, save_every_minutes=1e9, backwards=bw))
+        train_classifier(lm, tmp_path / "t.csv", tmp_path / f"clf{bw}", progress=False, n_workers=1,
+                         cfg=ClassifierTrainConfig(bs=8, stage_groups=(0,), stage_epochs=(1,), stage_lrs=(1e-2,),
+                                                   min_last_steps=0, backwards=bw))
+        clf = TextClassifier.load(tmp_path / f"clf{bw}")
+        assert clf.members[0][5] is bw
+        want = clf.predict_proba(data.texts)
+        assert np.allclose(fl._predict(clf, data, cache), want, atol=1e-6)
+        assert np.allclose(fl._predict(clf, data, cache), want, atol=1e-6)  # from the cache
+    assert len(cache) == 2  # one entry per direction
