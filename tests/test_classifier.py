@@ -525,6 +525,36 @@ def test_a_validation_split_too_small_to_choose_keeps_the_last_epoch(task, tmp_p
     assert [h["epoch"] for h in hist if "valid_macro_f1" in h] == [1, 2, 3, 4, 5]
 
 
+def test_no_validation_split_trains_on_every_label_keeps_the_last_epoch_and_resumes(task, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """valid_frac=0: all 300 labels train (none held out), no epoch is scored, the last one is the
+    model, and an interrupted run resumes the same way; select='best' has nothing to pick by."""
+    from ulmfit.train.classify import ClassifierTrainer
+
+    def no_eval(self, data):
+        raise AssertionError("nothing to validate on")
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "evaluate", no_eval)
+        with monkeypatch.context() as m2:
+            m2.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
+            with pytest.raises(UlmfitError, match="interrupted"):
+                train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                                 valid_frac=0, progress=True, n_workers=1)
+        out = capsys.readouterr().out
+        assert "no validation split" in out and "300 training and 0 validation examples" in out
+        res = train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    assert res["best_epoch"] == res["epochs"] == 5 and res["select"] == "last"
+    hist = [json.loads(l) for l in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5] and all(h["valid_accuracy"] is None for h in hist)
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["source"]["n_train"] == 300
+    rep = evaluate(tmp_path / "c", task / "test.csv", progress=False)
+    assert rep["accuracy"] > 0.9
+    with pytest.raises(UlmfitError, match="needs validation data"):
+        train_classifier(task / "lm", task / "train.csv", tmp_path / "d", valid_frac=0, progress=False,
+                         cfg=ClassifierTrainConfig(**FAST, select="best"))
+
+
 def test_select_setting_is_checked_and_decides_by_the_validation_size():
     c = ClassifierTrainConfig()
     assert c.select == "auto" and c.keeps_last(10) and c.keeps_last(200) and not c.keeps_last(201)

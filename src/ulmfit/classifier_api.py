@@ -104,15 +104,21 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         train_texts = sample_labeled(train_texts, max_train, cfg.seed)
     if valid is not None:
         valid_texts = valid if isinstance(valid, LabeledTexts) else load_labeled(valid, **{**read_args, "split": read_args.get("valid_split", read_args.get("split"))})
+    elif valid_frac == 0:  # no validation split: every label trains, the last epoch is the model
+        if cfg.select == "best":
+            raise UlmfitError("select='best' (--select best) needs validation data: give `valid` (--valid) or "
+                              "a valid_frac (--valid-frac) above 0")
+        valid_texts = None
     else:
         train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
     validate_training(train_texts)
-    sizes = (len(train_texts), len(valid_texts))
+    sizes = (len(train_texts), len(valid_texts) if valid_texts is not None else 0)
     if resume and sizes != (s.get("n_train", sizes[0]), s.get("n_valid", sizes[1])):
         raise UlmfitError(f"cannot resume: {out} was trained on {s.get('n_train')} + {s.get('n_valid')} examples, "
                           f"these texts give {len(train_texts)} + {len(valid_texts)}; they are not the same data")
-    check_labels(train_texts, valid_texts, "validation")
-    keep_last = cfg.keeps_last(len(valid_texts))
+    if valid_texts is not None:
+        check_labels(train_texts, valid_texts, "validation")
+    keep_last = cfg.keeps_last(sizes[1])
     if not resume:
         sized = cfg.for_data(len(train_texts))
         if sized.stage_epochs != cfg.stage_epochs:
@@ -120,16 +126,21 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                 f"{'' if keep_last else 'up to '}{sized.stage_epochs[-1]} epochs (at least {cfg.min_last_steps} "
                 f"steps{'' if keep_last else '; early stopping applies'})")
         cfg = sized
-    if keep_last and cfg.select == "auto":
+    if valid_texts is None:
+        say("no validation split (valid_frac 0): every label trains, every epoch runs and the last one is kept")
+    elif keep_last and cfg.select == "auto":
         say(f"{len(valid_texts)} validation examples are too few to pick the best epoch (at most {SELECT_LAST_MAX_VALID}): "
             "every epoch runs and the last one is kept (--select best / select='best' picks by validation anyway)")
     labels = train_texts.label_names()
-    say(f"{len(train_texts):,} training and {len(valid_texts):,} validation examples, {len(labels)} classes: "
+    say(f"{len(train_texts):,} training and {sizes[1]:,} validation examples, {len(labels)} classes: "
         + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))
     train_d = ClassificationData.from_labeled(train_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
-    valid_d = ClassificationData.from_labeled(valid_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
+    valid_d = (ClassificationData.from_labeled(valid_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
+               if valid_texts is not None else None)
     if cfg.backwards:
-        train_d.ids, valid_d.ids = _reverse(train_d.ids), _reverse(valid_d.ids)
+        train_d.ids = _reverse(train_d.ids)
+        if valid_d is not None:
+            valid_d.ids = _reverse(valid_d.ids)
 
     # The classifier: the LM's encoder with the classifier dropouts, a new head.
     arch = replace(lm_model.cfg, **CLASSIFIER_DROPOUTS, drop_mult=cfg.drop_mult)
@@ -146,7 +157,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     source = {"lm": str(lm_dir.resolve()), "data": str(Path(data).resolve()) if not isinstance(data, LabeledTexts) else None,
               "valid": str(Path(valid).resolve()) if isinstance(valid, (str, os.PathLike)) else None,
               "valid_frac": valid_frac, "read_args": read_args, "max_train": max_train,
-              "n_train": len(train_texts), "n_valid": len(valid_texts), "pretrained_encoder": pretrained}
+              "n_train": len(train_texts), "n_valid": sizes[1], "pretrained_encoder": pretrained}
 
     def save_fn(weights, step, history, state):
         ckpt.save_classifier(out, weights, arch=arch.to_dict(), head=head.to_dict(), vocab=vocab, tok_cfg=tok_cfg,

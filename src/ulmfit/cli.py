@@ -545,7 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
                                               "shipped general-English model, the backward one with --backwards)")
     s.add_argument("--out", help="the classifier directory to write")
     s.add_argument("--valid", default=None, help="separate labeled validation data (default: hold out --valid-frac)")
-    s.add_argument("--valid-frac", type=float, default=0.1, help="stratified validation fraction (default: 0.1)")
+    s.add_argument("--valid-frac", type=float, default=0.1,
+                   help="stratified validation fraction (default: 0.1); 0: no validation split, every label "
+                        "trains and the last epoch is kept (for a few hundred labels, whose split is too small "
+                        "to pick epochs: see README)")
     s.add_argument("--max-train", type=int, default=None, help="use only this many training examples (sampled)")
     _add_labeled_args(s)
     g = s.add_argument_group("training")

@@ -242,7 +242,8 @@ class ClassifierTrainer:
         self.best_state: dict | None = None
         self.bad_epochs = 0
         self.run_loss = None  # the current epoch's running train loss (kept in the state for a resume)
-        self.keep_last = cfg.keeps_last(len(valid_data.ids))
+        # no validation data (valid_frac 0): nothing to pick by, so the last epoch is the model
+        self.keep_last = valid_data is None or cfg.keeps_last(len(valid_data.ids))
         self.history: list[dict] = []
         self.elapsed = 0.0
         self.metrics_path = self.out / "metrics.jsonl"
@@ -376,13 +377,14 @@ class ClassifierTrainer:
                         if cfg.bn_recal:
                             recalibrate_batchnorm(model, self.bn_recal_ids, cfg.bs, self.pad_id, self.device,
                                                   self.use_bf16)
-                        rep = self.evaluate(self.valid_data)
+                        rep = (self.evaluate(self.valid_data) if self.valid_data is not None else
+                               {"loss": None, "accuracy": None, "macro_f1": None})
                         self.elapsed += time.time() - t_start
                         t_start = time.time()
                         self.epoch += 1
                         self.stage_epoch += 1
                         self.batch, before = 0, None
-                        score = self._score(rep)
+                        score = self._score(rep) if self.valid_data is not None else 0.0
                         # a tie goes to the later epoch: it has trained longer at the same score
                         improved = self.keep_last or self.best is None or score >= self.best
                         if improved:
@@ -396,9 +398,11 @@ class ClassifierTrainer:
                         self.history.append(rec)
                         self.log(rec)
                         if self.progress:
-                            tqdm.write(f"epoch {self.epoch}: train loss {run if run is not None else float('nan'):.3f}  "
-                                       f"valid loss {rep['loss']:.3f}  accuracy {rep['accuracy']:.4f}  "
-                                       f"macro-F1 {rep['macro_f1']:.4f}" + ("" if self.keep_last or not improved else "  (best)"))
+                            tqdm.write(f"epoch {self.epoch}: train loss {run if run is not None else float('nan'):.3f}"
+                                       + ("  (no validation data)" if self.valid_data is None else
+                                          f"  valid loss {rep['loss']:.3f}  accuracy {rep['accuracy']:.4f}  "
+                                          f"macro-F1 {rep['macro_f1']:.4f}")
+                                       + ("" if self.keep_last or not improved else "  (best)"))
                         stop = last_stage and self.bad_epochs >= cfg.patience
                         if stop:
                             self.stage_epoch = cfg.stage_epochs[self.stage]
