@@ -529,7 +529,10 @@ def test_no_validation_split_trains_on_every_label_keeps_the_last_epoch_and_resu
                                                                                      capsys):
     """valid_frac=0: all 300 labels train (none held out), no epoch is scored, the last one is the
     model, and an interrupted run resumes the same way; select='best' has nothing to pick by."""
+    from ulmfit.classifier_api import load_labeled
     from ulmfit.train.classify import ClassifierTrainer
+
+    texts = load_labeled(task / "train.csv")
 
     def no_eval(self, data):
         raise AssertionError("nothing to validate on")
@@ -539,11 +542,13 @@ def test_no_validation_split_trains_on_every_label_keeps_the_last_epoch_and_resu
         with monkeypatch.context() as m2:
             m2.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
             with pytest.raises(UlmfitError, match="interrupted"):
-                train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                train_classifier(task / "lm", texts, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                                  valid_frac=0, progress=True, n_workers=1)
         out = capsys.readouterr().out
         assert "no validation split" in out and "300 training and 0 validation examples" in out
-        res = train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+        with pytest.raises(UlmfitError, match=r"trained on 300 \+ 0 examples, these texts give 290 \+ 0"):
+            train_classifier(None, texts.subset(range(290)), tmp_path / "c", resume=True, progress=False)
+        res = train_classifier(None, texts, tmp_path / "c", resume=True, progress=False)
     assert res["best_epoch"] == res["epochs"] == 5 and res["select"] == "last"
     hist = [json.loads(l) for l in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5] and all(h["valid_accuracy"] is None for h in hist)

@@ -115,7 +115,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     sizes = (len(train_texts), len(valid_texts) if valid_texts is not None else 0)
     if resume and sizes != (s.get("n_train", sizes[0]), s.get("n_valid", sizes[1])):
         raise UlmfitError(f"cannot resume: {out} was trained on {s.get('n_train')} + {s.get('n_valid')} examples, "
-                          f"these texts give {len(train_texts)} + {len(valid_texts)}; they are not the same data")
+                          f"these texts give {sizes[0]} + {sizes[1]}; they are not the same data")
     if valid_texts is not None:
         check_labels(train_texts, valid_texts, "validation")
     keep_last = cfg.keeps_last(sizes[1])
