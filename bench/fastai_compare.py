@@ -20,7 +20,10 @@ Each library runs in a fresh process of its own Python: ulmfit in the project's 
 jemalloc (as the `ulmfit` command runs), fastai in a separate virtual environment (its
 dependencies, torchvision among them, are not the project's), with the system allocator as a
 fastai user gets it and, as a second variant, under the same jemalloc, so that the allocator's
-share of the difference shows. Runs alternate between variants; each phase's wall time includes
+share of the difference shows. The libraries build different vocabularies from the same text
+(ulmfit keeps every word the pretrained model knows, fastai only words seen 3 times), and the
+decoder's size is part of an LM step's cost; a third fastai variant (`fastai-samevocab`, under
+jemalloc) fine-tunes with ulmfit's vocabulary, so that its LM has exactly ulmfit's shapes. Runs alternate between variants; each phase's wall time includes
 its tokenisation, data loading, validation and saving, as a user waits for it.
 
 Set-up of the fastai environment (once; torch pinned so pip never replaces the CPU build):
@@ -50,7 +53,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "fastai_compare.jsonl"
-VARIANTS = ("ulmfit", "fastai", "fastai-jemalloc")
+VARIANTS = ("ulmfit", "fastai", "fastai-jemalloc", "fastai-samevocab")
 
 LM_BS, BPTT, CLF_BS = 64, 70, 32
 # fastai's text tutorial (docs.fast.ai, "Text transfer learning"): rates and momentum schedule
@@ -169,7 +172,7 @@ def worker_ulmfit(work: Path, out: Path) -> dict:
     return res
 
 
-def worker_fastai(work: Path, out: Path) -> dict:
+def worker_fastai(work: Path, out: Path, same_vocab: bool = False) -> dict:
     import pandas as pd
     import torch
     from fastai.text.all import (AWD_LSTM, Perplexity, TextDataLoaders, accuracy, awd_lstm_clas_config,
@@ -184,8 +187,11 @@ def worker_fastai(work: Path, out: Path) -> dict:
 
     set_seed(0)
     t = time.time()
+    vocab = None
+    if same_vocab:  # ulmfit's fine-tuning vocabulary (a ulmfit run of this work folder wrote it): equal shapes
+        vocab = (work / "runs" / "ulmfit" / "lm" / "vocab.txt").read_text(encoding="utf-8").splitlines()
     dls_lm = TextDataLoaders.from_df(df, text_col="text", is_lm=True, valid_pct=0.1, seed=0, bs=LM_BS,
-                                     seq_len=BPTT, path=out)
+                                     seq_len=BPTT, path=out, text_vocab=vocab)
     learn = language_model_learner(dls_lm, AWD_LSTM, config={**awd_lstm_lm_config, **shape},
                                    pretrained_fnames=[str(models / "general_en_fwd")] * 2,
                                    metrics=[accuracy, Perplexity()], path=out)
@@ -271,7 +277,7 @@ def spawn(variant: str, work: Path, fastai_python: str, timeout: float) -> dict:
     env = allocator_env(None if variant == "fastai" else JEMALLOC_CONF)
     out = work / "runs" / variant
     cmd = [python, str(Path(__file__).resolve()), "worker", "--lib", variant.split("-")[0],
-           "--work", str(work), "--out", str(out)]
+           "--work", str(work), "--out", str(out)] + (["--same-vocab"] if variant == "fastai-samevocab" else [])
     load0 = os.getloadavg()[0]
     t = time.time()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -320,15 +326,18 @@ def report(args) -> int:
     med = lambda v, k: statistics.median(r[k] for r in by[v]) if by[v] else float("nan")  # noqa: E731
     print(f"machine: {rows[-1]['cpu']}; commits {sorted({r['commit'] for r in rows})}; "
           f"{rows[-1]['n_train']:,} training / {rows[-1]['n_test']:,} test texts\n")
-    print("| | " + " | ".join(f"{v} (n={len(by[v])})" for v in VARIANTS if by[v]) + " | fastai / ulmfit |")
-    print("|---|" + "---:|" * (sum(1 for v in VARIANTS if by[v]) + 1))
+    shown = [v for v in VARIANTS if by[v]]
+    vs = [v for v in shown if v != "ulmfit" and by["ulmfit"]]
+    print("| | " + " | ".join(f"{v} (n={len(by[v])})" for v in shown) + "".join(f" | {v} / ulmfit" for v in vs)
+          + " |")
+    print("|---|" + "---:|" * (len(shown) + len(vs)))
     for k, name in [("lm_s", "LM fine-tuning, 1 frozen + 1 epoch (s)"), ("clf_s", "classifier, 5 epochs (s)"),
                     ("predict_s", "prediction on the test texts (s)"), ("wall_s", "whole process (s)"),
                     ("peak_rss_mb", "peak memory (MB)"), ("lm_perplexity", "LM validation perplexity"),
                     ("vocab", "vocabulary"), ("accuracy", "test accuracy")]:
-        cells = [f"{med(v, k):,.1f}" if k != "accuracy" else f"{100 * med(v, k):.2f}%" for v in VARIANTS if by[v]]
-        ratio = med("fastai", k) / med("ulmfit", k) if by["fastai"] and by["ulmfit"] and k.endswith("_s") else None
-        print(f"| {name} | " + " | ".join(cells) + f" | {'' if ratio is None else f'{ratio:.2f}x'} |")
+        cells = [f"{med(v, k):,.1f}" if k != "accuracy" else f"{100 * med(v, k):.2f}%" for v in shown]
+        ratios = [f"{med(v, k) / med('ulmfit', k):.2f}x" if k.endswith("_s") else "" for v in vs]
+        print(f"| {name} | " + " | ".join(cells + ratios) + " |")
     return 0
 
 
@@ -351,13 +360,16 @@ def main(argv=None) -> int:
     w.add_argument("--work", required=True)
     w.add_argument("--out", required=True)
     w.add_argument("--check", action="store_true", help="only check the converted weights (fastai)")
+    w.add_argument("--same-vocab", action="store_true", help="fastai with ulmfit's fine-tuning vocabulary")
     args = ap.parse_args(argv)
     if args.cmd == "worker" and args.check:
         print(json.dumps(check_fastai(Path(args.work))), flush=True)
         return 0
     if args.cmd == "worker":
-        fn = worker_ulmfit if args.lib == "ulmfit" else worker_fastai
-        res = fn(Path(args.work), Path(args.out))
+        if args.lib == "ulmfit":
+            res = worker_ulmfit(Path(args.work), Path(args.out))
+        else:
+            res = worker_fastai(Path(args.work), Path(args.out), same_vocab=args.same_vocab)
         res["peak_rss_mb"] = _peak_rss_mb()
         print(json.dumps(res), flush=True)
         return 0
