@@ -396,6 +396,12 @@ def test_multi_label_training_predicts_sets_of_labels(task, tmp_path):
     assert all(isinstance(p, list) for p in pred)
     p = clf.predict_proba(["jokes"])
     assert p.shape == (1, 3) and not np.isclose(p.sum(), 1.0)  # independent sigmoids, not a softmax
+    # evaluation data read without the label separator: a hint, not "unknown labels 'action,comedy'"
+    from ulmfit.data.labeled import LabeledTexts
+
+    flat = LabeledTexts(["jokes and kisses", "explosions"], ["comedy,romance", "action"], "eval.csv")
+    with pytest.raises(UlmfitError, match="multi-label.*--multi-label-sep"):
+        clf.evaluate(flat)
 
 
 def test_class_weights_auto_turns_on_only_for_imbalanced_labels():
@@ -583,3 +589,65 @@ def test_the_select_help_states_the_threshold_the_trainer_uses():
     opt = next(a for a in p._actions if "--select" in a.option_strings)
     assert f"at most {SELECT_LAST_MAX_VALID} examples" in opt.help
     assert f"over {SELECT_LAST_MAX_VALID} examples" in p.description
+
+
+def test_a_resumed_run_whose_later_epochs_do_not_improve_saves_a_loadable_best_model(task, tmp_path, monkeypatch):
+    """The best epoch's weights restored on resume used to be saved under both of their names
+    (encoder.* and bpt3c.encoder.*), and the finished model no longer loaded."""
+    from safetensors.torch import load_file
+
+    from ulmfit.train.classify import ClassifierTrainer
+
+    _scripted_scores(monkeypatch, [0.5, 0.9, 0.1, 0.1, 0.1])  # the best is epoch 2, before the interruption
+    cfg = ClassifierTrainConfig(**FAST, select="best", patience=5)
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(40))  # inside epoch 3 (17 batches an epoch)
+        with pytest.raises(UlmfitError, match="interrupted"):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
+    best = load_file(str(tmp_path / "c" / "model.safetensors"))
+    res = train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    assert res["best_epoch"] == 2 and res["epochs"] == 5
+    after = load_file(str(tmp_path / "c" / "model.safetensors"))
+    assert sorted(after) == sorted(best)  # each tensor once, under the name it had
+    assert all(torch.equal(after[k], best[k]) for k in best)  # still the weights of epoch 2
+    clf = TextClassifier.load(tmp_path / "c")
+    assert len(clf.predict(["a wonderful film", "an awful film"])) == 2
+
+
+def test_resuming_a_finished_run_is_refused_and_touches_nothing(trained, tmp_path):
+    import shutil
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "clf")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()}
+    with pytest.raises(UlmfitError, match="finished run.*nothing to resume"):
+        train_classifier(None, None, tmp_path / "clf", resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()} == before
+
+
+def test_a_failed_overwrite_run_leaves_the_old_run_as_it_was(trained, tmp_path):
+    import shutil
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "clf")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()}
+    with pytest.raises(UlmfitError):
+        train_classifier(task / "lm", tmp_path / "missing.csv", tmp_path / "clf", overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()} == before  # metrics.jsonl too
+
+
+def test_predict_drops_a_byte_order_mark_and_checks_its_paths(trained, tmp_path, capsys):
+    task, _ = trained
+    (tmp_path / "bom.txt").write_bytes("\ufeffa wonderful film\nterrible\n".encode("utf-8"))
+    (tmp_path / "plain.txt").write_text("a wonderful film\nterrible\n")
+    model = ["--model", str(task / "clf")]
+    assert main(["predict", str(tmp_path / "bom.txt"), *model]) == 0
+    with_bom = capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "plain.txt"), *model]) == 0
+    assert capsys.readouterr().out == with_bom
+    assert main(["predict", str(tmp_path), *model]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "plain.txt"), *model, "--encoding", "nonsense"]) == 2
+    assert "--encoding nonsense" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "plain.txt"), *model, "--out", str(tmp_path / "new" / "p.csv")]) == 0
+    assert (tmp_path / "new" / "p.csv").read_text().count("\n") == 3

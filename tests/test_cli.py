@@ -132,3 +132,104 @@ def test_allocator_env_for_children_without_jemalloc_is_a_clear_error(monkeypatc
     assert env == {"HOME": "/h", "ULMFIT_JEMALLOC": "0"}  # glibc: the preload and its settings are gone
     with pytest.raises(UlmfitError, match="jemalloc not found"):
         cli.allocator_env("dirty_decay_ms:-1")
+
+
+@pytest.fixture
+def tiny_lm(tmp_path, corpus, capsys):
+    lm = tmp_path / "lm"
+    assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+                 "--bptt", "16", "--quiet", "--workers", "1"]) == 0
+    capsys.readouterr()
+    return lm
+
+
+def test_export_refuses_a_folder_that_holds_files_unless_told_to_overwrite(tmp_path, tiny_lm, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main(["export", str(tiny_lm), "--out", str(other)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep me" and not (other / "config.json").exists()
+    # over a training run: --overwrite replaces it and drops the training state that no longer matches
+    run = tmp_path / "run"
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(tmp_path / "corpus.txt"), "--out", str(run),
+                 "--epochs", "1", "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]) == 0
+    assert main(["export", str(tiny_lm), "--out", str(run), "--overwrite"]) == 0
+    assert not (run / "train_state.json").exists() and not (run / "train_state.safetensors").exists()
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["export", str(tiny_lm), "--out", str(tmp_path / "file.txt")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_saved_files_follow_the_umask_not_owner_only(tiny_lm):
+    from ulmfit import io
+
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        assert (tiny_lm / name).stat().st_mode & 0o777 == 0o666 & ~io._UMASK
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "m", "--bs", "0"],
+    ["evaluate", "t.csv", "--model", "m", "--bs", "-1"],
+    ["train-classifier", "t.csv", "--out", "o", "--bs", "-3"],
+    ["generate", "hi", "--model", "m", "--top-k", "-1"],
+    ["finetune-lm", "t.txt", "--out", "o", "--bptt", "0"],
+])
+def test_sizes_below_one_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be" in err and "Traceback" not in err
+
+
+def test_output_paths_that_are_files_or_folders_get_one_line_errors(tmp_path, tiny_lm, capsys):
+    (tmp_path / "new.txt").write_text("x")
+    code = main(["finetune-lm", "--from", str(tiny_lm), str(tmp_path / "corpus.txt"), "--out",
+                 str(tmp_path / "new.txt"), "--quiet", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a file" in err.strip().splitlines()[-1] and "Traceback" not in err
+    code = main(["lr-find", "--model", str(tiny_lm), str(tmp_path / "corpus.txt"), "--out", str(tmp_path),
+                 "--num", "5", "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+
+
+def test_resume_says_which_given_options_it_ignores(tmp_path, corpus, capsys):
+    lm = tmp_path / "lm"
+    assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+                 "--bptt", "16", "--quiet", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", str(corpus), "--resume", str(lm), "--epochs", "2", "--bs", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "ignored: CORPUS, --bs" in err and "--epochs" not in err.split("ignored:")[1]
+
+
+def test_a_model_with_damaged_weights_or_config_is_refused_on_load(tmp_path, tiny_lm):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ulmfit import checkpoint as ckpt
+    from ulmfit.io import UlmfitError
+
+    bad = tmp_path / "nan"
+    shutil.copytree(tiny_lm, bad)
+    t = load_file(str(bad / "model.safetensors"))
+    k = next(iter(t))
+    t[k][0] = float("nan")
+    save_file(t, str(bad / "model.safetensors"), metadata={"format": ckpt.FORMAT, "step": "0"})
+    with pytest.raises(UlmfitError, match="NaN or infinite"):
+        ckpt.load_model(bad)
+    cfg = json.loads((tiny_lm / "config.json").read_text())
+    cfg["tokenizer"] = 5
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UlmfitError, match="'tokenizer' section is int"):
+        ckpt.read_config(tmp_path / "cfg")
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert main([]) == 2
+    assert "usage: ulmfit" in capsys.readouterr().err
+    assert main(["data"]) == 2

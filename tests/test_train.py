@@ -275,7 +275,7 @@ def test_generate_and_evaluate_from_python(tmp_path, corpus):
 
 def test_pretraining_continues_from_a_finished_model_with_its_vocabulary(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
-    with pytest.raises(UlmfitError, match="--init-from"):  # no training state: resume is refused, with the way out
+    with pytest.raises(UlmfitError, match="holds no saved run"):  # nothing there (a wrong path, or no save yet)
         pretrain(corpus, tmp_path / "lm2", progress=False, resume=True)
     (tmp_path / "lm" / "train_state.json").unlink()  # like a shipped model: weights only
     with pytest.raises(UlmfitError, match="--init-from"):

@@ -36,23 +36,36 @@ def _print(msg: str, progress: bool) -> None:
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check the output directory (every process), then clear stale metrics (process 0 only)."""
+    """Check the output directory (every process), then create it (process 0 only). A run it
+    replaces (--overwrite) keeps all its files until the new inputs have been read: see
+    `_fresh_metrics`."""
     _check_out(out, resume, overwrite)
     dist_.barrier()  # nobody changes anything before everybody has checked
     if not resume and dist_.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
     dist_.barrier()
+
+
+def _fresh_metrics(out: Path, resume: bool) -> None:
+    """Clear the metrics of a run being replaced (process 0), once the new run's data and model are
+    ready: an --overwrite run that fails on its inputs leaves the old run's files as they were."""
+    if not resume and dist_.is_main():
+        (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
+        if not out.is_dir() or not any(out.iterdir()):
+            raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
+                              "the path is wrong); start it again without --resume")
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(
                 f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing). To keep training a "
                 f"finished or shipped model from its weights, use `ulmfit pretrain CORPUS --init-from {out} --out NEW`"
             )
         return
+    if out.exists() and not out.is_dir():
+        raise UlmfitError(f"--out {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UlmfitError(
             f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, "
@@ -246,6 +259,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         extra = {k: saved_cfg[k] for k in ("continued_from", "earlier_runs") if k in saved_cfg}
     if init is not None and sp_model is None and init_sp.exists():
         sp_model = str(init_sp)
+    _fresh_metrics(out, resume)
     res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress, extra,
                device=device)
     return res
@@ -347,6 +361,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
            f"({found:,} known to the pretrained model, {len(vocab) - found:,} new, started at the mean vector)",
            progress)
     ts, vs = _streams(train, valid, train_cfg)
+    _fresh_metrics(out, resume)
     if not resume and dist_.is_main():
         before = evaluate_lm(model, vs, train_cfg.bf16 and bf16_pays())
         _print(f"before fine-tuning: valid perplexity {before['perplexity']:.2f}", progress)

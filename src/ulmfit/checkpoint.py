@@ -119,6 +119,11 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise UlmfitError(f"{path} was written by a newer ulmfit (format {cfg['format_version']}); upgrade ulmfit")
     if kind is not None and cfg.get("kind") != kind:
         raise UlmfitError(f"{path} holds a {cfg.get('kind')}, not a {kind}")
+    for section in ("arch", "head", "tokenizer", "train"):  # a hand-edited or damaged config
+        if section in cfg and not isinstance(cfg[section], dict):
+            raise UlmfitError(f"{cfg_path}: its {section!r} section is {type(cfg[section]).__name__}, not an object")
+    if "labels" in cfg and not (isinstance(cfg["labels"], list) and all(isinstance(x, str) for x in cfg["labels"])):
+        raise UlmfitError(f"{cfg_path}: 'labels' must be a list of label names")
     return cfg
 
 
@@ -157,6 +162,9 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where
     for k, v in tensors.items():
         if v.shape != expected[k].shape:
             raise UlmfitError(f"{where}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise UlmfitError(f"{where}: {k} holds NaN or infinite values; the file is damaged (a model "
+                              "saved by ulmfit never does: training stops when its loss stops being finite)")
     with torch.no_grad():
         sd = model.state_dict()
         for k, v in tensors.items():

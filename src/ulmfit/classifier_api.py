@@ -64,6 +64,9 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     out = Path(out)
     read_args = dict(read_args or {})
     if resume:
+        if not out.is_dir() or not any(out.iterdir()):
+            raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
+                              "the path is wrong); start it again without --resume")
         saved = ckpt.read_config(out, "classifier")
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
@@ -80,8 +83,6 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
     else:
         _check_out(out, False, overwrite)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
     cfg = cfg or ClassifierTrainConfig()
     say = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
 
@@ -164,11 +165,18 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                              labels=labels, sp_model=sp, train=cfg.to_dict(), history=history, step=step,
                              extra={"source": source, "backwards": cfg.backwards, "best_epoch": state.get("best_epoch")})
 
+    if not resume:  # the inputs are read: only now is a run that --overwrite replaces cleared
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     trainer = ClassifierTrainer(model, train_d, valid_d, cfg, out, save_fn, device=dev, progress=progress,
                                 pad_id=vocab.stoi["xxpad"])
     say(precision_line(trainer.use_bf16, cfg.bf16, dev))
     if resume:
         trainer.resume()
+        if trainer.stage >= len(cfg.stage_groups):  # nothing left: refuse before anything is written
+            raise UlmfitError(f"{out} holds a finished run ({trainer.epoch} epochs, the model is epoch "
+                              f"{trainer.best_epoch}); nothing to resume. To train longer, start a new run "
+                              "with a longer last stage (--epochs N) into another --out")
         say(f"resuming {out} at step {trainer.step} (stage {trainer.stage + 1}, epoch {trainer.epoch + 1})")
     t0 = time.time()
     res = trainer.fit()
@@ -241,6 +249,9 @@ class TextClassifier:
     def evaluate(self, data: LabeledTexts, bs: int = 64, progress: bool = False) -> dict:
         from .data.labeled import check_label_names
 
+        if self.multi_label and not data.multi_label and len(data):
+            raise UlmfitError("this classifier is multi-label (several labels per text): read the evaluation data "
+                              "with the separator its labels use (--multi-label-sep, e.g. ',')")
         check_label_names(self.labels, data, "evaluation", "the classifier's labels")
         mean, per = self.predict_proba(data.texts, bs, progress, per_member=True)
         index = {l: i for i, l in enumerate(self.labels)}
@@ -271,8 +282,15 @@ def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | 
     rep = clf.evaluate(texts, bs, progress)
     rep["data"] = texts.source
     if report is not None:
-        report = Path(report)
-        atomic_write_json(report, rep)
-        if "confusion_matrix" in rep:
-            plot_confusion(rep["confusion_matrix"], rep["labels"], report.with_suffix(".png"))
+        write_report(rep, report)
     return rep
+
+
+def write_report(rep: dict, report) -> None:
+    """An evaluation report as JSON, and its confusion matrix as a PNG beside it."""
+    report = Path(report)
+    if report.is_dir():
+        raise UlmfitError(f"--report {report} is a folder; give a file name (e.g. {report / 'eval_report.json'})")
+    atomic_write_json(report, rep)
+    if "confusion_matrix" in rep:
+        plot_confusion(rep["confusion_matrix"], rep["labels"], report.with_suffix(".png"))

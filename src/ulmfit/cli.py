@@ -98,9 +98,10 @@ def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_div: float) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=None, help=f"epochs over the training text (default: {epochs})")
-    g.add_argument("--bs", type=int, default=64, help="batch size: parallel text streams (default: 64)")
-    g.add_argument("--bptt", type=int, default=70, help="back-propagation through time length (default: 70)")
+    g.add_argument("--epochs", type=non_negative_int, default=None,
+                   help=f"epochs over the training text (default: {epochs})")
+    g.add_argument("--bs", type=positive_int, default=64, help="batch size: parallel text streams (default: 64)")
+    g.add_argument("--bptt", type=positive_int, default=70, help="back-propagation through time length (default: 70)")
     g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate of the top layer group (default: {lr})")
     g.add_argument("--lr-div", type=float, default=lr_div,
                    help=f"discriminative factor between layer groups; 1 = same rate everywhere (default: {lr_div})")
@@ -343,11 +344,13 @@ def cmd_train_classifier(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .classifier_api import evaluate
+    from .classifier_api import evaluate, write_report
     from .train.metrics import format_confusion
 
     report = a.report or str(Path(a.model[0]) / "eval_report.json")
-    rep = evaluate(a.model, a.data, read_args=_read_args(a), report=report, bs=a.bs, progress=not a.quiet)
+    if a.report and Path(a.report).is_dir():
+        raise UlmfitError(f"--report {a.report} is a folder; give a file name")
+    rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet)
     print(f"{rep['n']:,} examples from {rep['data']}")
     if "members" in rep:
         for name, acc in rep["members"].items():
@@ -360,6 +363,13 @@ def cmd_evaluate(a) -> int:
             print(f"  {name:<{width}}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1']:.3f}  "
                   f"n {r['support']}")
         print(format_confusion(rep["confusion_matrix"], rep["labels"]))
+    try:  # after the figures are on screen: a report that cannot be written loses none of them
+        write_report(rep, report)
+    except OSError as e:
+        if a.report:
+            raise UlmfitError(f"could not write the report to {report} ({e})") from None
+        print(f"note: could not write the report beside the model ({e}); pass --report FILE", file=sys.stderr)
+        return 0
     print(f"report written to {report}" + (f" (confusion matrix: {Path(report).with_suffix('.png')})"
                                            if "confusion_matrix" in rep else ""))
     return 0
@@ -371,9 +381,17 @@ def cmd_predict(a) -> int:
     from .classifier_api import TextClassifier
 
     clf = TextClassifier.load(a.model)
+    import codecs
+
+    try:
+        codecs.lookup(a.encoding)
+    except LookupError:
+        raise UlmfitError(f"--encoding {a.encoding}: not a text encoding Python knows (e.g. utf-8, latin-1)") from None
     if a.input in (None, "-"):
         texts = [line.rstrip("\n") for line in sys.stdin]
     else:
+        if Path(a.input).is_dir():
+            raise UlmfitError(f"{a.input} is a folder; predict reads a text file, one text per line")
         try:
             with open(a.input, encoding=a.encoding) as f:
                 texts = [line.rstrip("\n") for line in f]
@@ -381,6 +399,12 @@ def cmd_predict(a) -> int:
             raise UlmfitError(f"{a.input}: no such file") from None
         except UnicodeDecodeError as e:
             raise UlmfitError(f"{a.input} is not valid {a.encoding} ({e}); pass --encoding") from None
+    if texts and texts[0].startswith("\ufeff"):  # a byte-order mark (Windows editors) is not part of the text
+        texts[0] = texts[0][1:]
+    if a.out:
+        if Path(a.out).is_dir():
+            raise UlmfitError(f"--out {a.out} is a folder; give a file name")
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     probs = clf.predict_proba(texts, a.bs, progress=not a.quiet and len(texts) > 1000)
     out = open(a.out, "w", encoding="utf-8", newline="") if a.out else sys.stdout
     try:
@@ -420,10 +444,33 @@ def cmd_demo(a) -> int:
 def cmd_export(a) -> int:
     from .pretrained import export_model
 
+    if a.card and not Path(a.card).is_file():
+        raise UlmfitError(f"--card {a.card}: no such file")
     card = Path(a.card).read_text(encoding="utf-8") if a.card else None
-    out = export_model(a.model, a.out, dtype=a.dtype, card=card)
+    out = export_model(a.model, a.out, dtype=a.dtype, card=card, overwrite=a.overwrite)
     print(f"exported {a.model} to {out} ({a.dtype} weights, no training state)")
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (batch sizes, lengths, epochs)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Loss, perplexity, bits per token and next-token accuracy on a text.")
     s.add_argument("texts", help="folder, text file, WikiText file or CSV/TSV/JSONL")
     s.add_argument("--model", required=True, help="the language model directory")
-    s.add_argument("--bs", type=int, default=16)
-    s.add_argument("--bptt", type=int, default=70)
+    s.add_argument("--bs", type=positive_int, default=16)
+    s.add_argument("--bptt", type=positive_int, default=70)
     s.add_argument("--quiet", action="store_true")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lm_eval)
@@ -513,9 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Temperature / top-k sampling from a forward language model, for a sanity look.")
     s.add_argument("prompt", help="the text to continue (may be empty)")
     s.add_argument("--model", required=True, help="the language model directory")
-    s.add_argument("--tokens", type=int, default=50, help="tokens to sample (default: 50)")
+    s.add_argument("--tokens", type=positive_int, default=50, help="tokens to sample (default: 50)")
     s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens; 0 = all")
+    s.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the k likeliest tokens; 0 = all")
     s.add_argument("-n", type=int, default=1, help="number of samples")
     s.add_argument("--seed", type=int, default=None)
     s.set_defaults(fn=cmd_generate)
@@ -530,8 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--end-lr", type=float, default=10.0)
     s.add_argument("--num", type=int, default=100, help="batches (default: 100)")
     s.add_argument("--lr-div", type=float, default=2.6)
-    s.add_argument("--bs", type=int, default=64)
-    s.add_argument("--bptt", type=int, default=70)
+    s.add_argument("--bs", type=positive_int, default=64)
+    s.add_argument("--bptt", type=positive_int, default=70)
     s.add_argument("--quiet", action="store_true")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lr_find)
@@ -552,17 +599,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-train", type=int, default=None, help="use only this many training examples (sampled)")
     _add_labeled_args(s)
     g = s.add_argument_group("training")
-    g.add_argument("--bs", type=int, default=None,
+    g.add_argument("--bs", type=positive_int, default=None,
                    help="documents per batch (default: 64 from 20,000 training examples, 32 from 1,000, else 16)")
-    g.add_argument("--bptt", type=int, default=70, help="BPT3C chunk length (default: 70)")
-    g.add_argument("--max-len", type=int, default=1400, help="tokens at the end of a document pooled and "
+    g.add_argument("--bptt", type=positive_int, default=70, help="BPT3C chunk length (default: 70)")
+    g.add_argument("--max-len", type=positive_int, default=1400, help="tokens at the end of a document pooled and "
                                                               "back-propagated (default: 1400 = 20 x bptt)")
     g.add_argument("--stage-groups", type=int, nargs="+", default=[1, 2, 3, 0],
                    help="gradual unfreezing: top layer groups trained in each stage, 0 = all (default: 1 2 3 0)")
     g.add_argument("--stage-epochs", type=int, nargs="+", default=[1, 1, 1, 2], help="epochs per stage (default: 1 1 1 2)")
     g.add_argument("--stage-lrs", type=float, nargs="+", default=[4e-2, 2e-2, 1e-2, 2e-3],
                    help="peak learning rate of the head per stage (default: 0.04 0.02 0.01 0.002)")
-    g.add_argument("--epochs", type=int, default=None, help="epochs of the last stage (overrides its --stage-epochs)")
+    g.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs of the last stage (overrides its --stage-epochs)")
     g.add_argument("--min-last-steps", type=int, default=150,
                    help="small label sets: lengthen the last stage to at least this many steps, up to 12 epochs "
                         "(default: 150; 0 = off)")
@@ -604,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="labeled data (same formats as train-classifier)")
     s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
     s.add_argument("--report", default=None, help="JSON report path (default: MODEL/eval_report.json)")
-    s.add_argument("--bs", type=int, default=64)
+    s.add_argument("--bs", type=positive_int, default=64)
     s.add_argument("--quiet", action="store_true")
     _add_labeled_args(s)
     s.set_defaults(fn=cmd_evaluate)
@@ -616,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
     s.add_argument("--out", default=None, help="write here instead of standard output")
     s.add_argument("--output-format", default="csv", choices=["csv", "jsonl"])
-    s.add_argument("--bs", type=int, default=64)
+    s.add_argument("--bs", type=positive_int, default=64)
     s.add_argument("--encoding", default="utf-8")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_predict)
@@ -659,8 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="copy a model without its training state, e.g. in fp16 for sharing",
                        description="Write a model directory for sharing: config, vocabulary and weights (in --dtype), "
                                    "without the optimizer state kept for resuming.")
-    s.add_argument("model", help="the model directory to export")
+    s.add_argument("model", help="the language model directory to export (a classifier directory is already "
+                                 "self-contained: copy it)")
     s.add_argument("--out", required=True, help="the new directory")
+    s.add_argument("--overwrite", action="store_true", help="replace the files of an --out that holds some")
     s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     s.add_argument("--card", help="a Markdown model card to put in the directory as README.md")
     s.set_defaults(fn=cmd_export)
@@ -679,8 +729,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "fn", None):
-        parser.print_help()
-        return 0
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(a, "resume", None):
+        _note_ignored_on_resume(parser, a)
     try:
         return a.fn(a)
     except UlmfitError as e:
@@ -689,6 +741,45 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ulmfit predict ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (OSError, LookupError) as e:  # a path that is a file, a read-only folder, an unknown --encoding
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if type(e).__name__ == "SafetensorError":  # safetensors' own error (a write that failed, e.g.)
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+# Options a resumed run still takes from the command line; the rest come from its saved config.
+RESUME_OPTIONS = {
+    "pretrain": {"epochs", "max_tokens", "max_minutes", "save_every"},
+    "finetune-lm": {"epochs", "max_tokens", "max_minutes", "save_every"},
+    "train-classifier": set(),
+}
+ALWAYS_OPTIONS = {"resume", "out", "quiet", "device", "workers", "fn", "command", "overwrite"}
+
+
+def _note_ignored_on_resume(parser: argparse.ArgumentParser, a) -> None:
+    """Say which of the given arguments --resume ignores (the run goes on with its saved data and
+    settings), rather than let a user believe a new --bs or data file took effect."""
+    sub = next((act for act in parser._actions if isinstance(act, argparse._SubParsersAction)), None)
+    cmd = sub.choices.get(a.command) if sub else None
+    if cmd is None or a.command not in RESUME_OPTIONS:
+        return
+    keep = ALWAYS_OPTIONS | RESUME_OPTIONS[a.command]
+    ignored = []
+    for act in cmd._actions:
+        if act.dest in keep or act.dest == "help" or not hasattr(a, act.dest):
+            continue
+        if getattr(a, act.dest) != act.default:
+            ignored.append(act.option_strings[-1] if act.option_strings else act.dest.upper())
+    if ignored:
+        print(f"note: --resume continues the run with its saved data and settings; ignored: {', '.join(ignored)}",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

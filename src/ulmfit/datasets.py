@@ -736,8 +736,8 @@ def main_data(argv: list[str] | None = None) -> int:
                 print(f"{'':16s} {info.description}")
                 print(f"{'':16s} split: {info.split}")
             return 0
-        p.print_help()
-        return 0
+        p.print_help(sys.stderr)  # no action given: a usage error, as for `ulmfit` alone
+        return 2
     except UlmfitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,15 @@ class UlmfitError(Exception):
     """An error whose message is meant for the user as it is (the CLI prints it, no traceback)."""
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import (reading the umask means setting it)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to `path`; on success it is renamed onto `path`."""
@@ -26,14 +35,20 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
+        # mkstemp made the file readable by its owner alone; a saved model follows the umask like
+        # any other file (0644 under the usual 022), so that others can read a shared model
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
         if e.errno == 28:  # ENOSPC
             raise UlmfitError(f"disk full while writing {path}; the previous version (if any) is intact") from e
         raise
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
+        # safetensors reports a full disk as its own error type, with the OS error in its message
+        if "No space left on device" in str(e) or "StorageFull" in str(e):
+            raise UlmfitError(f"disk full while writing {path}; the previous version (if any) is intact") from e
         raise
 
 

@@ -27,11 +27,21 @@ def default_lm(backwards: bool = False) -> Path:
     return path
 
 
-def export_model(src, dst, *, dtype: str = "float16", card: str | None = None) -> Path:
-    """A copy of a trained model without its training state, weights stored in `dtype` (for shipping)."""
+def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, overwrite: bool = False) -> Path:
+    """A copy of a trained language model without its training state, weights stored in `dtype`
+    (for shipping). A `dst` that already holds files is refused unless `overwrite`."""
     import torch
 
     from . import checkpoint as ckpt
+    from .io import UlmfitError
+
+    dst_p = Path(dst)
+    if dst_p.exists() and not dst_p.is_dir():
+        raise UlmfitError(f"--out {dst} is a file, not a directory")
+    if dst_p.exists() and any(dst_p.iterdir()) and not overwrite:
+        raise UlmfitError(f"{dst} already holds files; pass --overwrite to replace them, or choose another --out")
+    if dst_p.exists() and Path(src).resolve() == dst_p.resolve():
+        raise UlmfitError("--out must be another directory than the model exported")
 
     model, cfg, vocab = ckpt.load_model(src)
     from .text.tokenize import TokenizerConfig
@@ -43,6 +53,9 @@ def export_model(src, dst, *, dtype: str = "float16", card: str | None = None) -
                           "history", "step")}
     extra["exported_from"] = str(Path(src).resolve())
     extra["weights_dtype"] = dtype
+    if overwrite:  # the training state of a run replaced here would no longer match its weights
+        for name in (ckpt.STATE_J, ckpt.STATE_T, "best.safetensors", "metrics.jsonl"):
+            (dst_p / name).unlink(missing_ok=True)
     out = ckpt.save_model(dst, model, vocab=vocab, tok_cfg=tok, sp_model=str(sp) if sp.exists() else None,
                           train=cfg.get("train"), history=cfg.get("history"), step=cfg.get("step", 0),
                           dtype=getattr(torch, dtype), extra=extra)

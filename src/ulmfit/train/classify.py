@@ -281,9 +281,13 @@ class ClassifierTrainer:
         self.run_loss = st.get("run_loss")
         if self.best is not None:
             best_model, _ = ckpt.load_tensors(self.out / ckpt.WEIGHTS)
-            self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            # a deep copy keeps the model's aliases (bpt3c.encoder.* is encoder.*) one tensor, and the
+            # saved best weights are copied into it in place: the file written from it names each
+            # tensor once, as the first save did (new tensors here saved both names, and the model no
+            # longer loaded)
+            self.best_state = copy.deepcopy(self.model.state_dict())
             for k, v in best_model.items():
-                self.best_state[k] = v.to(self.best_state[k].dtype)
+                self.best_state[k].copy_(v.to(self.best_state[k].dtype))
 
     def log(self, rec: dict) -> None:
         append_jsonl(self.metrics_path, rec)
