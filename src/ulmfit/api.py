@@ -53,24 +53,33 @@ def _fresh_metrics(out: Path, resume: bool) -> None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
+def require_saved_run(out: Path) -> None:
+    """--resume on a folder with nothing in it (a wrong path, or a run stopped before its first save)."""
+    if not out.is_dir() or not any(out.iterdir()):
+        raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
+                          "the path is wrong); start it again without --resume")
+
+
+def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
+    """An output folder that is not a file and holds no files, unless `overwrite`; `choices` says
+    what the user can do instead."""
+    if out.exists() and not out.is_dir():
+        raise UlmfitError(f"--out {out} is a file, not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UlmfitError(f"{out} already holds files; {choices}")
+
+
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
-        if not out.is_dir() or not any(out.iterdir()):
-            raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
-                              "the path is wrong); start it again without --resume")
+        require_saved_run(out)
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(
                 f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing). To keep training a "
                 f"finished or shipped model from its weights, use `ulmfit pretrain CORPUS --init-from {out} --out NEW`"
             )
         return
-    if out.exists() and not out.is_dir():
-        raise UlmfitError(f"--out {out} is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UlmfitError(
-            f"{out} already holds files; pass --resume to continue that run, --overwrite to replace it, "
-            "or choose another --out"
-        )
+    require_free_out(out, overwrite, "pass --resume to continue that run, --overwrite to replace it, "
+                                     "or choose another --out")
 
 
 def is_token_cache(path) -> bool:

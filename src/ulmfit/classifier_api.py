@@ -58,15 +58,13 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     random weights (the from-scratch baseline of the benchmarks). `resume=True` continues the
     interrupted run in `out` with its saved settings and data; a run trained on texts in memory
     saved no path, so `data` must then be the same LabeledTexts again."""
-    from .api import _check_out, resolve_device
+    from .api import _check_out, require_saved_run, resolve_device
     from .pretrained import default_lm
 
     out = Path(out)
     read_args = dict(read_args or {})
     if resume:
-        if not out.is_dir() or not any(out.iterdir()):
-            raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
-                              "the path is wrong); start it again without --resume")
+        require_saved_run(out)
         saved = ckpt.read_config(out, "classifier")
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")

@@ -713,6 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from safetensors import SafetensorError
+
     from_command_line = argv is None
     argv = list(sys.argv[1:] if from_command_line else argv)
     if from_command_line:
@@ -739,14 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `ulmfit predict ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (OSError, LookupError) as e:  # a path that is a file, a read-only folder, an unknown --encoding
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, LookupError, SafetensorError) as e:  # a path that is a file, a read-only folder, an
+        print(f"error: {e}", file=sys.stderr)              # unknown --encoding, a write safetensors failed
         return 1
-    except Exception as e:
-        if type(e).__name__ == "SafetensorError":  # safetensors' own error (a write that failed, e.g.)
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        raise
 
 
 # Options a resumed run still takes from the command line; the rest come from its saved config.

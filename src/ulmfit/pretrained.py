@@ -33,13 +33,11 @@ def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, o
     import torch
 
     from . import checkpoint as ckpt
+    from .api import require_free_out
     from .io import UlmfitError
 
     dst_p = Path(dst)
-    if dst_p.exists() and not dst_p.is_dir():
-        raise UlmfitError(f"--out {dst} is a file, not a directory")
-    if dst_p.exists() and any(dst_p.iterdir()) and not overwrite:
-        raise UlmfitError(f"{dst} already holds files; pass --overwrite to replace them, or choose another --out")
+    require_free_out(dst_p, overwrite, "pass --overwrite to replace them, or choose another --out")
     if dst_p.exists() and Path(src).resolve() == dst_p.resolve():
         raise UlmfitError("--out must be another directory than the model exported")
 
