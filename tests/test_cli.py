@@ -108,6 +108,22 @@ def test_a_corpus_tokenised_once_trains_without_its_source(tmp_path, corpus, cap
     assert main(["pretrain", "--resume", str(tmp_path / "lm"), "--epochs", "2", "--quiet"]) == 0
 
 
+def test_corpus_tokenize_keeps_another_corpus_tokens_unless_told(tmp_path, corpus, capsys):
+    tok = tmp_path / "tokens"
+    args = ["corpus", "tokenize", str(corpus), "--out", str(tok), "--quiet", "--workers", "1"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in tok.iterdir() if p.is_file()}
+    assert main(args) == 0  # the same corpus and settings: reused
+    capsys.readouterr()
+    # other settings: refused, and the folder is as it was
+    assert main(args + ["--min-freq", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds tokens of another corpus or other settings" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in tok.iterdir() if p.is_file()} == before
+    assert main(args + ["--min-freq", "1", "--overwrite"]) == 0
+    assert json.loads((tok / "meta.json").read_text())["tokenizer"]["min_freq"] == 1
+
+
 def test_jemalloc_keeps_pages_unless_the_user_configured_it(monkeypatch):
     from ulmfit import cli
 

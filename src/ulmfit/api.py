@@ -88,12 +88,14 @@ def is_token_cache(path) -> bool:
 
 
 def tokenize_corpus(source, out, tok_cfg: TokenizerConfig, *, fmt="auto", column=None, encoding="utf-8",
-                    n_workers=None, progress=True, vocab_from=None):
+                    n_workers=None, progress=True, vocab_from=None, overwrite=False):
     """Tokenise a corpus into the folder `out` (ids.bin, offsets.npy, vocab.txt, meta.json), which
     `pretrain` accepts as its corpus: tokenise once on one machine, train on another.
 
     `vocab_from` (a token folder or a model directory) reuses its vocabulary and tokenizer settings,
-    e.g. for a held-out validation text."""
+    e.g. for a held-out validation text. A token folder of another corpus or other settings in
+    `out` is refused unless `overwrite` (then replaced once the new one is complete); one of the
+    same corpus and settings is reused."""
     vocab = sp = None
     if vocab_from is not None:
         vf = Path(vocab_from)
@@ -104,7 +106,7 @@ def tokenize_corpus(source, out, tok_cfg: TokenizerConfig, *, fmt="auto", column
         tok_cfg = TokenizerConfig.from_dict(meta["tokenizer"])
         sp = str(vf / "spm.model") if (vf / "spm.model").is_file() else None
     data, _ = build_corpus(source, tok_cfg, fmt=fmt, column=column, encoding=encoding, cache_dir=out,
-                           vocab=vocab, sp_model=sp, n_workers=n_workers, progress=progress)
+                           vocab=vocab, sp_model=sp, n_workers=n_workers, progress=progress, replace=overwrite)
     return data
 
 

@@ -260,7 +260,8 @@ def cmd_corpus_tokenize(a) -> int:
 
     tok = TokenizerConfig(kind=a.tokenizer, max_vocab=a.max_vocab, min_freq=a.min_freq, sp_vocab_size=a.sp_vocab)
     data = tokenize_corpus(a.source, a.out, tok, fmt=a.fmt, column=a.column, encoding=a.encoding,
-                           n_workers=a.workers, progress=not a.quiet, vocab_from=a.vocab_from)
+                           n_workers=a.workers, progress=not a.quiet, vocab_from=a.vocab_from,
+                           overwrite=a.overwrite)
     print(f"{data.n_tokens():,} tokens of {data.n_docs():,} documents, vocabulary {len(data.vocab):,}, "
           f"written to {a.out}; train on it with `ulmfit pretrain {a.out} --out DIR`")
     return 0
@@ -681,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("source", help="folder of .txt, text file, WikiText file, CSV/TSV/JSONL")
     c.add_argument("--out", required=True, help="the folder to write")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace the tokens of another corpus or other settings already in --out "
+                        "(the same corpus and settings are reused as they are)")
     c.add_argument("--vocab-from", default=None,
                    help="reuse the vocabulary and tokenizer of this token folder or model (e.g. for a validation text)")
     _add_tokenizer_args(c)

@@ -130,6 +130,7 @@ def build_corpus(
     n_workers: int | None = None,
     progress: bool = True,
     keep: Vocab | None = None,
+    replace: bool = True,
 ) -> tuple[TokenIds, str | None]:
     """Tokenise and numericalise `source` (or reuse its cache); returns (ids, sp_model path).
 
@@ -138,6 +139,8 @@ def build_corpus(
     corpus get an id however rare they are (fine-tuning: the pretrained words). Subword level trains SentencePiece on a
     sample of the corpus unless `sp_model` is given. The returned sp_model path (None for word
     level) is the copy inside the cache folder, from which the same tokenizer can be rebuilt.
+    `replace`: a cache of another corpus or other settings in `cache_dir` is replaced once the new
+    one is complete; False refuses instead (a folder the user named, not the shared cache).
     """
     path = Path(source).resolve()
     fmt = resolve_format(path, fmt, encoding)
@@ -156,6 +159,14 @@ def build_corpus(
         return data, data.sp_model
     if final.exists() and not _is_replaceable(final):
         raise UlmfitError(f"{final} exists and is not a ulmfit token cache; choose another cache folder")
+    if not replace and (final / "meta.json").is_file():
+        try:
+            old = json.loads((final / "meta.json").read_text(encoding="utf-8"))
+            what = f" (of {old.get('source', '?')}, {old.get('n_tokens', 0):,} tokens, made {old.get('created', '?')})"
+        except (OSError, ValueError, AttributeError):
+            what = ""
+        raise UlmfitError(f"{final} already holds tokens of another corpus or other settings{what}; "
+                          "pass --overwrite to replace them, or choose another --out")
 
     final.parent.mkdir(parents=True, exist_ok=True)
     for gone, size in sweep_stale_builds(final.parent):
