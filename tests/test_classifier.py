@@ -266,6 +266,30 @@ def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
     assert res["epochs"] == 5 and res["valid_accuracy"] > 0.8
 
 
+def test_an_interrupted_classifier_whose_data_moved_resumes_from_its_new_place(task, tmp_path, monkeypatch):
+    import shutil
+
+    from ulmfit.cli import main
+    from ulmfit.train.classify import ClassifierTrainer
+
+    data = tmp_path / "train.csv"
+    shutil.copy(task / "train.csv", data)
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
+        with pytest.raises(UlmfitError, match="interrupted"):
+            train_classifier(task / "lm", data, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    moved = tmp_path / "moved.csv"
+    data.rename(moved)
+    with pytest.raises(UlmfitError, match="not there any more.*train-classifier NEW_PATH --resume"):
+        train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    with pytest.raises(UlmfitError, match="not the same data"):  # other labeled texts: other split sizes
+        train_classifier(None, task / "test.csv", tmp_path / "c", resume=True, progress=False)
+    assert main(["train-classifier", str(moved), "--resume", str(tmp_path / "c"), "--quiet"]) == 0
+    saved = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert saved["source"]["data"] == str(moved.resolve()) and len(saved["history"]) == 5
+
+
 def test_a_classifier_stopped_inside_a_batch_ends_as_if_never_stopped(task, tmp_path, monkeypatch):
     """Stopped in the last batch of an epoch (after its forward pass), a run used to redo that batch
     with other dropout masks, on BatchNorm statistics that had already counted it, and to report the

@@ -83,6 +83,34 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stoppe
                                                                       rel=1e-4)
 
 
+def test_a_run_whose_data_moved_resumes_from_its_new_place_and_only_on_the_same_data(tmp_path, corpus, monkeypatch):
+    import shutil
+
+    c = cfg(epochs=2)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    text = tmp_path / "text.txt"
+    shutil.copy(corpus, text)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 23)
+        with pytest.raises(UlmfitError, match="interrupted at step 23"):
+            pretrain(text, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    moved = tmp_path / "elsewhere" / "text.txt"
+    moved.parent.mkdir()
+    text.rename(moved)
+    with pytest.raises(UlmfitError, match="not there any more.*ulmfit pretrain NEW_PATH --resume"):
+        pretrain(None, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    other = tmp_path / "other.txt"
+    other.write_text(moved.read_text() + "one more document for a different corpus\n")
+    with pytest.raises(UlmfitError, match="not the same data"):
+        pretrain(other, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    pretrain(moved, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    a, _, _ = ckpt.load_model(tmp_path / "full")
+    b, saved, _ = ckpt.load_model(tmp_path / "cut")
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)
+    assert saved["data"]["source"] == str(moved.resolve())  # the next resume finds it there
+
+
 def test_resume_refuses_a_directory_without_a_run(tmp_path, corpus):
     with pytest.raises(UlmfitError, match="cannot resume"):
         pretrain(corpus, tmp_path / "nothing", resume=True, progress=False)

@@ -182,11 +182,33 @@ def _train_cfg_from(saved: dict, overrides: dict) -> LMTrainConfig:
     return cfg
 
 
-def _resumed_run(out: Path, extend: dict | None):
-    """A run's saved config, its data settings and its training config (with an extended budget)."""
+def resumed_source(saved_path, given, out: Path, what: str, usage: str):
+    """Where a resumed run reads its data: `given` (the data's new location, when it moved) or the
+    path the run saved, which must still be there."""
+    if given is not None:
+        return given
+    if saved_path is None or not Path(saved_path).exists():
+        raise UlmfitError(f"cannot resume: {out} was trained on {what} {saved_path}, which is not there any more; "
+                          f"if it moved, give its new location: {usage}")
+    return saved_path
+
+
+def check_same_data(saved: dict, n_tokens: int, n_docs: int, out: Path, source) -> None:
+    """A resumed LM run continues at a position in its data stream: the data must be the same."""
+    want = (saved.get("n_tokens"), saved.get("n_docs"))
+    if None not in want and want != (n_tokens, n_docs):
+        raise UlmfitError(f"cannot resume: {out} was trained on {want[0]:,} tokens in {want[1]:,} documents, "
+                          f"{source} gives {n_tokens:,} in {n_docs:,}; it is not the same data")
+
+
+def _resumed_run(out: Path, extend: dict | None, source=None, command: str = "pretrain"):
+    """A run's saved config, its data settings (`source`, when given, is the data's new location)
+    and its training config (with an extended budget)."""
     saved = ckpt.read_config(out, "language_model")
     d = saved.get("data", {})
-    data = (d["source"], d["fmt"], d.get("column"), d.get("encoding", "utf-8"), d["valid_frac"],
+    where = resumed_source(d.get("source"), source, out, "the text",
+                           f"`ulmfit {command} NEW_PATH --resume {out}`")
+    data = (where, d["fmt"], d.get("column"), d.get("encoding", "utf-8"), d["valid_frac"],
             d.get("max_valid_tokens"))
     return saved, data, _train_cfg_from(saved["train"], extend or {})
 
@@ -197,13 +219,16 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
              resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
              arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None,
              valid_source=None, init_from=None) -> dict:
-    """Stage 1: train an AWD-LSTM language model from scratch on a general corpus."""
+    """Stage 1: train an AWD-LSTM language model from scratch on a general corpus. With `resume`,
+    the interrupted run in `out` continues with its saved settings and data; `corpus`, when given,
+    is that data's new location (checked to give the same tokens)."""
     out = Path(out)
     dist_.init_from_env()
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
-        saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(out, extend)
+        saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
+            out, extend, corpus, "pretrain")
         valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
@@ -228,6 +253,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         raise UlmfitError(f"the corpus was tokenised with another vocabulary than {init_from}; tokenise it with "
                           f"`ulmfit corpus tokenize ... --vocab-from {init_from}`")
     if resume:
+        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, corpus)
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the corpus now gives a different vocabulary than {out} was trained with")
@@ -320,7 +346,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
-        saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(out, extend)
+        saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
+            out, extend, texts, "finetune-lm")
         from_dir = saved.get("finetuned_from", from_dir)
     train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3, patience=1)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
@@ -363,6 +390,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
         model.encoder.embedding.weight.copy_(w)
         model.decoder.decoder.bias.copy_(b)
     if resume:
+        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, texts)
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the target text now gives a different vocabulary than {out} was trained with")

@@ -56,9 +56,10 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     an optional separate validation set, else `valid_frac` of `data` is held out, stratified.
     `pretrained=False` keeps only the LM's vocabulary and tokenizer and starts the encoder from
     random weights (the from-scratch baseline of the benchmarks). `resume=True` continues the
-    interrupted run in `out` with its saved settings and data; a run trained on texts in memory
-    saved no path, so `data` must then be the same LabeledTexts again."""
-    from .api import _check_out, require_saved_run, resolve_device
+    interrupted run in `out` with its saved settings and data; `data`, when given, is that data's
+    new location (a path), or, for a run trained on texts in memory (which saved no path), the
+    same LabeledTexts again; either is checked to give the same split sizes."""
+    from .api import _check_out, require_saved_run, resolve_device, resumed_source
     from .pretrained import default_lm
 
     out = Path(out)
@@ -70,12 +71,14 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
             raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
         s = saved.get("source", {})
         # a run started from texts in memory (the Python API) saved no path: the caller hands the
-        # same texts again, and the split's size is checked below
-        if s.get("data") is not None or not isinstance(data, LabeledTexts):
-            data = s.get("data")
-        if data is None:
+        # same texts again; a file that moved is given at its new place. The split's sizes are
+        # checked below.
+        if s.get("data") is None and not isinstance(data, LabeledTexts):
             raise UlmfitError(f"cannot resume: {out} was trained on texts in memory; pass the same texts "
                               "as `data` to train_classifier(..., resume=True)")
+        if s.get("data") is not None:
+            data = resumed_source(s["data"], None if isinstance(data, LabeledTexts) else data, out,
+                                  "the labeled data", f"`ulmfit train-classifier NEW_PATH --resume {out}`")
         lm, valid, valid_frac = s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac)
         read_args, max_train = s.get("read_args", {}), s.get("max_train")
         cfg = ClassifierTrainConfig.from_dict(saved["train"])

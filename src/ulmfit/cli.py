@@ -130,7 +130,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     p.add_argument("--out", required=False, help="output model directory")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the interrupted (or finished, with a larger --epochs/--max-tokens) run in DIR "
-                        "(or in --out)")
+                        "(or in --out) with its saved data and settings; a data argument given too is where that "
+                        "data is now (when it moved), checked to be the same")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -322,7 +323,7 @@ def cmd_train_classifier(a) -> int:
         out = Path(a.resume if isinstance(a.resume, str) else (a.out or ""))
         if not str(out):
             raise UlmfitError("--resume needs the classifier directory (or --out)")
-        res = train_classifier(None, None, out, resume=True, progress=not a.quiet, device=a.device)
+        res = train_classifier(None, a.data, out, resume=True, progress=not a.quiet, device=a.device)
     else:
         if not a.data or not a.out:
             raise UlmfitError("give DATA (the labeled training data) and --out DIR")
@@ -636,7 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None, help="tokeniser processes")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
-                   help="continue the interrupted run in DIR (or --out)")
+                   help="continue the interrupted run in DIR (or --out) with its saved data and settings; DATA "
+                        "given too is where that data is now (when it moved), checked to be the same")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_train_classifier)
@@ -751,10 +753,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Options a resumed run still takes from the command line; the rest come from its saved config.
-RESUME_OPTIONS = {
-    "pretrain": {"epochs", "max_tokens", "max_minutes", "save_every"},
-    "finetune-lm": {"epochs", "max_tokens", "max_minutes", "save_every"},
-    "train-classifier": set(),
+RESUME_OPTIONS = {  # the data argument, when given, is the data's new location (checked to be the same data)
+    "pretrain": {"corpus", "epochs", "max_tokens", "max_minutes", "save_every"},
+    "finetune-lm": {"texts", "epochs", "max_tokens", "max_minutes", "save_every"},
+    "train-classifier": {"data"},
 }
 ALWAYS_OPTIONS = {"resume", "out", "quiet", "device", "workers", "fn", "command", "overwrite"}
 
