@@ -11,7 +11,7 @@ import torch
 from ulmfit import checkpoint as ckpt
 from ulmfit.api import pretrain
 from ulmfit.classifier_api import TextClassifier, evaluate, train_classifier
-from ulmfit.data.labeled import read_labeled
+from ulmfit.data.labeled import LabeledTexts, read_labeled
 from ulmfit.cli import main
 from ulmfit.io import UlmfitError
 from ulmfit.model.awd_lstm import preset
@@ -675,3 +675,123 @@ def test_predict_drops_a_byte_order_mark_and_checks_its_paths(trained, tmp_path,
     assert "--encoding nonsense" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "plain.txt"), *model, "--out", str(tmp_path / "new" / "p.csv")]) == 0
     assert (tmp_path / "new" / "p.csv").read_text().count("\n") == 3
+
+
+# ----- the Python API with the inputs a user would try (found by a black-box audit) -----
+
+def test_a_single_string_or_a_non_string_item_is_refused_not_split_into_characters(trained):
+    task, _ = trained
+    clf = TextClassifier.load(task / "clf")
+    with pytest.raises(UlmfitError, match="not a single string"):
+        clf.predict("a wonderful film")
+    with pytest.raises(UlmfitError, match=r"texts\[1\] is NoneType"):
+        clf.predict_proba(["good", None])
+    assert clf.predict(np.array(["superb", "terrible"])) == clf.predict(("superb", "terrible"))  # any sequence
+    assert clf.predict_proba(t for t in ["superb"]).shape == (1, 2)
+
+
+def test_labels_in_memory_may_be_numbers_and_evaluate_like_a_files_labels(task, tmp_path):
+    from ulmfit.data.labeled import read_labeled
+
+    train = read_labeled(task / "train.csv")
+    as_int = LabeledTexts(train.texts, [int(lab == "pos") for lab in train.labels], "ints")
+    assert set(as_int.labels) == {"0", "1"}  # the strings a CSV of 0/1 labels gives
+    train_classifier(task / "lm", as_int, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                     progress=False, n_workers=1)
+    test = read_labeled(task / "test.csv")
+    rep = TextClassifier.load(tmp_path / "c").evaluate(
+        LabeledTexts(test.texts, np.array([int(lab == "pos") for lab in test.labels]), "numpy ints"))
+    assert rep["labels"] == ["0", "1"] and rep["accuracy"] > 0.8
+    with pytest.raises(UlmfitError, match="example 1 has no label"):
+        LabeledTexts(["a", "b"], ["x", None], "mem")
+    with pytest.raises(UlmfitError, match="text 0 is int"):
+        LabeledTexts([5, "b"], ["x", "y"], "mem")
+
+
+def test_bad_arguments_to_the_classifier_api_are_clear_errors(trained, tmp_path):
+    task, _ = trained
+    clf = TextClassifier.load(task / "clf")
+    with pytest.raises(UlmfitError, match="give a classifier directory"):
+        TextClassifier.load([])
+    with pytest.raises(UlmfitError, match="no examples to evaluate"):
+        clf.evaluate(LabeledTexts([], [], "empty"))
+    with pytest.raises(UlmfitError, match="takes labeled data"):
+        clf.evaluate([("great", "pos")])
+    with pytest.raises(UlmfitError, match="path of a file or folder, not list.*LabeledTexts"):
+        train_classifier(task / "lm", [("great", "pos")], tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # refused before anything was written
+    one_each = LabeledTexts(["great film", "awful film"], ["pos", "neg"], "two")
+    with pytest.raises(UlmfitError, match="validation split of 2 examples is empty.*--valid-frac 0"):
+        train_classifier(task / "lm", one_each, tmp_path / "c2", progress=False)
+
+
+def test_an_ensemble_whose_members_tokenise_differently_averages_their_own_predictions(trained, tmp_path):
+    """Members share encoded texts only when their vocabularies are the same: two vocabularies of one
+    size and one beginning (their first 50 tokens) used to share them, and a member read the other's
+    token ids."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    task, _ = trained
+    extra = [f"zzword{i}" for i in range(40)]  # past the 50th token, with embeddings of their own
+    torch.manual_seed(0)
+    rows = torch.randn(len(extra), 32)
+    for name, order in (("a", extra), ("b", extra[:-2] + extra[-1:] + extra[-2:-1])):  # b: last two swapped
+        d = tmp_path / "ens" / name
+        shutil.copytree(task / "clf", d)
+        itos = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        itos = [w for w in itos if w] + order
+        (d / "vocab.txt").write_text("\n".join(itos) + "\n", encoding="utf-8")
+        t = load_file(str(d / "model.safetensors"))
+        t["encoder.embedding.weight"] = torch.cat([t["encoder.embedding.weight"], rows]).contiguous()
+        save_file(t, str(d / "model.safetensors"))
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["arch"]["vocab_size"] = len(itos)
+        (d / "config.json").write_text(json.dumps(cfg))
+    assert len(itos) > 50
+    texts = [f"a great {extra[-1]} film", f"{extra[-2]} {extra[-2]} terrible {extra[-1]}", "superb"]
+    pa = TextClassifier.load(tmp_path / "ens" / "a").predict_proba(texts)
+    pb = TextClassifier.load(tmp_path / "ens" / "b").predict_proba(texts)
+    assert not np.allclose(pa, pb, atol=1e-4)
+    np.testing.assert_allclose(TextClassifier.load(tmp_path / "ens").predict_proba(texts), (pa + pb) / 2, atol=1e-6)
+
+
+def test_an_ensemble_member_without_its_config_is_an_error_not_a_smaller_ensemble(trained, tmp_path):
+    import shutil
+
+    task, _ = trained
+    for d in ("fwd", "bwd"):
+        shutil.copytree(task / "clf", tmp_path / "ens" / d)
+    (tmp_path / "ens" / "bwd" / "config.json").unlink()
+    with pytest.raises(UlmfitError, match="bwd holds model weights but no config.json"):
+        TextClassifier.load(tmp_path / "ens")
+
+
+def test_a_damaged_batchnorm_variance_or_a_repeated_label_is_refused_on_load(trained, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    task, _ = trained
+    bad = tmp_path / "var"
+    shutil.copytree(task / "clf", bad)
+    t = load_file(str(bad / "model.safetensors"))
+    k = next(k for k in t if k.endswith("running_var"))
+    t[k] = -t[k].abs() - 1
+    save_file(t, str(bad / "model.safetensors"))
+    with pytest.raises(UlmfitError, match="negative variances"):
+        TextClassifier.load(bad)
+    twice = tmp_path / "labels"
+    shutil.copytree(task / "clf", twice)
+    cfg = json.loads((twice / "config.json").read_text())
+    labels = cfg["labels"]
+    cfg["labels"] = [labels[0]] * len(labels)
+    (twice / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UlmfitError, match="names a label twice"):
+        TextClassifier.load(twice)
+    cfg["labels"] = labels
+    del cfg["tokenizer"]
+    (twice / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UlmfitError, match="no 'tokenizer' section"):
+        TextClassifier.load(twice)

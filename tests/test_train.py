@@ -301,6 +301,34 @@ def test_generate_and_evaluate_from_python(tmp_path, corpus):
     assert 1.0 < res["perplexity"] < len(lm.vocab)
 
 
+def test_the_language_model_api_refuses_what_it_would_misread(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    lm = LanguageModel.load(tmp_path / "lm")
+    with pytest.raises(UlmfitError, match="not a single string"):  # it would be scored letter by letter
+        lm.perplexity("The cat likes the red ball.")
+    with pytest.raises(UlmfitError, match=r"texts\[1\] is NoneType"):
+        lm.perplexity(["The cat.", None])
+    with pytest.raises(UlmfitError, match="give the texts"):
+        lm.evaluate()
+    with pytest.raises(UlmfitError, match="too few to measure a perplexity"):
+        lm.perplexity(["cat"])
+    # the prompt comes back as typed, also its words the vocabulary lacks
+    assert lm.generate("Zebras quixotically", n_tokens=0) == "Zebras quixotically"
+    assert lm.generate("I \u2764 Z\u00fcrich", n_tokens=3, seed=0).startswith("I \u2764 Z\u00fcrich ")
+    for bad in ({"temperature": float("nan")}, {"top_k": -1}, {"n_tokens": -5}):
+        with pytest.raises(UlmfitError, match="must be"):
+            lm.generate("The cat", **bad)
+    with pytest.raises(UlmfitError, match="prompt must be a string"):
+        lm.generate(None)
+    for call in (lambda: pretrain(["a text", "another"], tmp_path / "p", progress=False),
+                 lambda: finetune_lm(tmp_path / "lm", ["a text"], tmp_path / "p", progress=False)):
+        with pytest.raises(UlmfitError, match="path of a file or folder, not list.*text file"):
+            call()
+    with pytest.raises(UlmfitError, match="unknown preset 'huge'"):
+        pretrain(corpus, tmp_path / "p", preset="huge", progress=False)
+    assert not (tmp_path / "p").exists()  # all refused before anything was written
+
+
 def test_pretraining_continues_from_a_finished_model_with_its_vocabulary(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     with pytest.raises(UlmfitError, match="holds no saved run"):  # nothing there (a wrong path, or no save yet)

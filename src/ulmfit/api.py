@@ -19,10 +19,11 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import UlmfitError, append_jsonl, read_json
+from .io import UlmfitError, append_jsonl, as_texts, read_json
+from .model.awd_lstm import PRESETS
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
-from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize
+from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize, join_continuation
 from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
 from .train import distributed as dist_
@@ -67,6 +68,15 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
         raise UlmfitError(f"--out {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UlmfitError(f"{out} already holds files; {choices}")
+
+
+IN_MEMORY_HINT = "; to use texts in memory, write them to a text file first, one text per line"
+
+
+def require_path(x, what: str, hint: str = "") -> None:
+    """A data argument that must be a file or folder (a list of texts here would fail deep inside)."""
+    if not isinstance(x, (str, os.PathLike)):
+        raise UlmfitError(f"{what} must be the path of a file or folder, not {type(x).__name__}{hint}")
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -223,6 +233,10 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     the interrupted run in `out` continues with its saved settings and data; `corpus`, when given,
     is that data's new location (checked to give the same tokens)."""
     out = Path(out)
+    if corpus is not None or not resume:
+        require_path(corpus, "the corpus", IN_MEMORY_HINT)
+    if not resume and init_from is None and preset not in PRESETS:
+        raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     dist_.init_from_env()
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
@@ -342,6 +356,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
+    if texts is not None or not resume:
+        require_path(texts, "the target text", IN_MEMORY_HINT)
     dist_.init_from_env()
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
@@ -451,8 +467,13 @@ class LanguageModel:
         if source is not None:
             data, _ = build_corpus(source, self.tok_cfg, fmt=fmt, column=column, encoding=encoding,
                                    vocab=self.vocab, sp_model=self.sp_model, progress=progress)
+        elif texts is None:
+            raise UlmfitError("give the texts to evaluate on (a list), or source= (a file or folder)")
         else:
-            data = _in_memory_corpus(self.encode(list(texts)), self.vocab)
+            data = _in_memory_corpus(self.encode(as_texts(texts)), self.vocab)
+        if data.n_tokens() < 3:  # a text of one word: xxbos and the word, nothing to predict from it
+            raise UlmfitError(f"the text has {data.n_tokens()} tokens, too few to measure a perplexity "
+                              "(at least 3: the text's start marker and two words)")
         bs = max(1, min(bs, (data.n_tokens() - 1) // (bptt + 1)))
         stream = LMStream(data, bs, bptt, shuffle=False, variable_bptt=False, backwards=self.backwards)
         return evaluate_lm(self.model, stream, bf16_pays(), progress=progress)
@@ -466,8 +487,14 @@ class LanguageModel:
         """Continue `prompt` by sampling (a sanity look at what the model learned)."""
         if self.backwards:
             raise UlmfitError("this is a backward language model; it reads text right to left and cannot continue a prompt")
-        if temperature <= 0:
-            raise UlmfitError("temperature must be > 0")
+        if not isinstance(prompt, str):
+            raise UlmfitError(f"the prompt must be a string, not {type(prompt).__name__}")
+        if not temperature > 0 or math.isinf(temperature):  # also NaN
+            raise UlmfitError(f"temperature must be a number > 0, not {temperature}")
+        if not isinstance(n_tokens, int) or n_tokens < 0:
+            raise UlmfitError(f"n_tokens must be a whole number >= 0, not {n_tokens!r}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
+            raise UlmfitError(f"top_k must be a whole number >= 0 (0 or None: no cut-off), not {top_k!r}")
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         ids = [int(i) for i in self.encode([prompt])[0]] if prompt.strip() else [self.vocab.stoi[BOS]]
         self.model.eval()
@@ -486,8 +513,8 @@ class LanguageModel:
             out.append(nxt)
             logits = self.model(torch.tensor([[nxt]]))[0, -1]
         self.model.reset()
-        prompt_tokens = self.vocab.textify(ids)
-        return detokenize(prompt_tokens + self.vocab.textify(out))
+        # the prompt as typed (its tokens would show words the vocabulary lacks as xxunk), then the sample
+        return join_continuation(prompt, detokenize(self.vocab.textify(out)))
 
 
 def lm_eval(model_dir, texts, *, fmt="auto", column=None, encoding="utf-8", bs=16, bptt=70, progress=True) -> dict:

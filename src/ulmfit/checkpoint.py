@@ -124,13 +124,23 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
             raise UlmfitError(f"{cfg_path}: its {section!r} section is {type(cfg[section]).__name__}, not an object")
     if "labels" in cfg and not (isinstance(cfg["labels"], list) and all(isinstance(x, str) for x in cfg["labels"])):
         raise UlmfitError(f"{cfg_path}: 'labels' must be a list of label names")
+    if "labels" in cfg and len(set(cfg["labels"])) != len(cfg["labels"]):
+        raise UlmfitError(f"{cfg_path}: 'labels' names a label twice; the file is damaged or was edited")
     return cfg
+
+
+def require_sections(cfg: dict, path: Path, *sections: str) -> None:
+    """The config sections that loading a model needs (a damaged or hand-edited file may lack one)."""
+    for section in sections:
+        if section not in cfg:
+            raise UlmfitError(f"{path / CONFIG} has no {section!r} section; the file is damaged or was edited")
 
 
 def load_model(path: str | os.PathLike) -> tuple[AWDLSTMLanguageModel, dict, Vocab]:
     """A language model from its directory, in eval mode, with its config and vocabulary."""
     path = Path(path)
     cfg = read_config(path, "language_model")
+    require_sections(cfg, path, "arch", "tokenizer")
     try:
         arch = AWDLSTMConfig.from_dict(cfg["arch"])
     except (KeyError, TypeError, ValueError) as e:
@@ -165,6 +175,8 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise UlmfitError(f"{where}: {k} holds NaN or infinite values; the file is damaged (a model "
                               "saved by ulmfit never does: training stops when its loss stops being finite)")
+        if k.endswith("running_var") and bool((v < 0).any()):  # a variance: a square root of it comes next
+            raise UlmfitError(f"{where}: {k} holds negative variances; the file is damaged")
     with torch.no_grad():
         sd = model.state_dict()
         for k, v in tensors.items():
@@ -284,6 +296,7 @@ def load_classifier(path: str | os.PathLike):
 
     path = Path(path)
     cfg = read_config(path, "classifier")
+    require_sections(cfg, path, "arch", "head", "tokenizer", "labels")
     try:
         arch = AWDLSTMConfig.from_dict(cfg["arch"])
         head = HeadConfig.from_dict(cfg["head"])

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import replace
@@ -19,7 +20,7 @@ import torch
 from . import checkpoint as ckpt
 from .data.clas import ClassificationData, _encode
 from .data.labeled import LabeledTexts, check_labels, read_labeled, stratified_split, validate_training
-from .io import UlmfitError, atomic_write_json
+from .io import UlmfitError, as_texts, atomic_write_json
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.classify import SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer, predict_probs
@@ -59,11 +60,14 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     interrupted run in `out` with its saved settings and data; `data`, when given, is that data's
     new location (a path), or, for a run trained on texts in memory (which saved no path), the
     same LabeledTexts again; either is checked to give the same split sizes."""
-    from .api import _check_out, require_saved_run, resolve_device, resumed_source
+    from .api import _check_out, require_path, require_saved_run, resolve_device, resumed_source
     from .pretrained import default_lm
 
     out = Path(out)
     read_args = dict(read_args or {})
+    if (data is not None or not resume) and not isinstance(data, LabeledTexts):
+        require_path(data, "the labeled data", "; for texts and labels in memory, pass "
+                     "ulmfit.data.labeled.LabeledTexts(texts, labels, 'name')")
     if resume:
         require_saved_run(out)
         saved = ckpt.read_config(out, "classifier")
@@ -112,7 +116,12 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                               "a valid_frac (--valid-frac) above 0")
         valid_texts = None
     else:
+        n_all = len(train_texts)
         train_texts, valid_texts = stratified_split(train_texts, valid_frac, cfg.seed)
+        if not len(valid_texts) and n_all:
+            raise UlmfitError(f"the {valid_frac:g} validation split of {n_all} examples is empty (each class keeps "
+                              "at least one training example); give validation data (--valid), or train on "
+                              "every label with --valid-frac 0")
     validate_training(train_texts)
     sizes = (len(train_texts), len(valid_texts) if valid_texts is not None else 0)
     if resume and sizes != (s.get("n_train", sizes[0]), s.get("n_valid", sizes[1])):
@@ -201,12 +210,21 @@ class TextClassifier:
         subs = sorted(p for p in path.iterdir() if (p / ckpt.CONFIG).exists()) if path.is_dir() else []
         if not subs:
             raise UlmfitError(f"{path} is neither a classifier directory nor a folder of them (no config.json)")
+        # a subfolder that holds a model's weights but no config.json is a damaged member, not a
+        # folder to pass over: an ensemble that quietly lost its backward model predicts differently
+        broken = [p for p in sorted(path.iterdir()) if p.is_dir() and p not in subs and (p / ckpt.WEIGHTS).exists()]
+        if broken:
+            raise UlmfitError(f"{broken[0]} holds model weights but no {ckpt.CONFIG}: a damaged ensemble member; "
+                              f"restore it, or move it out of {path} to use the other members alone")
         return subs
 
     @classmethod
     def load(cls, paths) -> "TextClassifier":
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        paths = list(paths)
+        if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+            raise UlmfitError("give a classifier directory, a folder of them, or a list of directories")
         dirs = [d for p in paths for d in cls.member_dirs(p)]
         members, labels, multi = [], None, False
         for d in dirs:
@@ -223,13 +241,15 @@ class TextClassifier:
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,
                       per_member: bool = False):
-        texts = list(texts)
+        texts = as_texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         probs = []
         cache: dict = {}
         for model, cfg, vocab, tok, sp, backwards, d in self.members:
-            key = (tuple(vocab.itos[:50]), len(vocab), tok.kind, sp)
+            # members share encoded texts only when they tokenise alike: the whole vocabulary, the
+            # tokenizer's settings and its SentencePiece model
+            key = (tuple(vocab.itos), json.dumps(tok.to_dict(), sort_keys=True), sp)
             if key not in cache:
                 cache[key] = _encode(texts, tok, vocab, sp, n_workers, progress)
             ids = cache[key]
@@ -250,6 +270,12 @@ class TextClassifier:
     def evaluate(self, data: LabeledTexts, bs: int = 64, progress: bool = False) -> dict:
         from .data.labeled import check_label_names
 
+        if not isinstance(data, LabeledTexts):
+            raise UlmfitError("evaluate takes labeled data: a LabeledTexts (ulmfit.classifier_api.load_labeled(path), "
+                              "or ulmfit.data.labeled.LabeledTexts(texts, labels, 'name')), not "
+                              + type(data).__name__)
+        if not len(data):
+            raise UlmfitError(f"{data.source}: no examples to evaluate on")
         if self.multi_label and not data.multi_label and len(data):
             raise UlmfitError("this classifier is multi-label (several labels per text): read the evaluation data "
                               "with the separator its labels use (--multi-label-sep, e.g. ',')")

@@ -17,6 +17,22 @@ class UlmfitError(Exception):
     """An error whose message is meant for the user as it is (the CLI prints it, no traceback)."""
 
 
+def as_texts(texts, what: str = "texts") -> list[str]:
+    """`texts` as a list of strings: any iterable of str (a list, tuple, numpy array, generator).
+    A single string is refused, since iterating it would give one text per character, and so is
+    an item that is not a string (None, a number), by its position."""
+    if isinstance(texts, (str, bytes)):
+        raise UlmfitError(f"{what} must be a list of texts, not a single string: wrap it, e.g. [text]")
+    try:
+        out = list(texts)
+    except TypeError:
+        raise UlmfitError(f"{what} must be a list of texts, not {type(texts).__name__}") from None
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise UlmfitError(f"{what}[{i}] is {type(t).__name__} {t!r:.40}, not a string")
+    return out
+
+
 def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -45,6 +45,20 @@ _SKIP_DIRS = ("unsup",)  # aclImdb's unlabeled reviews: text for the LM, never a
 _COLUMN_HINT = "choose with --text-col / --label-col"
 
 
+def _memory_label(lab, i: int, source: str):
+    """A label given in memory as the string a JSONL file would give (`_label_str`: 1 and 1.0 -> "1",
+    True -> "true"); a list of them for multi-label data. None is refused, as is any other object."""
+    if isinstance(lab, str):
+        return lab
+    if isinstance(lab, (list, tuple)):
+        return [_memory_label(x, i, source) for x in lab]
+    if hasattr(lab, "item") and getattr(lab, "ndim", 1) == 0:  # a numpy scalar
+        lab = lab.item()
+    if lab is None or (isinstance(lab, float) and lab != lab):
+        raise UlmfitError(f"{source}: example {i} has no label ({lab})")
+    return _label_str(lab, f"{source}: example {i}")
+
+
 @dataclass
 class LabeledTexts:
     """Texts with their labels (a str each, or a list of str each for multi-label data)."""
@@ -58,7 +72,15 @@ class LabeledTexts:
 
     def __post_init__(self):
         if len(self.texts) != len(self.labels):
-            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+            raise UlmfitError(f"{self.source}: {len(self.texts)} texts but {len(self.labels)} labels")
+        # Labels are strings, as a file gives them: numbers (0/1 labels in memory) become their text,
+        # so that a classifier trained on a CSV of 0/1 also evaluates labels given as ints.
+        if not all(isinstance(lab, str) for lab in self.labels):
+            self.labels = [_memory_label(lab, i, self.source) for i, lab in enumerate(self.labels)]
+        if not all(isinstance(t, str) for t in self.texts):
+            bad = next(i for i, t in enumerate(self.texts) if not isinstance(t, str))
+            raise UlmfitError(f"{self.source}: text {bad} is {type(self.texts[bad]).__name__} "
+                              f"{self.texts[bad]!r:.40}, not a string")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -371,7 +393,7 @@ def _label_str(x, where: str) -> str:
         return str(int(x))
     if isinstance(x, (str, int, float)):
         return str(x).strip()
-    raise UlmfitError(f"{where}: a label must be a string, a number or a list of them, not {json.dumps(x)}")
+    raise UlmfitError(f"{where}: a label must be a string, a number or a list of them, not {x!r:.60}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -297,8 +297,19 @@ def detokenize(tokens: Sequence[str]) -> str:
             continue
         out.append(w)
         i += 1
-    text = " ".join(out)
-    return re.sub(r" ([.,!?;:')\]}]|n't|'s|'re|'ll|'ve|'m|'d)", r"\1", text)
+    return _NO_SPACE_BEFORE.sub(r"\1", " ".join(out))
+
+
+_NO_SPACE_BEFORE = re.compile(r" ([.,!?;:')\]}]|n't|'s|'re|'ll|'ve|'m|'d)")
+
+
+def join_continuation(prompt: str, continuation: str) -> str:
+    """`prompt` as the user typed it, then a generated `continuation` (detokenized), with no space
+    before the continuation's opening punctuation or clitic."""
+    head = prompt.rstrip()
+    if not head or not continuation:
+        return continuation or prompt
+    return head + ("" if _NO_SPACE_BEFORE.match(" " + continuation) else " ") + continuation
 
 
 # ---------------------------------------------------------------------------------------------
