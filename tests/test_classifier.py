@@ -720,6 +720,8 @@ def test_bad_arguments_to_the_classifier_api_are_clear_errors(trained, tmp_path)
     with pytest.raises(UlmfitError, match="path of a file or folder, not list.*LabeledTexts"):
         train_classifier(task / "lm", [("great", "pos")], tmp_path / "c")
     assert not (tmp_path / "c").exists()  # refused before anything was written
+    with pytest.raises(UlmfitError, match="example 1 has an empty text"):  # as a file's reader refuses it
+        train_classifier(task / "lm", LabeledTexts(["great", "  ", "awful"], ["pos", "pos", "neg"], "m"), tmp_path / "c")
     one_each = LabeledTexts(["great film", "awful film"], ["pos", "neg"], "two")
     with pytest.raises(UlmfitError, match="validation split of 2 examples is empty.*--valid-frac 0"):
         train_classifier(task / "lm", one_each, tmp_path / "c2", progress=False)

@@ -247,9 +247,13 @@ def check_one_class(data: LabeledTexts, what: str = "training") -> None:
 
 
 def validate_training(data: LabeledTexts) -> None:
-    """Raise if `data` cannot train a classifier: no examples, or a single class."""
+    """Raise if `data` cannot train a classifier: no examples, an empty text (a file's reader refuses
+    those with their line; texts given in memory are checked here), or a single class."""
     if len(data) == 0:
         raise UlmfitError(f"{data.source}: no training examples")
+    empty = next((i for i, t in enumerate(data.texts) if not t.strip()), None)
+    if empty is not None:
+        raise UlmfitError(f"{data.source}: example {empty} has an empty text; drop such examples first")
     check_one_class(data, "training")
 
 
