@@ -121,17 +121,20 @@ def _predict(clf, data, cache: dict):
                          progress=False)
 
 
+def done_keys(path: Path, fields: tuple[str, ...]) -> set[tuple]:
+    """The `fields` of every row already in the results file `path`: the runs to skip."""
+    if not path.exists():
+        return set()
+    return {tuple(json.loads(line).get(f) for f in fields) for line in path.read_text().splitlines() if line.strip()}
+
+
 def run(a) -> None:
     import numpy as np
 
     from ulmfit.classifier_api import TextClassifier
 
     A._maybe_jemalloc()
-    done = set()
-    if a.results.exists():
-        for line in a.results.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["dataset"], r["n_labels"], r["seed"], r["direction"], r["variant"]))
+    done = done_keys(a.results, ("dataset", "n_labels", "seed", "direction", "variant"))
     folder, train, test = A.load_dataset(a.dataset)
     dev, pool = dev_split(train)
     print(f"{a.dataset}: dev set {len(dev):,} texts (seed {DEV_SEED}), labels drawn from the other {len(pool):,}",

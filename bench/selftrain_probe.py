@@ -62,11 +62,7 @@ def run(a) -> None:
     from ulmfit.data.labeled import LabeledTexts
 
     A._maybe_jemalloc()
-    done = set()
-    if a.results.exists():
-        for line in a.results.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["dataset"], r["n_labels"], r["seed"], r["variant"], r.get("per_class")))
+    done = F.done_keys(a.results, ("dataset", "n_labels", "seed", "variant", "per_class"))
     folder, train, test = A.load_dataset(a.dataset)
     dev, pool = F.dev_split(train)
     lm, lm_info = A.target_lm(a.dataset, False, folder / "train.csv")
