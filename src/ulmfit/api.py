@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from dataclasses import replace
@@ -491,9 +492,9 @@ class LanguageModel:
             raise UlmfitError(f"the prompt must be a string, not {type(prompt).__name__}")
         if not temperature > 0 or math.isinf(temperature):  # also NaN
             raise UlmfitError(f"temperature must be a number > 0, not {temperature}")
-        if not isinstance(n_tokens, int) or n_tokens < 0:
+        if not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
             raise UlmfitError(f"n_tokens must be a whole number >= 0, not {n_tokens!r}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
+        if top_k is not None and (not isinstance(top_k, numbers.Integral) or top_k < 0):
             raise UlmfitError(f"top_k must be a whole number >= 0 (0 or None: no cut-off), not {top_k!r}")
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         ids = [int(i) for i in self.encode([prompt])[0]] if prompt.strip() else [self.vocab.stoi[BOS]]
