@@ -121,6 +121,20 @@ def _predict(clf, data, cache: dict):
                          progress=False)
 
 
+def write_row(path: Path, key: dict, labels: list, pdev, ptest, dev, test, seconds: float, extra: dict) -> dict:
+    """Score a run's dev and test probabilities and append its row (`key`, the scores, `extra`, the
+    time, date and commit) to the results file `path`; returns the row."""
+    dv, ts = _metrics(pdev, labels, dev), _metrics(ptest, labels, test)
+    row = {**key, "dev_accuracy": dv["accuracy"], "dev_macro_f1": dv["macro_f1"],
+           "test_accuracy": ts["accuracy"], "test_macro_f1": ts["macro_f1"], **extra,
+           "seconds": round(seconds, 1), "dev_n": len(dev), "dev_seed": DEV_SEED,
+           "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": A.commit()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
 def done_keys(path: Path, fields: tuple[str, ...]) -> set[tuple]:
     """The `fields` of every row already in the results file `path`: the runs to skip."""
     if not path.exists():
@@ -176,18 +190,11 @@ def run(a) -> None:
                             shutil.rmtree(out, ignore_errors=True)
                         extra = {"best_epoch": r["best_epoch"], "epochs": r["epochs"], "clf": r["clf"],
                                  "lm_perplexity": lms[bw][1].get("valid_perplexity")}
-                    dv, ts = _metrics(pdev, labels, dev), _metrics(ptest, labels, test)
-                    row = {"dataset": a.dataset, "n_labels": size, "seed": seed, "direction": d, "variant": v,
-                           "dev_accuracy": dv["accuracy"], "dev_macro_f1": dv["macro_f1"],
-                           "test_accuracy": ts["accuracy"], "test_macro_f1": ts["macro_f1"], **extra,
-                           "seconds": round(time.time() - t0, 1), "dev_n": len(dev), "dev_seed": DEV_SEED,
-                           "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                           "commit": A.commit()}
-                    a.results.parent.mkdir(parents=True, exist_ok=True)
-                    with open(a.results, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(f"== n={size} seed={seed} {v:<9} {d}: dev {dv['accuracy']:.4f} (F1 {dv['macro_f1']:.4f})  "
-                          f"test {ts['accuracy']:.4f}  {row['seconds']:.0f}s", flush=True)
+                    row = write_row(a.results, {"dataset": a.dataset, "n_labels": size, "seed": seed, "direction": d,
+                                                "variant": v}, labels, pdev, ptest, dev, test, time.time() - t0, extra)
+                    print(f"== n={size} seed={seed} {v:<9} {d}: dev {row['dev_accuracy']:.4f} "
+                          f"(F1 {row['dev_macro_f1']:.4f})  test {row['test_accuracy']:.4f}  {row['seconds']:.0f}s",
+                          flush=True)
 
 
 def load(path: Path = RESULTS) -> list[dict]:
@@ -232,12 +239,19 @@ def report(rows: list[dict], metric: str = "dev_accuracy") -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def harness_args(description: str) -> argparse.ArgumentParser:
+    """The arguments of every dev-set harness (this sweep, selftrain_probe.py): run or report, the
+    dataset, the label sizes and the seeds."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("what", nargs="?", choices=["run", "report"], default="report")
     ap.add_argument("--dataset", default="rotten-tomatoes", choices=A.DATASETS)
     ap.add_argument("--sizes", nargs="+", type=int, default=A.SIZES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = harness_args(__doc__.splitlines()[0])
     ap.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd"])
     ap.add_argument("--variants", nargs="+", default=["base"])
     ap.add_argument("--metric", default="dev_accuracy",

@@ -23,8 +23,6 @@ Scored on the dev set and, for the record, the test set. Rows go to bench/result
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
 import shutil
 import statistics
@@ -99,18 +97,11 @@ def run(a) -> None:
                                                   "per_class": a.per_class}, t1))
             shutil.rmtree(out, ignore_errors=True)
             for v, pd, pt, extra, ts in rows:
-                dv, tv = F._metrics(pd, labels, dev), F._metrics(pt, labels, test)
-                row = {"dataset": a.dataset, "n_labels": size, "seed": seed, "variant": v, "direction": "fwd",
-                       "dev_accuracy": dv["accuracy"], "dev_macro_f1": dv["macro_f1"],
-                       "test_accuracy": tv["accuracy"], "test_macro_f1": tv["macro_f1"], **extra,
-                       "lm_perplexity": lm_info.get("valid_perplexity"),
-                       "seconds": round((t1 if v == "base" else time.time()) - ts, 1), "dev_n": len(dev),
-                       "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "commit": A.commit()}
-                a.results.parent.mkdir(parents=True, exist_ok=True)
-                with open(a.results, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"== n={size} seed={seed} {v:<6} dev {dv['accuracy']:.4f}  test {tv['accuracy']:.4f}  "
+                row = F.write_row(a.results, {"dataset": a.dataset, "n_labels": size, "seed": seed, "variant": v,
+                                              "direction": "fwd"}, labels, pd, pt, dev, test,
+                                  (t1 if v == "base" else time.time()) - ts,
+                                  {**extra, "lm_perplexity": lm_info.get("valid_perplexity")})
+                print(f"== n={size} seed={seed} {v:<6} dev {row['dev_accuracy']:.4f}  test {row['test_accuracy']:.4f}  "
                       f"{row['seconds']:.0f}s" + (f"  pseudo {len(picked)} at {truth_ok:.3f} correct"
                                                    if v == "self1" else ""), flush=True)
 
@@ -135,11 +126,7 @@ def report(path: Path = RESULTS, metric: str = "dev_accuracy") -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", choices=["run", "report"], default="report")
-    ap.add_argument("--dataset", default="rotten-tomatoes", choices=A.DATASETS)
-    ap.add_argument("--sizes", nargs="+", type=int, default=A.SIZES)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap = F.harness_args(__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=500, help="pseudo-labels per predicted class")
     ap.add_argument("--metric", default="dev_accuracy", choices=["dev_accuracy", "test_accuracy"])
     ap.add_argument("--results", type=Path, default=RESULTS)
