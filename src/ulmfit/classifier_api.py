@@ -276,7 +276,7 @@ class TextClassifier:
                               + type(data).__name__)
         if not len(data):
             raise UlmfitError(f"{data.source}: no examples to evaluate on")
-        if self.multi_label and not data.multi_label and len(data):
+        if self.multi_label and not data.multi_label:
             raise UlmfitError("this classifier is multi-label (several labels per text): read the evaluation data "
                               "with the separator its labels use (--multi-label-sep, e.g. ',')")
         check_label_names(self.labels, data, "evaluation", "the classifier's labels")

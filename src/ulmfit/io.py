@@ -27,10 +27,15 @@ def as_texts(texts, what: str = "texts") -> list[str]:
         out = list(texts)
     except TypeError:
         raise UlmfitError(f"{what} must be a list of texts, not {type(texts).__name__}") from None
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise UlmfitError(f"{what}[{i}] is {type(t).__name__} {t!r:.40}, not a string")
+    bad = first_non_string(out)
+    if bad is not None:
+        raise UlmfitError(f"{what}[{bad}] is {type(out[bad]).__name__} {out[bad]!r:.40}, not a string")
     return out
+
+
+def first_non_string(items: list) -> int | None:
+    """The position of the first item that is not a str (None when all are)."""
+    return next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
 
 
 def _read_umask() -> int:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..io import UlmfitError
+from ..io import UlmfitError, first_non_string
 from ..text.tokenize import join_fields
 from .corpus import _decode_error, _iter_lines, check_source
 
@@ -77,8 +77,8 @@ class LabeledTexts:
         # so that a classifier trained on a CSV of 0/1 also evaluates labels given as ints.
         if not all(isinstance(lab, str) for lab in self.labels):
             self.labels = [_memory_label(lab, i, self.source) for i, lab in enumerate(self.labels)]
-        if not all(isinstance(t, str) for t in self.texts):
-            bad = next(i for i, t in enumerate(self.texts) if not isinstance(t, str))
+        bad = first_non_string(self.texts)
+        if bad is not None:
             raise UlmfitError(f"{self.source}: text {bad} is {type(self.texts[bad]).__name__} "
                               f"{self.texts[bad]!r:.40}, not a string")
 
