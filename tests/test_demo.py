@@ -8,8 +8,7 @@ from test_classifier import write_task
 
 from ulmfit.api import pretrain
 from ulmfit import demo
-from ulmfit.demo import (classifier_lm_epochs, plan_classifier_docs, plan_ensemble_epochs, plan_lm_epochs,
-                         project_backward, run_demo)
+from ulmfit.demo import plan_classifier_docs, plan_ensemble_epochs, plan_lm_epochs, project_backward, run_demo
 from ulmfit.io import UlmfitError
 from ulmfit.train.loop import LMTrainConfig
 
@@ -52,33 +51,30 @@ def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, tiny_task,
 
 
 def test_the_time_budget_plans_as_many_lm_epochs_as_leave_room_for_the_classifier():
-    # Rotten Tomatoes: 10,246 snippets of 188,895 words, 5 classifier epochs
-    rt = classifier_lm_epochs(188_895, 10_246, 188_895, 5)
-    assert 4.4 < rt < 4.8  # measured 3.5-4.2 on AMD EPYCs, 4.6 on an Intel Xeon
-    # the Zen 4 machine of 2026-11-25: 70 s an LM epoch, 75 s gone after the frozen one
-    k, projected = plan_lm_epochs(70, 75, 600, 3, rt)
+    # the Zen 4 machine of 2026-11-25: 70 s an LM epoch, 83 s gone after the frozen one and the
+    # classifier's timing, the classifier on all of Rotten Tomatoes 271 s
+    k, projected = plan_lm_epochs(70, 83, 600, 3, 271)
     assert k == 2 and projected < 0.95 * 600
-    assert plan_lm_epochs(39, 42, 600, 3, rt)[0] == 3  # the faster Zen 5: all three
-    assert plan_lm_epochs(39, 42, 600, 2, rt)[0] == 2  # never more than the maximum
-    k, projected = plan_lm_epochs(200, 210, 600, 3, rt)  # far too slow: one epoch, and the overrun is projected
+    assert plan_lm_epochs(39, 47, 600, 3, 162)[0] == 3  # the faster Zen 5 (classifier 162 s): all three
+    assert plan_lm_epochs(39, 47, 600, 2, 162)[0] == 2  # never more than the maximum
+    k, projected = plan_lm_epochs(200, 210, 600, 3, 700)  # far too slow: one epoch, and the overrun is projected
     assert k == 1 and projected > 600
     # a classifier on a tenth of the labels leaves room for more LM epochs
-    tenth = classifier_lm_epochs(188_895, 1_025, 18_890, 6)
-    assert plan_lm_epochs(90, 95, 600, 3, rt)[0] < plan_lm_epochs(90, 95, 600, 3, tenth)[0]
+    assert plan_lm_epochs(90, 95, 600, 3, 400)[0] < plan_lm_epochs(90, 95, 600, 3, 40)[0]
 
 
 def test_the_ensemble_is_planned_where_both_directions_fit_the_budget():
-    rt = classifier_lm_epochs(188_895, 10_246, 188_895, 5)
-    # the Zen 5 machine (39 s an LM epoch, 42 s gone) and the Xeon with AMX of 2026-12-03 (about
-    # the same): both directions with 1 full epoch each fit 10 minutes, and the projection says so
-    k, projected = plan_ensemble_epochs(39, 42, 600, 3, rt)
-    assert k == 1 and projected <= 0.95 * 600
-    assert projected > plan_lm_epochs(39, 42, 600, 3, rt)[1]  # dearer than the forward model alone
+    # the Xeon with AMX, 2026-12-06: 40 s an LM epoch, classifiers of 203 s; with the timing, about
+    # 47 s gone after the frozen epoch: both directions with 1 full LM epoch each fit (that run took
+    # 577 s), and the projection says so
+    k, projected = plan_ensemble_epochs(40, 47, 600, 3, 203)
+    assert k == 1 and projected < 600
+    assert projected > plan_lm_epochs(40, 47, 600, 3, 203)[1]  # dearer than the forward model alone
     # a budget twice as long: more epochs each, never more than the maximum
-    assert plan_ensemble_epochs(39, 42, 1200, 3, rt)[0] == 3
-    assert plan_ensemble_epochs(39, 42, 1200, 2, rt)[0] == 2
-    # the Zen 4 machine (70 s an epoch): no room for both, so the forward model alone
-    k, projected = plan_ensemble_epochs(70, 75, 600, 3, rt)
+    assert plan_ensemble_epochs(39, 47, 1200, 3, 162)[0] == 3
+    assert plan_ensemble_epochs(39, 47, 1200, 2, 162)[0] == 2
+    # the same machine at 43 s an LM epoch and 225 s a classifier: no room for both, the forward model alone
+    k, projected = plan_ensemble_epochs(43, 50, 600, 3, 225)
     assert k is None and projected > 600
 
 
@@ -132,18 +128,21 @@ def test_a_forward_model_slower_than_planned_skips_the_backward_one(tmp_path, ti
 
 
 def test_a_machine_too_slow_for_all_the_labels_trains_the_classifier_on_a_sample_that_fits():
-    rt = classifier_lm_epochs(188_895, 10_246, 188_895, 5)
-    # the 2-core Intel Xeon of 2026-12-02 (fp32): 100 s an LM epoch, 115 s gone after the frozen
-    # one; one full epoch is the least the LM gets, and the classifier on all labels would overrun
-    k, projected = plan_lm_epochs(100, 115, 600, 3, rt)
-    assert k == 1 and projected > 600
-    n, projected = plan_classifier_docs(100, 115 + 100, 600, rt, 10_246)
-    assert 0.5 * 10_246 <= n < 10_246
+    # the AMD EPYC without AVX-512 (fp32) of 2026-12-06: 144 s an LM epoch, 162 s gone after the
+    # frozen one, the classifier on all 10,246 labels 491 s; one full epoch is the least the LM gets,
+    # and the classifier on all labels would overrun by 3.6 minutes
+    k, projected = plan_lm_epochs(144, 162, 600, 3, 491)
+    assert k == 1 and projected > 800
+    n, projected = plan_classifier_docs(144, 162 + 144, 600, 491, 10_246)
+    assert 0.45 * 10_246 <= n < 0.5 * 10_246
     assert abs(projected - 0.95 * 600) < 2
-    # where everything fits (Zen 4 after its 2 epochs), all labels; where not even half would fit, all
+    # the Intel Xeon without AMX of 2026-12-02 (100 s an LM epoch, classifier 457 s): three quarters
+    n, _ = plan_classifier_docs(100, 115 + 100, 600, 457, 10_246)
+    assert 0.7 * 10_246 <= n < 0.8 * 10_246
+    # where everything fits (Zen 4 after its 2 epochs), all labels; where not even 40% would fit, all
     # labels too, and the demo overruns rather than drop most of them
-    assert plan_classifier_docs(70, 75 + 140, 600, rt, 10_246)[0] is None
-    assert plan_classifier_docs(200, 210 + 200, 600, rt, 10_246)[0] is None
+    assert plan_classifier_docs(70, 75 + 140, 600, 271, 10_246)[0] is None
+    assert plan_classifier_docs(200, 210 + 200, 600, 700, 10_246)[0] is None
 
 
 def test_the_demo_trains_classifier_and_baseline_on_the_same_sample(tmp_path, tiny_task, capsys, monkeypatch):
@@ -180,15 +179,36 @@ def test_sample_labeled_is_a_seeded_sample_in_file_order():
     assert list(sample_labeled(texts, 20, 4).texts) != list(a.texts)
 
 
-def test_long_documents_cost_the_classifier_less_per_word():
-    # BBC News on the Zen 4 machine: 1,775 articles of 685,210 words, 6 classifier epochs; the
-    # frozen LM epoch took 318 s (330 s gone), and the whole demo 1,466 s (24.4 min)
-    bbc = classifier_lm_epochs(685_210, 1_775, 685_210, 6)
-    assert 2.5 < bbc < 2.9  # 805 s / 318 s = 2.53 measured: an estimate on the safe side
-    k, projected = plan_lm_epochs(318, 330, 600, 3, bbc)
-    assert k == 1 and abs(projected - 1466) < 0.1 * 1466
-    # the same words in ten times as many documents cost more
-    assert classifier_lm_epochs(685_210, 17_750, 685_210, 6) > 1.4 * bbc
+def test_the_classifier_timing_sizes_the_recipe_for_the_number_of_labels():
+    from ulmfit.classifier_api import ClassifierTiming
+    from ulmfit.train.classify import ClassifierTrainConfig
+
+    t = ClassifierTiming(step_s=(1.0, 1.0, 2.0, 3.0), bs=32, predict_doc_s=0.01, cfg=ClassifierTrainConfig())
+    # 10,000 labels: 9,000 train at batch 32 (282 steps an epoch), epochs 1 + 1 + 1 + 2; 1,000
+    # validate after each of the 5 epochs
+    assert t.seconds(10_000) == pytest.approx(282 * (1 + 1 + 2 + 2 * 3) + 5 * 1_000 * 0.01)
+    # 1,000 labels: 900 train at batch 16 (half a probed step each, 57 steps), and the last stage
+    # grows to 3 epochs to reach 150 steps
+    assert t.seconds(1_000) == pytest.approx(57 * 0.5 * (1 + 1 + 2 + 3 * 3) + 6 * 100 * 0.01)
+
+
+def test_the_classifier_is_timed_on_this_machine_without_touching_the_random_state(tmp_path, tiny_task):
+    import torch
+
+    from ulmfit.classifier_api import time_classifier
+    from ulmfit.data.labeled import LabeledTexts, read_labeled
+
+    train = read_labeled(tiny_task / "train.csv")
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    timing = time_classifier(tmp_path / "lm", train, n_batches=2)
+    assert torch.equal(torch.rand(3), want)
+    assert len(timing.step_s) == 4 and all(s > 0 for s in timing.step_s) and timing.predict_doc_s > 0
+    assert timing.bs == 16  # 216 training texts: the recipe's batch size for them
+    assert timing.seconds(480) > timing.seconds(240) > 0
+    with pytest.raises(UlmfitError, match="at least 2 labeled texts"):
+        time_classifier(tmp_path / "lm", LabeledTexts(["one text"], ["a"], "x"))
 
 
 def test_topic_datasets_show_predictions_on_test_examples_not_movie_reviews():

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,14 +154,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         if valid_d is not None:
             valid_d.ids = _reverse(valid_d.ids)
 
-    # The classifier: the LM's encoder with the classifier dropouts, a new head.
-    arch = replace(lm_model.cfg, **CLASSIFIER_DROPOUTS, drop_mult=cfg.drop_mult)
-    head = HeadConfig(n_classes=len(labels), bptt=cfg.bptt, max_len=cfg.max_len, multi_label=train_d.multi_label)
-    torch.manual_seed(cfg.seed)
-    model = AWDLSTMClassifier(arch, head)
-    enc = {k[len("encoder."):]: v for k, v in lm_model.state_dict().items() if k.startswith("encoder.")}
-    if pretrained:
-        model.encoder.load_state_dict(enc)
+    model, arch, head = _new_classifier(lm_model, cfg, len(labels), train_d.multi_label, pretrained)
     del lm_model
     dev = resolve_device(device)
     model.to(dev)
@@ -193,6 +187,91 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     res["wall_s"] = time.time() - t0
     res["out"] = str(out)
     return res
+
+
+def _new_classifier(lm_model, cfg: ClassifierTrainConfig, n_classes: int, multi_label: bool, pretrained: bool = True):
+    """(model, arch, head): the LM's encoder with the classifier dropouts and a new head."""
+    arch = replace(lm_model.cfg, **CLASSIFIER_DROPOUTS, drop_mult=cfg.drop_mult)
+    head = HeadConfig(n_classes=n_classes, bptt=cfg.bptt, max_len=cfg.max_len, multi_label=multi_label)
+    torch.manual_seed(cfg.seed)
+    model = AWDLSTMClassifier(arch, head)
+    if pretrained:
+        model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in lm_model.state_dict().items()
+                                       if k.startswith("encoder.")})
+    return model, arch, head
+
+
+@dataclass
+class ClassifierTiming:
+    """How long the classifier recipe takes on this machine, measured by `time_classifier`."""
+
+    step_s: tuple  # seconds per optimizer step in each stage, at batch size `bs`
+    bs: int
+    predict_doc_s: float  # seconds per document of a validation pass
+    cfg: ClassifierTrainConfig  # the recipe as given (its batch size and epochs are sized per data size)
+    valid_frac: float = 0.1
+
+    def seconds(self, n_docs: int) -> float:
+        """Expected seconds to train the classifier on `n_docs` labeled texts (the `valid_frac` split
+        of them validated after every epoch). Tokenising them is not included: about 5 s for 10,000
+        review snippets on 2 cores."""
+        n_valid = int(round(self.valid_frac * n_docs))
+        n_train = max(n_docs - n_valid, 1)
+        cfg = self.cfg.for_data(n_train)
+        steps = -(-n_train // cfg.bs)
+        scale = cfg.bs / self.bs  # a step's work grows with the batch
+        train = sum(e * steps * s * scale for e, s in zip(cfg.stage_epochs, self.step_s))
+        return train + sum(cfg.stage_epochs) * n_valid * self.predict_doc_s
+
+    def to_dict(self) -> dict:
+        return {"step_s": [round(s, 4) for s in self.step_s], "bs": self.bs,
+                "predict_doc_s": round(self.predict_doc_s, 6)}
+
+
+def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = None, *, n_batches: int = 6,
+                    valid_frac: float = 0.1, device: str | None = None) -> ClassifierTiming:
+    """Measure the classifier recipe's cost on this machine without training the real model: a
+    throwaway classifier on the encoder of `lm` (a directory; None = the shipped model) takes
+    `n_batches` optimizer steps in each stage of `cfg` (after one untimed step) on batches of
+    `data`'s texts picked at evenly spaced length quantiles (so that their mean cost is that of an
+    epoch's length-sorted batches), then predicts them once. The global random state is left as it
+    was. A few seconds for review snippets; what the demo's time budget plans with."""
+    from .api import resolve_device
+    from .pretrained import default_lm
+
+    cfg = cfg or ClassifierTrainConfig()
+    if len(data) < 2:
+        raise UlmfitError("timing the classifier needs at least 2 labeled texts (a batch of one cannot train)")
+    with torch.random.fork_rng(devices=[]):  # loading and building models draw random numbers
+        lm_dir = Path(lm) if lm is not None else default_lm(cfg.backwards)
+        lm_model, lm_cfg, vocab = ckpt.load_model(lm_dir)
+        tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
+        sp = str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None
+        n_train = max(len(data) - int(round(valid_frac * len(data))), 1)
+        sized = cfg.for_data(n_train)
+        bs = min(sized.bs, len(data))
+        order = np.argsort([len(t.split()) for t in data.texts], kind="stable")
+        picks = []
+        for j in range(n_batches):  # bs texts around each of the quantiles (j + 0.5) / n_batches
+            lo = min(max(int((j + 0.5) * len(order) / n_batches) - bs // 2, 0), len(order) - bs)
+            picks.append([int(i) for i in order[lo:lo + bs]])
+        chosen = sorted({i for b in picks for i in b})
+        where = {i: k for k, i in enumerate(chosen)}
+        sub = LabeledTexts([data.texts[i] for i in chosen], [data.labels[i] for i in chosen], data.source)
+        probe = ClassificationData.from_labeled(sub, tok_cfg, vocab, sp, sub.label_names(), 1, False)
+        batches = [[where[i] for i in b] for b in picks]
+        model, _, _ = _new_classifier(lm_model, sized, max(2, len(sub.label_names())), probe.multi_label)
+        del lm_model
+        dev = resolve_device(device)
+        model.to(dev)
+        with tempfile.TemporaryDirectory() as tmp:  # the trainer's folder; nothing is saved
+            trainer = ClassifierTrainer(model, probe, None, replace(sized, bs=bs), Path(tmp), lambda *a: None,
+                                        device=dev, progress=False, pad_id=vocab.stoi["xxpad"])
+            step_s = trainer.time_stages(batches, warmup=batches[len(batches) // 2])
+            t = time.perf_counter()
+            predict_probs(model, probe.ids, bs, vocab.stoi["xxpad"], dev, trainer.use_bf16, probe.multi_label)
+            predict_doc_s = (time.perf_counter() - t) / len(probe.ids)
+    return ClassifierTiming(tuple(step_s), bs, predict_doc_s, cfg, valid_frac)
 
 
 class TextClassifier:

@@ -315,6 +315,45 @@ class ClassifierTrainer:
             return F.binary_cross_entropy_with_logits(logits.float(), yb.float())
         return F.cross_entropy(logits.float(), yb, weight=self.loss_weight)
 
+    def _step(self, b: list[int], labels: np.ndarray, trainable: list) -> torch.Tensor:
+        """One optimizer step on the training documents `b` (indices) at the current rates; the loss."""
+        from ..data.clas import pad_batch
+
+        ids, lens = pad_batch([self.train_data.ids[i] for i in b], self.pad_id)
+        yb = torch.as_tensor(labels[b]).to(self.device)
+        with autocast_ctx(self.use_bf16, self.device):
+            logits = self.model(ids.to(self.device), lens.to(self.device))
+        loss = self._loss(logits, yb)
+        if not torch.isfinite(loss):
+            raise UlmfitError(f"the loss became {float(loss)} at step {self.step}; lower the "
+                              "learning rates (the last good checkpoint is kept)")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip:
+            torch.nn.utils.clip_grad_norm_(trainable, self.cfg.clip)
+        self.opt.step()
+        return loss
+
+    def time_stages(self, batches: list[list[int]], warmup: list[int] | None = None) -> list[float]:
+        """Seconds per optimizer step in each stage of the recipe (the layers that stage trains), the
+        mean over `batches` (lists of training-document indices), each stage after one untimed step
+        on `warmup`. It trains the model: for timing a throwaway copy, not the one to keep."""
+        labels = np.asarray(self.train_data.labels)
+        self.model.train()
+        out = []
+        for top in self.cfg.stage_groups:
+            freeze_to(self.groups, -top if top else 0)
+            trainable = [p for g in self.groups for p in g if p.requires_grad]
+            for g in self.opt.param_groups:
+                g["lr"] = 1e-6  # the values do not matter, the work does
+            if warmup is not None:
+                self._step(warmup, labels, trainable)
+            t = time.perf_counter()
+            for b in batches:
+                self._step(b, labels, trainable)
+            out.append((time.perf_counter() - t) / max(len(batches), 1))
+        return out
+
     def fit(self) -> dict:
         cfg, model = self.cfg, self.model
         labels = np.asarray(self.train_data.labels)
@@ -341,8 +380,6 @@ class ClassifierTrainer:
                         bar = tqdm(total=len(batches), initial=self.batch, desc=desc, unit="batch",
                                    disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
                         run = self.run_loss if self.batch > 0 else None  # resumed inside this epoch
-                        from ..data.clas import pad_batch
-
                         for bi in range(self.batch, len(batches)):
                             # an interrupted batch is redone from the same dropout masks and BatchNorm statistics
                             before = (bi, ckpt.rng_state(), [b.clone() for b in model.buffers()])
@@ -351,19 +388,7 @@ class ClassifierTrainer:
                             mult = self.sched(min(t, T - 1), T)
                             for g in self.opt.param_groups:
                                 g["lr"] = g["max_lr"] * mult
-                            ids, lens = pad_batch([self.train_data.ids[i] for i in b], self.pad_id)
-                            yb = torch.as_tensor(labels[b]).to(self.device)
-                            with autocast_ctx(self.use_bf16, self.device):
-                                logits = model(ids.to(self.device), lens.to(self.device))
-                            loss = self._loss(logits, yb)
-                            if not torch.isfinite(loss):
-                                raise UlmfitError(f"the loss became {float(loss)} at step {self.step}; lower the "
-                                                  "learning rates (the last good checkpoint is kept)")
-                            self.opt.zero_grad(set_to_none=True)
-                            loss.backward()
-                            if cfg.clip:
-                                torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
-                            self.opt.step()
+                            loss = self._step(b, labels, trainable)
                             self.step += 1
                             self.batch = bi + 1
                             lv = float(loss.detach())
