@@ -493,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the most LM fine-tuning epochs after the frozen one, stopping early when the perplexity "
                         "stops improving (default: 3)")
     s.add_argument("--minutes", type=float, default=10.0,
-                   help="time budget: the frozen first LM epoch times this machine, and as many of the --lm-epochs "
-                        "as leave room for the classifier are run (default: 10; 0: no budget, all --lm-epochs)")
+                   help="time budget: a few classifier steps and the frozen first LM epoch time this machine, and "
+                        "as many of the --lm-epochs as leave room for the classifier are run, on a slow machine with "
+                        "a sample of the labels (default: 10; 0: no budget, all --lm-epochs and labels)")
     s.add_argument("--max-train", type=int, default=None, help="use only this many labeled examples")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_demo)

@@ -43,7 +43,10 @@ class SortishSampler:
     BatchNorm cannot train on a batch of one.
     """
 
-    def __init__(self, lengths: Sequence[int], bs: int, seed: int = 0, chunk_batches: int = 50):
+    CHUNK_BATCHES = 50
+
+    def __init__(self, lengths: Sequence[int], bs: int, seed: int = 0, chunk_batches: int | None = None):
+        chunk_batches = self.CHUNK_BATCHES if chunk_batches is None else chunk_batches
         if bs < 1 or chunk_batches < 1:
             raise ValueError("bs and chunk_batches must be at least 1")
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
