@@ -234,8 +234,8 @@ def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = 
     throwaway classifier on the encoder of `lm` (a directory; None = the shipped model) takes
     `n_batches` optimizer steps in each stage of `cfg` (after one untimed step) on batches of
     `data`'s texts made as the training sampler makes them (length-sorted within a random chunk;
-    evenly spaced ones from short to long), then predicts them once. The global random state is left as it
-    was. A few seconds for review snippets; what the demo's time budget plans with."""
+    evenly spaced ones from short to long), then predicts them once. The global random state is
+    left as it was. 10-15 s for review snippets on 2 cores; what the demo's time budget plans with."""
     from .api import resolve_device
     from .pretrained import default_lm
 

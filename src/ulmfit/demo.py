@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 # The classifier's time is measured, not modelled: before the LM starts, `time_classifier` takes a
-# few optimizer steps of each stage of the recipe on batches of the training texts (a few seconds).
+# few optimizer steps of each stage of the recipe on batches of the training texts (10-15 s here).
 # The model it replaced (a share of an LM epoch per word plus a cost per document) was off by up to
 # a third either way: on Rotten Tomatoes a classifier epoch took 0.68 of an LM epoch on an EPYC
 # without AVX-512, 0.70-0.83 on Zen 4/5 EPYCs, 1.0 on the Xeon with AMX (bf16), so the plan
