@@ -19,6 +19,7 @@ def test_the_estimate_is_put_beside_the_measured_training_time(load_bench, tmp_p
     row = ct.measure(train, 120, tmp_path / "lm", repeats=2)
     assert row["n_docs"] == 120 and len(row["estimate_s"]) == len(row["probe_s"]) == 2
     assert all(e > 0 for e in row["estimate_s"]) and row["measured_s"] > 0
-    assert row["estimate_over_measured"] == pytest.approx(row["estimate_s"][-1] / row["measured_s"], rel=0.01)
+    # (the figures are rounded to 0.1 s, which is much of a tiny run)
+    assert row["estimate_over_measured"] == pytest.approx(row["estimate_s"][-1] / row["measured_s"], rel=0.2)
     assert len(row["timing"]["step_s"]) == 4
     assert "measured_s" not in ct.measure(train, 120, tmp_path / "lm", do_train=False)
