@@ -226,3 +226,96 @@ def test_topic_datasets_show_predictions_on_test_examples_not_movie_reviews():
     long = "word " * 100
     assert len(_snippet(long)) == 90 and _snippet(long).endswith("...")
     assert _snippet("a\n  b") == "a b"
+
+
+def _clf_weights(path):
+    from ulmfit import checkpoint as ckpt
+
+    return ckpt.load_tensors(path / "model.safetensors")[0]
+
+
+def test_an_interrupted_demo_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path, tiny_task, capsys,
+                                                                                          monkeypatch):
+    import torch
+
+    from ulmfit.train.classify import ClassifierTrainer
+
+    data = tiny_task
+    kw = dict(lm=tmp_path / "lm", data_dir=data, progress=False, minutes=0, ensemble="off", lm_epochs=1)
+    full = run_demo(tmp_path / "full", "rotten-tomatoes", **kw)
+    with monkeypatch.context() as m:  # Ctrl-C at the classifier's 7th step
+        real, n = ClassifierTrainer._step, {"calls": 0}
+
+        def step(self, *a):
+            n["calls"] += 1
+            if n["calls"] == 7:
+                raise KeyboardInterrupt
+            return real(self, *a)
+
+        m.setattr(ClassifierTrainer, "_step", step)
+        with pytest.raises(UlmfitError, match=r"interrupted in .*classifier.*ulmfit demo --out .*cut --resume"):
+            run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
+    state = json.loads((tmp_path / "cut" / "demo_state.json").read_text())
+    assert state["done"] == ["lm"] and not state.get("finished") and state["args"]["ensemble"] == "off"
+    lm_file = tmp_path / "cut" / "lm" / "model.safetensors"
+    before = lm_file.stat().st_mtime_ns
+    capsys.readouterr()
+    from ulmfit import classifier_api
+
+    calls, real_train = [], classifier_api.train_classifier
+    monkeypatch.setattr(classifier_api, "train_classifier", lambda *a, **k: calls.append(k) or real_train(*a, **k))
+    # only `resume`: the settings are the saved ones
+    summary = run_demo(tmp_path / "cut", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "resuming the demo in" in out and "lm: finished before the interruption, kept" in out
+    assert [k["resume"] for k in calls] == [True]  # the classifier continued from its checkpoint
+    assert lm_file.stat().st_mtime_ns == before  # the LM was not trained again
+    a, b = _clf_weights(tmp_path / "full" / "classifier"), _clf_weights(tmp_path / "cut" / "classifier")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    assert summary["ulmfit_accuracy"] == full["ulmfit_accuracy"]
+    assert json.loads((tmp_path / "cut" / "demo_state.json").read_text())["finished"] is True
+    with pytest.raises(UlmfitError, match="finished .*nothing to resume"):
+        run_demo(tmp_path / "cut", resume=True, progress=False)
+    with pytest.raises(UlmfitError, match="holds no demo"):
+        run_demo(tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_path, tiny_task, capsys, monkeypatch):
+    from ulmfit.train.loop import LMTrainer
+
+    data = tiny_task
+    kw = dict(lm=tmp_path / "lm", data_dir=data, progress=False, minutes=0.001, ensemble="off")
+    with monkeypatch.context() as m:  # Ctrl-C in the first full LM epoch, after the plan
+        real = LMTrainer.set_lrs
+
+        def set_lrs(self, *a):
+            if self.epoch == 1 and self.batch == 2:
+                raise KeyboardInterrupt
+            return real(self, *a)
+
+        m.setattr(LMTrainer, "set_lrs", set_lrs)
+        with pytest.raises(UlmfitError, match=r"interrupted in .*lm;"):
+            run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
+    state = json.loads((tmp_path / "cut" / "demo_state.json").read_text())
+    assert state["done"] == [] and state["plan"]["epochs"] == 1 and state["plan"]["classifier_s"] > 0
+    assert state["times"]["lm"] > 0 and state["elapsed_s"] > 0
+    capsys.readouterr()
+    summary = run_demo(tmp_path / "cut", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "time budget:" not in out  # planned once, before the interruption
+    assert "the classifier's" not in out  # and timed once
+    assert summary["lm_epochs"] == {"max": 3, "planned": 1} and summary["budget_plan"]["epochs"] == 1
+    history = json.loads((tmp_path / "cut" / "lm" / "config.json").read_text())["history"]
+    assert [h["epoch"] for h in history if "partial_epoch" not in h] == [1, 2]
+
+
+def test_the_demo_command_resumes_with_its_out_folder(tmp_path, capsys):
+    from ulmfit.cli import build_parser, main
+
+    a = build_parser().parse_args(["demo", "--resume", "--out", str(tmp_path / "d")])
+    assert a.resume is True and a.out == str(tmp_path / "d")
+    assert main(["demo", "--resume", "--out", str(tmp_path / "d"), "--dataset", "bbc-news", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no demo" in err and "ignored: --dataset" in err and "--quiet" not in err

@@ -439,7 +439,7 @@ def cmd_demo(a) -> int:
     if a.minutes < 0:
         raise UlmfitError(f"--minutes must be positive (or 0 for no budget), not {a.minutes:g}")
     run_demo(a.out, a.dataset, lm=a.lm, lm_bwd=a.lm_bwd, lm_epochs=a.lm_epochs, max_train=a.max_train,
-             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble)
+             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble, resume=a.resume)
     return 0
 
 
@@ -497,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "as many of the --lm-epochs as leave room for the classifier are run, on a slow machine with "
                         "a sample of the labels (default: 10; 0: no budget, all --lm-epochs and labels)")
     s.add_argument("--max-train", type=int, default=None, help="use only this many labeled examples")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the interrupted demo in --out with its saved settings and plan (the other "
+                        "options are not used): finished steps are kept, the interrupted one continues")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_demo)
 
@@ -758,6 +761,7 @@ RESUME_OPTIONS = {  # the data argument, when given, is the data's new location 
     "pretrain": {"corpus", "epochs", "max_tokens", "max_minutes", "save_every"},
     "finetune-lm": {"texts", "epochs", "max_tokens", "max_minutes", "save_every"},
     "train-classifier": {"data"},
+    "demo": set(),
 }
 ALWAYS_OPTIONS = {"resume", "out", "quiet", "device", "workers", "fn", "command", "overwrite"}
 

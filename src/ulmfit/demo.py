@@ -151,23 +151,57 @@ def tfidf_baseline(train, test) -> dict:
     return {"accuracy": acc, "seconds": time.time() - t0}
 
 
+DEMO_STATE = "demo_state.json"  # the demo's settings, plan, finished stages and time so far (for --resume)
+STAGES = ("lm", "classifier", "lm-bwd", "classifier-bwd")  # resumable stages, named after their folders
+
+
+def read_demo_state(out: Path) -> dict:
+    """The saved state of the demo in `out`, for a resume: refused when there is none, when it is
+    damaged, or when the demo finished."""
+    from .io import UlmfitError, read_json
+
+    path = out / DEMO_STATE
+    if not path.exists():
+        raise UlmfitError(f"cannot resume: {out} holds no demo ({DEMO_STATE} is missing); start one with "
+                          f"`ulmfit demo --out {out}`")
+    state = read_json(path)
+    if not isinstance(state.get("args"), dict) or not set(state.get("done", [])) <= set(STAGES):
+        raise UlmfitError(f"cannot resume: {path} is not a demo state this version wrote")
+    if state.get("finished"):
+        raise UlmfitError(f"the demo in {out} finished (its summary: {out / 'demo_summary.json'}); nothing to "
+                          f"resume. `ulmfit demo --out {out}` runs it again")
+    return state
+
+
 def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=None, data_dir=None, lm_epochs: int = 3,
              max_train: int | None = None, progress: bool = True, overwrite: bool = True,
-             minutes: float | None = 10.0, ensemble: str = "auto") -> dict:
+             minutes: float | None = 10.0, ensemble: str = "auto", resume: bool = False) -> dict:
     """Run the demo. `lm_epochs`: the most full LM epochs; with a time budget of `minutes` (None or
     0: no budget) the frozen first epoch decides how many of them fit. `ensemble`: "auto" adds the
     backward model and reports the forward + backward ensemble when the budget has room for both
     (always, without a budget), "on" always, "off" never; with `lm` (a forward LM of your own) it
-    needs `lm_bwd`, the backward one, else the demo trains the forward model alone."""
+    needs `lm_bwd`, the backward one, else the demo trains the forward model alone. `resume`:
+    continue the interrupted demo in `out` with its saved settings (the other arguments are not
+    used) and plan: finished stages are kept, the interrupted one continues from its checkpoint.
+    Ctrl-C or SIGTERM stops it with everything saved."""
     from . import datasets
     from .api import finetune_lm
     from .classifier_api import TextClassifier, sample_labeled, time_classifier, train_classifier
     from .data.labeled import read_labeled
     from .pretrained import default_lm
     from .train.classify import ClassifierTrainConfig
-    from .train.loop import LMTrainConfig
-    from .io import UlmfitError
+    from .train.loop import LMTrainConfig, TrainingInterrupted
+    from .io import UlmfitError, atomic_write_json
+    from . import checkpoint as ckpt
 
+    out = Path(out)
+    state = read_demo_state(out) if resume else {}
+    if resume:
+        a = state["args"]
+        dataset, data_dir, lm, lm_bwd = a["dataset"], a["data_dir"], a["lm"], a["lm_bwd"]
+        lm_epochs, max_train, minutes, ensemble = a["lm_epochs"], a["max_train"], a["minutes"], a["ensemble"]
+        print(f"resuming the demo in {out} ({dataset}"
+              + (f"; kept: {', '.join(str(out / d) for d in state['done'])}" if state["done"] else "") + ")")
     if ensemble not in ENSEMBLE_CHOICES:
         raise UlmfitError(f"ensemble must be one of {', '.join(ENSEMBLE_CHOICES)}, not {ensemble!r}")
     if lm and not lm_bwd:  # a forward LM of the user's has no backward partner here
@@ -176,9 +210,38 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         if ensemble == "auto":
             print("note: --lm without --lm-bwd: the forward model alone (no backward model to pair it with)")
         ensemble = "off"
-    out = Path(out)
-    t_all = time.time()
-    times = {}
+    if not resume:
+        state = {"args": {"dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
+                          "lm": str(lm) if lm else None, "lm_bwd": str(lm_bwd) if lm_bwd else None,
+                          "lm_epochs": lm_epochs, "max_train": max_train, "minutes": minutes, "ensemble": ensemble},
+                 "done": []}
+    # the clock and the plan go on from where an interrupted demo left them
+    t_all = time.time() - state.get("elapsed_s", 0.0)
+    times = state.setdefault("times", {})
+    plan: dict = state.setdefault("plan", {})
+    done = set(state["done"])
+    results = state.setdefault("results", {})
+
+    def save_state(**extra) -> None:
+        state.update(done=[d for d in STAGES if d in done], elapsed_s=round(time.time() - t_all, 1), **extra)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / DEMO_STATE, state)
+
+    running = {}  # the stage under way and when it started, for an interruption's accounting
+
+    def stage(name: str, fn) -> dict:
+        """Run one of STAGES: kept when it finished before an interruption, continued from its
+        checkpoint when it was interrupted, else started; fn(resume) runs it."""
+        if name in done:
+            print(f"  {out / name}: finished before the interruption, kept", flush=True)
+            return results.get(name, {})
+        running.update(name=name, t=time.time())
+        res = fn(resume and (out / name / ckpt.STATE_J).exists())
+        times[name] = times.get(name, 0.0) + time.time() - running.pop("t")
+        done.add(name)
+        results[name] = {k: v for k, v in res.items() if isinstance(v, (int, float, str)) or v is None}
+        save_state()
+        return res
 
     steps = 5 if ensemble == "off" else 6
 
@@ -192,15 +255,14 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     train = read_labeled(train_csv)
     test = read_labeled(test_csv)
     print(f"  {len(train):,} training and {len(test):,} test examples; classes: {', '.join(train.label_names())}")
-    times["data"] = time.time() - t
+    times["data"] = times.get("data", 0.0) + time.time() - t
 
     lm_dir = Path(lm) if lm else default_lm()
     budget_s = minutes * 60 if minutes else None
-    plan: dict = {}
     clf_cfg = ClassifierTrainConfig()
     clf_docs = len(train) if max_train is None else min(max_train, len(train))
-    clf_s = 0.0
-    if budget_s:  # the classifier's cost on this machine, from a few of its training steps
+    clf_s = plan.get("classifier_s", 0.0)  # timed before an interruption: kept
+    if budget_s and "classifier_s" not in plan:  # the classifier's cost on this machine, from a few of its steps
         t = time.time()
         timing = time_classifier(lm_dir, train, clf_cfg)
         clf_s = timing.seconds(clf_docs)
@@ -209,6 +271,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         print(f"  the classifier's {epochs} epochs on {clf_docs:,} texts: about {clf_s / 60:.1f} min here "
               f"(timed from a few of its training steps in {time.time() - t:.0f} s)", flush=True)
         times["timing"] = time.time() - t
+    save_state()  # from here on, `--resume` can continue this demo
 
     step(2, f"fine-tune the language model {lm_dir.name} on the training texts (ULMFiT stage 2)")
     t = time.time()
@@ -242,48 +305,58 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
             msg += (f"\n  this machine is slower than the budget allows: expect about {projected / 60:.0f} min "
                     "(--minutes sets the budget)")
         print(msg, flush=True)  # between epochs: no progress bar is open
+        save_state()
         return k
 
     lm_cfg = LMTrainConfig(freeze_epochs=1, freeze_lr=1e-2, epochs=lm_epochs, lr=4e-3, bs=32, patience=1)
-    lm_res = finetune_lm(lm_dir, train_csv, out / "lm", fmt="csv", column="text", overwrite=overwrite,
-                         progress=progress, plan_epochs=plan_epochs if budget_s else None, train_cfg=lm_cfg)
-    times["lm"] = time.time() - t
+    try:
+        lm_res = stage("lm", lambda again: finetune_lm(
+            lm_dir, train_csv, out / "lm", fmt="csv", column="text", overwrite=overwrite and not again, resume=again,
+            progress=progress, plan_epochs=plan_epochs if budget_s else None, train_cfg=lm_cfg))
+        if budget_s:  # the plan (made now, or before an interruption: then saved)
+            both = plan.get("ensemble", both)
 
-    step(3, "train the classifier with gradual unfreezing (ULMFiT stage 3)")
-    t = time.time()
-    n_clf = plan.get("classifier_docs", max_train)
-    train_classifier(out / "lm", train_csv, out / "classifier", cfg=clf_cfg,
-                     overwrite=overwrite, progress=progress, max_train=n_clf)
-    times["classifier"] = time.time() - t
+        step(3, "train the classifier with gradual unfreezing (ULMFiT stage 3)")
+        n_clf = plan.get("classifier_docs", max_train)
+        stage("classifier", lambda again: train_classifier(
+            out / "lm", train_csv, out / "classifier", cfg=clf_cfg, overwrite=overwrite and not again, resume=again,
+            progress=progress, max_train=n_clf))
 
-    models, bwd_res = [out / "classifier"], {}
-    late = None  # the re-check: a forward model slower than planned leaves no room for the backward one
-    if both and ensemble == "auto" and budget_s:
-        eta = project_backward(time.time() - t_all, times["lm"], times["classifier"], plan.get("epoch_s", 0.0))
-        plan["backward_projected_s"] = round(eta, 1)
-        if eta > budget_s:
-            both, late = False, eta
-            plan["ensemble"] = False
-    if ensemble != "off":
-        if late is not None:
-            step(4, f"the backward model: skipped, the forward model took longer than planned, and the backward "
-                    f"one would end the demo at about {late / 60:.1f} min, past the {minutes:g}-minute budget "
-                    "(--ensemble on runs it)")
-        elif both:
-            bwd_dir = Path(lm_bwd) if lm_bwd else default_lm(backwards=True)
-            k = plan.get("epochs", lm_epochs)
-            step(4, f"the backward model, for ULMFiT's forward + backward ensemble: fine-tune {bwd_dir.name} "
-                    f"(1 frozen + {k} epochs) and train its classifier")
-            t = time.time()
-            bwd_res = finetune_lm(bwd_dir, train_csv, out / "lm-bwd", fmt="csv", column="text", overwrite=overwrite,
-                                  progress=progress, train_cfg=replace(lm_cfg, epochs=k, backwards=True))
-            train_classifier(out / "lm-bwd", train_csv, out / "classifier-bwd",
-                             cfg=replace(clf_cfg, backwards=True), overwrite=overwrite, progress=progress,
-                             max_train=n_clf)
-            models.append(out / "classifier-bwd")
-            times["backward"] = time.time() - t
-        else:
-            step(4, "the backward model: skipped, the time budget has no room for it (--ensemble on runs it)")
+        models, bwd_res = [out / "classifier"], {}
+        late = None  # the re-check: a forward model slower than planned leaves no room for the backward one
+        if both and ensemble == "auto" and budget_s and "backward_projected_s" not in plan:
+            eta = project_backward(time.time() - t_all, times["lm"], times["classifier"], plan.get("epoch_s", 0.0))
+            plan["backward_projected_s"] = round(eta, 1)
+            if eta > budget_s:
+                both, late = False, eta
+                plan["ensemble"] = False
+            save_state()
+        if ensemble != "off":
+            if late is not None:
+                step(4, f"the backward model: skipped, the forward model took longer than planned, and the backward "
+                        f"one would end the demo at about {late / 60:.1f} min, past the {minutes:g}-minute budget "
+                        "(--ensemble on runs it)")
+            elif both:
+                bwd_dir = Path(lm_bwd) if lm_bwd else default_lm(backwards=True)
+                k = plan.get("epochs", lm_epochs)
+                step(4, f"the backward model, for ULMFiT's forward + backward ensemble: fine-tune {bwd_dir.name} "
+                        f"(1 frozen + {k} epochs) and train its classifier")
+                bwd_res = stage("lm-bwd", lambda again: finetune_lm(
+                    bwd_dir, train_csv, out / "lm-bwd", fmt="csv", column="text", overwrite=overwrite and not again,
+                    resume=again, progress=progress, train_cfg=replace(lm_cfg, epochs=k, backwards=True)))
+                stage("classifier-bwd", lambda again: train_classifier(
+                    out / "lm-bwd", train_csv, out / "classifier-bwd", cfg=replace(clf_cfg, backwards=True),
+                    overwrite=overwrite and not again, resume=again, progress=progress, max_train=n_clf))
+                models.append(out / "classifier-bwd")
+            else:
+                step(4, "the backward model: skipped, the time budget has no room for it (--ensemble on runs it)")
+    except (KeyboardInterrupt, TrainingInterrupted):
+        name = running.pop("name", None)
+        if "t" in running:
+            times[name] = times.get(name, 0.0) + time.time() - running.pop("t")
+        save_state()
+        raise UlmfitError(f"the demo was interrupted{f' in {out / name}' if name else ''}; what it had done is "
+                          f"saved in {out}. Continue it with: ulmfit demo --out {out} --resume") from None
     step(steps - 1, "test accuracy, beside a TF-IDF + logistic regression baseline trained on the same labels")
     t = time.time()
     clf = TextClassifier.load(models)
@@ -315,6 +388,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         "classifier": [str(m) for m in models] if len(models) > 1 else str(models[0]),
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_state(finished=True)
     line = "-" * 64
     print(f"\n{line}\nULMFiT demo on {dataset} ({len(test):,} test examples)")
     if len(models) > 1:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl
 from .finetune import freeze_to
-from .loop import autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt
+from .loop import TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt
 from .precision import bf16_pays
 from .metrics import classification_report, multilabel_report
 from .schedules import discriminative_lrs, schedule as make_schedule
@@ -447,7 +447,7 @@ class ClassifierTrainer:
                             b.copy_(old)
                 self.elapsed += time.time() - t_start
                 self.save()
-                raise UlmfitError(interrupted_message(self.step, self.out)) from None
+                raise TrainingInterrupted(interrupted_message(self.step, self.out)) from None
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
         self.save()

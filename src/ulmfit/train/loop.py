@@ -83,6 +83,10 @@ def autocast_ctx(enabled: bool, device: torch.device):
 RESUME_ADVICE = "Continue with the same command and --resume."
 
 
+class TrainingInterrupted(UlmfitError):
+    """A trainer stopped by Ctrl-C or SIGTERM after saving everything (the message says where)."""
+
+
 def interrupted_message(step: int, out) -> str:
     """What a trainer stopped by Ctrl-C or SIGTERM says (both trainers; callers that resume by
     other means, such as bench/accuracy.py, replace RESUME_ADVICE with their own)."""
@@ -410,7 +414,7 @@ class LMTrainer:
                 self.elapsed += time.time() - t_start
                 self.elapsed_run += time.time() - t_start
                 self.save()
-                raise UlmfitError(interrupted_message(self.step, self.out)) from None
+                raise TrainingInterrupted(interrupted_message(self.step, self.out)) from None
         if cfg.patience and self.best_state is not None and self.best_epoch != self.epoch:
             ckpt.load_weights(model, self.best_state, self.out / BEST_WEIGHTS)  # the lowest validation loss
             result = {**next((h for h in self.history if h.get("epoch") == self.best_epoch), result),
