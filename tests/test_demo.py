@@ -1,6 +1,7 @@
 """`ulmfit demo` end to end, offline: a tiny LM and a small prepared dataset stand in for the real ones."""
 
 import json
+import re
 
 import pytest
 
@@ -305,6 +306,7 @@ def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_p
     summary = run_demo(tmp_path / "cut", resume=True, progress=False)
     out = capsys.readouterr().out
     assert "time budget:" not in out  # planned once, before the interruption
+    assert re.search(r"time: .*\(data \d+s, timing \d+s, lm \d+s, classifier \d+s, evaluate \d+s\)", out)
     assert "the classifier's" not in out  # and timed once
     assert summary["lm_epochs"] == {"max": 3, "planned": 1} and summary["budget_plan"]["epochs"] == 1
     history = json.loads((tmp_path / "cut" / "lm" / "config.json").read_text())["history"]

@@ -406,7 +406,9 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     print(f"  fine-tuned {'forward ' if len(models) > 1 else ''}LM perplexity "
           f"{lm_res.get('valid_perplexity', float('nan')):.1f} ({epochs})"
           + (f", backward {bwd_res.get('valid_perplexity', float('nan')):.1f}" if len(models) > 1 else ""))
-    print(f"  time: {total / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in times.items())})"
+    order = ("data", "timing", *STAGES, "evaluate")  # a resumed demo read its times back in another order
+    shown_times = sorted(times.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    print(f"  time: {total / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in shown_times)})"
           + (f"; budget {minutes:g} min" if budget_s else ""))
     where = " and ".join(str(m) for m in models)
     flags = " ".join(f"--model {m}" for m in models)
