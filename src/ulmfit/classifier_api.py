@@ -229,13 +229,16 @@ class ClassifierTiming:
 
 
 def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = None, *, n_batches: int = 8,
-                    valid_frac: float = 0.1, device: str | None = None) -> ClassifierTiming:
+                    max_seconds: float = 20.0, valid_frac: float = 0.1,
+                    device: str | None = None) -> ClassifierTiming:
     """Measure the classifier recipe's cost on this machine without training the real model: a
-    throwaway classifier on the encoder of `lm` (a directory; None = the shipped model) takes
-    `n_batches` optimizer steps in each stage of `cfg` (after one untimed step) on batches of
-    `data`'s texts made as the training sampler makes them (length-sorted within a random chunk;
-    evenly spaced ones from short to long), then predicts them once. The global random state is
-    left as it was. 10-15 s for review snippets on 2 cores; what the demo's time budget plans with."""
+    throwaway classifier on the encoder of `lm` (a directory; None = the shipped model) takes one
+    untimed step on the longest batch it may time, then up to `n_batches` optimizer steps in each stage of
+    `cfg` (fewer, at least 2, where they would take over about `max_seconds`: long documents) on
+    batches of `data`'s texts made as the training sampler makes them (length-sorted within a
+    random chunk; evenly spaced ones from short to long), then predicts them once. The global
+    random state is left as it was. 10-15 s for review snippets on 2 cores; what the demo's time
+    budget plans with."""
     from .api import resolve_device
     from .pretrained import default_lm
 
@@ -260,8 +263,6 @@ def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = 
         probe = ClassificationData.from_labeled(sub, tok_cfg, vocab, sp, sub.label_names(), 1, False)
         order = np.argsort([len(x) for x in probe.ids], kind="stable")
         sorted_batches = [[int(i) for i in order[k:k + bs]] for k in range(0, len(order) - bs + 1, bs)]
-        m = min(n_batches, len(sorted_batches))
-        batches = [sorted_batches[int((j + 0.5) * len(sorted_batches) / m)] for j in range(m)]
         model, _, _ = _new_classifier(lm_model, sized, max(2, len(sub.label_names())), probe.multi_label)
         del lm_model
         dev = resolve_device(device)
@@ -269,9 +270,16 @@ def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = 
         with tempfile.TemporaryDirectory() as tmp:  # the trainer's folder; nothing is saved
             trainer = ClassifierTrainer(model, probe, None, replace(sized, bs=bs), Path(tmp), lambda *a: None,
                                         device=dev, progress=False, pad_id=vocab.stoi["xxpad"])
-            # the untimed step of each stage on the longest batch: memory for the largest shapes is
-            # then in place, as it is after a training run's first (longest-first) batch
-            step_s = trainer.time_stages(batches, warmup=batches[-1])
+            def spaced(m):  # m batches at the quantiles (j + 0.5) / m, from short to long
+                return [sorted_batches[int((j + 0.5) * len(sorted_batches) / m)] for j in range(m)]
+
+            # the warm-up step on the longest batch that may be timed (not the longest of all: on
+            # BBC News that one step took 33 s), so no timed step takes longer
+            longest = trainer.warm_up(spaced(n_batches)[-1])
+            m = min(n_batches, len(sorted_batches),
+                    max(2, int(max_seconds / (len(sized.stage_groups) * max(longest, 1e-6)))))
+            batches = spaced(m)
+            step_s = trainer.time_stages(batches)
             t = time.perf_counter()
             timed = [probe.ids[i] for b in batches for i in b]
             predict_probs(model, timed, bs, vocab.stoi["xxpad"], dev, trainer.use_bf16, probe.multi_label)

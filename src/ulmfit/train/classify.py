@@ -334,10 +334,23 @@ class ClassifierTrainer:
         self.opt.step()
         return loss
 
-    def time_stages(self, batches: list[list[int]], warmup: list[int] | None = None) -> list[float]:
+    def warm_up(self, batch: list[int]) -> float:
+        """One optimizer step with every layer trainable on `batch` (the longest, so that memory for
+        the largest shapes and every optimizer state are in place, as after a training run's first,
+        longest batch); its seconds, an upper bound on any step of that batch length or shorter."""
+        freeze_to(self.groups, 0)
+        self.model.train()
+        for g in self.opt.param_groups:
+            g["lr"] = 1e-6  # the values do not matter, the work does
+        t = time.perf_counter()
+        self._step(batch, np.asarray(self.train_data.labels), [p for g in self.groups for p in g])
+        return time.perf_counter() - t
+
+    def time_stages(self, batches: list[list[int]]) -> list[float]:
         """Seconds per optimizer step in each stage of the recipe (the layers that stage trains), the
-        mean over `batches` (lists of training-document indices), each stage after one untimed step
-        on `warmup`. It trains the model: for timing a throwaway copy, not the one to keep."""
+        mean over `batches` (lists of training-document indices), after `warm_up`; each stage after
+        one untimed step on the first of them (a stage's first step costs more). It trains the
+        model: for timing a throwaway copy, not the one to keep."""
         labels = np.asarray(self.train_data.labels)
         self.model.train()
         out = []
@@ -345,9 +358,8 @@ class ClassifierTrainer:
             freeze_to(self.groups, -top if top else 0)
             trainable = [p for g in self.groups for p in g if p.requires_grad]
             for g in self.opt.param_groups:
-                g["lr"] = 1e-6  # the values do not matter, the work does
-            if warmup is not None:
-                self._step(warmup, labels, trainable)
+                g["lr"] = 1e-6
+            self._step(batches[0], labels, trainable)
             t = time.perf_counter()
             for b in batches:
                 self._step(b, labels, trainable)
