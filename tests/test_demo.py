@@ -1,5 +1,6 @@
 """`ulmfit demo` end to end, offline: a tiny LM and a small prepared dataset stand in for the real ones."""
 
+import itertools
 import json
 import re
 
@@ -229,6 +230,19 @@ def test_topic_datasets_show_predictions_on_test_examples_not_movie_reviews():
     assert _snippet("a\n  b") == "a b"
 
 
+def _ctrl_c(m, cls, name, when):
+    """Patch cls.name (with monkeypatch `m`) to raise KeyboardInterrupt, as Ctrl-C would, on the
+    call where when(self) is true."""
+    real = getattr(cls, name)
+
+    def patched(self, *a):
+        if when(self):
+            raise KeyboardInterrupt
+        return real(self, *a)
+
+    m.setattr(cls, name, patched)
+
+
 def _clf_weights(path):
     from ulmfit import checkpoint as ckpt
 
@@ -245,15 +259,8 @@ def test_an_interrupted_demo_resumes_where_it_stopped_and_ends_as_an_uninterrupt
     kw = dict(lm=tmp_path / "lm", data_dir=data, progress=False, minutes=0, ensemble="off", lm_epochs=1)
     full = run_demo(tmp_path / "full", "rotten-tomatoes", **kw)
     with monkeypatch.context() as m:  # Ctrl-C at the classifier's 7th step
-        real, n = ClassifierTrainer._step, {"calls": 0}
-
-        def step(self, *a):
-            n["calls"] += 1
-            if n["calls"] == 7:
-                raise KeyboardInterrupt
-            return real(self, *a)
-
-        m.setattr(ClassifierTrainer, "_step", step)
+        calls = itertools.count(1)
+        _ctrl_c(m, ClassifierTrainer, "_step", lambda self: next(calls) == 7)
         with pytest.raises(UlmfitError, match=r"interrupted in .*classifier.*ulmfit demo --out .*cut --resume"):
             run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
     state = json.loads((tmp_path / "cut" / "demo_state.json").read_text())
@@ -289,14 +296,7 @@ def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_p
     data = tiny_task
     kw = dict(lm=tmp_path / "lm", data_dir=data, progress=False, minutes=0.001, ensemble="off")
     with monkeypatch.context() as m:  # Ctrl-C in the first full LM epoch, after the plan
-        real = LMTrainer.set_lrs
-
-        def set_lrs(self, *a):
-            if self.epoch == 1 and self.batch == 2:
-                raise KeyboardInterrupt
-            return real(self, *a)
-
-        m.setattr(LMTrainer, "set_lrs", set_lrs)
+        _ctrl_c(m, LMTrainer, "set_lrs", lambda self: self.epoch == 1 and self.batch == 2)
         with pytest.raises(UlmfitError, match=r"interrupted in .*lm;"):
             run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
     state = json.loads((tmp_path / "cut" / "demo_state.json").read_text())
