@@ -288,6 +288,14 @@ def test_an_interrupted_demo_resumes_where_it_stopped_and_ends_as_an_uninterrupt
         run_demo(tmp_path / "cut", resume=True, progress=False)
     with pytest.raises(UlmfitError, match="holds no demo"):
         run_demo(tmp_path / "nothing", resume=True, progress=False)
+    # a damaged or foreign state file is refused, not half-read
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for text, message in [("{not json", "not valid JSON"), ('["a"]', "not a demo state"),
+                          ('{"args": {}, "done": ["lm", "rm -rf"]}', "not a demo state")]:
+        (bad / "demo_state.json").write_text(text)
+        with pytest.raises(UlmfitError, match=message):
+            run_demo(bad, resume=True, progress=False)
 
 
 def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_path, tiny_task, capsys, monkeypatch):

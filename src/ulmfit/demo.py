@@ -165,7 +165,8 @@ def read_demo_state(out: Path) -> dict:
         raise UlmfitError(f"cannot resume: {out} holds no demo ({DEMO_STATE} is missing); start one with "
                           f"`ulmfit demo --out {out}`")
     state = read_json(path)
-    if not isinstance(state.get("args"), dict) or not set(state.get("done", [])) <= set(STAGES):
+    if (not isinstance(state, dict) or not isinstance(state.get("args"), dict)
+            or not isinstance(state.get("done"), list) or not set(state["done"]) <= set(STAGES)):
         raise UlmfitError(f"cannot resume: {path} is not a demo state this version wrote")
     if state.get("finished"):
         raise UlmfitError(f"the demo in {out} finished (its summary: {out / 'demo_summary.json'}); nothing to "
