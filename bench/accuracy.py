@@ -476,9 +476,9 @@ def _guard(results: Results, row: dict, fn, lm_epochs: list | None = None) -> No
     try:
         out = fn()
     except Exception as e:  # one failure must not end a long benchmark; it is recorded
-        if "interrupted at step" in str(e):  # Ctrl-C / SIGTERM (the trainers turn them into this): stop
-            from ulmfit.train.loop import RESUME_ADVICE
+        from ulmfit.train.loop import RESUME_ADVICE, TrainingInterrupted
 
+        if isinstance(e, TrainingInterrupted):  # Ctrl-C / SIGTERM (the trainers turn them into this): stop
             msg = str(e).replace(f" {RESUME_ADVICE}", "")  # the CLI's advice; this command resumes by itself
             raise SystemExit(f"interrupted: {msg} Run the same bench/accuracy.py command again to continue.") from None
         traceback.print_exc()

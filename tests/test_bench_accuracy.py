@@ -546,11 +546,10 @@ def test_lms_builds_both_directions_of_the_recipe_and_nothing_else(acc, monkeypa
 def test_an_interrupted_run_stops_the_benchmark_with_its_own_advice(acc, tmp_path):
     """Ctrl-C/SIGTERM stop the whole benchmark (no failed row is written), and the advice names the
     benchmark's command: it continues by itself, it has no --resume flag."""
-    from ulmfit.io import UlmfitError
-    from ulmfit.train.loop import interrupted_message
+    from ulmfit.train.loop import TrainingInterrupted, interrupted_message
 
     def stopped():
-        raise UlmfitError(interrupted_message(7, "/x"))
+        raise TrainingInterrupted(interrupted_message(7, "/x"))
 
     res = acc.Results(tmp_path / "r.jsonl")
     with pytest.raises(SystemExit, match="Run the same bench/accuracy.py command again") as e:

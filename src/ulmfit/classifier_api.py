@@ -102,8 +102,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         say(f"note: {lm_dir} is a {'backward' if lm_backwards else 'forward'} language model; "
             f"training a {'backward' if lm_backwards else 'forward'} classifier")
         cfg = replace(cfg, backwards=lm_backwards)
-    tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
-    sp = str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None
+    tok_cfg, sp = _lm_tokenizer(lm_dir, lm_cfg)
 
     # Labeled data: a stratified validation split unless one is given.
     train_texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **read_args)
@@ -189,6 +188,12 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     return res
 
 
+def _lm_tokenizer(lm_dir: Path, lm_cfg: dict) -> tuple[TokenizerConfig, str | None]:
+    """The tokenizer settings of the LM in `lm_dir` and its SentencePiece model (None: word level)."""
+    tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
+    return tok_cfg, (str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None)
+
+
 def _new_classifier(lm_model, cfg: ClassifierTrainConfig, n_classes: int, multi_label: bool, pretrained: bool = True):
     """(model, arch, head): the LM's encoder with the classifier dropouts and a new head."""
     arch = replace(lm_model.cfg, **CLASSIFIER_DROPOUTS, drop_mult=cfg.drop_mult)
@@ -248,8 +253,7 @@ def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = 
     with torch.random.fork_rng(devices=[]):  # loading and building models draw random numbers
         lm_dir = Path(lm) if lm is not None else default_lm(cfg.backwards)
         lm_model, lm_cfg, vocab = ckpt.load_model(lm_dir)
-        tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
-        sp = str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None
+        tok_cfg, sp = _lm_tokenizer(lm_dir, lm_cfg)
         n_train = max(len(data) - int(round(valid_frac * len(data))), 1)
         sized = cfg.for_data(n_train)
         bs = min(sized.bs, len(data))
@@ -270,6 +274,7 @@ def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = 
         with tempfile.TemporaryDirectory() as tmp:  # the trainer's folder; nothing is saved
             trainer = ClassifierTrainer(model, probe, None, replace(sized, bs=bs), Path(tmp), lambda *a: None,
                                         device=dev, progress=False, pad_id=vocab.stoi["xxpad"])
+
             def spaced(m):  # m batches at the quantiles (j + 0.5) / m, from short to long
                 return [sorted_batches[int((j + 0.5) * len(sorted_batches) / m)] for j in range(m)]
 

@@ -334,16 +334,25 @@ class ClassifierTrainer:
         self.opt.step()
         return loss
 
+    def _train_top(self, top: int) -> list:
+        """Make the top `top` layer groups trainable (0: all of them), the rest frozen; the trainable
+        parameters (what the gradient clipping sees)."""
+        freeze_to(self.groups, -top if top else 0)
+        return [p for g in self.groups for p in g if p.requires_grad]
+
+    def _timing_rates(self) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = 1e-6  # timing: the values do not matter, the work does
+
     def warm_up(self, batch: list[int]) -> float:
         """One optimizer step with every layer trainable on `batch` (the longest, so that memory for
         the largest shapes and every optimizer state are in place, as after a training run's first,
         longest batch); its seconds, an upper bound on any step of that batch length or shorter."""
-        freeze_to(self.groups, 0)
+        trainable = self._train_top(0)
         self.model.train()
-        for g in self.opt.param_groups:
-            g["lr"] = 1e-6  # the values do not matter, the work does
+        self._timing_rates()
         t = time.perf_counter()
-        self._step(batch, np.asarray(self.train_data.labels), [p for g in self.groups for p in g])
+        self._step(batch, np.asarray(self.train_data.labels), trainable)
         return time.perf_counter() - t
 
     def time_stages(self, batches: list[list[int]]) -> list[float]:
@@ -357,10 +366,8 @@ class ClassifierTrainer:
         self.model.train()
         out = []
         for top in self.cfg.stage_groups:
-            freeze_to(self.groups, -top if top else 0)
-            trainable = [p for g in self.groups for p in g if p.requires_grad]
-            for g in self.opt.param_groups:
-                g["lr"] = 1e-6
+            trainable = self._train_top(top)
+            self._timing_rates()
             self._step(batches[-1], labels, trainable)
             t = time.perf_counter()
             for b in batches:
@@ -379,8 +386,7 @@ class ClassifierTrainer:
             try:
                 while self.stage < n_stages:
                     top = cfg.stage_groups[self.stage]
-                    freeze_to(self.groups, -top if top else 0)
-                    trainable = [p for g in self.groups for p in g if p.requires_grad]
+                    trainable = self._train_top(top)
                     lrs = discriminative_lrs(cfg.stage_lrs[self.stage], len(self.groups), cfg.lr_div)
                     for g, lr in zip(self.opt.param_groups, lrs):
                         g["max_lr"] = lr
