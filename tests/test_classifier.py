@@ -205,6 +205,30 @@ def test_predictions_come_back_in_input_order_and_survive_a_round_trip(trained, 
     assert np.array_equal(TextClassifier.load(tmp_path / "copy").predict_proba(texts), p)
 
 
+def test_a_classifier_trained_without_bf16_predicts_without_it(trained, tmp_path, monkeypatch):
+    import shutil
+
+    from ulmfit import classifier_api
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "fp32")
+    c = json.loads((tmp_path / "fp32" / "config.json").read_text())
+    c["train"]["bf16"] = False  # as `train-classifier --no-bf16` writes it
+    (tmp_path / "fp32" / "config.json").write_text(json.dumps(c))
+    used = []
+    real = classifier_api.predict_probs
+
+    def predict_probs(*a, use_bf16=False, **k):
+        used.append(use_bf16)
+        return real(*a, use_bf16=False, **k)
+
+    monkeypatch.setattr(classifier_api, "bf16_pays", lambda *a, **k: True)  # a CPU where bf16 is faster
+    monkeypatch.setattr(classifier_api, "predict_probs", predict_probs)
+    TextClassifier.load(task / "clf").predict_proba(["superb"])
+    TextClassifier.load(tmp_path / "fp32").predict_proba(["superb"])
+    assert used == [True, False]
+
+
 def test_gradual_unfreezing_trains_exactly_the_unfrozen_groups(task, tmp_path):
     lm_model, _, _ = ckpt.load_model(task / "lm")
     before = {k: v.clone() for k, v in lm_model.encoder.state_dict().items()}

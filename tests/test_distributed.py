@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 
-def test_two_processes_train_one_model(tmp_path, corpus):
+def _torchrun(tmp_path, corpus, cfg_args: str):
+    """Pretrain the tiny preset in 2 processes; each prints its weights' hash, tokens, steps and budget."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed")
@@ -19,15 +20,15 @@ def test_two_processes_train_one_model(tmp_path, corpus):
         "from ulmfit.api import pretrain\n"
         "from ulmfit.train.loop import LMTrainConfig, LMTrainer\n"
         "from ulmfit.train import distributed as d\n"
-        "seen = {}\n"
         "orig = LMTrainer.fit\n"
         "def fit(self):\n"
         "    r = orig(self)\n"
         "    h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in self.model.parameters()))\n"
-        "    print(f'RANK {d.rank_world()[0]} {h.hexdigest()} {self.tokens} {self.step}', flush=True)\n"
+        "    print(f'RANK {d.rank_world()[0]} {h.hexdigest()} {self.tokens} {self.step} {self._budget_batches()}',"
+        " flush=True)\n"
         "    return r\n"
         "LMTrainer.fit = fit\n"
-        "cfg = LMTrainConfig(epochs=1, bs=4, bptt=16, lr=1e-2, lr_div=1.0, save_every_minutes=1e9, max_minutes=10)\n"
+        f"cfg = LMTrainConfig({cfg_args})\n"
         "pretrain(sys.argv[1], sys.argv[2], preset='tiny', train_cfg=cfg, progress=False, n_workers=1, device='cpu')\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -37,8 +38,27 @@ def test_two_processes_train_one_model(tmp_path, corpus):
     lines = sorted(l.split() for l in r.stdout.splitlines() if l.startswith("RANK"))
     assert [l[1] for l in lines] == ["0", "1"]
     assert lines[0][2] == lines[1][2]  # identical weights in both processes
-    assert lines[0][3] == lines[1][3]  # tokens counted over both processes
+    assert lines[0][3:] == lines[1][3:]  # tokens counted over both processes, same steps
+    return lines[0]
+
+
+def test_two_processes_train_one_model(tmp_path, corpus):
+    line = _torchrun(tmp_path, corpus, "epochs=1, bs=4, bptt=16, lr=1e-2, lr_div=1.0, save_every_minutes=1e9, "
+                                       "max_minutes=10")
     state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
-    assert state["tokens"] == int(lines[0][3]) and state["step"] == int(lines[0][4])
+    assert state["tokens"] == int(line[3]) and state["step"] == int(line[4])
     n_tokens = json.loads((tmp_path / "lm" / "config.json").read_text())["data"]["n_tokens"]
     assert state["tokens"] > 0.8 * n_tokens * 0.9  # one epoch of the training part, split over 2 processes
+
+
+def test_token_budget_over_two_processes_ends_with_the_schedule(tmp_path, corpus):
+    # max_tokens counts both processes' tokens; the slanted triangular schedule must be sized to
+    # the steps that budget allows, or the run stops near the peak rate instead of at the floor
+    line = _torchrun(tmp_path, corpus, "epochs=3, bs=4, bptt=16, lr=1e-2, lr_div=1.0, save_every_minutes=1e9, "
+                                       "max_minutes=10, max_tokens=3000, log_every=1")
+    steps, budget = int(line[4]), int(line[5])
+    assert 3000 <= int(line[3]) < 3000 + 2 * 4 * 64  # stopped by the budget, within one step of it
+    assert steps == budget
+    lrs = [json.loads(l)["lr"] for l in (tmp_path / "lm" / "metrics.jsonl").read_text().splitlines()
+           if "lr" in json.loads(l)]
+    assert lrs and lrs[-1] < 0.25 * max(lrs)  # the last rate is near the floor, not near the peak

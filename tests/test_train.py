@@ -83,6 +83,50 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stoppe
                                                                       rel=1e-4)
 
 
+def test_an_interrupt_during_a_validation_inside_the_epoch_saves_the_training_streams_state(
+        tmp_path, corpus, monkeypatch):
+    from ulmfit.train import loop
+
+    seen = {}
+
+    def evaluate_lm(model, *a, **k):  # Ctrl-C while the validation stream runs through the model
+        seen["training"] = [(h.clone(), c.clone()) for h, c in model.encoder.state]
+        model.encoder.state = [(torch.full_like(h, 7.0), torch.full_like(c, 7.0)) for h, c in model.encoder.state]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "evaluate_lm", evaluate_lm)
+    with pytest.raises(UlmfitError, match="interrupted at step 10"):
+        pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1, eval_every=10), progress=False,
+                 n_workers=1)
+    saved = ckpt.load_tensors(tmp_path / "lm" / ckpt.STATE_T)[0]
+    for i, (h, c) in enumerate(seen["training"]):
+        torch.testing.assert_close(saved[f"hidden.{i}.h"], h)
+        torch.testing.assert_close(saved[f"hidden.{i}.c"], c)
+
+
+def test_only_process_0_resumes_from_the_saved_hidden_state(tmp_path, corpus, monkeypatch):
+    # process 0 alone saves, so its carried state is the only one on disk: the other processes,
+    # which read other rows of the text, start their first resumed batch from a zero state
+    with monkeypatch.context() as m:
+        interrupt_at(m, 7)
+        with pytest.raises(UlmfitError, match="interrupted at step 7"):
+            pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    got = {}
+    real = LMTrainer.resume
+
+    def resume(self):
+        self.main = main
+        real(self)
+        got[main] = self._resume_hidden
+        raise KeyboardInterrupt  # stop there: nothing more to check
+
+    monkeypatch.setattr(LMTrainer, "resume", resume)
+    for main in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(corpus, tmp_path / "lm", progress=False, resume=True, n_workers=1)
+    assert got[True] is not None and got[False] is None
+
+
 def test_a_run_whose_data_moved_resumes_from_its_new_place_and_only_on_the_same_data(tmp_path, corpus, monkeypatch):
     import shutil
 
@@ -289,6 +333,25 @@ def test_backward_model_trains_on_reversed_text_and_cannot_generate(tmp_path, co
     assert lm.backwards
     with pytest.raises(UlmfitError, match="backward"):
         lm.generate("The cat")
+
+
+def test_training_a_backward_model_further_keeps_it_backward(tmp_path, corpus, capsys):
+    # --from / --init-from a backward model without --backwards: training it on forward text would
+    # undo its pretraining and label it forward, which the classifier then trusts
+    pretrain(corpus, tmp_path / "bwd", preset="tiny", train_cfg=cfg(epochs=1, backwards=True), progress=False,
+             n_workers=1)
+    finetune_lm(tmp_path / "bwd", corpus, tmp_path / "ft", train_cfg=cfg(freeze_epochs=1, epochs=1),
+                n_workers=1)
+    assert "is a backward language model; training it on reversed text" in capsys.readouterr().out
+    assert LanguageModel.load(tmp_path / "ft").backwards
+    pretrain(corpus, tmp_path / "more", train_cfg=cfg(epochs=1), progress=False, n_workers=1,
+             init_from=tmp_path / "bwd")
+    assert LanguageModel.load(tmp_path / "more").backwards
+    # and a forward model stays forward when --backwards is given by mistake
+    pretrain(corpus, tmp_path / "fwd", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    finetune_lm(tmp_path / "fwd", corpus, tmp_path / "ft2", progress=False, n_workers=1,
+                train_cfg=cfg(freeze_epochs=0, epochs=1, backwards=True))
+    assert not LanguageModel.load(tmp_path / "ft2").backwards
 
 
 def test_generate_and_evaluate_from_python(tmp_path, corpus):

@@ -32,6 +32,18 @@ from .train.loop import LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm
 from .train.precision import precision_line
 
 
+def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, progress: bool) -> LMTrainConfig:
+    """Training goes on in the direction the model reads. A backward LM trained further on forward
+    text (or the reverse) would unlearn what it knew and be saved under the wrong direction, which
+    the classifier then trusts; so the model's direction wins over --backwards, with a note."""
+    back = bool(model_cfg.get("train", {}).get("backwards", False))
+    if back != train_cfg.backwards:
+        _print(f"note: {model_dir} is a {'backward' if back else 'forward'} language model; training it on "
+               f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
+        train_cfg = replace(train_cfg, backwards=back)
+    return train_cfg
+
+
 def _print(msg: str, progress: bool) -> None:
     if progress:
         print(msg, flush=True)
@@ -252,6 +264,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if init_from is not None and not resume:  # continue pretraining a model (e.g. the shipped one) on more text
         init = ckpt.load_model(init_from)
         tok_cfg = TokenizerConfig.from_dict(init[1]["tokenizer"])
+        train_cfg = _follow_direction(init_from, init[1], train_cfg, progress)
         init_sp = Path(init_from) / ckpt.SPM
     if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
         data = load_corpus_dir(corpus)
@@ -368,6 +381,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
         from_dir = saved.get("finetuned_from", from_dir)
     train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3, patience=1)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
+    if not resume:  # a resumed run goes on in the direction it was started in
+        train_cfg = _follow_direction(from_dir, base_cfg, train_cfg, progress)
     tok_cfg = TokenizerConfig.from_dict(base_cfg["tokenizer"])
     base_sp = Path(from_dir) / ckpt.SPM if tok_cfg.kind == "subword" else None
     if resume:  # the cap the interrupted run used (its saved tokenizer settings)

@@ -352,7 +352,10 @@ class TextClassifier:
             ids = cache[key]
             if backwards:
                 ids = _reverse(ids)
-            probs.append(predict_probs(model, ids, bs, vocab.stoi["xxpad"], use_bf16=bf16_pays(),
+            # the precision it was trained and validated in: a classifier trained with --no-bf16
+            # predicts in fp32 also where bf16 would be faster
+            use_bf16 = bool(cfg.get("train", {}).get("bf16", True)) and bf16_pays()
+            probs.append(predict_probs(model, ids, bs, vocab.stoi["xxpad"], use_bf16=use_bf16,
                                        multi_label=self.multi_label, progress=progress,
                                        desc=f"predicting ({d.name})"))
         mean = np.mean(probs, 0)

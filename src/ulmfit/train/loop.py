@@ -223,7 +223,7 @@ class LMTrainer:
             seen, count = 0, 0
             for e in range(self.total_epochs):
                 for L in self.train_stream.seq_lens(e):
-                    seen += self.cfg.bs * L
+                    seen += self.cfg.bs * self.world * L  # the loop counts every process's tokens
                     count += 1
                     if seen >= self.cfg.max_tokens:
                         self._budget = count
@@ -263,7 +263,10 @@ class LMTrainer:
         self.bad_epochs = st.get("bad_epochs", 0)
         if self.cfg.patience and (self.out / BEST_WEIGHTS).exists():
             self.best_state = ckpt.load_tensors(self.out / BEST_WEIGHTS)[0]
-        self._resume_hidden = st.get("hidden") if self.batch > 0 else None
+        # Only process 0 saves, so its hidden state is the only one kept: the other processes read
+        # other rows of the text and start their first resumed batch from a fresh (zero) state
+        # rather than from process 0's context.
+        self._resume_hidden = st.get("hidden") if self.batch > 0 and self.main else None
         # the epoch's running train loss goes on from where it was (the loop uses it only when batch > 0)
         self.run_loss = st.get("run_loss")
 
@@ -275,9 +278,10 @@ class LMTrainer:
         if not self.valid_stream or not self.main:
             return {}
         carried = self.model.encoder.state  # the training streams continue after validation
-        v = evaluate_lm(self.model, self.valid_stream, self.use_bf16, self.device)
-        self.model.encoder.state = carried
-        return v
+        try:
+            return evaluate_lm(self.model, self.valid_stream, self.use_bf16, self.device)
+        finally:  # also when interrupted: the state saved for a resume is the training streams'
+            self.model.encoder.state = carried
 
     # -- the loop ------------------------------------------------------------------------------
     def set_lrs(self, t: int, T: int, seq_len: int) -> float:
