@@ -30,6 +30,16 @@ def test_stlr_never_goes_below_its_floor(T):
     assert max(vals) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("T", [2, 6, 15, 19, 35, 12345])
+def test_stlr_decays_over_the_whole_stage_whatever_its_length(T):
+    # short stages (gradual unfreezing on a few hundred labels) anneal to near the floor at their
+    # end, and never sit at the floor before it
+    vals = [slanted_triangular(t, T) for t in range(T)]
+    peak = vals.index(max(vals))
+    assert all(a > b for a, b in zip(vals[peak:], vals[peak + 1:]))  # strictly falling after the peak
+    assert vals[-1] <= 1 / 32 + (1 - 1 / 32) / max(1, T - peak) + 1e-12  # one decay step above the floor
+
+
 def test_discriminative_rates_divide_by_2_6_per_group():
     lrs = discriminative_lrs(0.01, 3)
     assert lrs[2] == pytest.approx(0.01)

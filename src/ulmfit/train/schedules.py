@@ -12,14 +12,18 @@ import math
 
 def slanted_triangular(t: int, T: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
     """eta_t / eta_max from the paper: a short linear warm-up to the peak at cut = floor(T * cut_frac),
-    then a long linear decay; the lowest rate is 1/ratio of the peak."""
+    then a long linear decay over the remaining T - cut steps; the lowest rate is 1/ratio of the peak.
+
+    The paper writes the decay's length as cut * (1 / cut_frac - 1), which is T - cut when T is a
+    multiple of 1 / cut_frac (the formula is then the paper's to the digit). For other T it is not:
+    a stage of 15 steps (cut 1) would reach the floor at step 10 and stay there for a third of the
+    stage, one of 6 steps (cut floored to 0, raised to 1) would end at 57% of its peak. Short stages
+    are common in gradual unfreezing on a few hundred labels, so the decay always spans T - cut."""
     cut = max(1, math.floor(T * cut_frac))
     if t < cut:
         p = t / cut
     else:
-        p = 1 - (t - cut) / (cut * (1 / cut_frac - 1))
-    # With cut = floor(T * cut_frac) the paper's p dips slightly below 0 at the very end when T is
-    # not a multiple of 1/cut_frac; the rate then stays at its floor eta_max / ratio.
+        p = 1 - (t - cut) / max(1, T - cut)
     return (1 + max(p, 0.0) * (ratio - 1)) / ratio
 
 
