@@ -3,6 +3,7 @@
 import csv
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -309,6 +310,12 @@ def test_an_interrupted_classifier_whose_data_moved_resumes_from_its_new_place(t
         train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
     with pytest.raises(UlmfitError, match="not the same data"):  # other labeled texts: other split sizes
         train_classifier(None, task / "test.csv", tmp_path / "c", resume=True, progress=False)
+    relabeled = tmp_path / "relabeled.csv"  # the same texts with other label names: the same sizes
+    relabeled.write_bytes(re.sub(rb",(pos|neg)(\r?\n)", lambda m: b"," + {b"pos": b"good", b"neg": b"bad"}[m[1]] + m[2],
+                                 moved.read_bytes()))
+    assert b",good" in relabeled.read_bytes() and b",pos" not in relabeled.read_bytes()
+    with pytest.raises(UlmfitError, match="trained on the labels .*neg.*not the same data"):
+        train_classifier(None, relabeled, tmp_path / "c", resume=True, progress=False)
     assert main(["train-classifier", str(moved), "--resume", str(tmp_path / "c"), "--quiet"]) == 0
     saved = json.loads((tmp_path / "c" / "config.json").read_text())
     assert saved["source"]["data"] == str(moved.resolve()) and len(saved["history"]) == 5
@@ -684,6 +691,21 @@ def test_a_failed_overwrite_run_leaves_the_old_run_as_it_was(trained, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()} == before  # metrics.jsonl too
 
 
+def test_an_overwrite_run_clears_the_replaced_runs_files_and_keeps_the_users(trained, tmp_path):
+    import shutil
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "clf")
+    evaluate(tmp_path / "clf", task / "test.csv", report=tmp_path / "clf" / "eval_report.json", progress=False)
+    (tmp_path / "clf" / "best.safetensors").write_bytes(b"an LM run's best epoch")  # e.g. an LM folder reused
+    (tmp_path / "clf" / "notes.txt").write_text("mine")
+    train_classifier(task / "lm", task / "train.csv", tmp_path / "clf", cfg=ClassifierTrainConfig(**FAST),
+                     overwrite=True, progress=False, n_workers=1)
+    names = {p.name for p in (tmp_path / "clf").iterdir()}
+    assert not names & {"eval_report.json", "eval_report.png", "best.safetensors"}  # they described the old model
+    assert {"notes.txt", "config.json", "model.safetensors", "metrics.jsonl"} <= names
+
+
 def test_predict_drops_a_byte_order_mark_and_checks_its_paths(trained, tmp_path, capsys):
     task, _ = trained
     (tmp_path / "bom.txt").write_bytes("\ufeffa wonderful film\nterrible\n".encode("utf-8"))
@@ -697,6 +719,8 @@ def test_predict_drops_a_byte_order_mark_and_checks_its_paths(trained, tmp_path,
     assert "is a folder" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "plain.txt"), *model, "--encoding", "nonsense"]) == 2
     assert "--encoding nonsense" in capsys.readouterr().err
+    assert main(["predict", str(task / "test.csv"), *model]) == 0  # a table is read line by line: said so
+    assert "read as plain text" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "plain.txt"), *model, "--out", str(tmp_path / "new" / "p.csv")]) == 0
     assert (tmp_path / "new" / "p.csv").read_text().count("\n") == 3
 

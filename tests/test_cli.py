@@ -26,6 +26,26 @@ def test_every_command_has_a_complete_help(command, capsys):
         assert opt in out
 
 
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from ulmfit.cli import build_parser
+
+    missing = []
+
+    def walk(parser, name):
+        for act in parser._actions:
+            if isinstance(act, argparse._SubParsersAction):
+                for sub, sp in act.choices.items():
+                    walk(sp, f"{name} {sub}")
+            elif act.option_strings and not act.help and not isinstance(act, (argparse._HelpAction,
+                                                                               argparse._VersionAction)):
+                missing.append(f"{name} {act.option_strings[0]}")
+
+    walk(build_parser(), "ulmfit")
+    assert not missing
+
+
 def test_the_whole_language_model_round_from_the_command_line(tmp_path, corpus, capsys):
     lm, ft = tmp_path / "lm", tmp_path / "ft"
     small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]

@@ -45,6 +45,13 @@ def test_empty_text_gives_only_xxbos(tok, text):
     assert tok.tokenize(text) == ["xxbos"]
 
 
+def test_detokenize_drops_markers_that_mark_nothing_and_expands_repeats():
+    # a language model's samples can put one marker after another; none may leak into the text
+    assert detokenize(["xxmaj", "xxmaj", "film", "xxup", "xxmaj", "ok", "xxrep", "xxmaj", "a"]) == "Film Ok A"
+    assert detokenize(["xxbos", "it", "was", "xxrep", "4", "o", "xxwrep", "3", "no", ".", "xxunk", "xxup"]) == \
+        "it was oooo no no no. xxunk"
+
+
 def test_detokenize_restores_case():
     assert detokenize(["xxbos", "xxmaj", "the", "xxup", "cat", "sat", "."]) == "The CAT sat."
 

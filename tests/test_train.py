@@ -162,6 +162,10 @@ def test_resume_refuses_a_directory_without_a_run(tmp_path, corpus):
 
 def test_a_finished_run_can_be_extended_with_more_epochs(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lm").iterdir()}
+    with pytest.raises(UlmfitError, match="finished run .*larger --epochs"):  # nothing to resume: said, not "saved"
+        pretrain(corpus, tmp_path / "lm", progress=False, resume=True, n_workers=1)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lm").iterdir()} == before
     pretrain(corpus, tmp_path / "lm", progress=False, resume=True, extend={"epochs": 2}, n_workers=1)
     history = json.loads((tmp_path / "lm" / "config.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]

@@ -60,11 +60,24 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     dist_.barrier()
 
 
+# What a run or a command on its model leaves in the model's folder besides the files every save
+# rewrites (config.json, model.safetensors, vocab.txt): a replaced run's copies would describe the
+# old model beside the new one (its evaluation report, its best epoch's weights, its training state).
+RUN_FILES = ("metrics.jsonl", "best.safetensors", ckpt.STATE_J, ckpt.STATE_T, "eval_report.json",
+             "eval_report.png", "lr_find.png")
+
+
+def clear_replaced_run(out: Path) -> None:
+    """Delete the run files of the run that --overwrite replaces (other files in the folder stay)."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
 def _fresh_metrics(out: Path, resume: bool) -> None:
-    """Clear the metrics of a run being replaced (process 0), once the new run's data and model are
+    """Clear the files of a run being replaced (process 0), once the new run's data and model are
     ready: an --overwrite run that fails on its inputs leaves the old run's files as they were."""
     if not resume and dist_.is_main():
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        clear_replaced_run(out)
 
 
 def require_saved_run(out: Path) -> None:
@@ -186,6 +199,14 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     _print(precision_line(trainer.use_bf16, cfg.bf16, dev), progress)
     if resume:
         trainer.resume()
+        c = trainer.cfg
+        if trainer.epoch >= trainer.total_epochs or (c.max_tokens and trainer.tokens >= c.max_tokens):
+            # nothing left to train: refuse before anything is written, rather than "save" untouched files
+            raise UlmfitError(f"{out} holds a finished run ({trainer.epoch} of {trainer.total_epochs} epochs, "
+                              f"{trainer.tokens:,} tokens"
+                              + (f" of a {c.max_tokens:,}-token budget" if c.max_tokens else "")
+                              + "); nothing to resume. To train it further, resume with a larger --epochs"
+                              + (" or --max-tokens" if c.max_tokens else ""))
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
     t0 = time.time()
     result = trainer.fit()

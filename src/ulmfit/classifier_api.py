@@ -61,7 +61,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     interrupted run in `out` with its saved settings and data; `data`, when given, is that data's
     new location (a path), or, for a run trained on texts in memory (which saved no path), the
     same LabeledTexts again; either is checked to give the same split sizes."""
-    from .api import _check_out, require_path, require_saved_run, resolve_device, resumed_source
+    from .api import (_check_out, clear_replaced_run, require_path, require_saved_run, resolve_device,
+                      resumed_source)
     from .pretrained import default_lm
 
     out = Path(out)
@@ -143,6 +144,9 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         say(f"{len(valid_texts)} validation examples are too few to pick the best epoch (at most {SELECT_LAST_MAX_VALID}): "
             "every epoch runs and the last one is kept (--select best / select='best' picks by validation anyway)")
     labels = train_texts.label_names()
+    if resume and labels != saved.get("labels"):  # the same number of texts with other labels is other data
+        raise UlmfitError(f"cannot resume: {out} was trained on the labels {saved.get('labels')}, these texts have "
+                          f"{labels}; they are not the same data")
     say(f"{len(train_texts):,} training and {sizes[1]:,} validation examples, {len(labels)} classes: "
         + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))
     train_d = ClassificationData.from_labeled(train_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
@@ -170,7 +174,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
 
     if not resume:  # the inputs are read: only now is a run that --overwrite replaces cleared
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        clear_replaced_run(out)
     trainer = ClassifierTrainer(model, train_d, valid_d, cfg, out, save_fn, device=dev, progress=progress,
                                 pad_id=vocab.stoi["xxpad"])
     say(precision_line(trainer.use_bf16, cfg.bf16, dev))

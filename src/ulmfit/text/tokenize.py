@@ -287,13 +287,21 @@ def detokenize(tokens: Sequence[str]) -> str:
     i = 0
     while i < len(words):
         w = words[i]
-        if w in (MAJ, UP) and i + 1 < len(words):
-            nxt = words[i + 1]
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        if w in (MAJ, UP) and nxt is not None and nxt not in SPECIAL_TOKENS:
             out.append(nxt.capitalize() if w == MAJ else nxt.upper())
             i += 2
             continue
-        if w in (BOS, EOS, PAD, "") or (w in (MAJ, UP) and i + 1 == len(words)):
-            i += 1  # markers with nothing to mark (a sample can end on xxmaj) are dropped
+        if w in (REP, WREP) and nxt is not None and nxt.isdigit() and i + 2 < len(words) \
+                and words[i + 2] not in SPECIAL_TOKENS:  # 'xxrep 4 o' -> 'oooo', 'xxwrep 3 no' -> 'no no no'
+            n, what = min(int(nxt), 50), words[i + 2]
+            out.append(what * n if w == REP else " ".join([what] * n))
+            i += 3
+            continue
+        if w in (BOS, EOS, PAD, MAJ, UP, REP, WREP, ""):  # xxunk and xxfld stay visible
+            # markers with nothing to mark are dropped: a sample can end on xxmaj, and a model's
+            # samples can put one marker after another ('xxmaj xxup word', 'xxrep xxmaj')
+            i += 1
             continue
         out.append(w)
         i += 1
