@@ -70,6 +70,27 @@ def test_foreign_or_mismatched_checkpoints_are_refused(tmp_path):
         ckpt.load_model(out)
 
 
+@pytest.mark.parametrize("section,key,value,says", [
+    ("arch", "hidden_size", "big", "hidden_size must be an integer"),
+    ("arch", "hidden_size", -5, "hidden_size must be at least 1"),
+    ("arch", "emb_size", 256.5, "emb_size must be an integer"),
+    ("arch", "input_p", "x", "input_p must be a number"),
+    ("arch", "weight_p", 1.5, "weight_p is a dropout probability"),
+    ("arch", "pad_id", 10 ** 9, "pad_id 1000000000 is not a token id"),
+    ("arch", "tie_weights", "yes", "tie_weights must be true or false"),
+    (None, "backwards", "yes", "'backwards' must be true or false"),
+    ("train", "backwards", 1, "'train.backwards' must be true or false"),
+])
+def test_a_hand_edited_config_names_the_bad_setting(tmp_path, section, key, value, says):
+    _, out = saved_model(tmp_path)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.setdefault("train", {})
+    (cfg[section] if section else cfg)[key] = value
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UlmfitError, match=says):
+        ckpt.load_model(out)
+
+
 class Bomb:
     def __reduce__(self):
         return (os.system, ("touch PICKLE_BOMB_WENT_OFF",))
@@ -94,3 +115,13 @@ def test_fp16_export_loads_as_fp32(tmp_path):
     loaded, _, _ = ckpt.load_model(out)
     assert loaded.encoder.embedding.weight.dtype == torch.float32
     torch.testing.assert_close(loaded.encoder.embedding.weight, m.encoder.embedding.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_classifier_head_settings_are_checked_too():
+    from ulmfit.model.classifier import HeadConfig
+
+    with pytest.raises(ValueError, match="n_classes must be an integer"):
+        HeadConfig.from_dict({"n_classes": "3"})
+    with pytest.raises(ValueError, match="head_p is a dropout probability"):
+        HeadConfig.from_dict({"n_classes": 3, "head_p": -0.1})
+    assert HeadConfig.from_dict({"n_classes": 3}).max_len == 1400

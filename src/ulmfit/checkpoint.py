@@ -122,6 +122,9 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
     for section in ("arch", "head", "tokenizer", "train"):  # a hand-edited or damaged config
         if section in cfg and not isinstance(cfg[section], dict):
             raise UlmfitError(f"{cfg_path}: its {section!r} section is {type(cfg[section]).__name__}, not an object")
+    for where, d in (("", cfg), ("train.", cfg.get("train") or {})):  # read as a direction by every loader
+        if "backwards" in d and not isinstance(d["backwards"], bool):
+            raise UlmfitError(f"{cfg_path}: '{where}backwards' must be true or false, not {d['backwards']!r}")
     if "labels" in cfg and not (isinstance(cfg["labels"], list) and all(isinstance(x, str) for x in cfg["labels"])):
         raise UlmfitError(f"{cfg_path}: 'labels' must be a list of label names")
     if "labels" in cfg and len(set(cfg["labels"])) != len(cfg["labels"]):

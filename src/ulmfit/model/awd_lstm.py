@@ -18,6 +18,31 @@ from torch import nn
 from .dropout import EmbeddingDropout, LockedDropout, embedding_dropout
 
 
+def check_settings(obj, positive=(), rates=()) -> None:
+    """Every field of a settings dataclass has its annotated type (a config.json edited by hand, or
+    written by something else, fails here with the field's name instead of deep inside PyTorch);
+    `positive` fields are at least 1, `rates` (dropout probabilities) lie in [0, 1)."""
+    for f in fields(obj):
+        v, kind = getattr(obj, f.name), str(f.type)
+        if kind == "bool":
+            ok = isinstance(v, bool)
+        elif kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif kind == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+        else:
+            continue
+        if not ok:
+            want = {"int": "an integer", "float": "a number", "bool": "true or false"}[kind]
+            raise ValueError(f"{f.name} must be {want}, not {v!r}")
+    for name in positive:
+        if getattr(obj, name) < 1:
+            raise ValueError(f"{name} must be at least 1, not {getattr(obj, name)}")
+    for name in rates:
+        if not 0 <= getattr(obj, name) < 1:
+            raise ValueError(f"{name} is a dropout probability, from 0 up to (not including) 1, not {getattr(obj, name)}")
+
+
 @dataclass
 class AWDLSTMConfig:
     """Architecture and regularisation. Dropout defaults are the published LM values
@@ -35,6 +60,14 @@ class AWDLSTMConfig:
     output_p: float = 0.1
     drop_mult: float = 1.0
     tie_weights: bool = True
+
+    def __post_init__(self):
+        check_settings(self, positive=("vocab_size", "emb_size", "hidden_size", "n_layers"),
+                       rates=("input_p", "hidden_p", "weight_p", "embed_p", "output_p"))
+        if self.drop_mult < 0:
+            raise ValueError(f"drop_mult must be at least 0, not {self.drop_mult}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} is not a token id of a {self.vocab_size}-token vocabulary")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from .awd_lstm import AWDLSTMConfig, AWDLSTMEncoder
+from .awd_lstm import AWDLSTMConfig, AWDLSTMEncoder, check_settings
 
 # The published classifier dropouts (before drop_mult): input 0.4, hidden 0.3, weight 0.5,
 # embedding 0.05, output (first head layer) 0.4.
@@ -36,6 +36,9 @@ class HeadConfig:
     bptt: int = 70
     max_len: int = 1400  # tokens at the end of a document that are pooled and back-propagated (20 * bptt)
     multi_label: bool = False
+
+    def __post_init__(self):
+        check_settings(self, positive=("n_classes", "hidden", "bptt", "max_len"), rates=("head_p",))
 
     def to_dict(self) -> dict:
         return asdict(self)
