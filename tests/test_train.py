@@ -396,6 +396,21 @@ def test_the_language_model_api_refuses_what_it_would_misread(tmp_path, corpus):
     assert not (tmp_path / "p").exists()  # all refused before anything was written
 
 
+def test_a_run_that_fails_on_its_inputs_leaves_no_empty_out_folder(tmp_path, corpus):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 100)
+    for call in (lambda out: finetune_lm(tmp_path / "no-such-model", corpus, out, progress=False),
+                 lambda out: pretrain(tmp_path / "empty.txt", out, preset="tiny", progress=False, n_workers=1),
+                 lambda out: pretrain(tmp_path / "binary.txt", out, preset="tiny", progress=False, n_workers=1)):
+        with pytest.raises(UlmfitError):
+            call(tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    with pytest.raises(UlmfitError):
+        pretrain(tmp_path / "empty.txt", tmp_path / "mine", preset="tiny", progress=False, n_workers=1)
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_pretraining_continues_from_a_finished_model_with_its_vocabulary(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     with pytest.raises(UlmfitError, match="holds no saved run"):  # nothing there (a wrong path, or no save yet)

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -42,6 +44,30 @@ def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, prog
                f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
         train_cfg = replace(train_cfg, backwards=back)
     return train_cfg
+
+
+def _removes_its_empty_out(fn):
+    """A run that fails before its first file (on its inputs: a missing base model, an empty or
+    undecodable text) leaves no empty --out folder behind; a folder that was already there, or that
+    holds anything, stays."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        out = Path(bound.arguments["out"])
+        fresh = not bound.arguments.get("resume", False) and not out.exists()
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            if fresh and dist_.is_main() and out.is_dir() and not any(out.iterdir()):
+                try:
+                    out.rmdir()
+                except OSError:
+                    pass
+            raise
+
+    return run
 
 
 def _print(msg: str, progress: bool) -> None:
@@ -257,6 +283,7 @@ def _resumed_run(out: Path, extend: dict | None, source=None, command: str = "pr
     return saved, data, _train_cfg_from(saved["train"], extend or {})
 
 
+@_removes_its_empty_out
 def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
              train_cfg: LMTrainConfig | None = None, fmt: str = "auto", column: str | None = None,
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
@@ -364,6 +391,7 @@ def with_base_words(data, base_vocab: Vocab):
     return replace(data, vocab=Vocab(data.vocab.itos + extra))
 
 
+@_removes_its_empty_out
 def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None, fmt: str = "auto",
                 column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
