@@ -38,7 +38,7 @@ def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, prog
     """Training goes on in the direction the model reads. A backward LM trained further on forward
     text (or the reverse) would unlearn what it knew and be saved under the wrong direction, which
     the classifier then trusts; so the model's direction wins over --backwards, with a note."""
-    back = bool(model_cfg.get("train", {}).get("backwards", False))
+    back = ckpt.reads_backwards(model_cfg)
     if back != train_cfg.backwards:
         _print(f"note: {model_dir} is a {'backward' if back else 'forward'} language model; training it on "
                f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
@@ -516,7 +516,7 @@ class LanguageModel:
         self.model, self.config, self.vocab, self.path = model, config, vocab, Path(path)
         self.tok_cfg = TokenizerConfig.from_dict(config["tokenizer"])
         self.sp_model = str(self.path / ckpt.SPM) if self.tok_cfg.kind == "subword" else None
-        self.backwards = bool(config.get("train", {}).get("backwards", False))
+        self.backwards = ckpt.reads_backwards(config)
 
     @classmethod
     def load(cls, path) -> "LanguageModel":

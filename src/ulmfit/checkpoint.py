@@ -132,6 +132,12 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
     return cfg
 
 
+def reads_backwards(cfg: dict) -> bool:
+    """Whether the language model of this config reads text right to left (its training setting,
+    checked to be true or false by `read_config`)."""
+    return bool((cfg.get("train") or {}).get("backwards", False))
+
+
 def require_sections(cfg: dict, path: Path, *sections: str) -> None:
     """The config sections that loading a model needs (a damaged or hand-edited file may lack one)."""
     for section in sections:

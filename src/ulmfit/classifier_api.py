@@ -96,7 +96,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     # The language model: its encoder, vocabulary and tokenizer become the classifier's.
     lm_dir = Path(lm) if lm is not None else default_lm(cfg.backwards)
     lm_model, lm_cfg, vocab = ckpt.load_model(lm_dir)
-    lm_backwards = bool(lm_cfg.get("train", {}).get("backwards", False))
+    lm_backwards = ckpt.reads_backwards(lm_cfg)
     if lm_backwards != cfg.backwards:
         if lm is None:
             raise UlmfitError("internal: shipped model direction mismatch")
