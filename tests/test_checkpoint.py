@@ -125,3 +125,71 @@ def test_classifier_head_settings_are_checked_too():
     with pytest.raises(ValueError, match="head_p is a dropout probability"):
         HeadConfig.from_dict({"n_classes": 3, "head_p": -0.1})
     assert HeadConfig.from_dict({"n_classes": 3}).max_len == 1400
+
+
+def _edit_config(out, edit):
+    cfg = json.loads((out / "config.json").read_text())
+    edit(cfg)
+    (out / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("change,says", [
+    ("vocab", "vocab.txt is not the vocabulary that model.safetensors was trained with"),
+    ("direction", r"reading direction in config.json \(backward\) is not the one"),
+    ("lower", "tokenizer settings of config.json are not those"),
+])
+def test_files_mixed_from_two_models_are_refused(tmp_path, change, says):
+    """Same shapes, so nothing else would notice: a vocabulary of the same size from another model,
+    a direction or a tokenizer setting edited in config.json would give wrong predictions silently."""
+    m, out = saved_model(tmp_path)
+    ckpt.load_model(out)  # as saved: fine
+    if change == "vocab":  # another model's vocabulary of the same size: two words swapped
+        words = (out / "vocab.txt").read_text().split("\n")
+        words[-2], words[-3] = words[-3], words[-2]
+        (out / "vocab.txt").write_text("\n".join(words))
+    elif change == "direction":
+        _edit_config(out, lambda c: c["train"].__setitem__("backwards", True))
+    else:
+        _edit_config(out, lambda c: c["tokenizer"].__setitem__("lower", False))
+    with pytest.raises(UlmfitError, match=says):
+        ckpt.load_model(out)
+
+
+def test_weights_saved_without_the_record_still_load(tmp_path):
+    """Weights written before the record existed (the shipped models' among them) are not checked."""
+    m, out = saved_model(tmp_path)
+    tensors, meta = ckpt.load_tensors(out / "model.safetensors")
+    assert meta["backwards"] == "false" and len(meta["vocab_sha256"]) == 64
+    ckpt.save_tensors(out / "model.safetensors", tensors, {"format": "ulmfit", "step": "7"})
+    _edit_config(out, lambda c: c["tokenizer"].__setitem__("lower", False))
+    ckpt.load_model(out)
+
+
+def test_a_backward_model_records_its_direction(tmp_path):
+    vocab = Vocab(SPECIAL_TOKENS + [f"w{i}" for i in range(41)])
+    m = AWDLSTMLanguageModel(preset("tiny", len(vocab)))
+    out = ckpt.save_model(tmp_path / "bwd", m, vocab=vocab, tok_cfg=TokenizerConfig(), train={"backwards": True})
+    assert ckpt.load_tensors(out / "model.safetensors")[1]["backwards"] == "true"
+    _, cfg, _ = ckpt.load_model(out)
+    _edit_config(out, lambda c: c["train"].__setitem__("backwards", False))
+    with pytest.raises(UlmfitError, match=r"direction in config.json \(forward\)"):
+        ckpt.load_model(out)
+
+
+def test_a_classifier_refuses_labels_reordered_or_renamed(tmp_path):
+    from ulmfit.model.classifier import AWDLSTMClassifier, HeadConfig
+
+    vocab = Vocab(SPECIAL_TOKENS + [f"w{i}" for i in range(41)])
+    arch, head = preset("tiny", len(vocab)), HeadConfig(n_classes=3)
+    model = AWDLSTMClassifier(arch, head)
+    out = ckpt.save_classifier(tmp_path / "clf", model.state_dict(), arch=arch.to_dict(), head=head.to_dict(),
+                               vocab=vocab, tok_cfg=TokenizerConfig(), labels=["neg", "neu", "pos"],
+                               extra={"backwards": False})
+    ckpt.load_classifier(out)
+    _edit_config(out, lambda c: c.__setitem__("labels", ["pos", "neu", "neg"]))
+    with pytest.raises(UlmfitError, match=r"labels of config.json \(names or order\)"):
+        ckpt.load_classifier(out)
+    _edit_config(out, lambda c: c.__setitem__("labels", ["neg", "neu", "pos"]))
+    _edit_config(out, lambda c: c.__setitem__("backwards", True))  # what predict reads
+    with pytest.raises(UlmfitError, match="reading direction"):
+        ckpt.load_classifier(out)

@@ -16,6 +16,7 @@ saving is detected instead of silently resuming from mixed files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -69,6 +70,47 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise UlmfitError(f"{path} is not a readable safetensors file ({e}); the file is corrupted or foreign") from e
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tie(vocab: Vocab, tok: dict, backwards: bool, sp_model: str | os.PathLike | None,
+         labels: list[str] | None = None) -> dict[str, str]:
+    """What the weights were trained with, written into their safetensors header: the files beside
+    them (config.json, vocab.txt, spm.model) are plain text that can be swapped or edited one at a
+    time, and a vocabulary, tokenisation, direction or label order that is not the training one
+    gives wrong predictions without any error. `_check_tie` compares them on loading."""
+    meta = {"vocab_sha256": _digest(json.dumps(vocab.itos, ensure_ascii=False).encode("utf-8")),
+            "tokenizer": json.dumps({"kind": tok.get("kind"), "lower": tok.get("lower")}, sort_keys=True),
+            "backwards": "true" if backwards else "false"}
+    if sp_model:
+        meta["spm_sha256"] = _digest(Path(sp_model).read_bytes())
+    if labels is not None:
+        meta["labels"] = json.dumps(list(labels), ensure_ascii=False)
+    return meta
+
+
+def _check_tie(path: Path, meta: dict[str, str], vocab: Vocab, cfg: dict, backwards: bool) -> None:
+    """The files beside the weights are the ones the weights were saved with (see `_tie`). Weights
+    saved before the record existed (the shipped models among them) carry none and are not checked;
+    spm.model is checked where the record names one (a word-level model does not read it)."""
+    if "vocab_sha256" not in meta:
+        return
+    sp = path / SPM
+    now = _tie(vocab, cfg.get("tokenizer") or {}, backwards, sp if sp.exists() else None,
+               cfg.get("labels") if "labels" in meta else None)
+    what = {"vocab_sha256": f"{VOCAB} is not the vocabulary",
+            "tokenizer": f"the tokenizer settings of {CONFIG} are not those",
+            "backwards": f"the reading direction in {CONFIG} ({'backward' if backwards else 'forward'}) is not the one",
+            "spm_sha256": f"{SPM} is not the SentencePiece model",
+            "labels": f"the labels of {CONFIG} (names or order) are not those"}
+    for key, says in what.items():
+        if key in meta and meta[key] != now.get(key):
+            raise UlmfitError(
+                f"{path}: {says} that {WEIGHTS} was trained with; the files of two models were mixed, or "
+                "one was edited. Copy the whole model folder again from where it was trained.")
+
+
 def _save_vocab(out: Path, vocab: Vocab, sp_model: str | None) -> None:
     """vocab.txt (rewritten only when it changed) and a copy of the SentencePiece model."""
     if not (out / VOCAB).exists() or Vocab.load(out / VOCAB).itos != vocab.itos:
@@ -87,7 +129,8 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
     tensors = _unique_state_dict(model)
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step)})
+    tie = _tie(vocab, tok_cfg.to_dict(), bool((train or {}).get("backwards", False)), sp_model)
+    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})
     _save_vocab(out, vocab, sp_model)
     config = {
         "format": FORMAT,
@@ -138,6 +181,11 @@ def reads_backwards(cfg: dict) -> bool:
     return bool((cfg.get("train") or {}).get("backwards", False))
 
 
+def classifier_reads_backwards(cfg: dict) -> bool:
+    """Whether a classifier reads its texts right to left (what `predict` goes by)."""
+    return bool(cfg.get("backwards", reads_backwards(cfg)))
+
+
 def require_sections(cfg: dict, path: Path, *sections: str) -> None:
     """The config sections that loading a model needs (a damaged or hand-edited file may lack one)."""
     for section in sections:
@@ -163,7 +211,8 @@ def load_model(path: str | os.PathLike) -> tuple[AWDLSTMLanguageModel, dict, Voc
     if len(vocab) != arch.vocab_size:
         raise UlmfitError(f"{path}: vocabulary has {len(vocab)} tokens but the model expects {arch.vocab_size}")
     model = AWDLSTMLanguageModel(arch)
-    tensors, _ = load_tensors(path / WEIGHTS)
+    tensors, meta = load_tensors(path / WEIGHTS)
+    _check_tie(path, meta, vocab, cfg, reads_backwards(cfg))
     load_weights(model, tensors, path / WEIGHTS)
     model.eval()
     return model, cfg, vocab
@@ -289,7 +338,9 @@ def save_classifier(out: str | os.PathLike, weights: dict[str, torch.Tensor], *,
             continue
         seen.add(v.data_ptr())
         tensors[k] = v.detach().cpu().contiguous()
-    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step)})
+    backwards = bool((extra or {}).get("backwards", (train or {}).get("backwards", False)))
+    tie = _tie(vocab, tok_cfg.to_dict(), backwards, sp_model, labels)
+    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})
     _save_vocab(out, vocab, sp_model)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "classifier",
               "ulmfit_version": __version__, "arch": arch, "head": head, "labels": list(labels),
@@ -321,7 +372,8 @@ def load_classifier(path: str | os.PathLike):
     if len(vocab) != arch.vocab_size:
         raise UlmfitError(f"{path}: vocabulary has {len(vocab)} tokens but the model expects {arch.vocab_size}")
     model = AWDLSTMClassifier(arch, head)
-    tensors, _ = load_tensors(path / WEIGHTS)
+    tensors, meta = load_tensors(path / WEIGHTS)
+    _check_tie(path, meta, vocab, cfg, classifier_reads_backwards(cfg))
     load_weights(model, tensors, path / WEIGHTS)
     model.eval()
     return model, cfg, vocab

@@ -337,7 +337,7 @@ class TextClassifier:
             multi = bool(cfg["head"].get("multi_label"))
             tok = TokenizerConfig.from_dict(cfg["tokenizer"])
             sp = str(d / ckpt.SPM) if tok.kind == "subword" else None
-            members.append((model, cfg, vocab, tok, sp, bool(cfg.get("backwards")), d))
+            members.append((model, cfg, vocab, tok, sp, ckpt.classifier_reads_backwards(cfg), d))
         return cls(members, labels, multi)
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,
