@@ -2,6 +2,7 @@
 round, and clear errors (exit code 2, one line, no traceback) on bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -269,3 +270,40 @@ def test_no_command_is_a_usage_error(capsys):
     assert main([]) == 2
     assert "usage: ulmfit" in capsys.readouterr().err
     assert main(["data"]) == 2
+
+
+def test_an_out_folder_that_takes_no_files_is_refused_before_training(tmp_path, tiny_lm, capsys, monkeypatch):
+    """A read-only mount (simulated: this may run as root, whom permissions do not stop) fails at
+    the start with a one-line error, not at the first save after the training time is spent."""
+    import errno
+
+    real_open = os.open
+
+    def read_only(path, *a, **k):
+        if os.path.basename(str(path)).startswith(".ulmfit-write-test"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *a, **k)
+
+    csv = tmp_path / "labeled.csv"
+    csv.write_text("text,label\n" + "".join(f"a {'good' if i % 2 else 'bad'} dog {i},{'pos' if i % 2 else 'neg'}\n"
+                                           for i in range(40)))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    for argv in (["finetune-lm", "--from", str(tiny_lm), str(tmp_path / "corpus.txt"), "--epochs", "1"],
+                 ["pretrain", str(tmp_path / "corpus.txt"), "--preset", "tiny", "--epochs", "1"],
+                 ["train-classifier", str(csv), "--lm", str(tiny_lm)]):
+        code = main([*argv, "--out", str(ro), "--quiet", "--workers", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err[-1] == f"error: cannot write into --out {ro} (Read-only file system); choose a " \
+                                         "folder you can write to", argv
+        assert ro.is_dir() and not any(ro.iterdir())
+    monkeypatch.setattr(os, "open", real_open)
+    if os.geteuid() != 0:  # a real folder without write permission
+        ro.chmod(0o500)
+        try:
+            assert main(["finetune-lm", "--from", str(tiny_lm), str(tmp_path / "corpus.txt"), "--out", str(ro),
+                         "--quiet", "--workers", "1"]) == 2
+            assert "cannot write into --out" in capsys.readouterr().err
+        finally:
+            ro.chmod(0o700)

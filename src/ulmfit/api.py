@@ -81,9 +81,23 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     `_fresh_metrics`."""
     _check_out(out, resume, overwrite)
     dist_.barrier()  # nobody changes anything before everybody has checked
-    if not resume and dist_.is_main():
-        out.mkdir(parents=True, exist_ok=True)
+    if dist_.is_main():
+        writable_out(out, create=not resume)
     dist_.barrier()
+
+
+def writable_out(out: Path, create: bool) -> None:
+    """Create --out (when `create`) and check that it takes files: a folder on a read-only mount,
+    or one the user may not write to, is refused now, not at the first save after an hour of
+    training."""
+    probe = out / f".ulmfit-write-test-{os.getpid()}"
+    try:
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise UlmfitError(f"cannot write into --out {out} ({e.strerror or e}); choose a folder you can write to") from e
 
 
 # What a run or a command on its model leaves in the model's folder besides the files every save

@@ -62,7 +62,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     new location (a path), or, for a run trained on texts in memory (which saved no path), the
     same LabeledTexts again; either is checked to give the same split sizes."""
     from .api import (_check_out, clear_replaced_run, require_path, require_saved_run, resolve_device,
-                      resumed_source)
+                      resumed_source, writable_out)
     from .pretrained import default_lm
 
     out = Path(out)
@@ -172,8 +172,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                              labels=labels, sp_model=sp, train=cfg.to_dict(), history=history, step=step,
                              extra={"source": source, "backwards": cfg.backwards, "best_epoch": state.get("best_epoch")})
 
+    writable_out(out, create=not resume)
     if not resume:  # the inputs are read: only now is a run that --overwrite replaces cleared
-        out.mkdir(parents=True, exist_ok=True)
         clear_replaced_run(out)
     trainer = ClassifierTrainer(model, train_d, valid_d, cfg, out, save_fn, device=dev, progress=progress,
                                 pad_id=vocab.stoi["xxpad"])
