@@ -285,3 +285,20 @@ def test_split_holds_out_whole_documents_deterministically():
 def test_split_of_a_single_document_cuts_its_end():
     train, valid = _toy([100]).split(0.1)
     assert list(train.doc(0)) == list(range(90)) and list(valid.doc(0)) == list(range(90, 100))
+
+
+def test_tables_for_language_models_are_read_like_the_labeled_ones(tmp_path):
+    """finetune-lm reads CSV/TSV text columns with the same rules as train-classifier."""
+    t = tmp_path / "d.tsv"
+    t.write_text('text\tlabel\n"Best film ever\t1\n"Best" film\t0\n')
+    assert list(iter_documents(t)) == ['"Best film ever', '"Best" film']
+    c = tmp_path / "d.csv"
+    c.write_text("text,label\ngood,1\nThe film, sadly, was awful.,0\n")
+    with pytest.raises(UlmfitError, match=r"d.csv, line 3: 4 field\(s\) where the header has 2"):
+        list(iter_documents(c))
+    c.write_text('text,label\ngood,1\n"never closed,0\n' + "x,1\n" * 20)
+    with pytest.raises(UlmfitError, match="malformed ','-separated row"):
+        list(iter_documents(c))
+    c.write_text("text,text\na,b\n")
+    with pytest.raises(UlmfitError, match="names column 'text' more than once"):
+        list(iter_documents(c))

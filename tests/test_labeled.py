@@ -261,3 +261,41 @@ def test_multi_label_split_is_random_and_complete():
     train, valid = stratified_split(d, valid_frac=0.25)
     assert len(valid) == 5 and len(train) == 15
     assert sorted(train.texts + valid.texts) == sorted(d.texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows that would be cut, glued or swallowed
+
+
+@pytest.mark.parametrize("name,content,says", [
+    # an unquoted comma: "The film" with the label "sadly" before the check
+    ("d.csv", "text,label\ngood,pos\nThe film, sadly, was awful.,neg\n",
+     r"d.csv, line 3: 4 field\(s\) where the header has 2; a text that holds a comma must be in double quotes"),
+    ("d.csv", "pos,fine\nneg,The film, sadly, was awful.\npos,ok\n",
+     r"line 2: 4 field\(s\) where the first row has 2"),
+    # a quote that closes before the field ends: lenient csv made it "Best film"
+    ("d.csv", 'text,label\ngood,pos\n"Best" film,pos\n', r"line 3: malformed ','-separated row"),
+    # a quote that never closes: every row after it became one text
+    ("d.csv", 'text,label\ngood,pos\n"Best film,pos\n' + "fine,neg\n" * 50, "malformed ','-separated row"),
+    ("d.tsv", "text\tlabel\ngood\tpos\nBest\tfilm\tpos\n",
+     r"line 3: 3 field\(s\) where the header has 2; a TSV field cannot hold a tab"),
+    ("d.csv", "text,label,text\ngood,pos,x\n", "names column 'text' more than once"),
+    ("d.csv", "text,label\ngood,pos\rbad,neg\r", r"a carriage return \(\\r\) inside a field that is not quoted"),
+])
+def test_rows_that_would_be_cut_or_merged_are_refused_with_their_line(tmp_path, name, content, says):
+    f = write(tmp_path / name, content)
+    with pytest.raises(UlmfitError, match=says):
+        read_labeled(f)
+
+
+def test_a_tsv_keeps_its_quotes_as_text_and_each_line_is_a_row(tmp_path):
+    rows = ['"Best film ever\tpos', '"Best" film\tpos', 'He said "no"\tneg', 'fine\tneg']
+    d = read_labeled(write(tmp_path / "d.tsv", "text\tlabel\n" + "\n".join(rows) + "\n"))
+    assert d.texts == ['"Best film ever', '"Best" film', 'He said "no"', "fine"]
+    assert d.labels == ["pos", "pos", "neg", "neg"] and d.lines == [2, 3, 4, 5]
+
+
+def test_csv_quoting_still_reads_commas_newlines_and_doubled_quotes(tmp_path):
+    f = write(tmp_path / "d.csv", 'text,label\n"Loved it, really\nsecond line",pos\n"He said ""no""",neg\n')
+    d = read_labeled(f)
+    assert d.texts == ["Loved it, really\nsecond line", 'He said "no"'] and d.lines == [2, 4]

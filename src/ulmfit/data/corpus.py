@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from ..io import UlmfitError
 from ..text.tokenize import join_fields
@@ -156,6 +156,49 @@ def _iter_lines_text(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# CSV and TSV
+
+
+def table_reader(lines: Iterable[str], delimiter: str):
+    """A csv.reader over `lines`. CSV follows RFC 4180, strictly: a double quote that opens a field
+    must close it (Python's lenient default glued `"Best" film` into `Best film`, and a quote that
+    never closed swallowed every row after it into one text). TSV has no quoting: quotes are part
+    of the text, as in the TSV files of NLP datasets (GLUE, SST), and a row is a line."""
+    if delimiter == "\t":
+        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(lines, delimiter=delimiter, strict=True)
+
+
+def table_error(path: Path, line: int, delimiter: str, e: csv.Error) -> UlmfitError:
+    """A csv.Error said in terms of the file: where, and what to change."""
+    kind = "tab-separated" if delimiter == "\t" else f"{delimiter!r}-separated"
+    if "new-line character seen in unquoted field" in str(e):
+        return UlmfitError(f"{path}, line {line}: a carriage return (\\r) inside a field that is not quoted; "
+                           "convert old Mac line endings (\\r) to \\n, or quote the field")
+    return UlmfitError(f"{path}, line {line}: malformed {kind} row ({e}); a double quote that opens a field must "
+                       'close it, and a quote inside a quoted field is written twice ("")')
+
+
+def check_width(path: Path, line: int, row: list[str], n: int, delimiter: str, header: bool) -> None:
+    """Every row has as many fields as the header (or the first row): an unquoted comma in a text
+    would otherwise cut it and turn its second half into the label."""
+    if len(row) != n:
+        hint = ("a text that holds a comma must be in double quotes" if delimiter == "," else
+                "a TSV field cannot hold a tab or a line break (quotes are read as part of the text)"
+                if delimiter == "\t" else f"a field that holds {delimiter!r} must be in double quotes")
+        raise UlmfitError(f"{path}, line {line}: {len(row)} field(s) where the {'header' if header else 'first row'} "
+                          f"has {n}; {hint}")
+
+
+def unique_columns(path: Path, header: list[str], wanted: Iterable[str], hint: str = "") -> None:
+    """A column asked for by name must be named once in the header."""
+    twice = sorted({c for c in wanted if header.count(c) > 1})
+    if twice:
+        raise UlmfitError(f"{path}: the header names column {', '.join(map(repr, twice))} more than once; "
+                          f"rename one of them{hint}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Readers
 
 
@@ -215,7 +258,7 @@ def _read_table(path: Path, encoding: str, delimiter: str, column) -> Iterator[s
             position["line"] = lineno
             yield line
 
-    reader = csv.reader(text_lines(), delimiter=delimiter)
+    reader = table_reader(text_lines(), delimiter)
     try:
         header = next(reader, None)
         if header is None:
@@ -227,14 +270,17 @@ def _read_table(path: Path, encoding: str, delimiter: str, column) -> Iterator[s
                 f"{path}: no column {', '.join(map(repr, missing))}; the columns are "
                 f"{', '.join(map(repr, header))} (choose with --column)"
             )
+        unique_columns(path, header, cols)
         idx = [header.index(c) for c in cols]
+        start = position["line"] + 1
         for row in reader:
-            if not row:
-                continue
-            fields = [row[i] if i < len(row) else "" for i in idx]
-            yield fields[0] if len(fields) == 1 else join_fields(fields)
+            if row:
+                check_width(path, start, row, len(header), delimiter, header=True)
+                fields = [row[i] for i in idx]
+                yield fields[0] if len(fields) == 1 else join_fields(fields)
+            start = position["line"] + 1
     except csv.Error as e:
-        raise UlmfitError(f"{path}, line {position['line']}: malformed {delimiter!r}-separated row ({e})") from None
+        raise table_error(path, position["line"], delimiter, e) from None
 
 
 def _read_jsonl(path: Path, encoding: str, column) -> Iterator[str]:

@@ -34,7 +34,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..io import UlmfitError, first_non_string
 from ..text.tokenize import join_fields
-from .corpus import _decode_error, _iter_lines, check_source
+from .corpus import _decode_error, _iter_lines, check_source, check_width, table_error, table_reader, unique_columns
 
 FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
 
@@ -437,7 +437,7 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[tuple[int, 
             pos[0] = lineno
             yield line
 
-    reader = csv.reader(text_lines(), delimiter=delimiter)
+    reader = table_reader(text_lines(), delimiter)
     while True:
         start = pos[0] + 1
         try:
@@ -445,7 +445,7 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[tuple[int, 
         except StopIteration:
             return
         except csv.Error as e:
-            raise UlmfitError(f"{path}, line {pos[0]}: malformed {delimiter!r}-separated row ({e})") from None
+            raise table_error(path, pos[0], delimiter, e) from None
         if row:
             yield start, row
 
@@ -471,6 +471,8 @@ def _table_records(path: Path, encoding, delimiter, text_col, label_col, header,
         label_idx = None
         if need_label or label_spec is not None or "label" in names:
             label_idx = _resolve(label_spec or ["label"], names, path, hint)[0]
+        wanted = (text_spec or ["text"]) + ([label_spec[0] if label_spec else "label"] if label_idx is not None else [])
+        unique_columns(path, names, wanted, ", or choose the column by its 0-based number")
     else:
         rows = itertools.chain([first], rows)
         n_cols = len(first[1])
@@ -483,13 +485,10 @@ def _table_records(path: Path, encoding, delimiter, text_col, label_col, header,
                 raise UlmfitError(f"{path}: the rows have a single column; expected a label and a text column")
         if not need_label and label_spec is None and text_spec is not None:
             label_idx = None
+    width = len(first[1])
     for lineno, row in rows:
-        if label_idx is not None and label_idx >= len(row):
-            raise UlmfitError(
-                f"{path}, line {lineno}: {len(row)} field(s), so no label in column {label_idx} (0-based); "
-                "is the row cut short, or the delimiter wrong?"
-            )
-        fields = [row[i] if i < len(row) else "" for i in text_idx]
+        check_width(path, lineno, row, width, delimiter, header=bool(header))
+        fields = [row[i] for i in text_idx]
         yield lineno, fields, (row[label_idx] if label_idx is not None else None), None
 
 
