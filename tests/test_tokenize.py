@@ -68,6 +68,30 @@ def test_parallel_workers_give_the_same_tokens_in_order():
     assert [t[3] for t in serial] == [str(i) for i in range(23)]
 
 
+SCRIPT_WITHOUT_GUARD = """
+import sys
+from ulmfit.text.tokenize import TokenizerConfig, tokenize_parallel
+print("body", file=sys.stderr)
+docs = [f"Document {i} is Great." for i in range(40)]
+out = list(tokenize_parallel(docs, TokenizerConfig(), n_workers=2, chunk_docs=8, progress=False))
+print(len(out), out[7][3])
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_workers_do_not_rerun_a_script_without_the_main_guard(tmp_path, how):
+    """Spawned workers used to re-run such a script (python file.py or python -m), which started
+    workers of its own, failed, and left the pool waiting forever."""
+    import subprocess
+    import sys
+
+    (tmp_path / "unguarded.py").write_text(SCRIPT_WITHOUT_GUARD)
+    argv = [sys.executable, "unguarded.py"] if how == "script" else [sys.executable, "-m", "unguarded"]
+    r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["40", "7"] and r.stderr.count("body") == 1
+
+
 def test_parallel_reads_its_input_lazily():
     consumed = []
 

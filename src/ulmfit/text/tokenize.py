@@ -11,9 +11,11 @@ This module never imports torch: tokenising is a CPU-parallel job done once per 
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -387,8 +389,8 @@ def tokenize_parallel(
     gives just [xxbos] (the caller decides whether to skip it). `texts` is consumed lazily, at most
     two chunks per worker ahead of the consumer, so a corpus never has to fit in memory.
 
-    Workers are spawned (see below), so a script that calls this with n_workers > 1 needs the
-    usual ``if __name__ == "__main__":`` guard. A corpus of less than one chunk is tokenised
+    Workers are spawned (see below) without re-running the caller's main module, so a script needs
+    no ``if __name__ == "__main__":`` guard. A corpus of less than one chunk is tokenised
     in-process: starting workers would cost more than it saves.
     """
     from collections import deque
@@ -415,7 +417,9 @@ def tokenize_parallel(
         # 'spawn', not 'fork': the caller may already run torch (OpenMP threads, locks) and a forked
         # copy of a threaded process can deadlock. Workers import only this module and spaCy.
         ctx = mp.get_context("spawn")
-        with ctx.Pool(n_workers, _init_worker, (config.to_dict(), sp_model)) as pool:
+        with _main_not_rerun():
+            pool = ctx.Pool(n_workers, _init_worker, (config.to_dict(), sp_model))
+        with pool:
             pending: deque = deque()
             for chunk in _prepend(first, chunks):
                 pending.append((len(chunk), pool.apply_async(_work, (chunk,))))
@@ -429,6 +433,29 @@ def tokenize_parallel(
                 bar.update(n)
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def _main_not_rerun():
+    """Start spawned workers without re-running the caller's main module. A spawned process imports
+    `__main__` again (by its module name, else its file) to find what it defines; these workers need
+    only this module, and in a script without the ``if __name__ == "__main__":`` guard the import
+    runs the script again in every worker, which tries to start workers of its own, fails, and the
+    pool waits forever. Hiding the name and the file while the workers start skips that import."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    spec, has_file, file = getattr(main, "__spec__", None), hasattr(main, "__file__"), getattr(main, "__file__", None)
+    try:
+        main.__spec__ = None
+        if has_file:
+            del main.__file__
+        yield
+    finally:
+        main.__spec__ = spec
+        if has_file:
+            main.__file__ = file
 
 
 def _prepend(first, rest: Iterator) -> Iterator:
