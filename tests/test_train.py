@@ -504,3 +504,54 @@ def test_a_time_plan_made_after_the_frozen_epoch_fixes_the_unfrozen_epochs_and_s
     with pytest.raises(UlmfitError, match="frozen phase"):
         finetune_lm(tmp_path / "lm", target, tmp_path / "nofrozen", progress=False, n_workers=1,
                     train_cfg=cfg(epochs=2), plan_epochs=plan)
+
+
+@pytest.mark.parametrize("settings,says", [
+    ({"bs": 0}, "bs must be at least 1, not 0"),
+    ({"epochs": 0}, "epochs \\+ freeze_epochs must be at least 1"),
+    ({"lr": -1}, "lr must be above 0, not -1"),
+    ({"lr": "3e-3"}, "lr must be a number, not '3e-3'"),
+    ({"schedule": "cosine"}, "schedule must be one of stlr, onecycle, constant"),
+    ({"cut_frac": 1.0}, "cut_frac must be below 1"),
+    ({"bf16": "yes"}, "bf16 must be True or False"),
+    ({"max_tokens": 2.5}, "max_tokens must be a whole number or None"),
+])
+def test_a_language_model_config_names_the_bad_setting(settings, says):
+    with pytest.raises(UlmfitError, match=f"LMTrainConfig: {says}"):
+        LMTrainConfig(**settings)
+
+
+def test_python_finetuning_with_a_dict_gets_the_command_line_defaults(tmp_path, corpus, monkeypatch):
+    """A dict of settings goes over finetune-lm's defaults (frozen epoch, patience); an unknown key,
+    or something else than a config or a dict, is refused before anything is written."""
+    from ulmfit import pretrained
+    from ulmfit.cli import main
+
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    finetune_lm(tmp_path / "lm", corpus, tmp_path / "py", progress=False, n_workers=1,
+                train_cfg={"epochs": 1, "bs": 8, "bptt": 16})
+    assert main(["finetune-lm", "--from", str(tmp_path / "lm"), str(corpus), "--out", str(tmp_path / "cli"),
+                 "--epochs", "1", "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]) == 0
+    py, cli = (json.loads((tmp_path / d / "config.json").read_text())["train"] for d in ("py", "cli"))
+    assert py == cli and py["freeze_epochs"] == 1 and py["patience"] == 1
+    with pytest.raises(UlmfitError, match="unknown setting\\(s\\) 'epoch'"):
+        finetune_lm(tmp_path / "lm", corpus, tmp_path / "bad", train_cfg={"epoch": 1}, progress=False)
+    with pytest.raises(UlmfitError, match="train_cfg must be a LMTrainConfig or a dict"):
+        pretrain(corpus, tmp_path / "bad", train_cfg=[1], progress=False)
+    assert not (tmp_path / "bad").exists()
+    # no base model given: the shipped one of the run's direction, as `ulmfit finetune-lm` without --from
+    asked = []
+    monkeypatch.setattr(pretrained, "default_lm", lambda backwards=False: asked.append(backwards) or tmp_path / "lm")
+    finetune_lm(None, corpus, tmp_path / "shipped", progress=False, n_workers=1,
+                train_cfg={"epochs": 0, "bs": 8, "bptt": 16})
+    assert asked == [False] and (tmp_path / "shipped" / "model.safetensors").exists()
+
+
+def test_training_leaves_the_callers_random_generator_as_it_was(tmp_path, corpus):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    finetune_lm(tmp_path / "lm", corpus, tmp_path / "ft", progress=False, n_workers=1,
+                train_cfg={"epochs": 1, "bs": 8, "bptt": 16})
+    assert torch.equal(torch.rand(3), expected)

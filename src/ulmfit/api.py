@@ -30,7 +30,9 @@ from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize, joi
 from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
 from .train import distributed as dist_
-from .train.loop import LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm
+from .train.checks import config_from
+from .train.loop import (FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm,
+                         keeps_callers_rng)
 from .train.precision import precision_line
 
 
@@ -297,21 +299,26 @@ def _resumed_run(out: Path, extend: dict | None, source=None, command: str = "pr
     return saved, data, _train_cfg_from(saved["train"], extend or {})
 
 
+@keeps_callers_rng
 @_removes_its_empty_out
 def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
-             train_cfg: LMTrainConfig | None = None, fmt: str = "auto", column: str | None = None,
+             train_cfg: LMTrainConfig | dict | None = None, fmt: str = "auto", column: str | None = None,
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
              resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
              arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None,
              valid_source=None, init_from=None) -> dict:
     """Stage 1: train an AWD-LSTM language model from scratch on a general corpus. With `resume`,
     the interrupted run in `out` continues with its saved settings and data; `corpus`, when given,
-    is that data's new location (checked to give the same tokens)."""
+    is that data's new location (checked to give the same tokens).
+
+    train_cfg: an LMTrainConfig used as it is, or a dict of settings on top of those of `ulmfit
+    pretrain` (LMTrainConfig.for_pretraining()); None: those settings."""
     out = Path(out)
     if corpus is not None or not resume:
         require_path(corpus, "the corpus", IN_MEMORY_HINT)
     if not resume and init_from is None and preset not in PRESETS:
         raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
     dist_.init_from_env()
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
@@ -321,7 +328,6 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
-    train_cfg = train_cfg or LMTrainConfig(lr_div=1.0, lr=3e-3)
     init = None
     if init_from is not None and not resume:  # continue pretraining a model (e.g. the shipped one) on more text
         init = ckpt.load_model(init_from)
@@ -405,8 +411,9 @@ def with_base_words(data, base_vocab: Vocab):
     return replace(data, vocab=Vocab(data.vocab.itos + extra))
 
 
+@keeps_callers_rng
 @_removes_its_empty_out
-def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None, fmt: str = "auto",
+def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None = None, fmt: str = "auto",
                 column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,
                 n_workers: int | None = None, progress: bool = True, drop_mult: float | None = None,
@@ -414,6 +421,10 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
                 max_vocab: int | None = None, plan_epochs=None) -> dict:
     """Stage 2: fine-tune a pretrained LM on the target task's text (discriminative rates + STLR,
     with a first epoch that trains only the embedding/decoder so new words get vectors).
+
+    train_cfg: an LMTrainConfig used as it is, or a dict of settings on top of those of `ulmfit
+    finetune-lm` (LMTrainConfig.for_finetuning(): the frozen first epoch, 3 more, early stopping);
+    None: those settings. An LMTrainConfig made from scratch has none of them (no frozen epoch).
 
     keep_base_vocab (word-level models): "yes" keeps every word of the pretrained vocabulary, also
     those absent from the target text, so a classifier trained from this LM still knows them at
@@ -435,6 +446,11 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
     out = Path(out)
     if texts is not None or not resume:
         require_path(texts, "the target text", IN_MEMORY_HINT)
+    train_cfg = config_from(LMTrainConfig, train_cfg, FINETUNE_DEFAULTS)
+    if from_dir is None and not resume:  # as `ulmfit finetune-lm` without --from
+        from .pretrained import default_lm
+
+        from_dir = default_lm(train_cfg.backwards)
     dist_.init_from_env()
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
@@ -442,7 +458,6 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | None = None,
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, extend, texts, "finetune-lm")
         from_dir = saved.get("finetuned_from", from_dir)
-    train_cfg = train_cfg or LMTrainConfig(freeze_epochs=1, epochs=3, freeze_lr=1e-2, lr=4e-3, patience=1)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     if not resume:  # a resumed run goes on in the direction it was started in
         train_cfg = _follow_direction(from_dir, base_cfg, train_cfg, progress)
@@ -538,7 +553,8 @@ class LanguageModel:
         return cls(model, cfg, vocab, Path(path))
 
     def encode(self, texts: list[str]):
-        return encode_texts(texts, self.tok_cfg, self.vocab, self.sp_model)
+        """Token ids of each text (a list of texts; each starts with xxbos)."""
+        return encode_texts(as_texts(texts), self.tok_cfg, self.vocab, self.sp_model)
 
     def evaluate(self, texts=None, *, source=None, fmt="auto", column=None, encoding="utf-8", bs: int = 16,
                  bptt: int = 70, progress: bool = False) -> dict:

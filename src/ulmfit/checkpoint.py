@@ -148,8 +148,15 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
     return out
 
 
+def model_path(path) -> Path:
+    """A model directory's path; anything else (None, a model object) is refused by name."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UlmfitError(f"a model is given by the path of its directory, not {type(path).__name__}")
+    return Path(path)
+
+
 def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
-    path = Path(path)
+    path = model_path(path)
     if not path.is_dir():
         raise UlmfitError(f"{path} is not a model directory (it does not exist or is a file)")
     cfg_path = path / CONFIG
@@ -195,7 +202,7 @@ def require_sections(cfg: dict, path: Path, *sections: str) -> None:
 
 def load_model(path: str | os.PathLike) -> tuple[AWDLSTMLanguageModel, dict, Vocab]:
     """A language model from its directory, in eval mode, with its config and vocabulary."""
-    path = Path(path)
+    path = model_path(path)
     cfg = read_config(path, "language_model")
     require_sections(cfg, path, "arch", "tokenizer")
     try:
@@ -354,7 +361,7 @@ def load_classifier(path: str | os.PathLike):
     """(model in eval mode, config, vocabulary) from a classifier directory; never unpickles."""
     from .model.classifier import AWDLSTMClassifier, HeadConfig
 
-    path = Path(path)
+    path = model_path(path)
     cfg = read_config(path, "classifier")
     require_sections(cfg, path, "arch", "head", "tokenizer", "labels")
     try:

@@ -24,8 +24,9 @@ from .data.labeled import LabeledTexts, check_labels, read_labeled, stratified_s
 from .io import UlmfitError, as_texts, atomic_write_json
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
+from .train.checks import config_from
 from .train.classify import SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer, predict_probs
-from .train.loop import bf16_pays
+from .train.loop import bf16_pays, keeps_callers_rng
 from .train.precision import precision_line
 from .train.metrics import classification_report, multilabel_report, plot_confusion
 
@@ -40,6 +41,23 @@ def load_labeled(path, *, fmt="auto", text_col=None, label_col=None, header=None
                         split=split, multi_label_sep=multi_label_sep, skip_empty=skip_empty)
 
 
+# What `read_args` may hold: load_labeled's options, and valid_split, the --split of the `valid` folder
+READ_ARGS = ("fmt", "text_col", "label_col", "header", "encoding", "split", "multi_label_sep", "skip_empty",
+             "valid_split")
+
+
+def _read_args(read_args) -> dict:
+    if read_args is None:
+        return {}
+    if not isinstance(read_args, dict):
+        raise UlmfitError(f"read_args must be a dict, not {type(read_args).__name__}")
+    unknown = sorted(set(read_args) - set(READ_ARGS))
+    if unknown:
+        raise UlmfitError(f"read_args: unknown option(s) {', '.join(map(repr, unknown))}; the options are "
+                          f"{', '.join(READ_ARGS)}")
+    return dict(read_args)
+
+
 def sample_labeled(texts: LabeledTexts, n: int | None, seed: int) -> LabeledTexts:
     """The `n` examples (in file order) that `train_classifier(max_train=n)` trains on with this
     seed: a uniform random sample, or all of them when `n` is None or not smaller."""
@@ -49,6 +67,7 @@ def sample_labeled(texts: LabeledTexts, n: int | None, seed: int) -> LabeledText
     return texts.subset(sorted(rng.choice(len(texts), n, replace=False).tolist()))
 
 
+@keeps_callers_rng
 def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None, valid=None,
                      valid_frac: float = 0.1, read_args: dict | None = None, resume: bool = False,
                      overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
@@ -66,7 +85,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     from .pretrained import default_lm
 
     out = Path(out)
-    read_args = dict(read_args or {})
+    read_args = _read_args(read_args)
+    cfg = config_from(ClassifierTrainConfig, cfg, what="cfg")
     if (data is not None or not resume) and not isinstance(data, LabeledTexts):
         require_path(data, "the labeled data", "; for texts and labels in memory, pass "
                      "ulmfit.data.labeled.LabeledTexts(texts, labels, 'name')")
@@ -90,7 +110,6 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
     else:
         _check_out(out, False, overwrite)
-    cfg = cfg or ClassifierTrainConfig()
     say = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
 
     # The language model: its encoder, vocabulary and tokenizer become the classifier's.
@@ -106,11 +125,13 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     tok_cfg, sp = _lm_tokenizer(lm_dir, lm_cfg)
 
     # Labeled data: a stratified validation split unless one is given.
-    train_texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **read_args)
+    train_args = {k: v for k, v in read_args.items() if k != "valid_split"}
+    train_texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **train_args)
     if max_train is not None:  # sample-efficiency experiments, the demo's time budget
         train_texts = sample_labeled(train_texts, max_train, cfg.seed)
     if valid is not None:
-        valid_texts = valid if isinstance(valid, LabeledTexts) else load_labeled(valid, **{**read_args, "split": read_args.get("valid_split", read_args.get("split"))})
+        valid_args = {**train_args, "split": read_args.get("valid_split", read_args.get("split"))}
+        valid_texts = valid if isinstance(valid, LabeledTexts) else load_labeled(valid, **valid_args)
     elif valid_frac == 0:  # no validation split: every label trains, the last epoch is the model
         if cfg.select == "best":
             raise UlmfitError("select='best' (--select best) needs validation data: give `valid` (--valid) or "
@@ -323,26 +344,41 @@ class TextClassifier:
     def load(cls, paths) -> "TextClassifier":
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        paths = list(paths)
+        try:
+            paths = list(paths)
+        except TypeError:
+            paths = []
         if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
             raise UlmfitError("give a classifier directory, a folder of them, or a list of directories")
         dirs = [d for p in paths for d in cls.member_dirs(p)]
-        members, labels, multi = [], None, False
+        seen = {}
+        for d in dirs:  # one model twice would weigh twice in the average
+            if d.resolve() in seen:
+                raise UlmfitError(f"{d} is given twice ({seen[d.resolve()]}); an ensemble takes each classifier once")
+            seen[d.resolve()] = d
+        members, labels, multi = [], None, None
         for d in dirs:
             model, cfg, vocab = ckpt.load_classifier(d)
             if labels is not None and cfg["labels"] != labels:
                 raise UlmfitError(f"{d} predicts other labels ({cfg['labels']}) than {dirs[0]} ({labels}); "
                                   "an ensemble needs the same labels")
             labels = cfg["labels"]
-            multi = bool(cfg["head"].get("multi_label"))
+            this_multi = bool(cfg["head"].get("multi_label"))
+            if multi is not None and this_multi != multi:
+                raise UlmfitError(f"{d} is a {'multi' if this_multi else 'single'}-label classifier and {dirs[0]} is "
+                                  f"not; an ensemble averages members that score the labels alike")
+            multi = this_multi
             tok = TokenizerConfig.from_dict(cfg["tokenizer"])
             sp = str(d / ckpt.SPM) if tok.kind == "subword" else None
             members.append((model, cfg, vocab, tok, sp, ckpt.classifier_reads_backwards(cfg), d))
-        return cls(members, labels, multi)
+        return cls(members, labels, bool(multi))
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,
                       per_member: bool = False):
+        """Probabilities [n texts, n labels]; the columns follow `self.labels`."""
         texts = as_texts(texts)
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise UlmfitError(f"bs (the batch size) must be a whole number of at least 1, not {bs!r}")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         probs = []
@@ -365,8 +401,10 @@ class TextClassifier:
         mean = np.mean(probs, 0)
         return (mean, probs) if per_member else mean
 
-    def predict(self, texts, bs: int = 64, threshold: float = 0.5) -> list:
-        p = self.predict_proba(texts, bs)
+    def predict(self, texts, bs: int = 64, threshold: float = 0.5, progress: bool = False,
+                n_workers: int | None = None) -> list:
+        """The label of each text (multi-label: the labels whose probability reaches `threshold`)."""
+        p = self.predict_proba(texts, bs, progress, n_workers)
         if self.multi_label:
             return [[self.labels[j] for j in np.nonzero(row >= threshold)[0]] for row in p]
         return [self.labels[i] for i in p.argmax(1)]
@@ -409,7 +447,8 @@ def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | 
     """Accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix, written
     to a JSON report (and the matrix to a PNG beside it)."""
     clf = TextClassifier.load(model_paths)
-    texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **(read_args or {}))
+    texts = data if isinstance(data, LabeledTexts) else load_labeled(
+        data, **{k: v for k, v in _read_args(read_args).items() if k != "valid_split"})
     rep = clf.evaluate(texts, bs, progress)
     rep["data"] = texts.source
     if report is not None:

@@ -14,6 +14,7 @@ does not pick: every epoch runs and the last one is kept (``select``).
 from __future__ import annotations
 
 import copy
+import numbers
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl
 from .finetune import freeze_to
 from .loop import TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt
+from .checks import Settings
 from .precision import bf16_pays
 from .metrics import classification_report, multilabel_report
 from .schedules import discriminative_lrs, schedule as make_schedule
@@ -87,6 +89,34 @@ class ClassifierTrainConfig:
             raise UlmfitError("metric must be accuracy, macro_f1 or loss")
         if self.select not in ("auto", "best", "last"):
             raise UlmfitError("select must be auto, best or last")
+        c = Settings(self)
+        c.integer("bs", 1, none=True)
+        c.integer("bptt", 1)
+        c.integer("max_len", 1)
+        for i, (g, e, lr) in enumerate(zip(self.stage_groups, self.stage_epochs, self.stage_lrs)):
+            if isinstance(g, bool) or not isinstance(g, numbers.Integral) or g < 0:
+                raise UlmfitError(f"ClassifierTrainConfig: stage_groups[{i}] must be a whole number >= 0 (0: all "
+                                  f"groups), not {g!r}")
+            if isinstance(e, bool) or not isinstance(e, numbers.Integral) or e < 0:
+                raise UlmfitError(f"ClassifierTrainConfig: stage_epochs[{i}] must be a whole number >= 0, not {e!r}")
+            if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
+                raise UlmfitError(f"ClassifierTrainConfig: stage_lrs[{i}] must be a number above 0, not {lr!r}")
+        if sum(self.stage_epochs) < 1:
+            raise UlmfitError("ClassifierTrainConfig: stage_epochs add up to 0; nothing would train")
+        c.number("lr_div", 0, above=True)
+        c.choice("schedule", ("stlr", "onecycle", "constant"))
+        c.number("cut_frac", 0, 1, below=True)
+        c.number("ratio", 1)
+        c.number("beta1", 0, 1, below=True)
+        c.number("beta2", 0, 1, below=True)
+        for name in ("wd", "clip", "drop_mult"):
+            c.number(name, 0)
+        c.integer("patience", 0)
+        c.boolean("bf16", "backwards", "bn_recal")
+        c.integer("seed")
+        c.number("save_every_minutes", 0, above=True)
+        c.integer("min_last_steps", 0)
+        c.integer("bn_recal_docs", 1)
 
     def keeps_last(self, n_valid: int) -> bool:
         """Whether the final epoch becomes the model (no early stopping) for a validation split of

@@ -9,6 +9,7 @@ seq_len / bptt (AWD-LSTM's correction for variable-length BPTT).
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import time
@@ -25,6 +26,7 @@ from ..io import UlmfitError, append_jsonl
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
+from .checks import Settings
 from .precision import bf16_pays
 from .schedules import schedule as make_schedule
 
@@ -63,6 +65,45 @@ class LMTrainConfig:
     eval_every: int = 0  # also validate every this many steps (0: only at the end of each epoch)
     patience: int = 0  # stop after this many epochs without a lower validation loss, keep the best (0: off)
 
+    def __post_init__(self):
+        c = Settings(self)
+        c.integer("epochs", 0)
+        c.integer("freeze_epochs", 0)
+        if self.epochs + self.freeze_epochs < 1:
+            raise UlmfitError("LMTrainConfig: epochs + freeze_epochs must be at least 1 (nothing would train)")
+        c.integer("bs", 1)
+        c.integer("bptt", 1)
+        c.number("lr", 0, above=True)
+        c.number("freeze_lr", 0, above=True, none=True)
+        c.number("lr_div", 0, above=True)
+        c.choice("schedule", ("stlr", "onecycle", "constant"))
+        c.number("cut_frac", 0, 1, below=True)
+        c.number("ratio", 1)
+        c.number("beta1", 0, 1, below=True)
+        c.number("beta2", 0, 1, below=True)
+        for name in ("wd", "clip", "ar_alpha", "tar_beta"):
+            c.number(name, 0)
+        c.boolean("bf16", "variable_bptt", "backwards")
+        c.integer("seed")
+        c.integer("max_tokens", 1, none=True)
+        c.number("max_minutes", 0, above=True, none=True)
+        c.number("save_every_minutes", 0, above=True)
+        c.integer("log_every", 1)
+        c.integer("eval_every", 0)
+        c.integer("patience", 0)
+
+    @classmethod
+    def for_pretraining(cls, **settings) -> "LMTrainConfig":
+        """The settings `ulmfit pretrain` uses, with `settings` on top: one rate for all layers."""
+        return cls(**{**PRETRAIN_DEFAULTS, **settings})
+
+    @classmethod
+    def for_finetuning(cls, **settings) -> "LMTrainConfig":
+        """The settings `ulmfit finetune-lm` uses, with `settings` on top: a first epoch that trains
+        only the embedding and decoder (new words get vectors), then 3 with discriminative rates,
+        stopped early when the held-out perplexity rises."""
+        return cls(**{**FINETUNE_DEFAULTS, **settings})
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -70,6 +111,12 @@ class LMTrainConfig:
     def from_dict(cls, d: dict) -> "LMTrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# What `ulmfit pretrain` and `ulmfit finetune-lm` (and their Python functions, given no train_cfg
+# or a dict of settings) change from LMTrainConfig's field defaults.
+PRETRAIN_DEFAULTS = {"lr": 3e-3, "lr_div": 1.0}
+FINETUNE_DEFAULTS = {"freeze_epochs": 1, "epochs": 3, "freeze_lr": 1e-2, "lr": 4e-3, "patience": 1}
 
 
 def autocast_ctx(enabled: bool, device: torch.device):
@@ -80,7 +127,26 @@ def autocast_ctx(enabled: bool, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-RESUME_ADVICE = "Continue with the same command and --resume."
+def keeps_callers_rng(fn):
+    """Training seeds PyTorch's random generators (its `seed` setting) and draws from them; the
+    caller's generators are put back as they were when the call returns or fails, so a notebook's
+    own `torch.manual_seed` is not overridden by a training call."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        cpu = torch.random.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+
+    return run
+
+
+RESUME_ADVICE = "Continue with the same command and --resume (from Python: the same call with resume=True)."
 
 
 class TrainingInterrupted(UlmfitError):

@@ -85,14 +85,12 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
 
 
 def plot_lr_find(result: dict, path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
     from ..io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(result["lrs"], result["losses"])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (top layer group)")
@@ -105,5 +103,4 @@ def plot_lr_find(result: dict, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return path

@@ -64,16 +64,14 @@ def format_confusion(cm, labels: list[str]) -> str:
 
 
 def plot_confusion(cm, labels: list[str], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
     from ..io import atomic_path
 
     cm = np.asarray(cm)
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+    fig = Figure(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+    ax = fig.subplots()
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), labels, rotation=45, ha="right")
@@ -88,4 +86,3 @@ def plot_confusion(cm, labels: list[str], path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -18,14 +18,12 @@ def read_metrics(path) -> list[dict]:
 
 def plot_learning_curve(runs: dict[str, str | Path], png: str | Path, title: str = "validation perplexity") -> Path:
     """One line per run: validation perplexity (log scale) against training tokens."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
     from ..io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     for label, path in runs.items():
         rows = [r for r in read_metrics(path) if "valid_perplexity" in r and r.get("tokens")]
         ax.plot([r["tokens"] / 1e6 for r in rows], [r["valid_perplexity"] for r in rows], label=label)
@@ -39,5 +37,4 @@ def plot_learning_curve(runs: dict[str, str | Path], png: str | Path, title: str
     png = Path(png)
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return png
