@@ -752,7 +752,7 @@ def test_labels_in_memory_may_be_numbers_and_evaluate_like_a_files_labels(task, 
     assert rep["labels"] == ["0", "1"] and rep["accuracy"] > 0.8
     with pytest.raises(UlmfitError, match="example 1 has no label"):
         LabeledTexts(["a", "b"], ["x", None], "mem")
-    with pytest.raises(UlmfitError, match="text 0 is int"):
+    with pytest.raises(UlmfitError, match=r"texts\[0\] is int"):
         LabeledTexts([5, "b"], ["x", "y"], "mem")
 
 
@@ -845,3 +845,105 @@ def test_a_damaged_batchnorm_variance_or_a_repeated_label_is_refused_on_load(tra
     (twice / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UlmfitError, match="no 'tokenizer' section"):
         TextClassifier.load(twice)
+
+
+@pytest.mark.parametrize("settings,says", [
+    ({"bs": 0}, "bs must be at least 1, not 0"),
+    ({"stage_epochs": (0, 0), "stage_groups": (1, 0), "stage_lrs": (1e-2, 1e-3)}, "stage_epochs add up to 0"),
+    ({"stage_lrs": (4e-2, 2e-2, -1, 2e-3)}, r"stage_lrs\[2\] must be a number above 0"),
+    ({"schedule": "cosine"}, "schedule must be one of"),
+    ({"drop_mult": "0.5"}, "drop_mult must be a number"),
+])
+def test_a_classifier_config_names_the_bad_setting(settings, says):
+    with pytest.raises(UlmfitError, match=f"ClassifierTrainConfig: {says}"):
+        ClassifierTrainConfig(**settings)
+
+
+def test_read_args_are_checked_and_valid_split_reads_the_validation_folder(task, tmp_path):
+    for split, n in (("train", 12), ("dev", 6)):
+        for lab in ("neg", "pos"):
+            d = tmp_path / "data" / split / lab
+            d.mkdir(parents=True)
+            for i in range(n):
+                (d / f"{i}.txt").write_text(f"the film was {'awful boring' if lab == 'neg' else 'great superb'} {i}")
+    with pytest.raises(UlmfitError, match="read_args: unknown option\\(s\\) 'text_column'"):
+        train_classifier(task / "lm", task / "train.csv", tmp_path / "x", read_args={"text_column": "text"},
+                         progress=False)
+    with pytest.raises(UlmfitError, match="unknown setting\\(s\\) 'epochs'"):
+        train_classifier(task / "lm", task / "train.csv", tmp_path / "x", cfg={"epochs": 3}, progress=False)
+    assert not (tmp_path / "x").exists()
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    res = train_classifier(task / "lm", tmp_path / "data", tmp_path / "c", valid=tmp_path / "data",
+                           read_args={"split": "train", "valid_split": "dev"}, progress=False, n_workers=1,
+                           cfg={**FAST, "stage_epochs": (1, 1)})
+    assert torch.equal(torch.rand(2), expected)  # the caller's random generator is as it was
+    src = json.loads((tmp_path / "c" / "config.json").read_text())["source"]
+    assert (src["n_train"], src["n_valid"]) == (24, 12) and res["out"]
+
+
+def test_python_inputs_that_would_be_misread_are_refused(trained, tmp_path):
+    """Texts as a generator work; one string is not a list of texts; an ensemble member twice, or
+    single- and multi-label members together, are refused; so are a batch size of 0 and no path."""
+    import shutil
+
+    task, _ = trained
+    gen = LabeledTexts((t for t in ["good", "bad"]), iter(["pos", "neg"]), "mem")
+    assert gen.texts == ["good", "bad"] and gen.labels == ["pos", "neg"]
+    with pytest.raises(UlmfitError, match="not a single string"):
+        LabeledTexts("ab" * 20, ["x", "y"] * 20, "mem")
+    with pytest.raises(UlmfitError, match="labels must be a list"):
+        LabeledTexts(["a", "b"], "ab", "mem")
+    with pytest.raises(UlmfitError, match=r"texts\[1\] is int"):
+        LabeledTexts(["a", 5], ["x", "y"], "mem")
+    clf = TextClassifier.load(task / "clf")
+    assert clf.predict(["superb"], progress=False, n_workers=1) == ["pos"]
+    with pytest.raises(UlmfitError, match="bs \\(the batch size\\) must be"):
+        clf.predict(["superb"], bs=0)
+    with pytest.raises(UlmfitError, match="given twice"):
+        TextClassifier.load([task / "clf", task / "clf"])
+    with pytest.raises(UlmfitError, match="a model is given by the path of its directory, not NoneType"):
+        ckpt.load_classifier(None)
+    with pytest.raises(UlmfitError, match="give a classifier directory"):
+        TextClassifier.load(None)
+    shutil.copytree(task / "clf", tmp_path / "ens" / "a")
+    shutil.copytree(task / "clf", tmp_path / "ens" / "b")
+    c = json.loads((tmp_path / "ens" / "b" / "config.json").read_text())
+    c["head"]["multi_label"] = True
+    (tmp_path / "ens" / "b" / "config.json").write_text(json.dumps(c))
+    with pytest.raises(UlmfitError, match="is a multi-label classifier and .* is not"):
+        TextClassifier.load(tmp_path / "ens")
+
+
+def test_reports_leave_the_callers_matplotlib_backend_alone(trained, tmp_path):
+    import matplotlib
+
+    task, _ = trained
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        evaluate(task / "clf", task / "test.csv", report=tmp_path / "r.json", progress=False)
+        assert matplotlib.get_backend() == "svg" and (tmp_path / "r.png").stat().st_size > 1000
+    finally:
+        matplotlib.use(before)
+
+
+def test_predict_keeps_one_row_per_line_and_reads_standard_input_in_its_encoding(trained, tmp_path, capsys,
+                                                                              monkeypatch):
+    import io
+    import sys
+
+    task, _ = trained
+    model = ["--model", str(task / "clf"), "--output-format", "jsonl"]
+    (tmp_path / "cr.txt").write_bytes(b"superb\rfilm\nterrible\r\nawful\n")  # a lone \r stays inside its line
+    assert main(["predict", str(tmp_path / "cr.txt"), *model]) == 0
+    assert len(capsys.readouterr().out.strip().split("\n")) == 3
+    for encoding in ("latin-1", "utf-16"):
+        stdin = io.TextIOWrapper(io.BytesIO("caf\u00e9 superb\nterrible\n".encode(encoding)), encoding="utf-8")
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert main(["predict", "-", *model, "--encoding", encoding]) == 0
+        assert [json.loads(r)["label"] for r in capsys.readouterr().out.strip().split("\n")] == ["pos", "neg"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 superb\n"), encoding="utf-8"))
+    assert main(["predict", "-", *model]) == 2
+    assert "standard input: cannot decode byte 0xe9 at line 1" in capsys.readouterr().err

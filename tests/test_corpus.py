@@ -302,3 +302,21 @@ def test_tables_for_language_models_are_read_like_the_labeled_ones(tmp_path):
     c.write_text("text,text\na,b\n")
     with pytest.raises(UlmfitError, match="names column 'text' more than once"):
         list(iter_documents(c))
+
+
+def test_a_json_file_is_read_as_json_lines_and_an_array_is_refused(tmp_path):
+    f = tmp_path / "d.json"
+    f.write_text('{"text": "first doc", "label": 1}\n{"text": "second doc", "label": 0}\n')
+    assert list(iter_documents(f)) == ["first doc", "second doc"]
+    f.write_text('[\n  {"text": "first doc"}\n]\n')
+    with pytest.raises(UlmfitError, match="looks like a JSON array"):
+        list(iter_documents(f))
+
+
+def test_a_folder_corpus_skips_hidden_files_and_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "1.txt").write_text("one")
+    (tmp_path / "a" / "._1.txt").write_bytes(b"\x00\x05\x16\x07\xff junk")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.txt").write_text("hidden")
+    assert list(iter_documents(tmp_path)) == ["one"]

@@ -299,3 +299,37 @@ def test_csv_quoting_still_reads_commas_newlines_and_doubled_quotes(tmp_path):
     f = write(tmp_path / "d.csv", 'text,label\n"Loved it, really\nsecond line",pos\n"He said ""no""",neg\n')
     d = read_labeled(f)
     assert d.texts == ["Loved it, really\nsecond line", 'He said "no"'] and d.lines == [2, 4]
+
+
+def test_class_folders_include_their_subfolders_and_skip_hidden_files(tmp_path):
+    write(tmp_path / "pos" / "1.txt", "great")
+    write(tmp_path / "pos" / "old" / "2.txt", "superb")  # read as pos, not dropped
+    write(tmp_path / "pos" / "._1.txt", b"\x00\x05\x16\x07\xff\xfe junk")  # macOS resource fork
+    write(tmp_path / "neutral" / "2020" / "3.txt", "fine")  # a class with only nested documents
+    write(tmp_path / "neg" / "4.txt", "awful")
+    write(tmp_path / "neg" / ".ipynb_checkpoints" / "4-checkpoint.txt", "awful")
+    d = read_labeled(tmp_path)
+    assert sorted(zip(d.labels, d.texts)) == [("neg", "awful"), ("neutral", "fine"), ("pos", "great"),
+                                              ("pos", "superb")]
+    assert sorted(read_unlabeled_texts(tmp_path)) == ["awful", "fine", "great", "superb"]
+
+
+def test_a_label_written_1_0_by_a_float_column_is_the_label_1(tmp_path):
+    d = read_labeled(write(tmp_path / "d.csv", "text,label\na,1.0\nb,0.0\nc,1\nd,2.5\ne,10.00\n"))
+    assert d.labels == ["1", "0", "1", "2.5", "10"]
+    j = read_labeled(write(tmp_path / "d.jsonl", '{"text": "a", "label": 1.0}\n{"text": "b", "label": "1.0"}\n'))
+    assert j.labels == ["1", "1"]
+
+
+@pytest.mark.parametrize("content,says", [
+    (b"\x1f\x8b\x08\x00rest", "is gzip-compressed"),
+    (b"PK\x03\x04rest", "is a zip archive"),
+    ("text,label\ngood,pos\n".encode("utf-16"), r"UTF-16 byte-order mark\); pass --encoding utf-16"),
+    ("text,label\ngood,pos\n".encode("utf-16-le"), "holds NUL bytes"),
+    (b"text,label\rgood,pos\rbad,neg\r", r"carriage return \(\\r\) alone"),
+    (b'[{"text": "good", "label": "pos"}]\n', "looks like a JSON array"),
+])
+def test_files_that_are_not_plain_text_tables_say_what_they_are(tmp_path, content, says):
+    f = write(tmp_path / "d.dat", content)
+    with pytest.raises(UlmfitError, match=says):
+        read_labeled(f, fmt="csv" if content[:1] != b"[" else "auto")

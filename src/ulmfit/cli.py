@@ -391,24 +391,33 @@ def cmd_predict(a) -> int:
         codecs.lookup(a.encoding)
     except LookupError:
         raise UlmfitError(f"--encoding {a.encoding}: not a text encoding Python knows (e.g. utf-8, latin-1)") from None
+    # A text is a line ending in \n (or \r\n): a lone \r inside a line stays in its text, so the
+    # output has one row per input line, as `wc -l` counts them. Both sources decode with
+    # --encoding, line by line (a bad byte is named with its line), and drop a byte-order mark.
+    from .data.corpus import _iter_lines, iter_byte_lines
+
     if a.input in (None, "-"):
-        texts = [line.rstrip("\n") for line in sys.stdin]
+        if "\n".encode(a.encoding) == b"\n":
+            lines = iter_byte_lines(sys.stdin.buffer, a.encoding, "standard input")
+        else:  # UTF-16/32
+            try:
+                lines = enumerate(sys.stdin.buffer.read().decode(a.encoding).lstrip("\ufeff").split("\n"), 1)
+            except UnicodeDecodeError as e:
+                raise UlmfitError(f"standard input is not valid {a.encoding} ({e}); pass --encoding") from None
     else:
         if Path(a.input).is_dir():
             raise UlmfitError(f"{a.input} is a folder; predict reads a text file, one text per line")
+        if not Path(a.input).exists():
+            raise UlmfitError(f"{a.input}: no such file")
         if Path(a.input).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
             print(f"warning: {a.input} is read as plain text, one text per line: a table's header line and "
                   "its other columns are predicted as text too. Give a file with the texts alone, or use "
                   "`ulmfit evaluate` for a labeled table", file=sys.stderr)
-        try:
-            with open(a.input, encoding=a.encoding) as f:
-                texts = [line.rstrip("\n") for line in f]
-        except FileNotFoundError:
-            raise UlmfitError(f"{a.input}: no such file") from None
-        except UnicodeDecodeError as e:
-            raise UlmfitError(f"{a.input} is not valid {a.encoding} ({e}); pass --encoding") from None
-    if texts and texts[0].startswith("\ufeff"):  # a byte-order mark (Windows editors) is not part of the text
-        texts[0] = texts[0][1:]
+        lines = _iter_lines(Path(a.input), a.encoding)
+    texts = [line[:-1] if line.endswith("\n") else line for _, line in lines]
+    texts = [t[:-1] if t.endswith("\r") else t for t in texts]
+    if a.input in (None, "-") and texts and texts[-1] == "" and "\n".encode(a.encoding) != b"\n":
+        texts.pop()  # split("\n") of a text that ends with a newline
     if a.out:
         if Path(a.out).is_dir():
             raise UlmfitError(f"--out {a.out} is a folder; give a file name")

@@ -85,17 +85,37 @@ def resolve_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> st
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".jsonl"):
         return suffix[1:]
+    if suffix in (".json", ".ndjson"):  # JSON Lines under another name, or a JSON array (refused)
+        first = next((line.strip() for _, line in _iter_lines(path, encoding) if line.strip()), "")
+        refuse_json_array(path, first)
+        if first.startswith("{"):
+            return "jsonl"
     if suffix == ".tokens" or _looks_like_wikitext(path, encoding):
         return "wikitext"
     return "lines"
+
+
+def refuse_json_array(path: Path, first_line: str) -> None:
+    """A JSON array of records is not read (it would be read as lines of text, or as a CSV)."""
+    if first_line.startswith("["):
+        raise UlmfitError(f"{path} looks like a JSON array; write one JSON object per line (JSON Lines, "
+                          "e.g. with pandas: df.to_json(path, orient='records', lines=True))")
 
 
 def source_files(path: str | os.PathLike) -> list[Path]:
     """The files a source reads (sorted), for cache keys and progress totals."""
     path = Path(path)
     if path.is_dir():
-        return sorted(p for p in path.rglob("*.txt") if p.is_file())
+        return text_files(path)
     return [path]
+
+
+def text_files(folder: Path) -> list[Path]:
+    """The .txt files in `folder` and below it, sorted, without hidden ones: a name or a folder
+    that starts with "." (macOS's ._name.txt resource forks, .git, .ipynb_checkpoints) is not text
+    someone meant to train on."""
+    return sorted(p for p in folder.rglob("*.txt")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _looks_like_wikitext(path: Path, encoding: str) -> bool:
@@ -129,17 +149,47 @@ def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
         # UTF-16/32: lines cannot be split on the byte b"\n"; let Python decode the stream.
         yield from _iter_lines_text(path, encoding)
         return
-    offset = 0
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                raise _decode_error(path, encoding, e, offset + e.start, lineno) from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            offset += len(raw)
-            yield lineno, line
+        yield from iter_byte_lines(f, encoding, path)
+
+
+_SIGNATURES = (
+    (b"\x1f\x8b", "is gzip-compressed; decompress it first (gunzip)"),
+    (b"PK\x03\x04", "is a zip archive (an Excel .xlsx or a .zip?); save the sheet as CSV, or unzip it"),
+    (b"\xff\xfe", "is UTF-16 (it starts with a UTF-16 byte-order mark); pass --encoding utf-16"),
+    (b"\xfe\xff", "is UTF-16 (it starts with a UTF-16 byte-order mark); pass --encoding utf-16"),
+)
+
+
+def _not_text(first: bytes, encoding: str, name) -> None:
+    """Files that are not text in an 8-bit encoding, recognised by their first line, with what to do
+    (decoding them gave a misleading "cannot decode byte" or column names full of NUL characters)."""
+    for magic, says in _SIGNATURES:
+        if first.startswith(magic):
+            raise UlmfitError(f"{name} {says}")
+    if b"\x00" in first:
+        raise UlmfitError(f"{name} holds NUL bytes, so it is not {encoding} text: UTF-16 without a byte-order mark "
+                          "(--encoding utf-16-le or utf-16-be), or a binary file")
+    if first.count(b"\r") >= 2 and not first.endswith(b"\n"):
+        raise UlmfitError(f"{name} ends its lines with a carriage return (\\r) alone (old Mac files); convert "
+                          "them to \\n (e.g. tr '\\r' '\\n')")
+
+
+def iter_byte_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
+    """`_iter_lines` over an open binary file (a file, or standard input's buffer) in an encoding
+    whose newline is the byte b"\n"; `name` is what messages call it."""
+    offset = 0
+    for lineno, raw in enumerate(f, 1):
+        if lineno == 1:
+            _not_text(raw, encoding, name)
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise _decode_error(name, encoding, e, offset + e.start, lineno) from None
+        if lineno == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        offset += len(raw)
+        yield lineno, line
 
 
 def _iter_lines_text(path: Path, encoding: str) -> Iterator[tuple[int, str]]:

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..io import UlmfitError, first_non_string
+from ..io import UlmfitError, as_texts
 from ..text.tokenize import join_fields
-from .corpus import _decode_error, _iter_lines, check_source, check_width, table_error, table_reader, unique_columns
+from .corpus import (_decode_error, _iter_lines, check_source, check_width, refuse_json_array, table_error,
+                     table_reader, text_files, unique_columns)
 
 FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
 
@@ -71,16 +72,22 @@ class LabeledTexts:
     n_skipped: int = 0  # empty texts skipped (skip_empty=True)
 
     def __post_init__(self):
+        # any iterable of texts (a tuple, a numpy array, a generator) becomes a list; a single string
+        # is refused (iterating it gives one text per character), as are labels given as one string
+        self.texts = as_texts(self.texts, f"{self.source}: texts")
+        if isinstance(self.labels, (str, bytes)):
+            raise UlmfitError(f"{self.source}: labels must be a list, one per text, not a single string")
+        try:
+            self.labels = list(self.labels)
+        except TypeError:
+            raise UlmfitError(f"{self.source}: labels must be a list, one per text, not "
+                              f"{type(self.labels).__name__}") from None
         if len(self.texts) != len(self.labels):
             raise UlmfitError(f"{self.source}: {len(self.texts)} texts but {len(self.labels)} labels")
         # Labels are strings, as a file gives them: numbers (0/1 labels in memory) become their text,
         # so that a classifier trained on a CSV of 0/1 also evaluates labels given as ints.
         if not all(isinstance(lab, str) for lab in self.labels):
             self.labels = [_memory_label(lab, i, self.source) for i, lab in enumerate(self.labels)]
-        bad = first_non_string(self.texts)
-        if bad is not None:
-            raise UlmfitError(f"{self.source}: text {bad} is {type(self.texts[bad]).__name__} "
-                              f"{self.texts[bad]!r:.40}, not a string")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -217,6 +224,7 @@ def resolve_labeled_format(path: Path, fmt: str = "auto", encoding: str = "utf-8
         raise UlmfitError(f"{path} is empty: no examples")
     if _TREC_SNIFF.match(first):
         return "trec"
+    refuse_json_array(path, first)
     if first.startswith("{"):
         return "jsonl"
     if "\t" in first:
@@ -396,8 +404,14 @@ def _label_str(x, where: str) -> str:
     if isinstance(x, float) and x.is_integer():
         return str(int(x))
     if isinstance(x, (str, int, float)):
-        return str(x).strip()
+        s = str(x).strip()
+        # "1.0" is the label 1 written by a float column (pandas writes 0/1 labels with NaNs as
+        # 0.0/1.0): the same label as "1" in another file, and as the number 1.0 in JSON
+        return str(int(s[: s.index(".")])) if _WHOLE_FLOAT.fullmatch(s) else s
     raise UlmfitError(f"{where}: a label must be a string, a number or a list of them, not {x!r:.60}")
+
+
+_WHOLE_FLOAT = re.compile(r"[-+]?\d+\.0+")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,9 +607,11 @@ def _trec_records(path: Path, encoding, fine: bool):
 
 
 def _class_dirs(root: Path) -> list[Path]:
+    """The class folders of a folder-per-class layout: each holds .txt documents, directly or in
+    folders of its own (pos/2020/*.txt is class pos)."""
     return sorted(
         d for d in root.iterdir()
-        if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS and any(d.glob("*.txt"))
+        if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS and text_files(d)
     )
 
 
@@ -637,9 +653,9 @@ def _unlabeled_files(path: Path, split: str | None) -> list[Path]:
         dirs = _class_dirs(root) + [root / d for d in _SKIP_DIRS if (root / d).is_dir()]
         if dirs:
             for d in dirs:
-                files.extend(sorted(p for p in d.glob("*.txt") if p.is_file()))
+                files.extend(text_files(d))
         else:
-            files.extend(sorted(p for p in root.rglob("*.txt") if p.is_file()))
+            files.extend(text_files(root))
     if not files:
         raise UlmfitError(f"{path}: no .txt files in this folder or below it")
     return files
@@ -654,6 +670,6 @@ def _folder_records(root: Path, encoding: str):
         )
     i = 0
     for d in classes:
-        for p in sorted(f for f in d.glob("*.txt") if f.is_file()):
+        for p in text_files(d):
             i += 1
             yield i, [_read_doc(p, encoding)], d.name, str(p)
