@@ -555,3 +555,27 @@ def test_training_leaves_the_callers_random_generator_as_it_was(tmp_path, corpus
     finetune_lm(tmp_path / "lm", corpus, tmp_path / "ft", progress=False, n_workers=1,
                 train_cfg={"epochs": 1, "bs": 8, "bptt": 16})
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_python_arguments_of_the_wrong_kind_are_named(tmp_path, corpus):
+    from ulmfit.api import resolve_device
+
+    with pytest.raises(UlmfitError, match="--device tpu: not a device PyTorch knows"):
+        resolve_device("tpu")
+    with pytest.raises(UlmfitError, match="runs on the CPU or a CUDA GPU"):
+        resolve_device("meta")
+    with pytest.raises(UlmfitError, match="arch_overrides: unknown setting\\(s\\) 'hidden'"):
+        pretrain(corpus, tmp_path / "a", preset="tiny", arch_overrides={"hidden": 10}, progress=False)
+    with pytest.raises(UlmfitError, match="arch_overrides: .*hidden_size"):
+        pretrain(corpus, tmp_path / "a", preset="tiny", arch_overrides={"hidden_size": -3}, progress=False)
+    assert not (tmp_path / "a").exists()
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    lm = LanguageModel.load(tmp_path / "lm")
+    with pytest.raises(UlmfitError, match="temperature must be a number > 0, not '1'"):
+        lm.generate("The", temperature="1")
+    with pytest.raises(UlmfitError, match="source must be the path of a file or folder, not list"):
+        lm.evaluate(source=["some text"])
+    with pytest.raises(UlmfitError, match="a model is given by the path of its directory, not NoneType"):
+        LanguageModel.load(None)
+    with pytest.raises(UlmfitError, match="not a single string"):
+        lm.encode("the film")

@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
 from .io import UlmfitError, append_jsonl, as_texts, read_json
-from .model.awd_lstm import PRESETS
+from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
 from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize, join_continuation
@@ -218,7 +218,12 @@ def resolve_device(device: str | None) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         return torch.device("cpu")
-    d = torch.device(device)
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UlmfitError(f"--device {device}: not a device PyTorch knows (auto, cpu, cuda, cuda:1, ...)") from e
+    if d.type not in ("cpu", "cuda"):
+        raise UlmfitError(f"--device {device}: ulmfit runs on the CPU or a CUDA GPU (auto, cpu, cuda, cuda:1, ...)")
     if d.type == "cuda" and not torch.cuda.is_available():
         raise UlmfitError(f"--device {device}: no CUDA GPU is available here")
     return d
@@ -299,6 +304,20 @@ def _resumed_run(out: Path, extend: dict | None, source=None, command: str = "pr
     return saved, data, _train_cfg_from(saved["train"], extend or {})
 
 
+def _check_arch_overrides(preset: str, overrides) -> None:
+    if not isinstance(overrides, dict):
+        raise UlmfitError(f"arch_overrides must be a dict of architecture settings, not {type(overrides).__name__}")
+    known = {f for f in AWDLSTMConfig.__dataclass_fields__} - {"vocab_size"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UlmfitError(f"arch_overrides: unknown setting(s) {', '.join(map(repr, unknown))}; the architecture "
+                          f"has {', '.join(sorted(known))}")
+    try:
+        arch_preset(preset, 1000, **{k: v for k, v in overrides.items() if k != "pad_id"})
+    except (ValueError, TypeError) as e:
+        raise UlmfitError(f"arch_overrides: {e}") from None
+
+
 @keeps_callers_rng
 @_removes_its_empty_out
 def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
@@ -319,6 +338,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if not resume and init_from is None and preset not in PRESETS:
         raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
+    if arch_overrides and not resume and init_from is None:  # checked before hours of tokenising
+        _check_arch_overrides(preset, arch_overrides)
     dist_.init_from_env()
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
@@ -560,6 +581,7 @@ class LanguageModel:
                  bptt: int = 70, progress: bool = False) -> dict:
         """Perplexity, loss and next-token accuracy on texts (a list) or a corpus file/folder."""
         if source is not None:
+            require_path(source, "source", "; texts in memory go in `texts`")
             data, _ = build_corpus(source, self.tok_cfg, fmt=fmt, column=column, encoding=encoding,
                                    vocab=self.vocab, sp_model=self.sp_model, progress=progress)
         elif texts is None:
@@ -584,8 +606,9 @@ class LanguageModel:
             raise UlmfitError("this is a backward language model; it reads text right to left and cannot continue a prompt")
         if not isinstance(prompt, str):
             raise UlmfitError(f"the prompt must be a string, not {type(prompt).__name__}")
-        if not temperature > 0 or math.isinf(temperature):  # also NaN
-            raise UlmfitError(f"temperature must be a number > 0, not {temperature}")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0 \
+                or math.isinf(temperature):  # also NaN
+            raise UlmfitError(f"temperature must be a number > 0, not {temperature!r}")
         if not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
             raise UlmfitError(f"n_tokens must be a whole number >= 0, not {n_tokens!r}")
         if top_k is not None and (not isinstance(top_k, numbers.Integral) or top_k < 0):
