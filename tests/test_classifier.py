@@ -947,3 +947,21 @@ def test_predict_keeps_one_row_per_line_and_reads_standard_input_in_its_encoding
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 superb\n"), encoding="utf-8"))
     assert main(["predict", "-", *model]) == 2
     assert "standard input: cannot decode byte 0xe9 at line 1" in capsys.readouterr().err
+
+
+def test_review_old_float_labels_and_utf16_lines(trained, tmp_path, capsys):
+    """A classifier saved with the labels "0.0"/"1.0" (before "1.0" was read as "1") loads with the
+    labels the readers give now; a UTF-16 file keeps a lone \\r inside its line, as a UTF-8 one."""
+    import shutil
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "old")
+    tensors, _ = ckpt.load_tensors(tmp_path / "old" / "model.safetensors")
+    ckpt.save_tensors(tmp_path / "old" / "model.safetensors", tensors, {"format": "ulmfit", "step": "1"})
+    c = json.loads((tmp_path / "old" / "config.json").read_text())
+    c["labels"] = ["0.0", "1.0"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(c))
+    assert TextClassifier.load(tmp_path / "old").labels == ["0", "1"]
+    (tmp_path / "u16.txt").write_bytes("superb\rfilm\nterrible\nawful\n".encode("utf-16"))
+    assert main(["predict", str(tmp_path / "u16.txt"), "--model", str(task / "clf"), "--encoding", "utf-16"]) == 0
+    assert len(capsys.readouterr().out.strip().split("\n")) == 1 + 3

@@ -333,3 +333,34 @@ def test_files_that_are_not_plain_text_tables_say_what_they_are(tmp_path, conten
     f = write(tmp_path / "d.dat", content)
     with pytest.raises(UlmfitError, match=says):
         read_labeled(f, fmt="csv" if content[:1] != b"[" else "auto")
+
+
+def test_review_folders_that_share_their_subfolders_are_splits_not_classes(tmp_path):
+    for split in ("training", "testing"):  # split names: the usual message
+        write(tmp_path / "a" / split / "pos" / "1.txt", "great")
+        write(tmp_path / "a" / split / "neg" / "1.txt", "awful")
+    with pytest.raises(UlmfitError, match="choose one with --split"):
+        read_labeled(tmp_path / "a")
+    assert sorted(read_labeled(tmp_path / "a", split="training").labels) == ["neg", "pos"]
+    for group in ("2019", "2020"):  # any other names that hold the same class folders
+        write(tmp_path / "b" / group / "pos" / "1.txt", "great")
+        write(tmp_path / "b" / group / "neg" / "1.txt", "awful")
+    with pytest.raises(UlmfitError, match="2019/, 2020/ all hold the folders neg/, pos/: they look like splits"):
+        read_labeled(tmp_path / "b")
+    assert sorted(read_labeled(tmp_path / "b", split="2019").labels) == ["neg", "pos"]
+
+
+def test_review_spreadsheet_and_pandas_habits_still_read(tmp_path):
+    # a trailing delimiter on data rows; a row cut short after the columns read; both as before
+    d = read_labeled(write(tmp_path / "a.csv", "text,label,notes\ngood movie,pos,\nbad movie,neg\nok,pos,,\n"))
+    assert d.texts == ["good movie", "bad movie", "ok"] and d.labels == ["pos", "neg", "pos"]
+    with pytest.raises(UlmfitError, match="4 field"):
+        read_labeled(write(tmp_path / "b.csv", "text,label,notes\ngood,pos,,x\n"))
+    # a TSV quoted as pandas / R write it: whole quoted fields are unquoted, other quotes are text
+    t = write(tmp_path / "c.tsv", '"text"\t"label"\n"He said ""hi"" to me"\t"pos"\n"Best" film\tneg\n')
+    d = read_labeled(t)
+    assert d.texts == ['He said "hi" to me', '"Best" film'] and d.labels == ["pos", "neg"]
+    # a first line that opens with a bracket but is no JSON array
+    d = read_labeled(write(tmp_path / "br.txt", "[Music] good movie\tpos\nbad\tneg\n"), header=False,
+                     text_col="0", label_col="1")
+    assert d.texts == ["[Music] good movie", "bad"]

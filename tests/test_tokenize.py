@@ -125,3 +125,28 @@ def test_subword_markers_are_single_tokens(sp_model):
     assert all(nxt not in ("xxmaj", "xxup") for p, nxt in zip(pieces, pieces[1:]) if p == "\u2581")
     assert sub.encode_many(["", "The"])[0] == [SPECIAL_TOKENS.index("xxbos")]
     assert detokenize(pieces) == "The cat sat on the MAT"
+
+
+THREADED = """
+import sys, threading
+from ulmfit.text.tokenize import TokenizerConfig, tokenize_parallel
+spec = sys.modules["__main__"].__spec__
+out = {}
+def run(k):
+    docs = [f"Document {i} of {k}." for i in range(40)]
+    out[k] = list(tokenize_parallel(docs, TokenizerConfig(), n_workers=2, chunk_docs=8, progress=False))
+threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(sorted(len(v) for v in out.values()), sys.modules["__main__"].__spec__ is spec and spec is not None)
+"""
+
+
+def test_pools_started_from_several_threads_restore_the_main_module(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "threaded.py").write_text(THREADED)
+    r = subprocess.run([sys.executable, "-m", "threaded"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["[40,", "40,", "40]", "True"]

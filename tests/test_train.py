@@ -579,3 +579,14 @@ def test_python_arguments_of_the_wrong_kind_are_named(tmp_path, corpus):
         LanguageModel.load(None)
     with pytest.raises(UlmfitError, match="not a single string"):
         lm.encode("the film")
+
+
+def test_numpy_numbers_in_a_config_become_plain_ones_that_config_json_can_hold():
+    import numpy as np
+
+    from ulmfit.train.classify import ClassifierTrainConfig
+
+    c = LMTrainConfig(bs=np.int64(32), lr=np.float32(0.01), save_every_minutes=0, max_minutes=0)
+    assert type(c.bs) is int and type(c.lr) is float and json.dumps(c.to_dict())
+    k = ClassifierTrainConfig(stage_epochs=np.array([1, 1, 1, 2]), bs=np.int32(16))
+    assert k.stage_epochs == (1, 1, 1, 2) and type(k.stage_epochs[0]) is int and json.dumps(k.to_dict())

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import tempfile
 import time
@@ -20,7 +21,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
-from .data.labeled import LabeledTexts, check_labels, read_labeled, stratified_split, validate_training
+from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
+                           validate_training)
 from .io import UlmfitError, as_texts, atomic_write_json
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
@@ -110,6 +112,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
     else:
         _check_out(out, False, overwrite)
+    if out.is_dir():  # a folder that takes no files is refused before the data is read (a new one: once made)
+        writable_out(out, create=False)
     say = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
 
     # The language model: its encoder, vocabulary and tokenizer become the classifier's.
@@ -165,7 +169,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         say(f"{len(valid_texts)} validation examples are too few to pick the best epoch (at most {SELECT_LAST_MAX_VALID}): "
             "every epoch runs and the last one is kept (--select best / select='best' picks by validation anyway)")
     labels = train_texts.label_names()
-    if resume and labels != saved.get("labels"):  # the same number of texts with other labels is other data
+    if resume and labels != label_names_as_read(saved.get("labels") or []):  # the same number of texts with other labels is other data
         raise UlmfitError(f"cannot resume: {out} was trained on the labels {saved.get('labels')}, these texts have "
                           f"{labels}; they are not the same data")
     say(f"{len(train_texts):,} training and {sizes[1]:,} validation examples, {len(labels)} classes: "
@@ -359,10 +363,11 @@ class TextClassifier:
         members, labels, multi = [], None, None
         for d in dirs:
             model, cfg, vocab = ckpt.load_classifier(d)
-            if labels is not None and cfg["labels"] != labels:
-                raise UlmfitError(f"{d} predicts other labels ({cfg['labels']}) than {dirs[0]} ({labels}); "
+            named = label_names_as_read(cfg["labels"])
+            if labels is not None and named != labels:
+                raise UlmfitError(f"{d} predicts other labels ({named}) than {dirs[0]} ({labels}); "
                                   "an ensemble needs the same labels")
-            labels = cfg["labels"]
+            labels = named
             this_multi = bool(cfg["head"].get("multi_label"))
             if multi is not None and this_multi != multi:
                 raise UlmfitError(f"{d} is a {'multi' if this_multi else 'single'}-label classifier and {dirs[0]} is "
@@ -377,7 +382,7 @@ class TextClassifier:
                       per_member: bool = False):
         """Probabilities [n texts, n labels]; the columns follow `self.labels`."""
         texts = as_texts(texts)
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        if isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
             raise UlmfitError(f"bs (the batch size) must be a whole number of at least 1, not {bs!r}")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)

@@ -95,9 +95,13 @@ def resolve_format(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> st
     return "lines"
 
 
+_JSON_ARRAY = re.compile(r"\[\s*(?:[{\[]|$)")
+
+
 def refuse_json_array(path: Path, first_line: str) -> None:
-    """A JSON array of records is not read (it would be read as lines of text, or as a CSV)."""
-    if first_line.startswith("["):
+    """A JSON array of records is not read (it would be read as lines of text, or as a CSV): a first
+    line that is `[` alone or opens `[{` / `[[` (`[Music] good movie` is text)."""
+    if _JSON_ARRAY.match(first_line.strip()):
         raise UlmfitError(f"{path} looks like a JSON array; write one JSON object per line (JSON Lines, "
                           "e.g. with pandas: df.to_json(path, orient='records', lines=True))")
 
@@ -195,7 +199,7 @@ def iter_byte_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
 def _iter_lines_text(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
-        with open(path, encoding=encoding, newline="") as f:
+        with open(path, encoding=encoding, newline="\n") as f:  # lines end at \n only, as in the byte path
             for lineno, line in enumerate(f, 1):
                 yield lineno, line.lstrip("\ufeff") if lineno == 1 else line
     except UnicodeDecodeError as e:
@@ -212,11 +216,20 @@ def _iter_lines_text(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
 def table_reader(lines: Iterable[str], delimiter: str):
     """A csv.reader over `lines`. CSV follows RFC 4180, strictly: a double quote that opens a field
     must close it (Python's lenient default glued `"Best" film` into `Best film`, and a quote that
-    never closed swallowed every row after it into one text). TSV has no quoting: quotes are part
-    of the text, as in the TSV files of NLP datasets (GLUE, SST), and a row is a line."""
+    never closed swallowed every row after it into one text). In a TSV a row is a line and a quote
+    is text (as in the TSV files of NLP datasets: GLUE, SST), except around a whole field that
+    pandas, Python's csv or R's write.table quoted (its doubled quotes become single ones)."""
     if delimiter == "\t":
-        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return ([_unquote(f) for f in row] for row in csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
     return csv.reader(lines, delimiter=delimiter, strict=True)
+
+
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"', re.DOTALL)
+
+
+def _unquote(field: str) -> str:
+    m = _QUOTED.fullmatch(field)
+    return m.group(1).replace('""', '"') if m else field
 
 
 def table_error(path: Path, line: int, delimiter: str, e: csv.Error) -> UlmfitError:
@@ -229,15 +242,23 @@ def table_error(path: Path, line: int, delimiter: str, e: csv.Error) -> UlmfitEr
                        'close it, and a quote inside a quoted field is written twice ("")')
 
 
-def check_width(path: Path, line: int, row: list[str], n: int, delimiter: str, header: bool) -> None:
-    """Every row has as many fields as the header (or the first row): an unquoted comma in a text
-    would otherwise cut it and turn its second half into the label."""
+def check_width(path: Path, line: int, row: list[str], n: int, delimiter: str, header: bool,
+                used: int | None = None) -> list[str]:
+    """The row with as many fields as the header (or the first row): an unquoted comma in a text
+    would otherwise cut it and turn its second half into the label. Spreadsheets' habits pass: extra
+    fields at the end that are empty (a trailing delimiter) are dropped, and a row cut short after
+    the last column read (`used`: the highest index read) is padded with empty fields."""
+    if len(row) > n and not any(f.strip() for f in row[n:]):
+        return row[:n]
+    if len(row) < n and used is not None and used < len(row):
+        return row + [""] * (n - len(row))
     if len(row) != n:
         hint = ("a text that holds a comma must be in double quotes" if delimiter == "," else
                 "a TSV field cannot hold a tab or a line break (quotes are read as part of the text)"
                 if delimiter == "\t" else f"a field that holds {delimiter!r} must be in double quotes")
         raise UlmfitError(f"{path}, line {line}: {len(row)} field(s) where the {'header' if header else 'first row'} "
                           f"has {n}; {hint}")
+    return row
 
 
 def unique_columns(path: Path, header: list[str], wanted: Iterable[str], hint: str = "") -> None:
@@ -325,7 +346,7 @@ def _read_table(path: Path, encoding: str, delimiter: str, column) -> Iterator[s
         start = position["line"] + 1
         for row in reader:
             if row:
-                check_width(path, start, row, len(header), delimiter, header=True)
+                row = check_width(path, start, row, len(header), delimiter, header=True, used=max(idx))
                 fields = [row[i] for i in idx]
                 yield fields[0] if len(fields) == 1 else join_fields(fields)
             start = position["line"] + 1

@@ -41,7 +41,7 @@ FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
 
 _TREC = re.compile(r"^([A-Z]+):(\S+)(?:\s+(.*))?$")
 _TREC_SNIFF = re.compile(r"^[A-Z]+:\S+ ")
-_SPLIT_NAMES = ("train", "test", "valid", "dev")
+_SPLIT_NAMES = ("train", "test", "valid", "dev", "training", "testing", "val", "validation")
 _SKIP_DIRS = ("unsup",)  # aclImdb's unlabeled reviews: text for the LM, never a class
 _COLUMN_HINT = "choose with --text-col / --label-col"
 
@@ -50,7 +50,7 @@ def _memory_label(lab, i: int, source: str):
     """A label given in memory as the string a JSONL file would give (`_label_str`: 1 and 1.0 -> "1",
     True -> "true"); a list of them for multi-label data. None is refused, as is any other object."""
     if isinstance(lab, str):
-        return lab
+        return label_name(lab)
     if isinstance(lab, (list, tuple)):
         return [_memory_label(x, i, source) for x in lab]
     if hasattr(lab, "item") and getattr(lab, "ndim", 1) == 0:  # a numpy scalar
@@ -404,11 +404,23 @@ def _label_str(x, where: str) -> str:
     if isinstance(x, float) and x.is_integer():
         return str(int(x))
     if isinstance(x, (str, int, float)):
-        s = str(x).strip()
-        # "1.0" is the label 1 written by a float column (pandas writes 0/1 labels with NaNs as
-        # 0.0/1.0): the same label as "1" in another file, and as the number 1.0 in JSON
-        return str(int(s[: s.index(".")])) if _WHOLE_FLOAT.fullmatch(s) else s
+        return label_name(str(x))
     raise UlmfitError(f"{where}: a label must be a string, a number or a list of them, not {x!r:.60}")
+
+
+def label_name(s: str) -> str:
+    """A label as every reader names it: stripped, and "1.0" (the label 1 written by a float column:
+    pandas writes 0/1 labels with NaNs as 0.0/1.0) as "1", the same label as "1" in another file
+    and as the number 1.0 in JSON."""
+    s = s.strip()
+    return str(int(s[: s.index(".")])) if _WHOLE_FLOAT.fullmatch(s) else s
+
+
+def label_names_as_read(labels: list[str]) -> list[str]:
+    """A saved model's labels named as the readers name them now (models trained before "1.0" was
+    read as "1" saved "1.0"); unchanged where that would make two labels one."""
+    named = [label_name(x) for x in labels]
+    return named if len(set(named)) == len(named) else list(labels)
 
 
 _WHOLE_FLOAT = re.compile(r"[-+]?\d+\.0+")
@@ -500,8 +512,9 @@ def _table_records(path: Path, encoding, delimiter, text_col, label_col, header,
         if not need_label and label_spec is None and text_spec is not None:
             label_idx = None
     width = len(first[1])
+    used = max(text_idx + ([label_idx] if label_idx is not None else []))
     for lineno, row in rows:
-        check_width(path, lineno, row, width, delimiter, header=bool(header))
+        row = check_width(path, lineno, row, width, delimiter, header=bool(header), used=used)
         fields = [row[i] for i in text_idx]
         yield lineno, fields, (row[label_idx] if label_idx is not None else None), None
 
@@ -661,8 +674,24 @@ def _unlabeled_files(path: Path, split: str | None) -> list[Path]:
     return files
 
 
+def _refuse_split_folders(root: Path, classes: list[Path]) -> None:
+    """Folders that hold the same class folders (2019/{pos,neg}, 2020/{pos,neg}, or splits under
+    names of their own) are splits or groups, not classes: reading them as classes would train on
+    labels that name the folders (and on a test split)."""
+    if len(classes) < 2 or any(any(p.is_file() for p in d.glob("*.txt")) for d in classes):
+        return
+    subs = [{s.name for s in d.iterdir() if s.is_dir() and not s.name.startswith(".") and text_files(s)}
+            for d in classes]
+    if len(subs[0]) >= 2 and all(x == subs[0] for x in subs):
+        raise UlmfitError(
+            f"{root}: {', '.join(d.name + '/' for d in classes)} all hold the folders "
+            f"{', '.join(sorted(x + '/' for x in subs[0]))}: they look like splits, not classes. Give one of them "
+            f"(e.g. {classes[0]}) as the data, or its name with --split")
+
+
 def _folder_records(root: Path, encoding: str):
     classes = _class_dirs(root)
+    _refuse_split_folders(root, classes)
     if not classes:
         raise UlmfitError(
             f"{root}: no class folders; expected {root}/<class>/*.txt, one document per file"

@@ -16,6 +16,7 @@ import html
 import os
 import re
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -435,27 +436,33 @@ def tokenize_parallel(
         bar.close()
 
 
+_MAIN_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _main_not_rerun():
     """Start spawned workers without re-running the caller's main module. A spawned process imports
     `__main__` again (by its module name, else its file) to find what it defines; these workers need
     only this module, and in a script without the ``if __name__ == "__main__":`` guard the import
     runs the script again in every worker, which tries to start workers of its own, fails, and the
-    pool waits forever. Hiding the name and the file while the workers start skips that import."""
+    pool waits forever. Hiding the name and the file while the workers start skips that import.
+    The lock makes pools started from several threads at once take turns, so none of them restores
+    what another has hidden. (A worker the pool replaces later, after a crash, starts normally.)"""
     main = sys.modules.get("__main__")
     if main is None:
         yield
         return
-    spec, has_file, file = getattr(main, "__spec__", None), hasattr(main, "__file__"), getattr(main, "__file__", None)
-    try:
-        main.__spec__ = None
-        if has_file:
-            del main.__file__
-        yield
-    finally:
-        main.__spec__ = spec
-        if has_file:
-            main.__file__ = file
+    with _MAIN_LOCK:
+        spec, has_file, file = main.__dict__.get("__spec__"), "__file__" in main.__dict__, main.__dict__.get("__file__")
+        try:
+            main.__spec__ = None
+            if has_file:
+                del main.__file__
+            yield
+        finally:
+            main.__spec__ = spec
+            if has_file:
+                main.__file__ = file
 
 
 def _prepend(first, rest: Iterator) -> Iterator:

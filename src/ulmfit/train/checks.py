@@ -20,6 +20,22 @@ class Settings:
     def __init__(self, cfg):
         self.cfg, self.name = cfg, type(cfg).__name__
 
+    def plain_numbers(self) -> None:
+        """numpy scalars (np.int64(32), np.float32(0.01)), also inside tuples, become Python numbers:
+        they pass isinstance checks as numbers but config.json cannot hold them, and the first save,
+        after the training time is spent, would fail."""
+        def plain(v):
+            if hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+                return v.item()
+            if hasattr(v, "tolist") and getattr(v, "ndim", None) == 1:  # a numpy array of stage settings
+                return tuple(v.tolist())
+            if isinstance(v, (tuple, list)):
+                return type(v)(plain(x) for x in v)
+            return v
+
+        for f in fields(self.cfg):
+            setattr(self.cfg, f.name, plain(getattr(self.cfg, f.name)))
+
     def _fail(self, field: str, should: str):
         raise UlmfitError(f"{self.name}: {field} {should}, not {getattr(self.cfg, field)!r}")
 

@@ -90,6 +90,7 @@ class ClassifierTrainConfig:
         if self.select not in ("auto", "best", "last"):
             raise UlmfitError("select must be auto, best or last")
         c = Settings(self)
+        c.plain_numbers()
         c.integer("bs", 1, none=True)
         c.integer("bptt", 1)
         c.integer("max_len", 1)
@@ -114,7 +115,7 @@ class ClassifierTrainConfig:
         c.integer("patience", 0)
         c.boolean("bf16", "backwards", "bn_recal")
         c.integer("seed")
-        c.number("save_every_minutes", 0, above=True)
+        c.number("save_every_minutes", 0)
         c.integer("min_last_steps", 0)
         c.integer("bn_recal_docs", 1)
 

@@ -67,6 +67,7 @@ class LMTrainConfig:
 
     def __post_init__(self):
         c = Settings(self)
+        c.plain_numbers()
         c.integer("epochs", 0)
         c.integer("freeze_epochs", 0)
         if self.epochs + self.freeze_epochs < 1:
@@ -86,8 +87,8 @@ class LMTrainConfig:
         c.boolean("bf16", "variable_bptt", "backwards")
         c.integer("seed")
         c.integer("max_tokens", 1, none=True)
-        c.number("max_minutes", 0, above=True, none=True)
-        c.number("save_every_minutes", 0, above=True)
+        c.number("max_minutes", 0, none=True)  # 0 or None: no time limit
+        c.number("save_every_minutes", 0)  # 0: a checkpoint after every step
         c.integer("log_every", 1)
         c.integer("eval_every", 0)
         c.integer("patience", 0)
