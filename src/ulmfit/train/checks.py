@@ -61,6 +61,17 @@ class Settings:
         if hi is not None and (v >= hi if below else v > hi):
             self._fail(field, f"must be {'below' if below else 'at most'} {hi:g}")
 
+    def schedule_and_optimizer(self) -> None:
+        """The settings both trainers share: discriminative factor, schedule, Adam's betas."""
+        from .schedules import SCHEDULES
+
+        self.number("lr_div", 0, above=True)
+        self.choice("schedule", tuple(SCHEDULES))
+        self.number("cut_frac", 0, 1, below=True)
+        self.number("ratio", 1)
+        self.number("beta1", 0, 1, below=True)
+        self.number("beta2", 0, 1, below=True)
+
     def boolean(self, *names: str) -> None:
         for field in names:
             if not isinstance(getattr(self.cfg, field), bool):

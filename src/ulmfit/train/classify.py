@@ -104,12 +104,7 @@ class ClassifierTrainConfig:
                 raise UlmfitError(f"ClassifierTrainConfig: stage_lrs[{i}] must be a number above 0, not {lr!r}")
         if sum(self.stage_epochs) < 1:
             raise UlmfitError("ClassifierTrainConfig: stage_epochs add up to 0; nothing would train")
-        c.number("lr_div", 0, above=True)
-        c.choice("schedule", ("stlr", "onecycle", "constant"))
-        c.number("cut_frac", 0, 1, below=True)
-        c.number("ratio", 1)
-        c.number("beta1", 0, 1, below=True)
-        c.number("beta2", 0, 1, below=True)
+        c.schedule_and_optimizer()
         for name in ("wd", "clip", "drop_mult"):
             c.number(name, 0)
         c.integer("patience", 0)

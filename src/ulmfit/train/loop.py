@@ -76,12 +76,7 @@ class LMTrainConfig:
         c.integer("bptt", 1)
         c.number("lr", 0, above=True)
         c.number("freeze_lr", 0, above=True, none=True)
-        c.number("lr_div", 0, above=True)
-        c.choice("schedule", ("stlr", "onecycle", "constant"))
-        c.number("cut_frac", 0, 1, below=True)
-        c.number("ratio", 1)
-        c.number("beta1", 0, 1, below=True)
-        c.number("beta2", 0, 1, below=True)
+        c.schedule_and_optimizer()
         for name in ("wd", "clip", "ar_alpha", "tar_beta"):
             c.number(name, 0)
         c.boolean("bf16", "variable_bptt", "backwards")
