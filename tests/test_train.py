@@ -590,3 +590,13 @@ def test_numpy_numbers_in_a_config_become_plain_ones_that_config_json_can_hold()
     assert type(c.bs) is int and type(c.lr) is float and json.dumps(c.to_dict())
     k = ClassifierTrainConfig(stage_epochs=np.array([1, 1, 1, 2]), bs=np.int32(16))
     assert k.stage_epochs == (1, 1, 1, 2) and type(k.stage_epochs[0]) is int and json.dumps(k.to_dict())
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="reads /proc/self/maps")
+def test_a_finished_run_leaves_no_corpus_file_open(tmp_path, corpus):
+    """The tokenised corpus is memory-mapped; a reference cycle through the trainer (its save
+    function reads its config) kept it mapped after the run returned, until a full garbage
+    collection, which on some systems keeps the cache from being deleted."""
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    with open("/proc/self/maps") as f:
+        assert not [line for line in f if line.rstrip().endswith("ids.bin") and str(tmp_path) in line]

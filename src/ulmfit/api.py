@@ -256,7 +256,10 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
                               + (" or --max-tokens" if c.max_tokens else ""))
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
     t0 = time.time()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:  # save_fn reads trainer.cfg: without this cycle the data's memory map closes on return
+        trainer.save_fn = None
     result = dict(result)
     result["wall_s"] = time.time() - t0
     result["out"] = str(out)
