@@ -965,3 +965,14 @@ def test_review_old_float_labels_and_utf16_lines(trained, tmp_path, capsys):
     (tmp_path / "u16.txt").write_bytes("superb\rfilm\nterrible\nawful\n".encode("utf-16"))
     assert main(["predict", str(tmp_path / "u16.txt"), "--model", str(task / "clf"), "--encoding", "utf-16"]) == 0
     assert len(capsys.readouterr().out.strip().split("\n")) == 1 + 3
+
+
+def test_evaluate_from_python_takes_texts_with_their_labels(trained):
+    task, _ = trained
+    clf = TextClassifier.load(task / "clf")
+    test = read_labeled(task / "test.csv")
+    assert clf.evaluate(test.texts, labels=test.labels)["accuracy"] == clf.evaluate(test)["accuracy"]
+    with pytest.raises(UlmfitError, match="evaluate takes labeled data: texts with labels="):
+        clf.evaluate(test.texts)
+    with pytest.raises(UlmfitError, match="3 texts but 2 labels"):
+        clf.evaluate(["a", "b", "c"], labels=["pos", "neg"])

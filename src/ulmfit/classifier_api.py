@@ -414,12 +414,17 @@ class TextClassifier:
             return [[self.labels[j] for j in np.nonzero(row >= threshold)[0]] for row in p]
         return [self.labels[i] for i in p.argmax(1)]
 
-    def evaluate(self, data: LabeledTexts, bs: int = 64, progress: bool = False) -> dict:
+    def evaluate(self, data, bs: int = 64, progress: bool = False, *, labels=None) -> dict:
+        """Accuracy, macro-F1, per-class scores and the confusion matrix on labeled data: a
+        LabeledTexts, or a list of texts with `labels=` (one per text)."""
         from .data.labeled import check_label_names
 
+        if labels is not None and not isinstance(data, LabeledTexts):
+            data = LabeledTexts(data, labels, "the texts given")
         if not isinstance(data, LabeledTexts):
-            raise UlmfitError("evaluate takes labeled data: a LabeledTexts (ulmfit.classifier_api.load_labeled(path), "
-                              "or ulmfit.data.labeled.LabeledTexts(texts, labels, 'name')), not "
+            raise UlmfitError("evaluate takes labeled data: texts with labels=[...], or a LabeledTexts "
+                              "(ulmfit.classifier_api.load_labeled(path), or ulmfit.data.labeled.LabeledTexts(texts, "
+                              "labels, 'name')), not "
                               + type(data).__name__)
         if not len(data):
             raise UlmfitError(f"{data.source}: no examples to evaluate on")
