@@ -62,3 +62,27 @@ def test_token_budget_over_two_processes_ends_with_the_schedule(tmp_path, corpus
     lrs = [json.loads(l)["lr"] for l in (tmp_path / "lm" / "metrics.jsonl").read_text().splitlines()
            if "lr" in json.loads(l)]
     assert lrs and lrs[-1] < 0.25 * max(lrs)  # the last rate is near the floor, not near the peak
+
+
+def test_the_command_line_under_torchrun_speaks_once_and_keeps_its_process_count(tmp_path, corpus):
+    """Process 0 prints for all; a run is resumed only with the number of processes that trained it;
+    commands that do not train across processes refuse torchrun (they would run twice, side by side)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ULMFIT_CACHE": str(tmp_path / "cache")}
+    two = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "ulmfit"]
+    small = ["--preset", "tiny", "--epochs", "1", "--bs", "4", "--bptt", "16", "--workers", "1", "--quiet"]
+    r = subprocess.run([*two, "pretrain", str(corpus), "--out", str(tmp_path / "lm"), *small],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("language model saved to") == 1
+    assert json.loads((tmp_path / "lm" / "train_state.json").read_text())["world"] == 2
+    r = subprocess.run([sys.executable, "-m", "ulmfit", "pretrain", "--resume", str(tmp_path / "lm"), "--epochs", "2",
+                        "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "was trained by 2 process(es), this run has 1" in r.stderr
+    (tmp_path / "l.csv").write_text("text,label\n" + "".join(f"t {i},{i % 2}\n" for i in range(20)))
+    r = subprocess.run([*two, "train-classifier", str(tmp_path / "l.csv"), "--lm", str(tmp_path / "lm"), "--out",
+                        str(tmp_path / "c")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and r.stderr.count("train-classifier (a small model") == 1, r.stderr[-2000:]
+    assert not (tmp_path / "c").exists()

@@ -600,3 +600,49 @@ def test_a_finished_run_leaves_no_corpus_file_open(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     with open("/proc/self/maps") as f:
         assert not [line for line in f if line.rstrip().endswith("ids.bin") and str(tmp_path) in line]
+
+
+def test_a_second_interrupt_during_the_save_is_ignored():
+    """A terminal's Ctrl-C reaches a torchrun worker twice (from the terminal, and forwarded by
+    torchrun); the second one used to break the interrupt save."""
+    import os
+    import signal
+
+    from ulmfit.train.loop import sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    saved = []
+    with pytest.raises(UlmfitError, match="saved"):
+        with sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the signal is delivered between bytecodes
+                    pass
+            except KeyboardInterrupt:
+                os.kill(os.getpid(), signal.SIGINT)  # the second one, while "saving"
+                os.kill(os.getpid(), signal.SIGTERM)
+                saved.append(True)
+                raise UlmfitError("saved")
+    assert saved == [True] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_commands_that_run_in_one_process_refuse_torchrun(tmp_path, corpus, monkeypatch, capsys):
+    from ulmfit import api
+    from ulmfit.classifier_api import train_classifier
+    from ulmfit.cli import main
+    from ulmfit.demo import run_demo
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for call in (lambda: train_classifier(None, corpus, tmp_path / "c"), lambda: run_demo(tmp_path / "d")):
+        with pytest.raises(UlmfitError, match="runs in one process: start it without torchrun"):
+            call()
+    assert main(["lr-find", "--model", "m", str(corpus)]) == 2
+    assert "lr-find runs in one process" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")  # process 1 leaves the message to process 0
+    assert main(["lr-find", "--model", "m", str(corpus)]) == 2
+    assert capsys.readouterr().err == ""
+    # "cuda" under torchrun: each process on its own GPU (LOCAL_RANK), not all on GPU 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(api.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(api.torch.cuda, "device_count", lambda: 2)
+    assert str(api.resolve_device("cuda")) == "cuda:1" and str(api.resolve_device("cuda:0")) == "cuda:0"

@@ -214,9 +214,10 @@ def _streams(train, valid, cfg: LMTrainConfig):
 
 def resolve_device(device: str | None) -> torch.device:
     """'auto' (default) picks a CUDA GPU when there is one (each torchrun process its own), else the CPU."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: each process on a GPU of its own
     if device in (None, "auto"):
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+            return torch.device("cuda", local % torch.cuda.device_count())
         return torch.device("cpu")
     try:
         d = torch.device(device)
@@ -226,6 +227,8 @@ def resolve_device(device: str | None) -> torch.device:
         raise UlmfitError(f"--device {device}: ulmfit runs on the CPU or a CUDA GPU (auto, cpu, cuda, cuda:1, ...)")
     if d.type == "cuda" and not torch.cuda.is_available():
         raise UlmfitError(f"--device {device}: no CUDA GPU is available here")
+    if d.type == "cuda" and d.index is None:  # "cuda" under torchrun: not every process on GPU 0
+        d = torch.device("cuda", local % torch.cuda.device_count())
     return d
 
 
@@ -343,7 +346,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
     if arch_overrides and not resume and init_from is None:  # checked before hours of tokenising
         _check_arch_overrides(preset, arch_overrides)
-    dist_.init_from_env()
+    dist_.init_from_env(device)
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
@@ -475,7 +478,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         from .pretrained import default_lm
 
         from_dir = default_lm(train_cfg.backwards)
-    dist_.init_from_env()
+    dist_.init_from_env(device)
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:

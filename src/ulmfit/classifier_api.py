@@ -28,6 +28,7 @@ from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
 from .train.classify import SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer, predict_probs
+from .train.distributed import single_process_only
 from .train.loop import bf16_pays, keeps_callers_rng
 from .train.precision import precision_line
 from .train.metrics import classification_report, multilabel_report, plot_confusion
@@ -86,6 +87,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                       resumed_source, writable_out)
     from .pretrained import default_lm
 
+    single_process_only("train-classifier (a small model: one process trains it in minutes)")
     out = Path(out)
     read_args = _read_args(read_args)
     cfg = config_from(ClassifierTrainConfig, cfg, what="cfg")

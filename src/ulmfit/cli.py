@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -235,6 +236,10 @@ def cmd_generate(a) -> int:
 
 def cmd_lr_find(a) -> int:
     import torch
+
+    from .train.distributed import single_process_only
+
+    single_process_only("lr-find")
 
     from .api import LanguageModel
     from .data.cache import build_corpus
@@ -749,8 +754,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from safetensors import SafetensorError
-
     from_command_line = argv is None
     argv = list(sys.argv[1:] if from_command_line else argv)
     if from_command_line:
@@ -764,13 +767,29 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "fn", None):
         parser.print_help(sys.stderr)
         return 2
+    # Under torchrun every process runs this; process 0 speaks for them all (the others would
+    # print each message and error again), and a process whose partner stopped says so in a line.
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext():
+        return _run_command(parser, a, rank, world)
+
+
+def _run_command(parser, a, rank: int, world: int) -> int:
+    from safetensors import SafetensorError
+
     if getattr(a, "resume", None):
         _note_ignored_on_resume(parser, a)
     try:
         return a.fn(a)
     except UlmfitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not rank:
+            print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if world > 1 and rank:  # a collective whose partner is gone: "Connection closed by peer"
+            print(f"process {rank} stopped: {str(e).splitlines()[0][:200]} (process 0 says why)", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -185,6 +185,9 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     continue the interrupted demo in `out` with its saved settings (the other arguments are not
     used) and plan: finished stages are kept, the interrupted one continues from its checkpoint.
     Ctrl-C or SIGTERM stops it with everything saved."""
+    from .train.distributed import single_process_only
+
+    single_process_only("the demo")
     from . import datasets
     from .api import finetune_lm
     from .classifier_api import TextClassifier, sample_labeled, time_classifier, train_classifier

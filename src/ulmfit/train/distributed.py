@@ -18,19 +18,32 @@ import torch
 import torch.distributed as dist
 
 
-def init_from_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank); starts the process group when launched by torchrun."""
+def init_from_env(device: str | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank); starts the process group when launched by torchrun, with
+    NCCL for GPUs and gloo for the CPU (`device`: the --device given, None or "auto" for the default)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or not dist.is_available():
         return 0, 1, 0
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        # Process 0 validates and checkpoints while the others wait: allow it time.
-        dist.init_process_group(backend, timeout=timedelta(hours=2))
+        on_gpu = torch.cuda.is_available() and (device is None or str(device) == "auto" or str(device).startswith("cuda"))
+        backend = "nccl" if on_gpu else "gloo"  # --device cpu on a GPU machine: CPU tensors, gloo
+        # Process 0 tokenises the corpus (hours for a WikiText-103-sized one not tokenised before
+        # with `ulmfit corpus tokenize`), validates and checkpoints while the others wait.
+        dist.init_process_group(backend, timeout=timedelta(hours=24))
         # Left to the interpreter's exit, a live gloo group can abort a process ("terminate called
         # without an active exception") when the other one has already closed its sockets.
         atexit.register(_shutdown)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def single_process_only(what: str) -> None:
+    """Refuse a command that does not train across processes when launched by torchrun (it would
+    run once per process, side by side, writing the same files)."""
+    from ..io import UlmfitError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UlmfitError(f"{what} runs in one process: start it without torchrun (pretrain and finetune-lm "
+                          "are the commands that train across processes)")
 
 
 def _shutdown() -> None:

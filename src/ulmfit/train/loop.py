@@ -151,26 +151,37 @@ class TrainingInterrupted(UlmfitError):
 
 def interrupted_message(step: int, out) -> str:
     """What a trainer stopped by Ctrl-C or SIGTERM says (both trainers; callers that resume by
-    other means, such as bench/accuracy.py, replace RESUME_ADVICE with their own)."""
+    other means, such as bench/accuracy.py, replace RESUME_ADVICE with their own). Only process 0
+    of a distributed run saves, so the others say so instead."""
+    rank = dist_.rank_world()[0]
+    if rank:
+        return f"process {rank} was interrupted at step {step}; process 0 saves the run in {out}, if it was stopped too"
     return f"interrupted at step {step}; everything up to it is saved in {out}. {RESUME_ADVICE}"
 
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C so the run saves before it stops."""
+    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C so the run saves before it stops. The first
+    of either signal stops the run; those that follow are ignored until the run has saved and
+    returned: a Ctrl-C in the terminal of a torchrun job reaches each worker twice (from the
+    terminal, and forwarded by torchrun), and the second one used to break the save."""
+    signals = (signal.SIGINT, signal.SIGTERM)
 
     def handler(signum, frame):
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, handler) for s in signals}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @torch.no_grad()
@@ -308,7 +319,7 @@ class LMTrainer:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "tokens": self.tokens,
                 "elapsed": self.elapsed, "history": self.history, "curve": self.curve, "train": self.cfg.to_dict(),
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "run_loss": self.run_loss}
+                "run_loss": self.run_loss, "world": self.world}
 
     def save(self) -> None:
         if not self.main:  # all processes hold the same weights; one writes them
@@ -318,6 +329,12 @@ class LMTrainer:
 
     def resume(self) -> None:
         st = ckpt.load_train_state(self.out, self.opt, self.names)
+        saved_world = st.get("world")  # runs saved before it was recorded: not checked
+        if saved_world is not None and saved_world != self.world:
+            how = (f"torchrun --nproc_per_node {saved_world} ..." if saved_world > 1 else "one process, without torchrun")
+            raise UlmfitError(f"cannot resume: {self.out} was trained by {saved_world} process(es), this run has "
+                              f"{self.world}; each step's batch and the position in the data depend on it. Resume it "
+                              f"with {how}")
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.tokens, self.elapsed, self.history = st["tokens"], st.get("elapsed", 0.0), st.get("history", [])
         self.curve = st.get("curve", [])
