@@ -399,16 +399,11 @@ def cmd_predict(a) -> int:
     # A text is a line ending in \n (or \r\n): a lone \r inside a line stays in its text, so the
     # output has one row per input line, as `wc -l` counts them. Both sources decode with
     # --encoding, line by line (a bad byte is named with its line), and drop a byte-order mark.
-    from .data.corpus import _iter_lines, iter_byte_lines
+    from .data.corpus import _iter_lines, iter_byte_lines, iter_wide_lines
 
     if a.input in (None, "-"):
-        if "\n".encode(a.encoding) == b"\n":
-            lines = iter_byte_lines(sys.stdin.buffer, a.encoding, "standard input")
-        else:  # UTF-16/32
-            try:
-                lines = enumerate(sys.stdin.buffer.read().decode(a.encoding).lstrip("\ufeff").split("\n"), 1)
-            except UnicodeDecodeError as e:
-                raise UlmfitError(f"standard input is not valid {a.encoding} ({e}); pass --encoding") from None
+        read = iter_byte_lines if "\n".encode(a.encoding) == b"\n" else iter_wide_lines
+        lines = read(sys.stdin.buffer, a.encoding, "standard input")
     else:
         if Path(a.input).is_dir():
             raise UlmfitError(f"{a.input} is a folder; predict reads a text file, one text per line")
@@ -421,8 +416,6 @@ def cmd_predict(a) -> int:
         lines = _iter_lines(Path(a.input), a.encoding)
     texts = [line[:-1] if line.endswith("\n") else line for _, line in lines]
     texts = [t[:-1] if t.endswith("\r") else t for t in texts]
-    if a.input in (None, "-") and texts and texts[-1] == "" and "\n".encode(a.encoding) != b"\n":
-        texts.pop()  # split("\n") of a text that ends with a newline
     if a.out:
         if Path(a.out).is_dir():
             raise UlmfitError(f"--out {a.out} is a folder; give a file name")

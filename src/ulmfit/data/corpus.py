@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import os
 import re
@@ -197,14 +198,20 @@ def iter_byte_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
 
 
 def _iter_lines_text(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    with open(path, "rb") as f:
+        yield from iter_wide_lines(f, encoding, path)
+
+
+def iter_wide_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
+    """`_iter_lines` over an open binary file in an encoding whose newline is not the byte b"\n"
+    (UTF-16/32): Python decodes the stream; lines end at \n only, as in the byte path."""
     lineno = 0
     try:
-        with open(path, encoding=encoding, newline="\n") as f:  # lines end at \n only, as in the byte path
-            for lineno, line in enumerate(f, 1):
-                yield lineno, line.lstrip("\ufeff") if lineno == 1 else line
-    except UnicodeDecodeError as e:
+        for lineno, line in enumerate(io.TextIOWrapper(f, encoding=encoding, newline="\n"), 1):
+            yield lineno, line.lstrip("\ufeff") if lineno == 1 else line
+    except UnicodeDecodeError:
         raise UlmfitError(
-            f"{path}: cannot decode the text after line {lineno} as {encoding}; "
+            f"{name}: cannot decode the text after line {lineno} as {encoding}; "
             "pass the file's encoding with --encoding"
         ) from None
 
