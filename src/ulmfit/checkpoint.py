@@ -129,9 +129,6 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
     tensors = _unique_state_dict(model)
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    tie = _tie(vocab, tok_cfg.to_dict(), bool((train or {}).get("backwards", False)), sp_model)
-    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})
-    _save_vocab(out, vocab, sp_model)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -144,6 +141,9 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
         "step": step,
     }
     config.update(extra or {})
+    tie = _tie(vocab, config["tokenizer"], reads_backwards(config), sp_model)
+    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})
+    _save_vocab(out, vocab, sp_model)
     atomic_write_json(out / CONFIG, config)
     return out
 
@@ -345,14 +345,13 @@ def save_classifier(out: str | os.PathLike, weights: dict[str, torch.Tensor], *,
             continue
         seen.add(v.data_ptr())
         tensors[k] = v.detach().cpu().contiguous()
-    backwards = bool((extra or {}).get("backwards", (train or {}).get("backwards", False)))
-    tie = _tie(vocab, tok_cfg.to_dict(), backwards, sp_model, labels)
-    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})
-    _save_vocab(out, vocab, sp_model)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "classifier",
               "ulmfit_version": __version__, "arch": arch, "head": head, "labels": list(labels),
               "tokenizer": tok_cfg.to_dict(), "train": train or {}, "history": history or [], "step": step}
     config.update(extra or {})
+    tie = _tie(vocab, config["tokenizer"], classifier_reads_backwards(config), sp_model, labels)
+    save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})
+    _save_vocab(out, vocab, sp_model)
     atomic_write_json(out / CONFIG, config)
     return out
 
