@@ -61,6 +61,11 @@ def _read_args(read_args) -> dict:
     return dict(read_args)
 
 
+def _file_args(read_args: dict) -> dict:
+    """The options load_labeled takes (valid_split is the validation folder's --split, not one)."""
+    return {k: v for k, v in read_args.items() if k != "valid_split"}
+
+
 def sample_labeled(texts: LabeledTexts, n: int | None, seed: int) -> LabeledTexts:
     """The `n` examples (in file order) that `train_classifier(max_train=n)` trains on with this
     seed: a uniform random sample, or all of them when `n` is None or not smaller."""
@@ -114,7 +119,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
     else:
         _check_out(out, False, overwrite)
-    if out.is_dir():  # a folder that takes no files is refused before the data is read (a new one: once made)
+    probed = out.is_dir()
+    if probed:  # a folder that takes no files is refused before the data is read (a new one: once made)
         writable_out(out, create=False)
     say = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
 
@@ -131,7 +137,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     tok_cfg, sp = _lm_tokenizer(lm_dir, lm_cfg)
 
     # Labeled data: a stratified validation split unless one is given.
-    train_args = {k: v for k, v in read_args.items() if k != "valid_split"}
+    train_args = _file_args(read_args)
     train_texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **train_args)
     if max_train is not None:  # sample-efficiency experiments, the demo's time budget
         train_texts = sample_labeled(train_texts, max_train, cfg.seed)
@@ -199,7 +205,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                              labels=labels, sp_model=sp, train=cfg.to_dict(), history=history, step=step,
                              extra={"source": source, "backwards": cfg.backwards, "best_epoch": state.get("best_epoch")})
 
-    writable_out(out, create=not resume)
+    if not probed:
+        writable_out(out, create=True)
     if not resume:  # the inputs are read: only now is a run that --overwrite replaces cleared
         clear_replaced_run(out)
     trainer = ClassifierTrainer(model, train_d, valid_d, cfg, out, save_fn, device=dev, progress=progress,
@@ -459,8 +466,7 @@ def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | 
     """Accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix, written
     to a JSON report (and the matrix to a PNG beside it)."""
     clf = TextClassifier.load(model_paths)
-    texts = data if isinstance(data, LabeledTexts) else load_labeled(
-        data, **{k: v for k, v in _read_args(read_args).items() if k != "valid_split"})
+    texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **_file_args(_read_args(read_args)))
     rep = clf.evaluate(texts, bs, progress)
     rep["data"] = texts.source
     if report is not None:
