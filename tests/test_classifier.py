@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ulmfit import checkpoint as ckpt
-from ulmfit.api import pretrain
+from ulmfit.api import LanguageModel, pretrain
 from ulmfit.classifier_api import TextClassifier, evaluate, train_classifier
 from ulmfit.data.labeled import LabeledTexts, read_labeled
 from ulmfit.cli import main
@@ -223,11 +223,49 @@ def test_a_classifier_trained_without_bf16_predicts_without_it(trained, tmp_path
         used.append(use_bf16)
         return real(*a, use_bf16=False, **k)
 
-    monkeypatch.setattr(classifier_api, "bf16_pays", lambda *a, **k: True)  # a CPU where bf16 is faster
+    from ulmfit.train import precision
+
+    monkeypatch.setattr(precision, "bf16_pays", lambda *a, **k: True)  # a CPU where bf16 is faster
     monkeypatch.setattr(classifier_api, "predict_probs", predict_probs)
     TextClassifier.load(task / "clf").predict_proba(["superb"])
     TextClassifier.load(tmp_path / "fp32").predict_proba(["superb"])
     assert used == [True, False]
+
+
+def test_prediction_runs_on_the_device_asked_for_and_refuses_one_that_is_missing(trained, monkeypatch, capsys):
+    import torch
+
+    from ulmfit import api
+
+    task, _ = trained
+    clf = TextClassifier.load(task / "clf", device="cpu")
+    assert clf.device == torch.device("cpu") and clf.predict(["superb"]) == ["pos"]
+    assert LanguageModel.load(task / "lm", device="cpu").device == torch.device("cpu")
+    if not torch.cuda.is_available():
+        for load, path in ((TextClassifier.load, task / "clf"), (LanguageModel.load, task / "lm")):
+            with pytest.raises(UlmfitError, match="no CUDA GPU is available"):
+                load(path, device="cuda")
+    with pytest.raises(UlmfitError, match="CPU or a CUDA GPU"):
+        TextClassifier.load(task / "clf", device="mps")
+    # each inference command hands its --device to the loader
+    asked = []
+    real = api.resolve_device
+
+    def resolve(device):
+        asked.append(device)
+        return real("cpu")
+
+    monkeypatch.setattr(api, "resolve_device", resolve)
+    (task / "one.txt").write_text("superb\n")
+    data = ["--model", str(task / "clf"), "--device", "cpu", "--quiet"]
+    assert main(["predict", str(task / "one.txt"), *data]) == 0
+    assert main(["evaluate", str(task / "test.csv"), *data, "--report", str(task / "dev-report.json")]) == 0
+    (task / "lm-text.txt").write_text("the film was a story about people in a city and the actors\n")
+    assert main(["lm-eval", str(task / "lm-text.txt"), "--model", str(task / "lm"), "--device", "cpu", "--quiet"]) == 0
+    assert main(["generate", "the film", "--model", str(task / "lm"), "--tokens", "3", "--seed", "0",
+                 "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert asked == ["cpu"] * 4
 
 
 def test_gradual_unfreezing_trains_exactly_the_unfrozen_groups(task, tmp_path):

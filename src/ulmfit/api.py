@@ -33,7 +33,7 @@ from .train import distributed as dist_
 from .train.checks import config_from
 from .train.loop import (FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm,
                          keeps_callers_rng)
-from .train.precision import precision_line
+from .train.precision import precision_line, predicts_in_bf16
 
 
 def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, progress: bool) -> LMTrainConfig:
@@ -575,9 +575,16 @@ class LanguageModel:
         self.backwards = ckpt.reads_backwards(config)
 
     @classmethod
-    def load(cls, path) -> "LanguageModel":
+    def load(cls, path, device: str | None = None) -> "LanguageModel":
+        """A language model directory. `device`: "auto" (default: a CUDA GPU when there is one,
+        else the CPU), "cpu", "cuda", "cuda:1"."""
+        dev = resolve_device(device)
         model, cfg, vocab = ckpt.load_model(path)
-        return cls(model, cfg, vocab, Path(path))
+        return cls(model.to(dev), cfg, vocab, Path(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def encode(self, texts: list[str]):
         """Token ids of each text (a list of texts; each starts with xxbos)."""
@@ -599,7 +606,7 @@ class LanguageModel:
                               "(at least 3: the text's start marker and two words)")
         bs = max(1, min(bs, (data.n_tokens() - 1) // (bptt + 1)))
         stream = LMStream(data, bs, bptt, shuffle=False, variable_bptt=False, backwards=self.backwards)
-        return evaluate_lm(self.model, stream, bf16_pays(), progress=progress)
+        return evaluate_lm(self.model, stream, predicts_in_bf16(self.config, self.device), progress=progress)
 
     def perplexity(self, texts: list[str]) -> float:
         return self.evaluate(texts)["perplexity"]
@@ -624,8 +631,9 @@ class LanguageModel:
         self.model.eval()
         self.model.reset()
         # Case markers are fine to sample; the other markers would only clutter a sanity look.
+        dev = self.device
         banned = torch.tensor([self.vocab.stoi[t] for t in SPECIAL_TOKENS if t not in ("xxmaj", "xxup")])
-        logits = self.model(torch.tensor([ids]))[0, -1]
+        logits = self.model(torch.tensor([ids], device=dev))[0, -1].cpu()
         out = []
         for _ in range(n_tokens):
             logits = logits.float() / temperature
@@ -635,14 +643,15 @@ class LanguageModel:
                 logits[logits < kth] = -float("inf")
             nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g))
             out.append(nxt)
-            logits = self.model(torch.tensor([[nxt]]))[0, -1]
+            logits = self.model(torch.tensor([[nxt]], device=dev))[0, -1].cpu()
         self.model.reset()
         # the prompt as typed (its tokens would show words the vocabulary lacks as xxunk), then the sample
         return join_continuation(prompt, detokenize(self.vocab.textify(out)))
 
 
-def lm_eval(model_dir, texts, *, fmt="auto", column=None, encoding="utf-8", bs=16, bptt=70, progress=True) -> dict:
-    lm = LanguageModel.load(model_dir)
+def lm_eval(model_dir, texts, *, fmt="auto", column=None, encoding="utf-8", bs=16, bptt=70, progress=True,
+            device: str | None = None) -> dict:
+    lm = LanguageModel.load(model_dir, device)
     res = lm.evaluate(source=texts, fmt=fmt, column=column, encoding=encoding, bs=bs, bptt=bptt, progress=progress)
     res["bits_per_token"] = res["loss"] / math.log(2)
     return res

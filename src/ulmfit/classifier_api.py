@@ -29,8 +29,8 @@ from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
 from .train.classify import SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer, predict_probs
 from .train.distributed import single_process_only
-from .train.loop import bf16_pays, keeps_callers_rng
-from .train.precision import precision_line
+from .train.loop import keeps_callers_rng
+from .train.precision import precision_line, predicts_in_bf16
 from .train.metrics import classification_report, multilabel_report, plot_confusion
 
 
@@ -336,6 +336,11 @@ class TextClassifier:
     def __init__(self, members: list[tuple], labels: list[str], multi_label: bool = False):
         self.members, self.labels, self.multi_label = members, list(labels), multi_label
 
+    @property
+    def device(self) -> torch.device:
+        """Where the classifier computes (its members all sit on one device)."""
+        return next(self.members[0][0].parameters()).device
+
     @staticmethod
     def member_dirs(path) -> list[Path]:
         """A classifier directory, or a folder whose subfolders (fwd/, bwd/, ...) are classifiers."""
@@ -354,7 +359,12 @@ class TextClassifier:
         return subs
 
     @classmethod
-    def load(cls, paths) -> "TextClassifier":
+    def load(cls, paths, device: str | None = None) -> "TextClassifier":
+        """One classifier directory, a folder of them, or a list (an ensemble, averaged). `device`:
+        "auto" (default: a CUDA GPU when there is one, else the CPU), "cpu", "cuda", "cuda:1"."""
+        from .api import resolve_device
+
+        dev = resolve_device(device)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         try:
@@ -384,7 +394,7 @@ class TextClassifier:
             multi = this_multi
             tok = TokenizerConfig.from_dict(cfg["tokenizer"])
             sp = str(d / ckpt.SPM) if tok.kind == "subword" else None
-            members.append((model, cfg, vocab, tok, sp, ckpt.classifier_reads_backwards(cfg), d))
+            members.append((model.to(dev), cfg, vocab, tok, sp, ckpt.classifier_reads_backwards(cfg), d))
         return cls(members, labels, bool(multi))
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,
@@ -408,7 +418,7 @@ class TextClassifier:
                 ids = _reverse(ids)
             # the precision it was trained and validated in: a classifier trained with --no-bf16
             # predicts in fp32 also where bf16 would be faster
-            use_bf16 = bool(cfg.get("train", {}).get("bf16", True)) and bf16_pays()
+            use_bf16 = predicts_in_bf16(cfg, self.device)
             probs.append(predict_probs(model, ids, bs, vocab.stoi["xxpad"], use_bf16=use_bf16,
                                        multi_label=self.multi_label, progress=progress,
                                        desc=f"predicting ({d.name})"))
@@ -462,10 +472,10 @@ class TextClassifier:
 
 
 def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | os.PathLike | None = None,
-             bs: int = 64, progress: bool = True) -> dict:
+             bs: int = 64, progress: bool = True, device: str | None = None) -> dict:
     """Accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix, written
     to a JSON report (and the matrix to a PNG beside it)."""
-    clf = TextClassifier.load(model_paths)
+    clf = TextClassifier.load(model_paths, device)
     texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **_file_args(_read_args(read_args)))
     rep = clf.evaluate(texts, bs, progress)
     rep["data"] = texts.source

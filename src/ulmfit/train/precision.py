@@ -162,3 +162,11 @@ def precision_line(use_bf16: bool, requested: bool, device: torch.device) -> str
         return "precision: fp32 (--no-bf16)"
     what = "bf16 autocast" if use_bf16 else "fp32"
     return f"precision: {what} ({bf16_reason()})" if device.type == "cpu" else f"precision: {what}"
+
+
+def predicts_in_bf16(config: dict, device: torch.device) -> bool:
+    """Whether a saved model predicts (or is evaluated) with bf16 autocast: in the precision it was
+    trained and validated in, as its trainer chose it: never for a model trained with --no-bf16;
+    on a GPU otherwise always; on the CPU where bf16 is measured to pay (`bf16_pays`)."""
+    trained_bf16 = bool(config.get("train", {}).get("bf16", True))
+    return trained_bf16 and (device.type != "cpu" or bf16_pays())
