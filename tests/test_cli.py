@@ -307,3 +307,24 @@ def test_an_out_folder_that_takes_no_files_is_refused_before_training(tmp_path, 
             assert "cannot write into --out" in capsys.readouterr().err
         finally:
             ro.chmod(0o700)
+
+
+def test_pretrain_validates_on_a_held_out_text_given_by_valid(tmp_path, corpus, capsys):
+    from conftest import make_corpus
+
+    from ulmfit.api import pretrain
+    from ulmfit.io import UlmfitError
+
+    held = make_corpus(tmp_path / "held.txt", n_docs=20, seed=7)
+    lm = tmp_path / "lm"
+    assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+                 "--bptt", "16", "--quiet", "--workers", "1", "--valid", str(held)]) == 0
+    cfg = json.loads((lm / "config.json").read_text())
+    assert cfg["data"]["valid_source"] == str(held.resolve())
+    # the validation set is that text, tokenised as the model reads it (not a slice of the corpus)
+    from ulmfit.api import LanguageModel
+
+    ids = LanguageModel.load(lm, device="cpu").encode(held.read_text().splitlines())
+    assert cfg["data"]["valid_tokens"] == sum(len(x) for x in ids)
+    with pytest.raises(UlmfitError, match="give the held-out text once"):
+        pretrain(corpus, tmp_path / "lm2", preset="tiny", valid=held, valid_source=held, progress=False)

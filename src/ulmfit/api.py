@@ -331,14 +331,20 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
              resume: bool = False, overwrite: bool = False, n_workers: int | None = None, progress: bool = True,
              arch_overrides: dict | None = None, extend: dict | None = None, device: str | None = None,
-             valid_source=None, init_from=None) -> dict:
+             valid=None, init_from=None, valid_source=None) -> dict:
     """Stage 1: train an AWD-LSTM language model from scratch on a general corpus. With `resume`,
     the interrupted run in `out` continues with its saved settings and data; `corpus`, when given,
     is that data's new location (checked to give the same tokens).
 
+    valid: a held-out text (file, folder or token cache) to validate on instead of `valid_frac` of
+    the corpus, as `--valid` (and `valid=` of train_classifier); `valid_source` is its older name.
+
     train_cfg: an LMTrainConfig used as it is, or a dict of settings on top of those of `ulmfit
     pretrain` (LMTrainConfig.for_pretraining()); None: those settings."""
     out = Path(out)
+    if valid is not None and valid_source is not None:
+        raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
+    valid_source = valid if valid is not None else valid_source
     if corpus is not None or not resume:
         require_path(corpus, "the corpus", IN_MEMORY_HINT)
     if not resume and init_from is None and preset not in PRESETS:

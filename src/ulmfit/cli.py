@@ -181,7 +181,7 @@ def cmd_pretrain(a) -> int:
     res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=cfg, fmt=a.fmt, column=a.column,
                    encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
                    n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
-                   arch_overrides={"drop_mult": a.drop_mult}, device=a.device, valid_source=a.valid_source,
+                   arch_overrides={"drop_mult": a.drop_mult}, device=a.device, valid=a.valid,
                    init_from=a.init_from)
     _summary(res)
     return 0
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the weights of this language model (e.g. the shipped one) instead of random "
                         "ones: pretraining continues on CORPUS with the model's vocabulary, a new optimizer and "
                         "schedule; the earlier runs are kept on record in config.json")
-    s.add_argument("--valid", dest="valid_source", default=None,
+    s.add_argument("--valid", default=None,
                    help="a separate held-out text (or `corpus tokenize` folder made with the corpus vocabulary) "
                         "to validate on instead of holding out --valid-frac of the corpus")
     _add_data_args(s, "the corpus")
