@@ -473,14 +473,14 @@ def _guard(results: Results, row: dict, fn, lm_epochs: list | None = None) -> No
         return
     print(f"\n== {row['experiment']} {row['dataset']} {row['method']} n={row['n_labels']} seed={row['seed']}",
           flush=True)
+    from ulmfit.train.loop import RESUME_ADVICE, TrainingInterrupted
+
     try:
         out = fn()
+    except TrainingInterrupted as e:  # Ctrl-C / SIGTERM (the trainers turn them into this): stop
+        msg = str(e).replace(f" {RESUME_ADVICE}", "")  # the CLI's advice; this command resumes by itself
+        raise SystemExit(f"interrupted: {msg} Run the same bench/accuracy.py command again to continue.") from None
     except Exception as e:  # one failure must not end a long benchmark; it is recorded
-        from ulmfit.train.loop import RESUME_ADVICE, TrainingInterrupted
-
-        if isinstance(e, TrainingInterrupted):  # Ctrl-C / SIGTERM (the trainers turn them into this): stop
-            msg = str(e).replace(f" {RESUME_ADVICE}", "")  # the CLI's advice; this command resumes by itself
-            raise SystemExit(f"interrupted: {msg} Run the same bench/accuracy.py command again to continue.") from None
         traceback.print_exc()
         out = {"accuracy": None, "note": f"failed: {type(e).__name__}: {e}"}
     results.add({**row, **out})

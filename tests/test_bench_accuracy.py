@@ -487,7 +487,7 @@ def test_an_interrupted_lm_finetuning_continues_from_its_last_save(acc, corpus, 
     """A session's end kills a long LM round (20 Newsgroups' take longer than a session); the next
     run of the benchmark continues it from its saved state instead of starting it again."""
     from ulmfit.api import pretrain
-    from ulmfit.io import UlmfitError
+    from ulmfit.io import TrainingInterrupted
     from ulmfit.train.loop import LMTrainConfig, LMTrainer
 
     fast = dict(bs=8, bptt=16, lr=1e-2, lr_div=1.0)
@@ -509,7 +509,7 @@ def test_an_interrupted_lm_finetuning_continues_from_its_last_save(acc, corpus, 
         return real(self, *a)
 
     monkeypatch.setattr(LMTrainer, "set_lrs", cut)
-    with pytest.raises(UlmfitError, match="interrupted at step 5"):
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 5"):
         acc.finetuned_lm("bbc-news", False, target, "all", base=tmp_path / "base", **fast)
     out = tmp_path / "work" / "bbc-news" / "lm-all-fwd"
     assert not (out / "done.json").exists()

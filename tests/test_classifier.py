@@ -14,7 +14,7 @@ from ulmfit.api import LanguageModel, pretrain
 from ulmfit.classifier_api import TextClassifier, evaluate, train_classifier
 from ulmfit.data.labeled import LabeledTexts, read_labeled
 from ulmfit.cli import main
-from ulmfit.io import UlmfitError
+from ulmfit.io import TrainingInterrupted, UlmfitError
 from ulmfit.model.awd_lstm import preset
 from ulmfit.model.classifier import AWDLSTMClassifier, HeadConfig, masked_concat_pool
 from ulmfit.train.classify import ClassifierTrainConfig
@@ -320,7 +320,7 @@ def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                              progress=False, n_workers=1)
     state = json.loads((tmp_path / "c" / "train_state.json").read_text())
@@ -339,7 +339,7 @@ def test_an_interrupted_classifier_whose_data_moved_resumes_from_its_new_place(t
     shutil.copy(task / "train.csv", data)
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             train_classifier(task / "lm", data, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                              progress=False, n_workers=1)
     moved = tmp_path / "moved.csv"
@@ -372,7 +372,7 @@ def test_a_classifier_stopped_inside_a_batch_ends_as_if_never_stopped(task, tmp_
     per_epoch = full["history"][0]["step"]
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(2 * per_epoch))  # the last batch of epoch 2
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
     state = json.loads((tmp_path / "c" / "train_state.json").read_text())
     assert state["step"] == 2 * per_epoch - 1 and state["run_loss"] is not None
@@ -397,7 +397,7 @@ def test_a_run_on_texts_in_memory_resumes_with_the_same_texts(task, tmp_path, mo
     texts = load_labeled(task / "train.csv")
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             train_classifier(task / "lm", texts, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                              progress=False, n_workers=1)
     with pytest.raises(UlmfitError, match="in memory"):
@@ -424,7 +424,7 @@ def test_the_accuracy_benchmark_resumes_an_interrupted_classifier(task, tmp_path
     cfg, out = ClassifierTrainConfig(**FAST), tmp_path / "c"
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             acc.train_and_eval(lm, texts, test, out, cfg)
     assert acc.interrupted_clf(out, lm, cfg)
     assert not acc.interrupted_clf(out, lm, ClassifierTrainConfig(**{**FAST, "seed": 1}))  # other settings
@@ -640,7 +640,7 @@ def test_no_validation_split_trains_on_every_label_keeps_the_last_epoch_and_resu
         m.setattr(ClassifierTrainer, "evaluate", no_eval)
         with monkeypatch.context() as m2:
             m2.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
-            with pytest.raises(UlmfitError, match="interrupted"):
+            with pytest.raises(TrainingInterrupted, match="interrupted"):
                 train_classifier(task / "lm", texts, tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                                  valid_frac=0, progress=True, n_workers=1)
         out = capsys.readouterr().out
@@ -695,7 +695,7 @@ def test_a_resumed_run_whose_later_epochs_do_not_improve_saves_a_loadable_best_m
     cfg = ClassifierTrainConfig(**FAST, select="best", patience=5)
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(40))  # inside epoch 3 (17 batches an epoch)
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
     best = load_file(str(tmp_path / "c" / "model.safetensors"))
     res = train_classifier(None, None, tmp_path / "c", resume=True, progress=False)

@@ -11,7 +11,7 @@ from test_classifier import write_task
 from ulmfit.api import pretrain
 from ulmfit import demo
 from ulmfit.demo import plan_classifier_docs, plan_ensemble_epochs, plan_lm_epochs, project_backward, run_demo
-from ulmfit.io import UlmfitError
+from ulmfit.io import TrainingInterrupted, UlmfitError
 from ulmfit.train.loop import LMTrainConfig
 
 
@@ -261,7 +261,7 @@ def test_an_interrupted_demo_resumes_where_it_stopped_and_ends_as_an_uninterrupt
     with monkeypatch.context() as m:  # Ctrl-C at the classifier's 7th step
         calls = itertools.count(1)
         _ctrl_c(m, ClassifierTrainer, "_step", lambda self: next(calls) == 7)
-        with pytest.raises(UlmfitError, match=r"interrupted in .*classifier.*ulmfit demo --out .*cut --resume"):
+        with pytest.raises(TrainingInterrupted, match=r"interrupted in .*classifier.*ulmfit demo --out .*cut --resume"):
             run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
     state = json.loads((tmp_path / "cut" / "demo_state.json").read_text())
     assert state["done"] == ["lm"] and not state.get("finished") and state["args"]["ensemble"] == "off"
@@ -305,7 +305,7 @@ def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_p
     kw = dict(lm=tmp_path / "lm", data_dir=data, progress=False, minutes=0.001, ensemble="off")
     with monkeypatch.context() as m:  # Ctrl-C in the first full LM epoch, after the plan
         _ctrl_c(m, LMTrainer, "set_lrs", lambda self: self.epoch == 1 and self.batch == 2)
-        with pytest.raises(UlmfitError, match=r"interrupted in .*lm;"):
+        with pytest.raises(TrainingInterrupted, match=r"interrupted in .*lm;"):
             run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
     state = json.loads((tmp_path / "cut" / "demo_state.json").read_text())
     assert state["done"] == [] and state["plan"]["epochs"] == 1 and state["plan"]["classifier_s"] > 0

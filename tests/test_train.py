@@ -8,7 +8,7 @@ import torch
 
 from ulmfit import checkpoint as ckpt
 from ulmfit.api import LanguageModel, finetune_lm, pretrain
-from ulmfit.io import UlmfitError
+from ulmfit.io import TrainingInterrupted, UlmfitError
 from ulmfit.train.finetune import freeze_to, lm_layer_groups, transfer_vocab
 from ulmfit.train.loop import LMTrainConfig, LMTrainer
 
@@ -42,15 +42,16 @@ def interrupt_at(monkeypatch, step):
     monkeypatch.setattr(LMTrainer, "set_lrs", set_lrs)
 
 
-def interrupt_after_backward(monkeypatch, step):
-    """Ctrl-C inside a batch: its dropout masks are drawn and its gradients computed, no update made."""
+def interrupt_after_backward(monkeypatch, step, exc=KeyboardInterrupt):
+    """Ctrl-C inside a batch: its dropout masks are drawn and its gradients computed, no update made
+    (or, with `exc`, another failure at that point, such as a gradient all-reduce that lost its partner)."""
     from ulmfit.train import distributed
 
     real = distributed.average_gradients
 
     def average_gradients(params, *a, **k):
         if trainer_step["n"] == step:
-            raise KeyboardInterrupt
+            raise exc
         trainer_step["n"] += 1
         return real(params, *a, **k)
 
@@ -64,7 +65,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stoppe
     pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     with monkeypatch.context() as m:
         (interrupt_at if where == "before the batch" else interrupt_after_backward)(m, 23)
-        with pytest.raises(UlmfitError, match="interrupted at step 23"):
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 23"):
             pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
     assert state["step"] == 23 and state["epoch"] == 0 and state["batch"] == 23
@@ -95,7 +96,7 @@ def test_an_interrupt_during_a_validation_inside_the_epoch_saves_the_training_st
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "evaluate_lm", evaluate_lm)
-    with pytest.raises(UlmfitError, match="interrupted at step 10"):
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 10"):
         pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1, eval_every=10), progress=False,
                  n_workers=1)
     saved = ckpt.load_tensors(tmp_path / "lm" / ckpt.STATE_T)[0]
@@ -109,7 +110,7 @@ def test_only_process_0_resumes_from_the_saved_hidden_state(tmp_path, corpus, mo
     # which read other rows of the text, start their first resumed batch from a zero state
     with monkeypatch.context() as m:
         interrupt_at(m, 7)
-        with pytest.raises(UlmfitError, match="interrupted at step 7"):
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 7"):
             pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     got = {}
     real = LMTrainer.resume
@@ -136,7 +137,7 @@ def test_a_run_whose_data_moved_resumes_from_its_new_place_and_only_on_the_same_
     shutil.copy(corpus, text)
     with monkeypatch.context() as m:
         interrupt_at(m, 23)
-        with pytest.raises(UlmfitError, match="interrupted at step 23"):
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 23"):
             pretrain(text, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     moved = tmp_path / "elsewhere" / "text.txt"
     moved.parent.mkdir()
@@ -282,7 +283,7 @@ def test_a_resumed_finetuning_keeps_the_vocabulary_choice_of_its_first_run(tmp_p
     c = cfg(freeze_epochs=1, freeze_lr=2e-2, epochs=1, lr_div=2.6)
     with monkeypatch.context() as m:
         interrupt_at(m, 2)
-        with pytest.raises(UlmfitError, match="interrupted at step 2"):
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 2"):
             finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, train_cfg=c,
                         keep_base_vocab="no")
     finetune_lm(None, None, tmp_path / "ft", progress=False, n_workers=1, resume=True)
@@ -308,7 +309,7 @@ def test_max_vocab_raises_the_cap_on_the_finetuned_vocabulary_and_survives_resum
     assert len(LanguageModel.load(tmp_path / "capped").vocab) == 30  # the pretrained cap
     with monkeypatch.context() as m:
         interrupt_at(m, 2)
-        with pytest.raises(UlmfitError, match="interrupted at step 2"):
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 2"):
             finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1, train_cfg=c,
                         keep_base_vocab="no", max_vocab=1000)
     finetune_lm(None, None, tmp_path / "ft", progress=False, n_workers=1, resume=True)
@@ -493,7 +494,7 @@ def test_a_time_plan_made_after_the_frozen_epoch_fixes_the_unfrozen_epochs_and_s
     # interrupted in the planned unfrozen phase, resumed without the plan: ends as the uninterrupted run
     with monkeypatch.context() as m:
         interrupt_at(m, frozen_steps + 3)
-        with pytest.raises(UlmfitError, match="interrupted"):
+        with pytest.raises(TrainingInterrupted, match="interrupted"):
             finetune_lm(tmp_path / "lm", target, tmp_path / "cut", progress=False, n_workers=1,
                         keep_base_vocab="no", train_cfg=c, plan_epochs=plan)
     finetune_lm(None, None, tmp_path / "cut", progress=False, n_workers=1, resume=True)
@@ -646,3 +647,41 @@ def test_commands_that_run_in_one_process_refuse_torchrun(tmp_path, corpus, monk
     monkeypatch.setattr(api.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(api.torch.cuda, "device_count", lambda: 2)
     assert str(api.resolve_device("cuda")) == "cuda:1" and str(api.resolve_device("cuda:0")) == "cuda:0"
+
+
+def test_an_interrupt_is_a_keyboard_interrupt_not_an_error_that_except_exception_swallows(tmp_path, corpus,
+                                                                                         monkeypatch, capsys):
+    """A loop over settings that logs failures (`except Exception`) must still stop on Ctrl-C; the
+    CLI prints where the run was saved and exits with 130, as an interrupted program does."""
+    from ulmfit.cli import main
+
+    assert issubclass(TrainingInterrupted, KeyboardInterrupt) and not issubclass(TrainingInterrupted, Exception)
+    interrupt_at(monkeypatch, 3)
+    args = ["pretrain", str(corpus), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1", "--bs", "4",
+            "--bptt", "8", "--workers", "1", "--quiet"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at step 3" in err and "--resume" in err and "error:" not in err
+    monkeypatch.undo()
+    assert main(args + ["--resume"]) == 0
+
+
+def test_a_lost_partner_process_saves_the_run_at_its_last_whole_step_and_it_resumes_as_never_stopped(
+        tmp_path, corpus, monkeypatch):
+    """Under torchrun a partner killed alone fails the gradient all-reduce: the run is saved as by
+    Ctrl-C inside the batch (weights not updated, the batch redone on resume), with its own message."""
+    from ulmfit.train.distributed import PartnerLost
+
+    c = cfg(epochs=2)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    with monkeypatch.context() as m:
+        interrupt_after_backward(m, 23, PartnerLost("Connection closed by peer [127.0.0.1]:1234"))
+        with pytest.raises(UlmfitError, match=r"another process of this torchrun job stopped \(Connection closed by "
+                                              r"peer .*\); everything up to step 23 is saved in .*cut.*--resume"):
+            pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    assert json.loads((tmp_path / "cut" / "train_state.json").read_text())["step"] == 23
+    pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    a, _, _ = ckpt.load_model(tmp_path / "full")
+    b, _, _ = ckpt.load_model(tmp_path / "cut")
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)

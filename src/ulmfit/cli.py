@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .io import UlmfitError
+from .io import TrainingInterrupted, UlmfitError
 
 JEMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -783,6 +783,10 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         if not rank:
             print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved: where, and how to go on
+        if not rank:
+            print(str(e), file=sys.stderr)
+        return 130
     except RuntimeError as e:
         if world > 1 and rank:  # a collective whose partner is gone: "Connection closed by peer"
             print(f"process {rank} stopped: {str(e).splitlines()[0][:200]} (process 0 says why)", file=sys.stderr)

@@ -359,8 +359,8 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         if "t" in running:
             times[name] = times.get(name, 0.0) + time.time() - running.pop("t")
         save_state()
-        raise UlmfitError(f"the demo was interrupted{f' in {out / name}' if name else ''}; what it had done is "
-                          f"saved in {out}. Continue it with: ulmfit demo --out {out} --resume") from None
+        raise TrainingInterrupted(f"the demo was interrupted{f' in {out / name}' if name else ''}; what it had done "
+                                  f"is saved in {out}. Continue it with: ulmfit demo --out {out} --resume") from None
     step(steps - 1, "test accuracy, beside a TF-IDF + logistic regression baseline trained on the same labels")
     t = time.time()
     clf = TextClassifier.load(models)

@@ -17,6 +17,13 @@ class UlmfitError(Exception):
     """An error whose message is meant for the user as it is (the CLI prints it, no traceback)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after saving everything; the message says where and how
+    to resume. A KeyboardInterrupt, as the Ctrl-C it stands for: `except Exception` (a loop over
+    settings that logs failures and goes on) does not swallow it, and `except KeyboardInterrupt`
+    catches it. The CLI prints the message and exits with 130."""
+
+
 def as_texts(texts, what: str = "texts") -> list[str]:
     """`texts` as a list of strings: any iterable of str (a list, tuple, numpy array, generator).
     A single string is refused, since iterating it would give one text per character, and so is

@@ -66,6 +66,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+class PartnerLost(RuntimeError):
+    """A collective of the training loop failed: another process of the job is gone (killed, out of
+    memory, its machine down). The trainer saves what this process holds (process 0) and stops."""
+
+
+def _collective(call, /, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except RuntimeError as e:  # gloo: "Connection closed by peer"; NCCL: DistBackendError (a RuntimeError)
+        raise PartnerLost((str(e).splitlines() or [type(e).__name__])[0][:200]) from e
+
+
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     world = rank_world()[1]
     if world == 1:
@@ -76,7 +88,7 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         by_kind.setdefault((g.dtype, g.device), []).append(g)
     for gs in by_kind.values():
         flat = torch.cat([g.reshape(-1) for g in gs])
-        dist.all_reduce(flat)
+        _collective(dist.all_reduce, flat)
         flat /= world
         off = 0
         for g in gs:
@@ -99,5 +111,5 @@ def any_process(flag: bool, device: torch.device) -> bool:
     if rank_world()[1] == 1:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    _collective(dist.all_reduce, t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..io import UlmfitError, append_jsonl
+from ..io import TrainingInterrupted, UlmfitError, append_jsonl
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
@@ -143,10 +143,6 @@ def keeps_callers_rng(fn):
 
 
 RESUME_ADVICE = "Continue with the same command and --resume (from Python: the same call with resume=True)."
-
-
-class TrainingInterrupted(UlmfitError):
-    """A trainer stopped by Ctrl-C or SIGTERM after saving everything (the message says where)."""
 
 
 def interrupted_message(step: int, out) -> str:
@@ -490,13 +486,19 @@ class LMTrainer:
                     self.save()
                     last_save = time.time()
                     result = record
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, dist_.PartnerLost) as e:
                 if state_before is not None:  # the weights were not updated: redo this batch on resume
                     model.encoder.state = state_before
                     ckpt.set_rng_state(rng_before)
                 self.elapsed += time.time() - t_start
                 self.elapsed_run += time.time() - t_start
-                self.save()
+                self.save()  # process 0 alone writes
+                if isinstance(e, dist_.PartnerLost):
+                    if not self.main:  # the CLI says "process N stopped"; process 0 says why and where
+                        raise
+                    raise UlmfitError(f"another process of this torchrun job stopped ({e}); everything up to step "
+                                      f"{self.step} is saved in {self.out}. Continue with the same torchrun "
+                                      "command and --resume") from None
                 raise TrainingInterrupted(interrupted_message(self.step, self.out)) from None
         if cfg.patience and self.best_state is not None and self.best_epoch != self.epoch:
             ckpt.load_weights(model, self.best_state, self.out / BEST_WEIGHTS)  # the lowest validation loss
