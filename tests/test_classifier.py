@@ -232,14 +232,18 @@ def test_a_classifier_trained_without_bf16_predicts_without_it(trained, tmp_path
     assert used == [True, False]
 
 
-def test_prediction_runs_on_the_device_asked_for_and_refuses_one_that_is_missing(trained, monkeypatch, capsys):
+def test_loading_runs_on_the_device_asked_for_leaves_the_callers_rng_and_refuses_a_missing_device(trained, monkeypatch,
+                                                                                                  capsys):
     import torch
 
     from ulmfit import api
 
     task, _ = trained
+    torch.manual_seed(5)
+    rng = torch.random.get_rng_state()
     clf = TextClassifier.load(task / "clf", device="cpu")
     assert clf.device == torch.device("cpu") and clf.predict(["superb"]) == ["pos"]
+    assert LanguageModel.load(task / "lm", device="cpu") and torch.equal(torch.random.get_rng_state(), rng)  # untouched
     assert LanguageModel.load(task / "lm", device="cpu").device == torch.device("cpu")
     if not torch.cuda.is_available():
         for load, path in ((TextClassifier.load, task / "clf"), (LanguageModel.load, task / "lm")):
@@ -1014,3 +1018,16 @@ def test_evaluate_from_python_takes_texts_with_their_labels(trained):
         clf.evaluate(test.texts)
     with pytest.raises(UlmfitError, match="3 texts but 2 labels"):
         clf.evaluate(["a", "b", "c"], labels=["pos", "neg"])
+
+
+def test_a_tiny_label_set_is_told_the_steps_its_last_stage_really_runs(task, tmp_path, capsys):
+    """35 training examples (40 less the validation split) at batch size 16 are 3 steps an epoch:
+    150 steps would need 50 epochs, the cap is 12, and the message says 36 steps, not "at least 150"."""
+    data = read_labeled(task / "train.csv", fmt="csv")
+    small = LabeledTexts(data.texts[:40], data.labels[:40], "small")
+    cfg = ClassifierTrainConfig(**{**FAST, "min_last_steps": 150, "bs": None})
+    train_classifier(task / "lm", small, tmp_path / "clf", cfg=cfg, progress=True, n_workers=1)
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert "35 training examples at batch size 16: the last stage runs 12 epochs (36 steps: at most 12 epochs, " \
+           "short of the 150 wanted)" in said, said

@@ -328,3 +328,49 @@ def test_pretrain_validates_on_a_held_out_text_given_by_valid(tmp_path, corpus, 
     assert cfg["data"]["valid_tokens"] == sum(len(x) for x in ids)
     with pytest.raises(UlmfitError, match="give the held-out text once"):
         pretrain(corpus, tmp_path / "lm2", preset="tiny", valid=held, valid_source=held, progress=False)
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    import argparse
+
+    from ulmfit.cli import build_parser
+
+    def walk(p, path):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from walk(sub, path + [name])
+            else:
+                yield path, a
+
+    silent = [f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest} (default {a.default!r})"
+              for path, a in walk(build_parser(), [])
+              if a.default not in (None, False, argparse.SUPPRESS) and a.help not in (None, argparse.SUPPRESS)
+              and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+              and "default" not in a.help.lower()]
+    assert not silent, silent
+
+
+def test_a_validation_text_tokenised_with_the_corpus_vocabulary_validates_a_pretraining_run(tmp_path, corpus, capsys):
+    from conftest import make_corpus
+
+    held = make_corpus(tmp_path / "held.txt", n_docs=20, seed=3)
+    assert main(["corpus"]) == 2 and "ACTION" in capsys.readouterr().err  # no action: usage, as `ulmfit` alone
+    assert main(["corpus", "tokenize", str(corpus), "--out", str(tmp_path / "tok"), "--workers", "1", "--quiet"]) == 0
+    assert "train on it with `ulmfit pretrain" in capsys.readouterr().out
+    assert main(["corpus", "tokenize", str(held), "--out", str(tmp_path / "tok-valid"), "--vocab-from",
+                 str(tmp_path / "tok"), "--workers", "1", "--quiet"]) == 0
+    assert f"--valid {tmp_path / 'tok-valid'}" in capsys.readouterr().out
+    vocab = (tmp_path / "tok" / "vocab.txt").read_text()
+    assert (tmp_path / "tok-valid" / "vocab.txt").read_text() == vocab
+    small = ["--preset", "tiny", "--epochs", "1", "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]
+    assert main(["pretrain", str(tmp_path / "tok"), "--out", str(tmp_path / "lm"), "--valid",
+                 str(tmp_path / "tok-valid"), *small]) == 0
+    assert json.loads((tmp_path / "lm" / "config.json").read_text())["data"]["valid_source"] == \
+        str((tmp_path / "tok-valid").resolve())
+    # tokenised on its own, the held-out text has a vocabulary of its own: refused, not misread
+    assert main(["corpus", "tokenize", str(held), "--out", str(tmp_path / "own"), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", str(tmp_path / "tok"), "--out", str(tmp_path / "lm2"), "--valid", str(tmp_path / "own"),
+                 *small]) == 2
+    assert "another vocabulary" in capsys.readouterr().err

@@ -585,7 +585,8 @@ class LanguageModel:
         """A language model directory. `device`: "auto" (default: a CUDA GPU when there is one,
         else the CPU), "cpu", "cuda", "cuda:1"."""
         dev = resolve_device(device)
-        model, cfg, vocab = ckpt.load_model(path)
+        with torch.random.fork_rng(devices=[]):  # building the model draws initial weights: not from the caller's
+            model, cfg, vocab = ckpt.load_model(path)
         return cls(model.to(dev), cfg, vocab, Path(path))
 
     @property

@@ -27,7 +27,8 @@ from .io import UlmfitError, as_texts, atomic_write_json
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
-from .train.classify import SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer, predict_probs
+from .train.classify import (MAX_LAST_EPOCHS, SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer,
+                             predict_probs)
 from .train.distributed import single_process_only
 from .train.loop import keeps_callers_rng
 from .train.precision import precision_line, predicts_in_bf16
@@ -167,9 +168,13 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     if not resume:
         sized = cfg.for_data(len(train_texts))
         if sized.stage_epochs != cfg.stage_epochs:
+            n_epochs = sized.stage_epochs[-1]
+            steps = n_epochs * -(-len(train_texts) // sized.bs)
+            why = (f"{steps:,} steps" if steps >= cfg.min_last_steps else
+                   f"{steps:,} steps: at most {MAX_LAST_EPOCHS} epochs, short of the {cfg.min_last_steps} wanted")
             say(f"{len(train_texts):,} training examples at batch size {sized.bs}: the last stage runs "
-                f"{'' if keep_last else 'up to '}{sized.stage_epochs[-1]} epochs (at least {cfg.min_last_steps} "
-                f"steps{'' if keep_last else '; early stopping applies'})")
+                f"{'' if keep_last else 'up to '}{n_epochs} epochs "
+                f"({why}{'' if keep_last else '; early stopping applies'})")
         cfg = sized
     if valid_texts is None:
         say("no validation split (valid_frac 0): every label trains, every epoch runs and the last one is kept")
@@ -381,7 +386,8 @@ class TextClassifier:
             seen[d.resolve()] = d
         members, labels, multi = [], None, None
         for d in dirs:
-            model, cfg, vocab = ckpt.load_classifier(d)
+            with torch.random.fork_rng(devices=[]):  # building the model draws initial weights: not the caller's
+                model, cfg, vocab = ckpt.load_classifier(d)
             named = label_names_as_read(cfg["labels"])
             if labels is not None and named != labels:
                 raise UlmfitError(f"{d} predicts other labels ({named}) than {dirs[0]} ({labels}); "

@@ -110,9 +110,11 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
                    help=f"discriminative factor between layer groups; 1 = same rate everywhere (default: {lr_div})")
     g.add_argument("--schedule", default="stlr", choices=["stlr", "onecycle", "constant"],
                    help="learning-rate schedule (default: stlr, slanted triangular)")
-    g.add_argument("--cut-frac", type=float, default=0.1, help="STLR: fraction of steps spent warming up (0.1)")
-    g.add_argument("--ratio", type=float, default=32.0, help="STLR: peak / lowest rate (32)")
-    g.add_argument("--betas", type=float, nargs=2, default=[0.8, 0.99], metavar=("B1", "B2"), help="Adam betas")
+    g.add_argument("--cut-frac", type=float, default=0.1,
+                   help="STLR: fraction of steps spent warming up (default: 0.1)")
+    g.add_argument("--ratio", type=float, default=32.0, help="STLR: peak / lowest rate (default: 32)")
+    g.add_argument("--betas", type=float, nargs=2, default=[0.8, 0.99], metavar=("B1", "B2"),
+                   help="Adam betas (default: 0.8 0.99)")
     g.add_argument("--wd", type=float, default=0.01, help="decoupled weight decay (default: 0.01)")
     g.add_argument("--clip", type=float, default=0.3, help="gradient-norm clipping, 0 = off (default: 0.3)")
     g.add_argument("--alpha", type=float, default=2.0, help="activation regularisation AR (default: 2)")
@@ -270,8 +272,10 @@ def cmd_corpus_tokenize(a) -> int:
     data = tokenize_corpus(a.source, a.out, tok, fmt=a.fmt, column=a.column, encoding=a.encoding,
                            n_workers=a.workers, progress=not a.quiet, vocab_from=a.vocab_from,
                            overwrite=a.overwrite)
+    use = (f"validate on it with `ulmfit pretrain CORPUS --valid {a.out} ...` (or train on it: `ulmfit pretrain "
+           f"{a.out} --out DIR`)" if a.vocab_from else f"train on it with `ulmfit pretrain {a.out} --out DIR`")
     print(f"{data.n_tokens():,} tokens of {data.n_docs():,} documents, vocabulary {len(data.vocab):,}, "
-          f"written to {a.out}; train on it with `ulmfit pretrain {a.out} --out DIR`")
+          f"written to {a.out}; {use}")
     return 0
 
 
@@ -554,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--valid-frac", type=float, default=0.1, help="fraction of documents held out (default: 0.1)")
     s.add_argument("--keep-base-vocab", choices=["auto", "yes", "no"], default="auto",
                    help="keep every word of the pretrained vocabulary, also those your text lacks, so the "
-                        "classifier knows them at prediction time (auto: when the text has under 100,000 tokens)")
+                        "classifier knows them at prediction time (default: auto = when the text has under "
+                        "100,000 tokens)")
     s.add_argument("--max-vocab", type=int, default=None,
                    help="cap on the fine-tuned word vocabulary (default: the pretrained model's, 30,000 for the "
                         "shipped one); raise it for a large text with many words of its own")
@@ -580,8 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=positive_int, default=50, help="tokens to sample (default: 50)")
     s.add_argument("--temperature", type=float, default=0.8,
                    help="below 1 samples likelier words, above 1 more varied ones (default: 0.8)")
-    s.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the k likeliest tokens; 0 = all")
-    s.add_argument("-n", type=int, default=1, help="number of samples")
+    s.add_argument("--top-k", type=non_negative_int, default=50,
+                   help="sample among the k likeliest tokens; 0 = all (default: 50)")
+    s.add_argument("-n", type=int, default=1, help="number of samples (default: 1)")
     s.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable sample (default: none)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_generate)
@@ -637,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small label sets: lengthen the last stage to at least this many steps, up to 12 epochs "
                         "(default: 150; 0 = off)")
     g.add_argument("--no-gradual", action="store_true", help="train all layers from the start (last stage only)")
-    g.add_argument("--lr-div", type=float, default=2.6, help="discriminative factor between layer groups (2.6)")
+    g.add_argument("--lr-div", type=float, default=2.6,
+                   help="discriminative factor between layer groups (default: 2.6)")
     g.add_argument("--betas", type=float, nargs=2, default=[0.7, 0.99], metavar=("B1", "B2"),
                    help="AdamW's beta1 and beta2 (default: 0.7 0.99)")
     g.add_argument("--wd", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
@@ -649,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metric", default="macro_f1", choices=["accuracy", "macro_f1", "loss"],
                    help="validation metric that picks the best epoch (default: macro_f1, which does not reward "
                         "predicting the majority class)")
-    g.add_argument("--patience", type=int, default=3, help="last-stage epochs without improvement before stopping")
+    g.add_argument("--patience", type=int, default=3,
+                   help="last-stage epochs without improvement before stopping (default: 3)")
     g.add_argument("--select", default="auto", choices=["auto", "best", "last"],
                    help="the epoch that becomes the model: best (validation score, early stopping), last (every "
                         "epoch runs), auto (default): last when the validation split has at most 200 examples")
@@ -661,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backwards", action="store_true", help="train the backward classifier (on a backward LM)")
     g.add_argument("--seed", type=int, default=0,
                    help="random seed: validation split, sampling, dropout, head weights (default: 0)")
-    g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
+    g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.add_argument("--workers", type=int, default=None, help="tokeniser processes")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
@@ -734,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-decontaminate", action="store_true",
                    help="skip removing sentences that overlap the benchmark datasets' texts")
     c.set_defaults(fn=cmd_corpus_build)
-    s.set_defaults(fn=lambda a, p=s: (p.print_help(), 0)[1])
+    s.set_defaults(fn=lambda a, p=s: (p.print_help(sys.stderr), 2)[1])  # no ACTION: usage, as `ulmfit` alone
 
     s = sub.add_parser("export", help="copy a language model without its training state, e.g. in fp16 for sharing",
                        description="Write a model directory for sharing: config, vocabulary and weights (in --dtype), "
