@@ -193,3 +193,22 @@ def test_a_classifier_refuses_labels_reordered_or_renamed(tmp_path):
     _edit_config(out, lambda c: c.__setitem__("backwards", True))  # what predict reads
     with pytest.raises(UlmfitError, match="reading direction"):
         ckpt.load_classifier(out)
+
+
+def test_files_written_in_an_atomic_group_replace_their_targets_together_or_not_at_all(tmp_path):
+    from ulmfit.io import atomic_group, atomic_write_text
+
+    for name in ("a", "b"):
+        (tmp_path / name).write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_group():
+            atomic_write_text(tmp_path / "a", "new")
+            with atomic_group():  # nested: joins the outer group
+                atomic_write_text(tmp_path / "b", "new")
+            assert (tmp_path / "a").read_text() == "old"  # nothing in place before the group ends
+            raise RuntimeError("the disk filled while writing the third file")
+    assert [(tmp_path / n).read_text() for n in "ab"] == ["old", "old"] and sorted(os.listdir(tmp_path)) == ["a", "b"]
+    with atomic_group():
+        atomic_write_text(tmp_path / "a", "new")
+        atomic_write_text(tmp_path / "b", "new")
+    assert [(tmp_path / n).read_text() for n in "ab"] == ["new", "new"] and sorted(os.listdir(tmp_path)) == ["a", "b"]

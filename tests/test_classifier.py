@@ -1031,3 +1031,35 @@ def test_a_tiny_label_set_is_told_the_steps_its_last_stage_really_runs(task, tmp
     said = out.out + out.err
     assert "35 training examples at batch size 16: the last stage runs 12 epochs (36 steps: at most 12 epochs, " \
            "short of the 150 wanted)" in said, said
+
+
+def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_checkpoint_whole(task, tmp_path, monkeypatch):
+    """The weights and config were written, the training state was not: before, the run held new
+    weights beside an old training state and could not resume ("files from different steps")."""
+    import errno
+
+    from ulmfit import checkpoint
+
+    real, states = checkpoint.save_file, []
+
+    def save_file(tensors, path, *a, **k):
+        if ".train_state.safetensors." in str(path):
+            states.append(path)
+            if len(states) == 2:  # the second checkpoint: its weights are written, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save_file", save_file)
+        with pytest.raises(UlmfitError, match="disk full while writing .*train_state.safetensors"):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    out = tmp_path / "c"
+    steps = {json.loads((out / "train_state.json").read_text())["step"],
+             json.loads((out / "config.json").read_text())["step"],
+             ckpt.load_tensors(out / "model.safetensors")[1]["step"],
+             ckpt.load_tensors(out / "train_state.safetensors")[1]["step"]}
+    assert len({str(s) for s in steps}) == 1  # one checkpoint, the first
+    assert not list(out.glob(".*.tmp"))
+    res = train_classifier(None, None, out, resume=True, progress=False)
+    assert res["epochs"] == 5

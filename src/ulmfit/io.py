@@ -54,9 +54,38 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import (reading the umask means setting it)
 
 
+_GROUP: list | None = None  # the files an open `atomic_group` has written, not yet put in place
+
+
+@contextmanager
+def atomic_group():
+    """The files written with `atomic_path` inside this block replace their targets together at
+    its end, once every one of them is written in full: a full disk or an error part-way through
+    a checkpoint (weights, config, training state) leaves the previous checkpoint whole, never
+    new weights beside an old training state. Renames take no space, so none fails for lack of
+    it. Inside an open group a nested one joins it."""
+    global _GROUP
+    if _GROUP is not None:
+        yield
+        return
+    _GROUP = written = []
+    try:
+        yield
+        _GROUP = None
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:  # those renamed already are gone: nothing to remove
+            _remove(tmp)
+        raise
+    finally:
+        _GROUP = None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; on success it is renamed onto `path`."""
+    """Yield a temporary path next to `path`; on success it is renamed onto `path` (inside an
+    `atomic_group`, when the group ends)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -66,7 +95,10 @@ def atomic_path(path: str | os.PathLike):
         # mkstemp made the file readable by its owner alone; a saved model follows the umask like
         # any other file (0644 under the usual 022), so that others can read a shared model
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        if _GROUP is not None:
+            _GROUP.append((tmp, path))
+        else:
+            os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
         if e.errno == 28:  # ENOSPC

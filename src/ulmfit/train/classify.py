@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..io import UlmfitError, append_jsonl
+from ..io import UlmfitError, append_jsonl, atomic_group
 from .finetune import freeze_to
 from .loop import TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt
 from .checks import Settings
@@ -294,9 +294,10 @@ class ClassifierTrainer:
         # model.safetensors holds the best epoch so far (what users load); the last weights, needed
         # to resume, travel in the training state.
         best = self.best_state if self.best_state is not None else self.model.state_dict()
-        self.save_fn(best, self.step, self.history, self.state())
-        ckpt.save_train_state(self.out, self.opt, self.names, self.state(),
-                              extra_tensors={f"last.{k}": v for k, v in ckpt._unique_state_dict(self.model).items()})
+        with atomic_group():  # weights, config and training state replace the last ones together
+            self.save_fn(best, self.step, self.history, self.state())
+            ckpt.save_train_state(self.out, self.opt, self.names, self.state(),
+                                  extra_tensors={f"last.{k}": v for k, v in ckpt._unique_state_dict(self.model).items()})
 
     def resume(self) -> None:
         st = ckpt.load_train_state(self.out, self.opt, self.names, weights_prefix="last.", model=self.model)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..io import TrainingInterrupted, UlmfitError, append_jsonl
+from ..io import TrainingInterrupted, UlmfitError, append_jsonl, atomic_group
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
@@ -320,8 +320,9 @@ class LMTrainer:
     def save(self) -> None:
         if not self.main:  # all processes hold the same weights; one writes them
             return
-        self.save_fn(self.step, self.history)
-        ckpt.save_train_state(self.out, self.opt, self.names, self.state(), self.model.encoder.state)
+        with atomic_group():  # weights, config and training state replace the last ones together
+            self.save_fn(self.step, self.history)
+            ckpt.save_train_state(self.out, self.opt, self.names, self.state(), self.model.encoder.state)
 
     def resume(self) -> None:
         st = ckpt.load_train_state(self.out, self.opt, self.names)
