@@ -1063,3 +1063,37 @@ def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_checkpoint_who
     assert not list(out.glob(".*.tmp"))
     res = train_classifier(None, None, out, resume=True, progress=False)
     assert res["epochs"] == 5
+
+
+def test_predict_works_in_blocks_and_replaces_its_out_file_whole_or_not_at_all(trained, tmp_path, monkeypatch,
+                                                                               capsys):
+    from ulmfit import cli
+
+    task, _ = trained
+    texts = ["a wonderful film", "terrible and boring", "", "superb", "awful"]
+    (tmp_path / "in.txt").write_text("\n".join(texts))  # the last line without its newline
+    assert cli._count_lines(tmp_path / "in.txt") == 5
+    expected = TextClassifier.load(task / "clf").predict(texts)
+    sizes, real = [], TextClassifier.predict_proba
+
+    def predict_proba(self, block, *a, **k):
+        sizes.append(len(block))
+        if len(sizes) == 3 and k.get("fail"):
+            raise KeyboardInterrupt
+        return real(self, block, *a, **{x: v for x, v in k.items() if x != "fail"})
+
+    monkeypatch.setattr(cli, "PREDICT_BLOCK", 2)
+    monkeypatch.setattr(TextClassifier, "predict_proba", predict_proba)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out", str(out)]) == 0
+    assert sizes == [2, 2, 1]
+    rows = out.read_text().splitlines()
+    assert rows[0] == "label,p_neg,p_pos" and [r.split(",")[0] for r in rows[1:]] == expected
+    assert "1 of the lines are empty" in capsys.readouterr().err
+    # Ctrl-C in the third block: the earlier file stays as it was, no temporary file is left
+    before = out.read_text()
+    sizes.clear()
+    monkeypatch.setattr(TextClassifier, "predict_proba",
+                        lambda self, block, *a, **k: predict_proba(self, block, *a, **{**k, "fail": True}))
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out", str(out)]) == 130
+    assert out.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "pred.csv"]

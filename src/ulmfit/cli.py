@@ -419,34 +419,77 @@ def cmd_predict(a) -> int:
                   "its other columns are predicted as text too. Give a file with the texts alone, or use "
                   "`ulmfit evaluate` for a labeled table", file=sys.stderr)
         lines = _iter_lines(Path(a.input), a.encoding)
-    texts = [line[:-1] if line.endswith("\n") else line for _, line in lines]
-    texts = [t[:-1] if t.endswith("\r") else t for t in texts]
     if a.out:
         if Path(a.out).is_dir():
             raise UlmfitError(f"--out {a.out} is a folder; give a file name")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    probs = clf.predict_proba(texts, a.bs, progress=not a.quiet and len(texts) > 1000)
-    out = open(a.out, "w", encoding="utf-8", newline="") if a.out else sys.stdout
-    try:
-        if a.output_format == "jsonl":
-            for p in probs:
-                label = ([clf.labels[j] for j, v in enumerate(p) if v >= 0.5] if clf.multi_label
-                         else clf.labels[int(p.argmax())])
-                out.write(json.dumps({"label": label, "probs": {l: round(float(v), 6) for l, v in zip(clf.labels, p)}})
-                          + "\n")
+    total = None  # the bar's total: the file's line count, where a newline is one byte (not UTF-16)
+    if a.input not in (None, "-") and "\n".encode(a.encoding) == b"\n":
+        total = _count_lines(Path(a.input))
+
+    def blocks():
+        block = []
+        for _, line in lines:
+            t = line[:-1] if line.endswith("\n") else line
+            block.append(t[:-1] if t.endswith("\r") else t)
+            if len(block) == PREDICT_BLOCK:
+                yield block
+                block = []
+        if block:
+            yield block
+
+    from tqdm.auto import tqdm
+
+    from .io import atomic_path
+
+    n = empty = 0
+    with contextlib.ExitStack() as stack:
+        if a.out:  # written whole or not at all: an interrupted run leaves an older file as it was
+            out = stack.enter_context(open(stack.enter_context(atomic_path(a.out)), "w", encoding="utf-8",
+                                           newline=""))
         else:
-            w = _csv.writer(out)
+            out = sys.stdout
+        w = _csv.writer(out)
+        if a.output_format != "jsonl":
             w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
+        bar = stack.enter_context(tqdm(total=total, desc="predicting", unit=" texts", disable=a.quiet, delay=1.0))
+        # In blocks: memory stays bounded on any input, and standard output gets each block's rows
+        # (in input order) as soon as they are known.
+        for block in blocks():
+            probs = clf.predict_proba(block, a.bs, progress=not a.quiet)
             for p in probs:
-                label = ("|".join(clf.labels[j] for j, v in enumerate(p) if v >= 0.5) if clf.multi_label
-                         else clf.labels[int(p.argmax())])
-                w.writerow([label] + [f"{float(v):.6f}" for v in p])
-    finally:
-        if a.out:
-            out.close()
+                if clf.multi_label:
+                    chosen = [clf.labels[j] for j, v in enumerate(p) if v >= 0.5]
+                else:
+                    chosen = clf.labels[int(p.argmax())]
+                if a.output_format == "jsonl":
+                    out.write(json.dumps({"label": chosen, "probs": {l: round(float(v), 6)
+                                                                     for l, v in zip(clf.labels, p)}}) + "\n")
+                else:
+                    w.writerow(["|".join(chosen) if clf.multi_label else chosen] + [f"{float(v):.6f}" for v in p])
+            out.flush()
+            n += len(block)
+            empty += sum(1 for t in block if not t.strip())
+            bar.update(len(block))
+    if empty:
+        print(f"note: {empty:,} of the lines are empty; they are labelled too (the class an empty text gets), "
+              "so that each output row stays on its input line", file=sys.stderr)
     if a.out:
-        print(f"{len(texts):,} predictions written to {a.out}", file=sys.stderr)
+        print(f"{n:,} predictions written to {a.out}", file=sys.stderr)
     return 0
+
+
+PREDICT_BLOCK = 8192  # texts predicted (and written) at a time
+
+
+def _count_lines(path: Path) -> int:
+    """Lines as predict reads them: newlines, plus a last line without one."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
 
 
 def cmd_demo(a) -> int:
