@@ -150,3 +150,37 @@ def test_pools_started_from_several_threads_restore_the_main_module(tmp_path):
     r = subprocess.run([sys.executable, "-m", "threaded"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["[40,", "40,", "40]", "True"]
+
+
+@pytest.mark.parametrize("kind", ["word", "subword"])
+def test_a_long_text_is_tokenised_in_pieces_with_the_tokens_of_the_whole(kind, sp_model, monkeypatch):
+    """A text over PIECE_CHARS goes through the tokeniser in pieces cut at whitespace (spaCy's memory
+    grows with a text's length); its tokens are those of the whole text, in every path: in process,
+    in workers, and for texts in memory (predict)."""
+    import numpy as np
+
+    from ulmfit.data.cache import encode_texts
+    from ulmfit.text import tokenize as t
+    from ulmfit.text.tokenize import make_tokenizer
+    from ulmfit.text.vocab import Vocab
+
+    cfg = TokenizerConfig(kind=kind)
+    sp = sp_model if kind == "subword" else None
+    long = " ".join(f"The CAT number {i} sat on the MAT, said nooooo and looked\nat the dog." for i in range(60))
+    texts = ["short one", long, "", "The end", long[:500]]
+    whole = [make_tokenizer(cfg, sp).tokenize_many([x])[0] if kind == "word" else
+             make_tokenizer(cfg, sp).encode_many([x])[0] for x in texts]
+    monkeypatch.setattr(t, "PIECE_CHARS", 64)
+    monkeypatch.setattr(t, "CHUNK_CHARS", 300)  # a text's pieces also span several tasks
+    assert len(list(t._pieces([long]))) > 50
+    for n_workers in (1, 2):
+        got = list(tokenize_parallel(texts, cfg, sp, n_workers=n_workers, chunk_docs=3, progress=False))
+        assert got == whole, n_workers
+    vocab = Vocab.build(__import__("collections").Counter(tok for r in whole for tok in r), 1000, 1) \
+        if kind == "word" else None
+    if kind == "word":
+        ids = encode_texts(texts, cfg, vocab)
+        assert [list(a) for a in ids] == [vocab.numericalize(r) for r in whole]
+    else:
+        ids = encode_texts(texts, cfg, None, sp)
+        assert all(np.array_equal(a, r) for a, r in zip(ids, whole))

@@ -34,7 +34,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..io import UlmfitError, atomic_write_json, cache_root, read_json
-from ..text.tokenize import SubwordTokenizer, TokenizerConfig, make_tokenizer, tokenize_parallel
+from ..text.tokenize import (SubwordTokenizer, TokenizerConfig, make_tokenizer, tokenize_in_process,
+                             tokenize_parallel)
 from ..text.vocab import Vocab
 from .corpus import iter_documents, resolve_format, source_files
 
@@ -506,6 +507,7 @@ def encode_texts(
 ) -> list[np.ndarray]:
     """Ids (int64, starting with xxbos) of a few texts, in memory: for generate and predict."""
     tok = _tokenizer(json.dumps(tok_cfg.to_dict(), sort_keys=True), str(sp_model) if sp_model else None)
+    results = tokenize_in_process(tok, texts)  # a long text in pieces: bounded memory
     if isinstance(tok, SubwordTokenizer):
-        return [np.asarray(ids, dtype=np.int64) for ids in tok.encode_many(list(texts))]
-    return [np.asarray(vocab.numericalize(t), dtype=np.int64) for t in tok.tokenize_many(list(texts))]
+        return [np.asarray(ids, dtype=np.int64) for ids in results]
+    return [np.asarray(vocab.numericalize(t), dtype=np.int64) for t in results]

@@ -356,15 +356,90 @@ def _work(texts: list[str]) -> list:
     return _apply(_worker_tok, texts)
 
 
-def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+# A text longer than PIECE_CHARS is tokenised in pieces of about that size, cut at whitespace, and
+# its tokens joined again: spaCy's memory for one text grows with its length (a corpus that is a
+# single 50 MB line, text8-style, took 3.1 GB in one process; in pieces it takes what a corpus of
+# lines takes). A worker's task holds at most `chunk_docs` texts and about CHUNK_CHARS characters.
+PIECE_CHARS = 100_000
+CHUNK_CHARS = 4_000_000
+
+
+_CUTS = (re.compile(r"\n\s*"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))  # paragraph, sentence, word
+
+
+def _cut(t: str, lo: int, hi: int) -> int:
+    """Where to end a piece of `t` within [lo, hi): at the last paragraph break, else sentence end,
+    else space, whose neighbouring words are not the same word (a run of repeats becomes one
+    xxwrep) and hold no markup that spans spaces (" @-@ ", tags); hi when there is none."""
+    window = t[lo:hi]
+    for pattern in _CUTS:
+        for m in reversed(list(pattern.finditer(window))):
+            before = window[:m.start()].rsplit(None, 1)
+            after = t[lo + m.end():lo + m.end() + 200].split(None, 1)
+            if not before or not after or before[-1] == after[0]:
+                continue
+            if any(c in before[-1] + after[0] for c in "@<>&"):
+                continue
+            return lo + m.start()
+    return hi
+
+
+def _pieces(texts: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """(piece, starts a text) for every text; a long one cut at whitespace (`_cut`), so that its
+    pieces give the tokens of the whole."""
     for t in texts:
-        chunk.append(t)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
+        start, first = 0, True
+        while first or start < len(t):
+            end = len(t)
+            if len(t) - start > PIECE_CHARS:  # the whitespace starts the next piece; tokenisers drop it
+                end = _cut(t, start + PIECE_CHARS // 2, start + PIECE_CHARS)
+            yield t[start:end], first
+            start, first = end, False
+
+
+def _chunks(pieces: Iterable[tuple[str, bool]], size: int) -> Iterator[tuple[list[str], list[bool]]]:
+    chunk: list[str] = []
+    starts: list[bool] = []
+    chars = 0
+    for piece, first in pieces:
+        chunk.append(piece)
+        starts.append(first)
+        chars += len(piece)
+        if len(chunk) >= size or chars >= CHUNK_CHARS:
+            yield chunk, starts
+            chunk, starts, chars = [], [], 0
     if chunk:
-        yield chunk
+        yield chunk, starts
+
+
+class _Joiner:
+    """Joins the results of a text's pieces (each starts with xxbos) into the text's result."""
+
+    def __init__(self):
+        self.current = None
+
+    def add(self, results: list, starts: list[bool]) -> Iterator[list]:
+        for r, first in zip(results, starts):
+            if first:
+                if self.current is not None:
+                    yield self.current
+                self.current = list(r)
+            else:
+                self.current.extend(r[1:])
+
+    def end(self) -> Iterator[list]:
+        if self.current is not None:
+            yield self.current
+            self.current = None
+
+
+def tokenize_in_process(tok, texts: Iterable[str]) -> list:
+    """`_apply` over texts in this process, long texts in pieces (see PIECE_CHARS)."""
+    joiner, out = _Joiner(), []
+    for chunk, starts in _chunks(_pieces(texts), 10**9):
+        out.extend(joiner.add(_apply(tok, chunk), starts))
+    out.extend(joiner.end())
+    return out
 
 
 def default_workers() -> int:
@@ -399,19 +474,31 @@ def tokenize_parallel(
     from tqdm import tqdm
 
     n_workers = n_workers or default_workers()
-    chunks = _chunks(texts, chunk_docs)
-    bar = tqdm(desc=desc, unit=" docs", disable=not progress, smoothing=0.1)
+    chunks = _chunks(_pieces(texts), chunk_docs)
+    # counted in characters, which a single long text also advances; the postfix counts texts
+    bar = tqdm(desc=desc, unit=" chars", unit_scale=True, disable=not progress, smoothing=0.1)
+    joiner, n_done = _Joiner(), 0
+
+    def done(chunk, starts, results):
+        nonlocal n_done
+        joined = list(joiner.add(results, starts))
+        n_done += len(joined)
+        bar.update(sum(len(p) for p in chunk))
+        bar.set_postfix(docs=f"{n_done:,}", refresh=False)
+        return joined
+
     try:
         first = next(chunks, None)
         if first is None:
             return
-        if n_workers <= 1 or len(first) < chunk_docs:
+        second = next(chunks, None)
+        chunks = _prepend(first, _prepend(second, chunks) if second is not None else iter(()))
+        if n_workers <= 1 or second is None:
             # One process, or a corpus of a single chunk: starting workers would only cost time.
             tok = make_tokenizer(config, sp_model)
-            for chunk in _prepend(first, chunks):
-                for r in _apply(tok, chunk):
-                    yield r
-                bar.update(len(chunk))
+            for chunk, starts in chunks:
+                yield from done(chunk, starts, _apply(tok, chunk))
+            yield from joiner.end()
             return
         import multiprocessing as mp
 
@@ -422,16 +509,15 @@ def tokenize_parallel(
             pool = ctx.Pool(n_workers, _init_worker, (config.to_dict(), sp_model))
         with pool:
             pending: deque = deque()
-            for chunk in _prepend(first, chunks):
-                pending.append((len(chunk), pool.apply_async(_work, (chunk,))))
+            for chunk, starts in chunks:
+                pending.append((chunk, starts, pool.apply_async(_work, (chunk,))))
                 if len(pending) >= 2 * n_workers:
-                    n, res = pending.popleft()
-                    yield from res.get()
-                    bar.update(n)
+                    chunk, starts, res = pending.popleft()
+                    yield from done(chunk, starts, res.get())
             while pending:
-                n, res = pending.popleft()
-                yield from res.get()
-                bar.update(n)
+                chunk, starts, res = pending.popleft()
+                yield from done(chunk, starts, res.get())
+            yield from joiner.end()
     finally:
         bar.close()
 
