@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -685,3 +686,26 @@ def test_a_lost_partner_process_saves_the_run_at_its_last_whole_step_and_it_resu
     b, _, _ = ckpt.load_model(tmp_path / "cut")
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_a_run_whose_checkpoint_cannot_fit_the_free_space_is_refused_before_it_trains(tmp_path, corpus, monkeypatch,
+                                                                                       capsys):
+    import shutil
+    from collections import namedtuple
+
+    from ulmfit.train.loop import LMTrainer
+
+    usage = namedtuple("usage", "total used free")
+    steps = []
+    real_step = LMTrainer.set_lrs
+    monkeypatch.setattr(LMTrainer, "set_lrs", lambda self, *a: steps.append(1) or real_step(self, *a))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    with pytest.raises(UlmfitError, match=r"has 0.0 MB free, and a checkpoint of this model takes about") as e:
+        pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    assert not steps  # refused before the first step, not at the first save
+    need = float(re.search(r"takes about ([\d.,]+) MB", str(e.value)).group(1).replace(",", "")) * 1e6
+    assert need > 0
+    # room for one checkpoint, not for two: a warning, and the run trains
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, int(1.5 * need) + 10**5))
+    pretrain(corpus, tmp_path / "lm2", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    assert "later saves may fail for lack of space" in capsys.readouterr().err and steps

@@ -39,6 +39,30 @@ CONFIG, WEIGHTS, VOCAB, SPM = "config.json", "model.safetensors", "vocab.txt", "
 STATE_T, STATE_J = "train_state.safetensors", "train_state.json"
 
 
+CHECKPOINT_BYTES_PER_VALUE = 16  # fp32 weights, Adam's two moments, and the best or last weights beside them
+
+
+def check_free_space(out: Path, model: torch.nn.Module) -> None:
+    """Refuse to start a run whose first checkpoint cannot fit in `out`'s free space (it would fail
+    at the first save, up to --save-every minutes or an epoch in), and warn when two do not: a
+    checkpoint is written whole beside the previous one before it replaces it."""
+    import shutil
+    import sys
+
+    need = CHECKPOINT_BYTES_PER_VALUE * sum(t.numel() for t in _unique_state_dict(model).values())
+    try:
+        free = shutil.disk_usage(out).free
+    except OSError:
+        return
+    if free < need:
+        raise UlmfitError(f"{out} has {free / 1e6:,.1f} MB free, and a checkpoint of this model takes about "
+                          f"{need / 1e6:,.1f} MB (weights and optimizer state); free some space or choose another --out")
+    if free < 2 * need:
+        print(f"warning: {out} has {free / 1e6:,.1f} MB free; a checkpoint takes about {need / 1e6:,.1f} MB and "
+              "each new one is written whole before the last one is removed, so later saves may fail for "
+              "lack of space (the last good checkpoint is kept)", file=sys.stderr)
+
+
 def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """state_dict without the second name of a tied tensor (safetensors stores each tensor once)."""
     seen: dict[int, str] = {}

@@ -375,6 +375,8 @@ class LMTrainer:
         result: dict = {}
         stop = False
         state_before = None
+        if self.main:
+            ckpt.check_free_space(self.out, model)
         if self.world > 1:
             dist_.broadcast_parameters(model)
             # Same weights everywhere, but each process draws its own dropout masks.
