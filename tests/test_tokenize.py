@@ -167,7 +167,12 @@ def test_a_long_text_is_tokenised_in_pieces_with_the_tokens_of_the_whole(kind, s
     cfg = TokenizerConfig(kind=kind)
     sp = sp_model if kind == "subword" else None
     long = " ".join(f"The CAT number {i} sat on the MAT, said nooooo and looked\nat the dog." for i in range(60))
-    texts = ["short one", long, "", "The end", long[:500]]
+    tricky = ["hello " * 300,  # one repeated word: no cut inside the run (it becomes one xxwrep)
+              " ".join(f'word {i} <img src="a.jpg" width="10" height="20"> more' for i in range(40)),  # tags
+              " ".join(f"x{i} no nbsp;no no no, \\n then @-@ on" for i in range(40)),  # escapes, wiki markup
+              "a" * 500 + " tail",  # no space to cut at
+              "\r\n\t ".join(f"Line {i} ends." for i in range(80))]
+    texts = ["short one", long, "", "The end", long[:500], *tricky]
     whole = [make_tokenizer(cfg, sp).tokenize_many([x])[0] if kind == "word" else
              make_tokenizer(cfg, sp).encode_many([x])[0] for x in texts]
     monkeypatch.setattr(t, "PIECE_CHARS", 64)
@@ -183,4 +188,4 @@ def test_a_long_text_is_tokenised_in_pieces_with_the_tokens_of_the_whole(kind, s
         assert [list(a) for a in ids] == [vocab.numericalize(r) for r in whole]
     else:
         ids = encode_texts(texts, cfg, None, sp)
-        assert all(np.array_equal(a, r) for a, r in zip(ids, whole))
+        assert len(ids) == len(whole) and all(np.array_equal(a, r) for a, r in zip(ids, whole, strict=True))

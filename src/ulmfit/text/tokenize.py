@@ -367,21 +367,36 @@ CHUNK_CHARS = 4_000_000
 _CUTS = (re.compile(r"\n\s*"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))  # paragraph, sentence, word
 
 
+def _safe_cut(t: str, start: int, end: int) -> bool:
+    """Whether ending a piece at the whitespace t[start:end] gives the tokens of the whole text:
+    the words on either side, as the HTML clean-up leaves them, are not the same word (a run of
+    repeats becomes one xxwrep), hold no markup or escape ("@-@", entities, a literal backslash-n),
+    and the cut is not inside an HTML tag (tags span spaces)."""
+    raw_before, raw_after = t[max(0, start - 300):start], t[end:end + 300]
+    before, after = raw_before.rsplit(None, 1), raw_after.split(None, 1)
+    if not before or not after or before[-1] == after[0]:
+        return False
+    if any(c in before[-1] + after[0] for c in "@<>&;\\"):
+        return False
+    if t.rfind("<", max(0, start - 2000), start) > t.rfind(">", max(0, start - 2000), start):
+        return False
+    before, after = fix_html(raw_before).rsplit(None, 1), fix_html(raw_after).split(None, 1)
+    return bool(before and after) and before[-1] != after[0]
+
+
 def _cut(t: str, lo: int, hi: int) -> int:
-    """Where to end a piece of `t` within [lo, hi): at the last paragraph break, else sentence end,
-    else space, whose neighbouring words are not the same word (a run of repeats becomes one
-    xxwrep) and hold no markup that spans spaces (" @-@ ", tags); hi when there is none."""
+    """Where to end a piece of `t` that should end within [lo, hi): the last safe paragraph break
+    there, else sentence end, else space (`_safe_cut`); if there is none (a run of one repeated
+    word, a text without spaces), the first safe space after hi, else the end of the text."""
     window = t[lo:hi]
     for pattern in _CUTS:
         for m in reversed(list(pattern.finditer(window))):
-            before = window[:m.start()].rsplit(None, 1)
-            after = t[lo + m.end():lo + m.end() + 200].split(None, 1)
-            if not before or not after or before[-1] == after[0]:
-                continue
-            if any(c in before[-1] + after[0] for c in "@<>&"):
-                continue
-            return lo + m.start()
-    return hi
+            if _safe_cut(t, lo + m.start(), lo + m.end()):
+                return lo + m.start()
+    for m in _CUTS[-1].finditer(t, hi):
+        if _safe_cut(t, m.start(), m.end()):
+            return m.start()
+    return len(t)
 
 
 def _pieces(texts: Iterable[str]) -> Iterator[tuple[str, bool]]:
@@ -481,10 +496,10 @@ def tokenize_parallel(
 
     def done(chunk, starts, results):
         nonlocal n_done
-        joined = list(joiner.add(results, starts))
+        joined = list(joiner.add(results, starts)) if chunk is not None else list(joiner.end())
         n_done += len(joined)
-        bar.update(sum(len(p) for p in chunk))
-        bar.set_postfix(docs=f"{n_done:,}", refresh=False)
+        bar.update(sum(len(p) for p in chunk or ()))
+        bar.set_postfix(docs=f"{n_done:,}", refresh=chunk is None)
         return joined
 
     try:
@@ -498,7 +513,7 @@ def tokenize_parallel(
             tok = make_tokenizer(config, sp_model)
             for chunk, starts in chunks:
                 yield from done(chunk, starts, _apply(tok, chunk))
-            yield from joiner.end()
+            yield from done(None, None, None)  # the last text
             return
         import multiprocessing as mp
 
@@ -517,7 +532,7 @@ def tokenize_parallel(
             while pending:
                 chunk, starts, res = pending.popleft()
                 yield from done(chunk, starts, res.get())
-            yield from joiner.end()
+            yield from done(None, None, None)  # the last text
     finally:
         bar.close()
 
