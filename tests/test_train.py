@@ -675,11 +675,26 @@ def test_a_lost_partner_process_saves_the_run_at_its_last_whole_step_and_it_resu
 
     c = cfg(epochs=2)
     pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    import os
+    import signal
+
+    real_save = ckpt.save_tensors
+    killed = []
+
+    def save_tensors(*a, **k):  # torchrun's SIGTERM to the survivors, arriving while the run saves
+        if not killed:
+            killed.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(*a, **k)
+
     with monkeypatch.context() as m:
         interrupt_after_backward(m, 23, PartnerLost("Connection closed by peer [127.0.0.1]:1234"))
-        with pytest.raises(UlmfitError, match=r"another process of this torchrun job stopped \(Connection closed by "
-                                              r"peer .*\); everything up to step 23 is saved in .*cut.*--resume"):
+        m.setattr(ckpt, "save_tensors", save_tensors)
+        with pytest.raises(UlmfitError, match=r"exchange of gradients between processes failed \(Connection closed "
+                                              r"by peer .*\): another process .*; everything up to step 23 is saved "
+                                              r"in .*cut.*--resume"):
             pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    assert killed and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # restored after the run
     assert json.loads((tmp_path / "cut" / "train_state.json").read_text())["step"] == 23
     pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
     a, _, _ = ckpt.load_model(tmp_path / "full")

@@ -39,17 +39,15 @@ CONFIG, WEIGHTS, VOCAB, SPM = "config.json", "model.safetensors", "vocab.txt", "
 STATE_T, STATE_J = "train_state.safetensors", "train_state.json"
 
 
-CHECKPOINT_BYTES_PER_VALUE = 16  # fp32 weights, Adam's two moments, and the best or last weights beside them
-
-
-def check_free_space(out: Path, model: torch.nn.Module) -> None:
+def check_free_space(out: Path, model: torch.nn.Module, copies: int) -> None:
     """Refuse to start a run whose first checkpoint cannot fit in `out`'s free space (it would fail
     at the first save, up to --save-every minutes or an epoch in), and warn when two do not: a
-    checkpoint is written whole beside the previous one before it replaces it."""
+    checkpoint is written whole beside the previous one before it replaces it. `copies`: fp32
+    values a checkpoint holds per weight (weights, Adam's two moments, best or last weights)."""
     import shutil
     import sys
 
-    need = CHECKPOINT_BYTES_PER_VALUE * sum(t.numel() for t in _unique_state_dict(model).values())
+    need = 4 * copies * sum(t.numel() for t in _unique_state_dict(model).values())
     try:
         free = shutil.disk_usage(out).free
     except OSError:

@@ -413,7 +413,7 @@ class ClassifierTrainer:
         before = None  # (batch, random state, buffers) at the start of the current batch
         n_stages = len(cfg.stage_groups)
         total_epochs = sum(cfg.stage_epochs)
-        ckpt.check_free_space(self.out, model)
+        ckpt.check_free_space(self.out, model, 4)  # best weights, Adam's two moments, the last weights
         with sigterm_as_interrupt():
             try:
                 while self.stage < n_stages:

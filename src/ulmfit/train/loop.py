@@ -164,8 +164,7 @@ def sigterm_as_interrupt():
     signals = (signal.SIGINT, signal.SIGTERM)
 
     def handler(signum, frame):
-        for s in signals:
-            signal.signal(s, signal.SIG_IGN)
+        ignore_stop_signals()
         raise KeyboardInterrupt
 
     try:
@@ -178,6 +177,16 @@ def sigterm_as_interrupt():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def ignore_stop_signals() -> None:
+    """SIGINT and SIGTERM are ignored from here until `sigterm_as_interrupt` restores them: a run
+    that is saving before it stops finishes the save (in the main thread; elsewhere a no-op)."""
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+    except ValueError:
+        pass
 
 
 @torch.no_grad()
@@ -376,7 +385,8 @@ class LMTrainer:
         stop = False
         state_before = None
         if self.main:
-            ckpt.check_free_space(self.out, model)
+            # weights and Adam's two moments, and the best epoch's weights under early stopping
+            ckpt.check_free_space(self.out, model, 3 + bool(cfg.patience))
         if self.world > 1:
             dist_.broadcast_parameters(model)
             # Same weights everywhere, but each process draws its own dropout masks.
@@ -490,6 +500,8 @@ class LMTrainer:
                     last_save = time.time()
                     result = record
             except (KeyboardInterrupt, dist_.PartnerLost) as e:
+                # torchrun sends SIGTERM to the survivors of a lost process: it must not cut this save short
+                ignore_stop_signals()
                 if state_before is not None:  # the weights were not updated: redo this batch on resume
                     model.encoder.state = state_before
                     ckpt.set_rng_state(rng_before)
@@ -499,9 +511,10 @@ class LMTrainer:
                 if isinstance(e, dist_.PartnerLost):
                     if not self.main:  # the CLI says "process N stopped"; process 0 says why and where
                         raise
-                    raise UlmfitError(f"another process of this torchrun job stopped ({e}); everything up to step "
-                                      f"{self.step} is saved in {self.out}. Continue with the same torchrun "
-                                      "command and --resume") from None
+                    raise UlmfitError(f"the exchange of gradients between processes failed ({e}): another process "
+                                      f"of this torchrun job stopped or failed; everything up to step {self.step} "
+                                      f"is saved in {self.out}. Continue with the same torchrun command and "
+                                      "--resume") from None
                 raise TrainingInterrupted(interrupted_message(self.step, self.out)) from None
         if cfg.patience and self.best_state is not None and self.best_epoch != self.epoch:
             ckpt.load_weights(model, self.best_state, self.out / BEST_WEIGHTS)  # the lowest validation loss
