@@ -212,3 +212,25 @@ def test_files_written_in_an_atomic_group_replace_their_targets_together_or_not_
         atomic_write_text(tmp_path / "a", "new")
         atomic_write_text(tmp_path / "b", "new")
     assert [(tmp_path / n).read_text() for n in "ab"] == ["new", "new"] and sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_an_atomic_group_holds_the_files_of_its_own_thread_only(tmp_path):
+    import threading
+
+    from ulmfit.io import atomic_group, atomic_write_text
+
+    written = threading.Event()
+
+    def other():
+        atomic_write_text(tmp_path / "report.json", "{}")  # another thread, outside any group
+        written.set()
+
+    with pytest.raises(RuntimeError):
+        with atomic_group():
+            atomic_write_text(tmp_path / "weights", "new")
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+            assert written.is_set() and (tmp_path / "report.json").exists()  # in place at once
+            raise RuntimeError("the group fails")
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]

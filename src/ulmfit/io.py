@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import (reading the umask means setting it)
 
 
-_GROUP: list | None = None  # the files an open `atomic_group` has written, not yet put in place
+_OPEN = threading.local()  # per thread: the files its open `atomic_group` has written, not yet in place
 
 
 @contextmanager
@@ -63,15 +64,15 @@ def atomic_group():
     its end, once every one of them is written in full: a full disk or an error part-way through
     a checkpoint (weights, config, training state) leaves the previous checkpoint whole, never
     new weights beside an old training state. Renames take no space, so none fails for lack of
-    it. Inside an open group a nested one joins it."""
-    global _GROUP
-    if _GROUP is not None:
+    it. Inside an open group a nested one joins it (its files wait for the outer group). A group
+    holds the files of its own thread only."""
+    if getattr(_OPEN, "group", None) is not None:
         yield
         return
-    _GROUP = written = []
+    _OPEN.group = written = []
     try:
         yield
-        _GROUP = None
+        _OPEN.group = None
         for tmp, path in written:
             os.replace(tmp, path)
     except BaseException:
@@ -79,7 +80,7 @@ def atomic_group():
             _remove(tmp)
         raise
     finally:
-        _GROUP = None
+        _OPEN.group = None
 
 
 @contextmanager
@@ -95,8 +96,9 @@ def atomic_path(path: str | os.PathLike):
         # mkstemp made the file readable by its owner alone; a saved model follows the umask like
         # any other file (0644 under the usual 022), so that others can read a shared model
         os.chmod(tmp, 0o666 & ~_UMASK)
-        if _GROUP is not None:
-            _GROUP.append((tmp, path))
+        group = getattr(_OPEN, "group", None)
+        if group is not None:
+            group.append((tmp, path))
         else:
             os.replace(tmp, path)
     except OSError as e:
