@@ -110,15 +110,15 @@ def _predict(clf, data, cache: dict):
     from ulmfit.classifier_api import _reverse
     from ulmfit.data.clas import _encode
     from ulmfit.train.classify import predict_probs
-    from ulmfit.train.loop import bf16_pays
+    from ulmfit.train.precision import predicts_in_bf16
 
-    (model, _, vocab, tok, sp, backwards, _), = clf.members
+    (model, cfg, vocab, tok, sp, backwards, _), = clf.members
     key = (id(data), tuple(vocab.itos), tok.kind, sp, backwards)
     if key not in cache:
         ids = _encode(data.texts, tok, vocab, sp, None, False)
         cache[key] = _reverse(ids) if backwards else ids
-    return predict_probs(model, cache[key], 64, vocab.stoi["xxpad"], use_bf16=bf16_pays(), multi_label=False,
-                         progress=False)
+    return predict_probs(model, cache[key], 64, vocab.stoi["xxpad"], use_bf16=predicts_in_bf16(cfg, clf.device),
+                         multi_label=False, progress=False)
 
 
 def write_row(path: Path, key: dict, labels: list, pdev, ptest, dev, test, seconds: float, extra: dict) -> dict:

@@ -1097,3 +1097,24 @@ def test_predict_works_in_blocks_and_replaces_its_out_file_whole_or_not_at_all(t
                         lambda self, block, *a, **k: predict_proba(self, block, *a, **{**k, "fail": True}))
     assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out", str(out)]) == 130
     assert out.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "pred.csv"]
+
+
+def test_predict_writes_through_a_link_or_a_pipe_given_as_out(trained, tmp_path):
+    import os
+    import threading
+
+    task, _ = trained
+    (tmp_path / "in.txt").write_text("superb\nawful\n")
+    (tmp_path / "target.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "target.csv")
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out",
+                 str(tmp_path / "link.csv"), "--quiet"]) == 0
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "target.csv").read_text().count("\n") == 3
+    os.mkfifo(tmp_path / "fifo")
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(tmp_path / "fifo").read()))
+    reader.start()
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out",
+                 str(tmp_path / "fifo"), "--quiet"]) == 0
+    reader.join(timeout=60)
+    assert got and got[0].count("\n") == 3 and not (tmp_path / "fifo").is_file()

@@ -424,7 +424,7 @@ def cmd_predict(a) -> int:
             raise UlmfitError(f"--out {a.out} is a folder; give a file name")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     total = None  # the bar's total: the file's line count, where a newline is one byte (not UTF-16)
-    if a.input not in (None, "-") and "\n".encode(a.encoding) == b"\n":
+    if not a.quiet and a.input not in (None, "-") and "\n".encode(a.encoding) == b"\n":
         total = _count_lines(Path(a.input))
 
     def blocks():
@@ -444,19 +444,27 @@ def cmd_predict(a) -> int:
 
     n = empty = 0
     with contextlib.ExitStack() as stack:
-        if a.out:  # written whole or not at all: an interrupted run leaves an older file as it was
-            out = stack.enter_context(open(stack.enter_context(atomic_path(a.out)), "w", encoding="utf-8",
+        target = Path(a.out) if a.out else None
+        if target is not None and (not target.exists() or (target.is_file() and not target.is_symlink())):
+            # written whole or not at all: an interrupted run leaves an older file as it was
+            out = stack.enter_context(open(stack.enter_context(atomic_path(target)), "w", encoding="utf-8",
                                            newline=""))
+        elif target is not None:  # a link, a pipe, /dev/stdout: written through, as given
+            out = stack.enter_context(open(target, "w", encoding="utf-8", newline=""))
         else:
             out = sys.stdout
         w = _csv.writer(out)
         if a.output_format != "jsonl":
             w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
-        bar = stack.enter_context(tqdm(total=total, desc="predicting", unit=" texts", disable=a.quiet, delay=1.0))
+        # a bar of texts where there is more than one block (a long text's tokens have a bar of their own)
+        few = total is not None and total <= PREDICT_BLOCK
+        bar = stack.enter_context(tqdm(total=total, desc="predicting", unit=" texts", disable=a.quiet or few,
+                                       delay=1.0))
         # In blocks: memory stays bounded on any input, and standard output gets each block's rows
         # (in input order) as soon as they are known.
         for block in blocks():
-            probs = clf.predict_proba(block, a.bs, progress=not a.quiet)
+            # tokenised in this process: a pool of workers started for every block costs more than it saves
+            probs = clf.predict_proba(block, a.bs, progress=not a.quiet, n_workers=1)
             for p in probs:
                 if clf.multi_label:
                     chosen = [clf.labels[j] for j, v in enumerate(p) if v >= 0.5]
