@@ -320,3 +320,37 @@ def test_a_folder_corpus_skips_hidden_files_and_folders(tmp_path):
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "x.txt").write_text("hidden")
     assert list(iter_documents(tmp_path)) == ["one"]
+
+
+def test_doc_events_join_pieces_and_skip_documents_without_tokens():
+    B = "xxbos"
+    pieces = [([B, "a"], True), ([B, "b"], False), ([B], False),  # a document in three pieces
+              ([B], True), ([B], False),  # no tokens at all: skipped
+              ([B], True), ([B, "c"], False),  # its first piece has none, a later one has
+              ([B, "d"], True)]
+    assert list(cache_mod._doc_events(pieces)) == [
+        ("add", [B, "a"]), ("more", ["b"]), ("skip", None), ("add", [B]), ("more", ["c"]), ("add", [B, "d"])]
+    assert list(cache_mod._doc_events([([B], True)])) == [("skip", None)]
+
+
+@pytest.mark.parametrize("kind", ["word", "subword"])
+def test_a_corpus_of_long_documents_built_in_pieces_has_the_tokens_of_the_whole(tmp_path, monkeypatch, kind):
+    """Long documents are tokenised and written piece by piece (never all their tokens in memory);
+    the token cache is the one the whole documents give, id for id, with and without a vocabulary."""
+    from ulmfit.text import tokenize as t
+
+    lines = [" ".join(f"Doc {d}: The CAT number {i} sat on the MAT, said nooooo no no no no." for i in range(40))
+             for d in range(5)] + ["short one", "another short one"]
+    (tmp_path / "c.txt").write_text("\n".join(lines) + "\n")
+    cfg = TokenizerConfig(kind=kind, sp_vocab_size=80)
+    whole, _ = build_corpus(tmp_path / "c.txt", cfg, cache_dir=tmp_path / "whole", n_workers=1, progress=False)
+    sp = str(tmp_path / "whole" / "spm.model") if kind == "subword" else None
+    monkeypatch.setattr(t, "PIECE_CHARS", 64)
+    monkeypatch.setattr(t, "CHUNK_CHARS", 300)
+    for n_workers, vocab in ((1, None), (2, whole.vocab)):
+        if kind == "subword" and vocab is None:
+            vocab = whole.vocab  # one SentencePiece model for both (training one anew may differ)
+        got, _ = build_corpus(tmp_path / "c.txt", cfg, cache_dir=tmp_path / f"p{n_workers}", n_workers=n_workers,
+                              progress=False, vocab=vocab, sp_model=sp)
+        assert got.vocab.itos == whole.vocab.itos and got.n_docs() == whole.n_docs() == 7
+        assert np.array_equal(got.offsets, whole.offsets) and np.array_equal(got.ids, whole.ids)

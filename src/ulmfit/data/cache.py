@@ -337,10 +337,15 @@ class _IdWriter:
         self.lengths = array("q")
 
     def add(self, ids) -> None:
+        self.lengths.append(0)
+        self.extend(ids)
+
+    def extend(self, ids) -> None:
+        """More ids of the last document added (a long document comes in pieces)."""
         a = np.asarray(ids, dtype=self.dtype)
         self.buf.append(a)
         self.buffered += len(a)
-        self.lengths.append(len(a))
+        self.lengths[-1] += len(a)
         if self.buffered >= 1 << 20:
             self.flush()
 
@@ -362,52 +367,80 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
 
 
+def _doc_events(pieces: Iterable[tuple[list, bool]]) -> Iterator[tuple[str, list | None]]:
+    """From (result, starts a document) pieces: ("add", result) for a document's first piece,
+    ("more", result without its xxbos) for each later one with tokens, ("skip", None) for a document
+    without tokens (only xxbos). A first piece that is only xxbos waits for a later piece's token."""
+    held = False
+    for r, first in pieces:
+        if first:
+            if held:
+                yield "skip", None
+            held = len(r) <= 1
+            if not held:
+                yield "add", r
+        elif len(r) > 1:
+            if held:
+                yield "add", r[:1]
+                held = False
+            yield "more", r[1:]
+    if held:
+        yield "skip", None
+
+
 def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress, keep: Vocab | None = None) -> dict:
     from tqdm import tqdm
 
-    tokens = tokenize_parallel(docs(), tok_cfg, n_workers=n_workers, desc="tokenizing", progress=progress)
+    # A long document comes in pieces, written as they come: its tokens are never all in memory.
+    events = _doc_events(tokenize_parallel(docs(), tok_cfg, n_workers=n_workers, desc="tokenizing",
+                                           progress=progress, pieces=True))
     n_skipped = 0
+    writer_events: Iterable[tuple[str, list[int]]]
     if vocab is None:
-        # Pass 1: tokens to a temporary file (one document a line; tokens never hold spaces)
-        # while counting them, then the vocabulary; pass 2 numericalises the file.
+        # Pass 1: tokens to a temporary file (a line per document, or per piece of a long one, a later
+        # piece's line starting with a tab; tokens never hold whitespace) while counting them, then
+        # the vocabulary; pass 2 numericalises the file.
         counts: Counter = Counter()
         tok_file = tmp / "tokens.txt"
-        n_docs = 0
+        n_docs = n_lines = 0
         with open(tok_file, "w", encoding="utf-8", newline="\n") as f:
-            for toks in tokens:
-                if len(toks) <= 1:
+            for kind, toks in events:
+                if kind == "skip":
                     n_skipped += 1
                     continue
                 counts.update(toks)
+                f.write("\t" if kind == "more" else "")
                 f.write(" ".join(toks))
                 f.write("\n")
-                n_docs += 1
+                n_docs += kind == "add"
+                n_lines += 1
         if n_docs == 0:
             raise UlmfitError("the corpus has no tokens")
         vocab = Vocab.build(counts, tok_cfg.max_vocab, tok_cfg.min_freq,
                             keep=None if keep is None else keep.stoi)
         del counts
 
-        def numericalised() -> Iterator[list[int]]:
+        def numericalised() -> Iterator[tuple[str, list[int]]]:
             with open(tok_file, encoding="utf-8", newline="\n") as f:
-                for line in tqdm(f, total=n_docs, desc="numericalizing", unit=" docs",
+                for line in tqdm(f, total=n_lines, desc="numericalizing", unit=" lines",
                                  disable=not progress):
-                    yield vocab.numericalize(line.rstrip("\n").split(" "))
+                    more = line.startswith("\t")
+                    yield ("more" if more else "add"), vocab.numericalize(line.strip("\t\n").split(" "))
 
-        ids_iter: Iterable[list[int]] = numericalised()
+        writer_events = numericalised()
     else:
-        def numericalised_direct() -> Iterator[list[int]]:
+        def numericalised_direct() -> Iterator[tuple[str, list[int]]]:
             nonlocal n_skipped
-            for toks in tokens:
-                if len(toks) <= 1:
+            for kind, toks in events:
+                if kind == "skip":
                     n_skipped += 1
                     continue
-                yield vocab.numericalize(toks)
+                yield kind, vocab.numericalize(toks)
 
-        ids_iter = numericalised_direct()
+        writer_events = numericalised_direct()
     writer = _IdWriter(tmp / "ids.bin", id_dtype(len(vocab)))
-    for ids in ids_iter:
-        writer.add(ids)
+    for kind, ids in writer_events:
+        (writer.extend if kind == "more" else writer.add)(ids)
     meta = writer.close(tmp)
     if meta["n_docs"] == 0:
         raise UlmfitError("the corpus has no tokens")
@@ -432,12 +465,12 @@ def _build_subword(docs, path: Path, tok_cfg, vocab, sp_model, tmp: Path, n_work
     vocab = Vocab(pieces)
     writer = _IdWriter(tmp / "ids.bin", id_dtype(len(vocab)))
     n_skipped = 0
-    for ids in tokenize_parallel(docs(), tok_cfg, str(model), n_workers=n_workers, desc="encoding",
-                                 progress=progress):
-        if len(ids) <= 1:
+    for kind, ids in _doc_events(tokenize_parallel(docs(), tok_cfg, str(model), n_workers=n_workers,
+                                                   desc="encoding", progress=progress, pieces=True)):
+        if kind == "skip":
             n_skipped += 1
             continue
-        writer.add(ids)
+        (writer.extend if kind == "more" else writer.add)(ids)
     meta = writer.close(tmp)
     if meta["n_docs"] == 0:
         raise UlmfitError("the corpus has no tokens")

@@ -473,8 +473,11 @@ def tokenize_parallel(
     chunk_docs: int = 2000,
     desc: str = "tokenizing",
     progress: bool = True,
-) -> Iterator[list]:
-    """Tokenise documents in worker processes; yield one result per document, in input order.
+    pieces: bool = False,
+) -> Iterator:
+    """Tokenise documents in worker processes; yield one result per document, in input order
+    (with `pieces`, (result, starts a document) per piece of a long document, see PIECE_CHARS:
+    a consumer that writes as it goes need not hold a long document's tokens at once).
 
     Word level yields token lists, subword level id lists; both start with xxbos, so an empty text
     gives just [xxbos] (the caller decides whether to skip it). `texts` is consumed lazily, at most
@@ -496,8 +499,12 @@ def tokenize_parallel(
 
     def done(chunk, starts, results):
         nonlocal n_done
-        joined = list(joiner.add(results, starts)) if chunk is not None else list(joiner.end())
-        n_done += len(joined)
+        if pieces:
+            joined = list(zip(results, starts)) if chunk is not None else []
+            n_done += sum(starts or ())
+        else:
+            joined = list(joiner.add(results, starts)) if chunk is not None else list(joiner.end())
+            n_done += len(joined)
         bar.update(sum(len(p) for p in chunk or ()))
         bar.set_postfix(docs=f"{n_done:,}", refresh=chunk is None)
         return joined
