@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -44,9 +45,6 @@ def check_free_space(out: Path, model: torch.nn.Module, copies: int) -> None:
     at the first save, up to --save-every minutes or an epoch in), and warn when two do not: a
     checkpoint is written whole beside the previous one before it replaces it. `copies`: fp32
     values a checkpoint holds per weight (weights, Adam's two moments, best or last weights)."""
-    import shutil
-    import sys
-
     need = 4 * copies * sum(t.numel() for t in _unique_state_dict(model).values())
     try:
         free = shutil.disk_usage(out).free

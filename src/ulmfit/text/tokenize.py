@@ -427,34 +427,24 @@ def _chunks(pieces: Iterable[tuple[str, bool]], size: int) -> Iterator[tuple[lis
         yield chunk, starts
 
 
-class _Joiner:
-    """Joins the results of a text's pieces (each starts with xxbos) into the text's result."""
-
-    def __init__(self):
-        self.current = None
-
-    def add(self, results: list, starts: list[bool]) -> Iterator[list]:
-        for r, first in zip(results, starts):
-            if first:
-                if self.current is not None:
-                    yield self.current
-                self.current = list(r)
-            else:
-                self.current.extend(r[1:])
-
-    def end(self) -> Iterator[list]:
-        if self.current is not None:
-            yield self.current
-            self.current = None
+def _joined(pieces: Iterable[tuple[list, bool]]) -> Iterator[list]:
+    """Each text's result from (result, starts a text) of its pieces (each result starts with xxbos)."""
+    current = None
+    for r, first in pieces:
+        if first:
+            if current is not None:
+                yield current
+            current = list(r)
+        else:
+            current.extend(r[1:])
+    if current is not None:
+        yield current
 
 
 def tokenize_in_process(tok, texts: Iterable[str]) -> list:
     """`_apply` over texts in this process, long texts in pieces (see PIECE_CHARS)."""
-    joiner, out = _Joiner(), []
-    for chunk, starts in _chunks(_pieces(texts), 10**9):
-        out.extend(joiner.add(_apply(tok, chunk), starts))
-    out.extend(joiner.end())
-    return out
+    return list(_joined((r, first) for chunk, starts in _chunks(_pieces(texts), 10**9)
+                        for r, first in zip(_apply(tok, chunk), starts)))
 
 
 def default_workers() -> int:
@@ -487,6 +477,12 @@ def tokenize_parallel(
     no ``if __name__ == "__main__":`` guard. A corpus of less than one chunk is tokenised
     in-process: starting workers would cost more than it saves.
     """
+    results = _parallel_pieces(texts, config, sp_model, n_workers, chunk_docs, desc, progress)
+    return results if pieces else _joined(results)
+
+
+def _parallel_pieces(texts, config, sp_model, n_workers, chunk_docs, desc, progress) -> Iterator[tuple[list, bool]]:
+    """tokenize_parallel's work: (result, starts a text) for every piece, in input order."""
     from collections import deque
 
     from tqdm import tqdm
@@ -495,19 +491,14 @@ def tokenize_parallel(
     chunks = _chunks(_pieces(texts), chunk_docs)
     # counted in characters, which a single long text also advances; the postfix counts texts
     bar = tqdm(desc=desc, unit=" chars", unit_scale=True, disable=not progress, smoothing=0.1)
-    joiner, n_done = _Joiner(), 0
+    n_done = 0
 
     def done(chunk, starts, results):
         nonlocal n_done
-        if pieces:
-            joined = list(zip(results, starts)) if chunk is not None else []
-            n_done += sum(starts or ())
-        else:
-            joined = list(joiner.add(results, starts)) if chunk is not None else list(joiner.end())
-            n_done += len(joined)
-        bar.update(sum(len(p) for p in chunk or ()))
-        bar.set_postfix(docs=f"{n_done:,}", refresh=chunk is None)
-        return joined
+        n_done += sum(starts)
+        bar.update(sum(len(p) for p in chunk))
+        bar.set_postfix(docs=f"{n_done:,}", refresh=False)
+        return zip(results, starts)
 
     try:
         first = next(chunks, None)
@@ -520,7 +511,6 @@ def tokenize_parallel(
             tok = make_tokenizer(config, sp_model)
             for chunk, starts in chunks:
                 yield from done(chunk, starts, _apply(tok, chunk))
-            yield from done(None, None, None)  # the last text
             return
         import multiprocessing as mp
 
@@ -539,7 +529,6 @@ def tokenize_parallel(
             while pending:
                 chunk, starts, res = pending.popleft()
                 yield from done(chunk, starts, res.get())
-            yield from done(None, None, None)  # the last text
     finally:
         bar.close()
 
