@@ -1118,3 +1118,65 @@ def test_predict_writes_through_a_link_or_a_pipe_given_as_out(trained, tmp_path)
                  str(tmp_path / "fifo"), "--quiet"]) == 0
     reader.join(timeout=60)
     assert got and got[0].count("\n") == 3 and not (tmp_path / "fifo").is_file()
+
+
+def test_export_keeps_what_predict_needs_of_a_classifier_and_drops_the_training_state(trained, tmp_path, capsys):
+    task, _ = trained
+    out = tmp_path / "deploy"
+    assert main(["export", str(task / "clf"), "--out", str(out)]) == 0
+    assert "float16 weights, no training state" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors", "vocab.txt"]
+    before = sum(p.stat().st_size for p in (task / "clf").iterdir() if p.suffix == ".safetensors")
+    assert sum(p.stat().st_size for p in out.iterdir() if p.suffix == ".safetensors") < before / 6
+    texts = ["a great film", "awful and dull", "superb acting"]
+    a, b = TextClassifier.load(task / "clf"), TextClassifier.load(out)
+    assert b.labels == a.labels
+    np.testing.assert_allclose(b.predict_proba(texts), a.predict_proba(texts), atol=2e-3)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "classifier" and cfg["weights_dtype"] == "float16"
+    assert cfg["exported_from"] == str((task / "clf").resolve()) and cfg["source"]["n_train"] > 0
+    rep = evaluate(out, task / "test.csv", report=tmp_path / "r.json", progress=False)
+    assert abs(rep["accuracy"] - evaluate(task / "clf", task / "test.csv", report=tmp_path / "r0.json",
+                                          progress=False)["accuracy"]) <= 1 / 120
+
+
+def test_export_of_an_ensemble_folder_exports_each_member_under_its_name(trained, tmp_path, capsys):
+    import shutil
+
+    task, _ = trained
+    for d in ("fwd", "bwd"):
+        shutil.copytree(task / "clf", tmp_path / "ens" / d)
+    out = tmp_path / "deploy"
+    assert main(["export", str(tmp_path / "ens"), "--out", str(out), "--dtype", "float32"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["bwd", "fwd"]
+    assert not list(out.glob("*/train_state.*"))
+    texts = ["a great film", "awful and dull"]
+    np.testing.assert_allclose(TextClassifier.load(out).predict_proba(texts),
+                               TextClassifier.load(tmp_path / "ens").predict_proba(texts), atol=1e-6)
+    # a member of another ensemble left in --out would join this one: refused, even with --overwrite
+    shutil.copytree(out / "fwd", out / "old")
+    assert main(["export", str(tmp_path / "ens"), "--out", str(out), "--overwrite"]) == 2
+    assert "holds the classifier old/, which is not a member" in capsys.readouterr().err
+    shutil.rmtree(out / "old")
+    # one classifier over an ensemble would hide its members and leave them beside it: refused
+    assert main(["export", str(task / "clf"), "--out", str(out), "--overwrite"]) == 2
+    assert "holds the models of an ensemble" in capsys.readouterr().err
+    # an ensemble over one classifier: the classifier's files go, or loaders would read it alone
+    single = tmp_path / "single"
+    assert main(["export", str(task / "clf"), "--out", str(single)]) == 0
+    assert main(["export", str(tmp_path / "ens"), "--out", str(single), "--overwrite"]) == 0
+    assert not (single / "config.json").exists() and len(TextClassifier.load(single).members) == 2
+
+
+def test_export_of_an_interrupted_classifier_run_warns_that_it_is_unfinished(task, tmp_path, monkeypatch, capsys):
+    from ulmfit.train.classify import ClassifierTrainer
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 0
+    assert "has not finished (interrupted in stage 2 of 2)" in capsys.readouterr().err
+    assert TextClassifier.load(tmp_path / "x").predict(["a great film"])

@@ -8,6 +8,7 @@ model use them when no other is given.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .io import UlmfitError
@@ -27,39 +28,113 @@ def default_lm(backwards: bool = False) -> Path:
     return path
 
 
-def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, overwrite: bool = False) -> Path:
-    """A copy of a trained language model without its training state, weights stored in `dtype`
-    (for shipping). A `dst` that already holds files is refused unless `overwrite`."""
-    import torch
+_STANDARD_KEYS = ("format", "format_version", "kind", "ulmfit_version", "arch", "tokenizer", "train", "history",
+                  "step")
+_RUN_FILES = ("train_state.json", "train_state.safetensors", "best.safetensors", "metrics.jsonl")
 
+
+def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, overwrite: bool = False) -> Path:
+    """A copy of a trained language model, classifier, or folder of classifiers (an ensemble)
+    without the training state kept for resuming, weights stored in `dtype` (for shipping or
+    deployment: `predict` and `evaluate` need only this). A `dst` that already holds files is
+    refused unless `overwrite`."""
     from . import checkpoint as ckpt
     from .api import require_free_out
     from .io import UlmfitError
 
-    dst_p = Path(dst)
+    src_p, dst_p = ckpt.model_path(src), Path(dst)
     require_free_out(dst_p, overwrite, "pass --overwrite to replace them, or choose another --out")
-    if dst_p.exists() and Path(src).resolve() == dst_p.resolve():
+    if dst_p.exists() and src_p.resolve() == dst_p.resolve():
         raise UlmfitError("--out must be another directory than the model exported")
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise UlmfitError(f"dtype must be float16, bfloat16 or float32, not {dtype!r}")
+    if (src_p / ckpt.CONFIG).exists():
+        kind = ckpt.read_config(src_p).get("kind")
+        if kind not in ("language_model", "classifier"):
+            raise UlmfitError(f"{src_p} holds a {kind}; export takes a language model or a classifier")
+        jobs = [(src_p, dst_p, kind)]
+        members_there = [p for p in sorted(dst_p.iterdir()) if p.is_dir() and (p / ckpt.CONFIG).exists()] \
+            if dst_p.is_dir() else []
+        if members_there:  # a model at the top would hide them, and they would stay beside it
+            raise UlmfitError(f"{dst_p} holds the models of an ensemble ({members_there[0].name}/, ...); "
+                              "choose another --out")
+    else:  # a folder of classifiers (fwd/, bwd/): each member goes to the same name under dst
+        from .classifier_api import TextClassifier
 
-    model, cfg, vocab = ckpt.load_model(src)
+        members = TextClassifier.member_dirs(src_p)
+        jobs = [(m, dst_p / m.name, "classifier") for m in members]
+        for m in members:
+            if ckpt.read_config(m).get("kind") != "classifier":
+                raise UlmfitError(f"{m} is not a classifier: a folder exported as an ensemble holds only classifiers")
+        if dst_p.is_dir():  # what `--overwrite` would leave behind and the ensemble would then read
+            stale = [p for p in sorted(dst_p.iterdir())
+                     if p.is_dir() and (p / ckpt.CONFIG).exists() and p.name not in {m.name for m in members}]
+            if stale:
+                raise UlmfitError(f"{dst_p} holds the classifier {stale[0].name}/, which is not a member of "
+                                  f"{src_p}: it would join the exported ensemble; choose another --out")
+            if overwrite:  # a single model's files at the top would hide the members from every loader
+                for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB, ckpt.SPM, *_RUN_FILES):
+                    (dst_p / name).unlink(missing_ok=True)
+    for s, d, kind in jobs:
+        if d.resolve() == s.resolve() or s.resolve() in d.resolve().parents:
+            raise UlmfitError("--out must be another directory than the model exported")
+        _export_one(s, d, kind, dtype, overwrite)
+    if card:
+        (dst_p / "README.md").write_text(card, encoding="utf-8")
+    return dst_p
+
+
+def _export_one(src: Path, dst: Path, kind: str, dtype: str, overwrite: bool) -> None:
+    import torch
+
+    from . import checkpoint as ckpt
     from .text.tokenize import TokenizerConfig
 
+    torch_dtype = getattr(torch, dtype)
+    with torch.random.fork_rng(devices=[]):  # building the model draws initial weights: not the caller's
+        model, cfg, vocab = (ckpt.load_model if kind == "language_model" else ckpt.load_classifier)(src)
+    if kind == "classifier":
+        unfinished = _unfinished_classifier(src, cfg)
+        if unfinished:
+            print(f"warning: {src} {unfinished}; the export holds the weights of its last checkpoint",
+                  file=sys.stderr)
     tok = TokenizerConfig.from_dict(cfg["tokenizer"])
-    sp = Path(src) / ckpt.SPM
-    extra = {k: v for k, v in cfg.items()
-             if k not in ("format", "format_version", "kind", "ulmfit_version", "arch", "tokenizer", "train",
-                          "history", "step")}
-    extra["exported_from"] = str(Path(src).resolve())
+    sp = src / ckpt.SPM
+    sp_model = str(sp) if sp.exists() else None
+    extra = {k: v for k, v in cfg.items() if k not in _STANDARD_KEYS}
+    extra["exported_from"] = str(src.resolve())
     extra["weights_dtype"] = dtype
     if overwrite:  # the training state of a run replaced here would no longer match its weights
-        for name in (ckpt.STATE_J, ckpt.STATE_T, "best.safetensors", "metrics.jsonl"):
-            (dst_p / name).unlink(missing_ok=True)
-    out = ckpt.save_model(dst, model, vocab=vocab, tok_cfg=tok, sp_model=str(sp) if sp.exists() else None,
-                          train=cfg.get("train"), history=cfg.get("history"), step=cfg.get("step", 0),
-                          dtype=getattr(torch, dtype), extra=extra)
-    for name in ("metrics.jsonl",):
-        if (Path(src) / name).exists():
-            (Path(out) / name).write_bytes((Path(src) / name).read_bytes())
-    if card:
-        (Path(out) / "README.md").write_text(card, encoding="utf-8")
-    return Path(out)
+        for name in _RUN_FILES:
+            (dst / name).unlink(missing_ok=True)
+    common = dict(vocab=vocab, tok_cfg=tok, sp_model=sp_model, train=cfg.get("train"), history=cfg.get("history"),
+                  step=cfg.get("step", 0))
+    if kind == "language_model":
+        ckpt.save_model(dst, model, dtype=torch_dtype, extra=extra, **common)
+    else:
+        extra.pop("labels", None), extra.pop("head", None)
+        weights = {k: v.to(torch_dtype) if v.is_floating_point() else v
+                   for k, v in ckpt._unique_state_dict(model).items()}
+        ckpt.save_classifier(dst, weights, arch=cfg["arch"], head=cfg["head"], labels=cfg["labels"], extra=extra,
+                             **common)
+    if (src / "metrics.jsonl").exists():
+        (dst / "metrics.jsonl").write_bytes((src / "metrics.jsonl").read_bytes())
+
+
+def _unfinished_classifier(src: Path, cfg: dict) -> str | None:
+    """What is left of an interrupted classifier run in `src` (None: finished, or no record)."""
+    from . import checkpoint as ckpt
+    from .io import read_json
+
+    state_p = src / ckpt.STATE_J
+    if not state_p.exists():
+        return None
+    try:
+        state = read_json(state_p)
+        stages = len((cfg.get("train") or {}).get("stage_groups") or [])
+        stage = int(state.get("stage", stages))
+    except Exception:  # a damaged record says nothing either way; the weights were checked on loading
+        return None
+    if stages and stage < stages:
+        return f"is a classifier run that has not finished (interrupted in stage {stage + 1} of {stages})"
+    return None
