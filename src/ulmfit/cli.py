@@ -512,6 +512,24 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_import_fastai(a) -> int:
+    from .fastai_import import import_fastai_lm
+
+    backwards = {"fwd": False, "bwd": True, None: None}[a.direction]
+    r = import_fastai_lm(a.src, a.out, vocab=a.vocab, backwards=backwards, overwrite=a.overwrite)
+    notes = []
+    if r["dropped_tokens"]:
+        notes.append(f"{r['dropped_tokens']} padding (xxfake), repeated or unstorable tokens dropped")
+    if r["added_special_tokens"]:
+        notes.append(f"special tokens it lacked added: {' '.join(r['added_special_tokens'])}")
+    print(f"imported a fastai AWD-LSTM language model to {r['out']}: reads {'backwards' if r['backwards'] else 'forwards'}, "
+          f"embedding {r['emb_size']}, {r['n_layers']} LSTM layers of {r['hidden_size']}, "
+          f"{r['vocab_size']:,} tokens, {r['parameters'] / 1e6:.1f}M parameters" + (f" ({'; '.join(notes)})" if notes else ""))
+    print(f"next: ulmfit finetune-lm --from {r['out']} YOUR_TEXT --out LM_DIR"
+          + (" --backwards" if r["backwards"] else ""))
+    return 0
+
+
 def cmd_export(a) -> int:
     from .pretrained import export_model
 
@@ -810,6 +828,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the weights' type on disk (default: float16, half the size; loaded back as float32)")
     s.add_argument("--card", help="a Markdown model card to put in the directory as README.md")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("import-fastai", help="convert a fastai AWD-LSTM language model (e.g. the paper's wt103) "
+                                             "into a ulmfit model directory",
+                       description="Convert a language model made by fastai (its published WikiText-103 models "
+                                   "wt103-fwd / wt103-bwd, in ~/.fastai/models once fastai has downloaded them, or "
+                                   "one saved with Learner.save) into a ulmfit model directory that finetune-lm "
+                                   "--from, lm-eval, generate and pretrain --init-from read. The pickles are read "
+                                   "without running them: the weights with torch.load(weights_only=True), the "
+                                   "vocabulary with an unpickler that accepts a plain list of strings only.")
+    s.add_argument("src", help="the weights (.pth), or a folder with one .pth and one .pkl (e.g. "
+                               "~/.fastai/models/wt103-fwd)")
+    s.add_argument("--vocab", default=None, help="the vocabulary: fastai's itos .pkl, or a text file of one token a "
+                                                  "line (default: the one .pkl beside the weights)")
+    s.add_argument("--out", required=True, help="the new model directory")
+    s.add_argument("--direction", choices=["fwd", "bwd"], default=None,
+                   help="whether the model reads forwards or backwards (default: from the file names, "
+                        "e.g. wt103-bwd; refused when they do not say)")
+    s.add_argument("--overwrite", action="store_true", help="replace the files of an --out that holds some")
+    s.set_defaults(fn=cmd_import_fastai)
     return p
 
 
