@@ -1180,3 +1180,56 @@ def test_export_of_an_interrupted_classifier_run_warns_that_it_is_unfinished(tas
     assert main(["export", str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 0
     assert "has not finished (interrupted in stage 2 of 2)" in capsys.readouterr().err
     assert TextClassifier.load(tmp_path / "x").predict(["a great film"])
+
+
+@pytest.mark.parametrize("where", ["optimizer step", "epoch end"])
+def test_a_signal_inside_an_update_or_an_epochs_bookkeeping_stops_after_it_and_resumes_as_never_stopped(
+        trained, tmp_path, monkeypatch, where):
+    """A real Ctrl-C / SIGTERM at the worst moments: while AdamW changes the weights (the saved step
+    count used to lag the weights and moments by one, and the resumed run applied the batch twice),
+    and while an epoch's record and best weights are written (the record was lost, or the config
+    named an epoch whose weights it did not hold)."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    from ulmfit.train.classify import ClassifierTrainer
+
+    task, _ = trained
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        if where == "optimizer step":
+            real, n = torch.optim.AdamW.step, {"n": 0}
+
+            def step(self, *a, **k):
+                out = real(self, *a, **k)
+                n["n"] += 1
+                if n["n"] == 30:
+                    os.kill(os.getpid(), signal.SIGINT)
+                return out
+
+            m.setattr(torch.optim.AdamW, "step", step)
+        else:
+            real_log = ClassifierTrainer.log
+
+            def log(self, rec):
+                if rec.get("epoch") == 3 and "valid_loss" in rec:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return real_log(self, rec)
+
+            m.setattr(ClassifierTrainer, "log", log)
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(task / "lm", task / "train.csv", cut, cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    state = json.loads((cut / "train_state.json").read_text())
+    if where == "optimizer step":
+        assert state["step"] == 30  # the update it was in is counted, not redone
+    else:
+        assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    train_classifier(None, None, cut, resume=True, progress=False)
+    a, b = load_file(str(task / "clf" / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [json.loads(l).get("epoch") for l in (cut / "metrics.jsonl").read_text().splitlines()
+              if "valid_loss" in json.loads(l)]
+    assert epochs == [1, 2, 3, 4, 5]

@@ -2,7 +2,9 @@
 
 import json
 import math
+import os
 import re
+import signal
 
 import pytest
 import torch
@@ -60,16 +62,36 @@ def interrupt_after_backward(monkeypatch, step, exc=KeyboardInterrupt):
     monkeypatch.setattr(distributed, "average_gradients", average_gradients)
 
 
-@pytest.mark.parametrize("where", ["before the batch", "inside the batch"])
+def signal_inside_optimizer_step(monkeypatch, step, signum=signal.SIGINT):
+    """A real Ctrl-C (or SIGTERM) that arrives while the optimizer updates the weights of step `step`
+    (counted from 0): Python runs the handler before the step's bookkeeping."""
+    real, n = torch.optim.AdamW.step, {"n": 0}
+
+    def step_fn(self, *a, **k):
+        out = real(self, *a, **k)
+        if n["n"] == step:
+            os.kill(os.getpid(), signum)
+        n["n"] += 1
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_fn)
+
+
+@pytest.mark.parametrize("where", ["before the batch", "inside the batch", "inside the optimizer step"])
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stopped(tmp_path, corpus, monkeypatch, where):
     c = cfg(epochs=2)
     pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     with monkeypatch.context() as m:
-        (interrupt_at if where == "before the batch" else interrupt_after_backward)(m, 23)
+        if where == "inside the optimizer step":  # the update is made: the run stops right after it
+            signal_inside_optimizer_step(m, 22)
+        else:
+            (interrupt_at if where == "before the batch" else interrupt_after_backward)(m, 23)
         with pytest.raises(TrainingInterrupted, match="interrupted at step 23"):
             pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
     assert state["step"] == 23 and state["epoch"] == 0 and state["batch"] == 23
+    adam = ckpt.load_tensors(tmp_path / "cut" / ckpt.STATE_T)[0]
+    assert all(int(v) == 23 for k, v in adam.items() if k.endswith(".step"))  # the moments agree with the step
     with pytest.raises(UlmfitError, match="--resume"):  # never silently overwrite a run
         pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
@@ -724,3 +746,34 @@ def test_a_run_whose_checkpoint_cannot_fit_the_free_space_is_refused_before_it_t
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, int(1.5 * need) + 10**5))
     pretrain(corpus, tmp_path / "lm2", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     assert "later saves may fail for lack of space" in capsys.readouterr().err and steps
+
+
+def test_a_signal_while_an_epoch_is_recorded_and_saved_stops_after_the_save_and_resumes_as_never_stopped(
+        tmp_path, corpus, monkeypatch):
+    """The epoch's record, best weights (early stopping) and checkpoint are written together: a
+    SIGTERM in their middle used to log the epoch twice, or name a best epoch whose weights were
+    not saved."""
+    c = cfg(epochs=3, patience=5)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    real = LMTrainer.log
+
+    def log(self, rec):
+        out = real(self, rec)
+        if rec.get("epoch") == 1 and "valid_loss" in rec:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(LMTrainer, "log", log)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
+    assert state["epoch"] == 1 and state["batch"] == 0 and state["best_epoch"] == 1
+    assert ckpt.load_tensors(tmp_path / "cut" / "best.safetensors")[1]["epoch"] == "1"
+    pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    epochs = [json.loads(l)["epoch"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+              if "valid_loss" in json.loads(l) and "partial_epoch" not in json.loads(l)]
+    assert epochs == [1, 2, 3]
+    a = ckpt.load_tensors(tmp_path / "full" / "model.safetensors")[0]
+    b = ckpt.load_tensors(tmp_path / "cut" / "model.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)

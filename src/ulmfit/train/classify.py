@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl, atomic_group
 from .finetune import freeze_to
-from .loop import TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt
+from .loop import (TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt,
+                   stop_deferred)
 from .checks import Settings
 from .precision import bf16_pays
 from .metrics import classification_report, multilabel_report
@@ -440,12 +441,13 @@ class ClassifierTrainer:
                             mult = self.sched(min(t, T - 1), T)
                             for g in self.opt.param_groups:
                                 g["lr"] = g["max_lr"] * mult
-                            loss = self._step(b, labels, trainable)
-                            self.step += 1
-                            self.batch = bi + 1
-                            lv = float(loss.detach())
-                            run = lv if run is None else 0.95 * run + 0.05 * lv
-                            self.run_loss = run  # saved with the state (a save inside the epoch)
+                            with stop_deferred():  # the update and the counters that record it, together
+                                loss = self._step(b, labels, trainable)
+                                self.step += 1
+                                self.batch = bi + 1
+                                lv = float(loss.detach())
+                                run = lv if run is None else 0.95 * run + 0.05 * lv
+                                self.run_loss = run  # saved with the state (a save inside the epoch)
                             bar.update(1)
                             if bi % 5 == 0:
                                 bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}")
@@ -460,35 +462,36 @@ class ClassifierTrainer:
                                                   self.use_bf16)
                         rep = (self.evaluate(self.valid_data) if self.valid_data is not None else
                                {"loss": None, "accuracy": None, "macro_f1": None})
-                        self.elapsed += time.time() - t_start
-                        t_start = time.time()
-                        self.epoch += 1
-                        self.stage_epoch += 1
-                        self.batch, before = 0, None
-                        score = self._score(rep) if self.valid_data is not None else 0.0
-                        # a tie goes to the later epoch: it has trained longer at the same score
-                        improved = self.keep_last or self.best is None or score >= self.best
-                        if improved:
-                            self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                            self.best_state = copy.deepcopy(model.state_dict())
-                        elif last_stage:  # patience counts the epochs of the last (fully unfrozen) stage
-                            self.bad_epochs += 1
-                        rec = {"step": self.step, "epoch": self.epoch, "stage": self.stage + 1, "train_loss": run,
-                               "valid_loss": rep["loss"], "valid_accuracy": rep["accuracy"],
-                               "valid_macro_f1": rep["macro_f1"], "best": improved, "elapsed_s": self.elapsed}
-                        self.history.append(rec)
-                        self.log(rec)
-                        if self.progress:
-                            tqdm.write(f"epoch {self.epoch}: train loss {run if run is not None else float('nan'):.3f}"
-                                       + ("  (no validation data)" if self.valid_data is None else
-                                          f"  valid loss {rep['loss']:.3f}  accuracy {rep['accuracy']:.4f}  "
-                                          f"macro-F1 {rep['macro_f1']:.4f}")
-                                       + ("" if self.keep_last or not improved else "  (best)"))
-                        stop = last_stage and self.bad_epochs >= cfg.patience
-                        if stop:
-                            self.stage_epoch = cfg.stage_epochs[self.stage]
-                        self.save()
-                        last_save = time.time()
+                        with stop_deferred():  # the epoch's records, best weights and save, together
+                            self.elapsed += time.time() - t_start
+                            t_start = time.time()
+                            self.epoch += 1
+                            self.stage_epoch += 1
+                            self.batch, before = 0, None
+                            score = self._score(rep) if self.valid_data is not None else 0.0
+                            # a tie goes to the later epoch: it has trained longer at the same score
+                            improved = self.keep_last or self.best is None or score >= self.best
+                            if improved:
+                                self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                                self.best_state = copy.deepcopy(model.state_dict())
+                            elif last_stage:  # patience counts the epochs of the last (fully unfrozen) stage
+                                self.bad_epochs += 1
+                            rec = {"step": self.step, "epoch": self.epoch, "stage": self.stage + 1, "train_loss": run,
+                                   "valid_loss": rep["loss"], "valid_accuracy": rep["accuracy"],
+                                   "valid_macro_f1": rep["macro_f1"], "best": improved, "elapsed_s": self.elapsed}
+                            self.history.append(rec)
+                            self.log(rec)
+                            if self.progress:
+                                tqdm.write(f"epoch {self.epoch}: train loss {run if run is not None else float('nan'):.3f}"
+                                           + ("  (no validation data)" if self.valid_data is None else
+                                              f"  valid loss {rep['loss']:.3f}  accuracy {rep['accuracy']:.4f}  "
+                                              f"macro-F1 {rep['macro_f1']:.4f}")
+                                           + ("" if self.keep_last or not improved else "  (best)"))
+                            stop = last_stage and self.bad_epochs >= cfg.patience
+                            if stop:
+                                self.stage_epoch = cfg.stage_epochs[self.stage]
+                            self.save()
+                            last_save = time.time()
                     self.stage += 1
                     self.stage_epoch = 0
             except KeyboardInterrupt:

@@ -155,6 +155,28 @@ def interrupted_message(step: int, out) -> str:
     return f"interrupted at step {step}; everything up to it is saved in {out}. {RESUME_ADVICE}"
 
 
+_deferred = {"depth": 0, "signal": None}
+
+
+@contextmanager
+def stop_deferred():
+    """A Ctrl-C or SIGTERM that arrives inside this block stops the run right after it, not in its
+    middle: an optimizer step and the counters that record it, or an epoch's records, best weights
+    and save, then happen whole or not at all, so the saved checkpoint agrees with itself and a
+    resumed run redoes exactly what was not done. Works with the handler of `sigterm_as_interrupt`."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        pending = _deferred["signal"] if _deferred["depth"] == 0 else None
+        if pending is not None:
+            _deferred["signal"] = None
+    if pending is not None:  # only on a normal exit: an exception from the block goes on as it is
+        ignore_stop_signals()
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C so the run saves before it stops. The first
@@ -164,8 +186,13 @@ def sigterm_as_interrupt():
     signals = (signal.SIGINT, signal.SIGTERM)
 
     def handler(signum, frame):
+        if _deferred["depth"]:  # inside stop_deferred(): stop when it ends
+            _deferred["signal"] = signum
+            return
         ignore_stop_signals()
         raise KeyboardInterrupt
+
+    _deferred["signal"] = None
 
     try:
         old = {s: signal.signal(s, handler) for s in signals}
@@ -428,15 +455,16 @@ class LMTrainer:
                         dist_.average_gradients(trainable)
                         if cfg.clip:
                             torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
-                        self.opt.step()
-                        state_before = None
-                        self.step += 1
-                        self.batch += 1
-                        self.tokens += y.numel() * self.world
-                        tok0 += y.numel() * self.world
-                        run_loss = 0.98 * run_loss + 0.02 * float(ce) if run_n else float(ce)
-                        run_n += 1
-                        self.run_loss = run_loss  # saved with the state (a save inside the epoch)
+                        with stop_deferred():  # the update and the counters that record it, together
+                            self.opt.step()
+                            state_before = None
+                            self.step += 1
+                            self.batch += 1
+                            self.tokens += y.numel() * self.world
+                            tok0 += y.numel() * self.world
+                            run_loss = 0.98 * run_loss + 0.02 * float(ce) if run_n else float(ce)
+                            run_n += 1
+                            self.run_loss = run_loss  # saved with the state (a save inside the epoch)
                         dt = time.time() - t0
                         bar.update(1)
                         if run_n % 10 == 0 or run_n == 1:
@@ -472,33 +500,34 @@ class LMTrainer:
                     bar.close()
                     epoch_done = self.batch >= n_batches
                     v = self.validate()
-                    self.elapsed += time.time() - t_start
-                    self.elapsed_run += time.time() - t_start
-                    t_start = time.time()
-                    record = {"step": self.step, "epoch": self.epoch + (1 if epoch_done else 0), "tokens": self.tokens,
-                              "train_loss": run_loss, "elapsed_s": self.elapsed,
-                              **{f"valid_{k}": val for k, val in v.items() if k != "tokens"}}
-                    if not epoch_done:
-                        record["partial_epoch"] = self.batch / max(n_batches, 1)
-                    self.history.append(record)
-                    self.log(record)
-                    if self.progress and v:
-                        tqdm.write(f"epoch {self.epoch + 1}: train loss {run_loss:.3f}  valid loss {v['loss']:.3f}  "
-                                   f"perplexity {v['perplexity']:.2f}  accuracy {v['accuracy']:.3f}")
-                    if epoch_done:
-                        self.epoch += 1
-                        self.batch = 0
-                        if self.plan_epochs is not None and self.epoch == cfg.freeze_epochs:
-                            # a resumed partial epoch is scaled up to a whole one
-                            self._plan((time.time() - t0) * n_batches / max(1, n_batches - first_batch))
-                            cfg = self.cfg
-                        if cfg.patience and v and self.main:
-                            stop = self._early_stop(v["loss"], frozen) or stop
-                        if self.world > 1 and cfg.patience:
-                            stop = dist_.any_process(stop, self.device)
-                    self.save()
-                    last_save = time.time()
-                    result = record
+                    with stop_deferred():  # the epoch's records, best weights and save, together
+                        self.elapsed += time.time() - t_start
+                        self.elapsed_run += time.time() - t_start
+                        t_start = time.time()
+                        record = {"step": self.step, "epoch": self.epoch + (1 if epoch_done else 0),
+                                  "tokens": self.tokens, "train_loss": run_loss, "elapsed_s": self.elapsed,
+                                  **{f"valid_{k}": val for k, val in v.items() if k != "tokens"}}
+                        if not epoch_done:
+                            record["partial_epoch"] = self.batch / max(n_batches, 1)
+                        self.history.append(record)
+                        self.log(record)
+                        if self.progress and v:
+                            tqdm.write(f"epoch {self.epoch + 1}: train loss {run_loss:.3f}  valid loss {v['loss']:.3f}  "
+                                       f"perplexity {v['perplexity']:.2f}  accuracy {v['accuracy']:.3f}")
+                        if epoch_done:
+                            self.epoch += 1
+                            self.batch = 0
+                            if self.plan_epochs is not None and self.epoch == cfg.freeze_epochs:
+                                # a resumed partial epoch is scaled up to a whole one
+                                self._plan((time.time() - t0) * n_batches / max(1, n_batches - first_batch))
+                                cfg = self.cfg
+                            if cfg.patience and v and self.main:
+                                stop = self._early_stop(v["loss"], frozen) or stop
+                            if self.world > 1 and cfg.patience:
+                                stop = dist_.any_process(stop, self.device)
+                        self.save()
+                        last_save = time.time()
+                        result = record
             except (KeyboardInterrupt, dist_.PartnerLost) as e:
                 # torchrun sends SIGTERM to the survivors of a lost process: it must not cut this save short
                 ignore_stop_signals()
