@@ -777,3 +777,37 @@ def test_a_signal_while_an_epoch_is_recorded_and_saved_stops_after_the_save_and_
     a = ckpt.load_tensors(tmp_path / "full" / "model.safetensors")[0]
     b = ckpt.load_tensors(tmp_path / "cut" / "model.safetensors")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_drops_the_log_lines_written_after_its_checkpoint(tmp_path, corpus, monkeypatch):
+    """A hard kill (SIGKILL, the OOM killer) leaves metrics.jsonl lines past the last checkpoint, and
+    maybe a line cut short; the resumed run logs those steps again, so they are dropped first."""
+    c = cfg(epochs=2, log_every=5)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 23)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:  # what the killed process went on to write
+        f.write(json.dumps({"step": 25, "train_loss": 9.0}) + "\n" + '{"step": 30, "tra')
+    pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+
+    def steps(d):
+        return [(r["step"], sorted(r)) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+
+    assert steps(tmp_path / "cut") == steps(tmp_path / "full")
+
+
+def test_a_new_budget_for_an_unfinished_run_is_said_to_replan_it_and_one_already_used_up_is_refused(
+        tmp_path, corpus, monkeypatch, capsys):
+    c = cfg(epochs=3)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 100)  # in the second epoch (about 80 batches an epoch)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    assert json.loads((tmp_path / "lm" / "train_state.json").read_text())["epoch"] == 1
+    with pytest.raises(UlmfitError, match="budget it has already used up: it has trained 1 epoch"):
+        pretrain(corpus, tmp_path / "lm", progress=False, resume=True, n_workers=1, extend={"epochs": 1})
+    capsys.readouterr()
+    pretrain(corpus, tmp_path / "lm", progress=True, resume=True, n_workers=1, extend={"epochs": 4})
+    assert "re-plans the learning-rate schedule of this unfinished run from step 100" in capsys.readouterr().out

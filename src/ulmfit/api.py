@@ -250,13 +250,29 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     if resume:
         trainer.resume()
         c = trainer.cfg
-        if trainer.epoch >= trainer.total_epochs or (c.max_tokens and trainer.tokens >= c.max_tokens):
+        planned = ckpt.read_config(out, "language_model").get("train") or {}
+        was_e, was_t = planned.get("epochs"), planned.get("max_tokens")
+        unfinished_before = ((was_e is None or trainer.epoch < was_e)
+                             and not (was_t and trainer.tokens >= was_t))
+        budget_changed = (was_e is not None and c.epochs != was_e) or (c.max_tokens or None) != (was_t or None)
+        done_now = trainer.epoch >= trainer.total_epochs or (c.max_tokens and trainer.tokens >= c.max_tokens)
+        if done_now and unfinished_before and budget_changed:
+            raise UlmfitError(f"cannot resume {out} with a budget it has already used up: it has trained "
+                              f"{trainer.epoch} epoch(s) and {trainer.tokens:,} tokens of the {was_e} epoch(s)"
+                              + (f" and {was_t:,} tokens" if was_t else "") + " it planned; resume without "
+                              "--epochs/--max-tokens to finish it as planned, or give a larger budget")
+        if done_now:
             # nothing left to train: refuse before anything is written, rather than "save" untouched files
             raise UlmfitError(f"{out} holds a finished run ({trainer.epoch} of {trainer.total_epochs} epochs, "
                               f"{trainer.tokens:,} tokens"
                               + (f" of a {c.max_tokens:,}-token budget" if c.max_tokens else "")
                               + "); nothing to resume. To train it further, resume with a larger --epochs"
                               + (" or --max-tokens" if c.max_tokens else ""))
+        if budget_changed and unfinished_before:
+            _print(f"note: the new budget ({c.epochs} epochs" + (f", {c.max_tokens:,} tokens" if c.max_tokens else "")
+                   + f"; planned: {was_e}" + (f", {was_t:,} tokens" if was_t else "") + ") re-plans the learning-rate "
+                   f"schedule of this unfinished run from step {trainer.step} on: its later rates differ from both "
+                   "plans' uninterrupted runs", progress)
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
     t0 = time.time()
     try:

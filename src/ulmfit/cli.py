@@ -122,7 +122,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     g.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     g.add_argument("--fixed-bptt", action="store_true", help="always use --bptt (no variable-length BPTT)")
     g.add_argument("--backwards", action="store_true", help="train on reversed text (ULMFiT's backward model)")
-    g.add_argument("--seed", type=int, default=0, help="random seed: data order, dropout, initial weights (default: 0)")
+    g.add_argument("--seed", type=int, default=0, help="random seed: the held-out validation documents (when taken from the data), data order, "
+                        "dropout, initial weights (default: 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")

@@ -148,5 +148,28 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def trim_jsonl(path: str | os.PathLike, max_step: int) -> int:
+    """Drop the lines of a metrics log written after the checkpoint a run resumes from (those
+    with a step beyond `max_step`, and a line cut short by a hard kill): the resumed run writes
+    them again. Returns how many lines were dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > max_step:
+            dropped += 1
+            continue
+        keep.append(line)
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+    return dropped
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit"))

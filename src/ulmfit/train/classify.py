@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..io import UlmfitError, append_jsonl, atomic_group
+from ..io import UlmfitError, append_jsonl, atomic_group, trim_jsonl
 from .finetune import freeze_to
 from .loop import (TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt,
                    stop_deferred)
@@ -311,6 +311,7 @@ class ClassifierTrainer:
         self.history = st.get("history", [])
         # the epoch's running train loss goes on from where it was (the loop uses it only when batch > 0)
         self.run_loss = st.get("run_loss")
+        trim_jsonl(self.metrics_path, self.step)  # lines a killed run logged after its last checkpoint come again
         if self.best is not None:
             best_model, _ = ckpt.load_tensors(self.out / ckpt.WEIGHTS)
             # a deep copy keeps the model's aliases (bpt3c.encoder.* is encoder.*) one tensor, and the

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..io import TrainingInterrupted, UlmfitError, append_jsonl, atomic_group
+from ..io import TrainingInterrupted, UlmfitError, append_jsonl, atomic_group, trim_jsonl
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
@@ -381,6 +381,8 @@ class LMTrainer:
         self._resume_hidden = st.get("hidden") if self.batch > 0 and self.main else None
         # the epoch's running train loss goes on from where it was (the loop uses it only when batch > 0)
         self.run_loss = st.get("run_loss")
+        if self.main:  # lines a killed run logged after its last checkpoint come again
+            trim_jsonl(self.metrics_path, self.step)
 
     def log(self, record: dict) -> None:
         if self.main:
