@@ -358,6 +358,11 @@ def test_an_interrupted_classifier_whose_data_moved_resumes_from_its_new_place(t
     assert b",good" in relabeled.read_bytes() and b",pos" not in relabeled.read_bytes()
     with pytest.raises(UlmfitError, match="trained on the labels .*neg.*not the same data"):
         train_classifier(None, relabeled, tmp_path / "c", resume=True, progress=False)
+    reordered = tmp_path / "reordered.csv"  # the same rows in another order: the same sizes and labels
+    head, *rows = moved.read_text(encoding="utf-8").splitlines(keepends=True)
+    reordered.write_text(head + "".join(reversed(rows)), encoding="utf-8")
+    with pytest.raises(UlmfitError, match="as many, but other texts or labels .*not the same data"):
+        train_classifier(None, reordered, tmp_path / "c", resume=True, progress=False)
     assert main(["train-classifier", str(moved), "--resume", str(tmp_path / "c"), "--quiet"]) == 0
     saved = json.loads((tmp_path / "c" / "config.json").read_text())
     assert saved["source"]["data"] == str(moved.resolve()) and len(saved["history"]) == 5
@@ -1233,3 +1238,21 @@ def test_a_signal_inside_an_update_or_an_epochs_bookkeeping_stops_after_it_and_r
     epochs = [json.loads(l).get("epoch") for l in (cut / "metrics.jsonl").read_text().splitlines()
               if "valid_loss" in json.loads(l)]
     assert epochs == [1, 2, 3, 4, 5]
+
+
+def test_a_classifier_resumed_from_python_says_which_given_settings_it_ignores(task, tmp_path, monkeypatch, capsys):
+    from ulmfit.train.classify import ClassifierTrainer
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(5))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(3))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(tmp_path / "another-lm", task / "train.csv", tmp_path / "c", cfg={"bs": 4},
+                             resume=True, n_workers=1)
+    out = capsys.readouterr().out
+    assert "ignored: bs=4 (the run's: 16)" in out and "ignored: lm=" in out

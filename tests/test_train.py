@@ -171,6 +171,10 @@ def test_a_run_whose_data_moved_resumes_from_its_new_place_and_only_on_the_same_
     other.write_text(moved.read_text() + "one more document for a different corpus\n")
     with pytest.raises(UlmfitError, match="not the same data"):
         pretrain(other, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    reordered = tmp_path / "reordered.txt"  # the same documents, so the same counts, in another order
+    reordered.write_text("".join(reversed(moved.read_text().splitlines(keepends=True))))
+    with pytest.raises(UlmfitError, match="other tokens, or the documents in another order"):
+        pretrain(reordered, tmp_path / "cut", progress=False, resume=True, n_workers=1)
     pretrain(moved, tmp_path / "cut", progress=False, resume=True, n_workers=1)
     a, _, _ = ckpt.load_model(tmp_path / "full")
     b, saved, _ = ckpt.load_model(tmp_path / "cut")
@@ -811,3 +815,24 @@ def test_a_new_budget_for_an_unfinished_run_is_said_to_replan_it_and_one_already
     capsys.readouterr()
     pretrain(corpus, tmp_path / "lm", progress=True, resume=True, n_workers=1, extend={"epochs": 4})
     assert "re-plans the learning-rate schedule of this unfinished run from step 100" in capsys.readouterr().out
+
+
+def test_settings_given_from_python_with_resume_are_said_to_be_ignored(tmp_path, corpus, monkeypatch, capsys):
+    c = cfg(epochs=2)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 30)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        interrupt_at(m, 40)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(corpus, tmp_path / "lm", train_cfg={"lr": 1.0, "bs": 4, "epochs": 2}, resume=True, n_workers=1)
+    out = capsys.readouterr().out
+    assert "ignored: lr=1.0 (the run's: 0.01), bs=4 (the run's: 8)" in out and "epochs" not in out.split("ignored")[1]
+    from ulmfit.cli import main
+
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(tmp_path / "lm"), "--bs", "4", "--quiet"]) == 0
+    err_out = "".join(capsys.readouterr())
+    assert "ignored: --bs" in err_out and "resume=True" not in err_out  # the CLI's note alone, once

@@ -306,12 +306,39 @@ def resumed_source(saved_path, given, out: Path, what: str, usage: str):
     return saved_path
 
 
-def check_same_data(saved: dict, n_tokens: int, n_docs: int, out: Path, source) -> None:
-    """A resumed LM run continues at a position in its data stream: the data must be the same."""
+def check_same_data(saved: dict, n_tokens: int, n_docs: int, out: Path, source,
+                    fingerprint: str | None = None) -> None:
+    """A resumed LM run continues at a position in its data stream: the data must be the same (its
+    counts, and the fingerprint of its tokens where the run recorded one)."""
     want = (saved.get("n_tokens"), saved.get("n_docs"))
     if None not in want and want != (n_tokens, n_docs):
         raise UlmfitError(f"cannot resume: {out} was trained on {want[0]:,} tokens in {want[1]:,} documents, "
                           f"{source} gives {n_tokens:,} in {n_docs:,}; it is not the same data")
+    if saved.get("fingerprint") and fingerprint and saved["fingerprint"] != fingerprint:
+        raise UlmfitError(f"cannot resume: {source} has the {n_tokens:,} tokens in {n_docs:,} documents that {out} "
+                          "was trained on, but other tokens, or the documents in another order; it is not the same "
+                          "data")
+
+
+BUDGET_KEYS = ("epochs", "max_tokens", "max_minutes", "save_every_minutes")
+
+
+def note_ignored_on_resume(given, saved_train: dict, progress: bool, kept=BUDGET_KEYS) -> list[str]:
+    """Training settings passed from Python with resume=True that differ from the run's saved ones:
+    the run goes on with the saved ones, and says so (the CLI does the same for its options).
+    `kept`: the settings a resumed run does take (a new budget)."""
+    if given is None:
+        return []
+    from dataclasses import fields, is_dataclass
+
+    items = given.items() if isinstance(given, dict) else (
+        ((f.name, getattr(given, f.name)) for f in fields(given)) if is_dataclass(given) else ())
+    differ = [f"{k}={v!r} (the run's: {saved_train[k]!r})" for k, v in items
+              if k not in kept and k in saved_train and ckpt.to_json_safe(v) != saved_train[k]]
+    if differ and progress:
+        print("note: resume=True continues the run with its saved settings; ignored: " + ", ".join(differ),
+              flush=True)
+    return differ
 
 
 def _resumed_run(out: Path, extend: dict | None, source=None, command: str = "pretrain"):
@@ -365,6 +392,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         require_path(corpus, "the corpus", IN_MEMORY_HINT)
     if not resume and init_from is None and preset not in PRESETS:
         raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    given_cfg = train_cfg
     train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
     if arch_overrides and not resume and init_from is None:  # checked before hours of tokenising
         _check_arch_overrides(preset, arch_overrides)
@@ -374,6 +402,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if resume:
         saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, extend, corpus, "pretrain")
+        note_ignored_on_resume(given_cfg, saved["train"], progress)
         valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
@@ -398,7 +427,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         raise UlmfitError(f"the corpus was tokenised with another vocabulary than {init_from}; tokenise it with "
                           f"`ulmfit corpus tokenize ... --vocab-from {init_from}`")
     if resume:
-        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, corpus)
+        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, corpus, data.fingerprint())
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the corpus now gives a different vocabulary than {out} was trained with")
@@ -428,7 +457,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     ts, vs = _streams(train, valid, train_cfg)
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
-              "n_docs": data.n_docs(), "valid_tokens": valid.n_tokens(),
+              "n_docs": data.n_docs(), "fingerprint": data.fingerprint(), "valid_tokens": valid.n_tokens(),
               "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None}
     extra = {}
     if init is not None:  # the earlier runs stay on record in the new model's config
@@ -495,6 +524,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     out = Path(out)
     if texts is not None or not resume:
         require_path(texts, "the target text", IN_MEMORY_HINT)
+    given_cfg = train_cfg
     train_cfg = config_from(LMTrainConfig, train_cfg, FINETUNE_DEFAULTS)
     if from_dir is None and not resume:  # as `ulmfit finetune-lm` without --from
         from .pretrained import default_lm
@@ -506,6 +536,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     if resume:
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, extend, texts, "finetune-lm")
+        note_ignored_on_resume(given_cfg, saved["train"], progress)
         from_dir = saved.get("finetuned_from", from_dir)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     if not resume:  # a resumed run goes on in the direction it was started in
@@ -549,7 +580,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         model.encoder.embedding.weight.copy_(w)
         model.decoder.decoder.bias.copy_(b)
     if resume:
-        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, texts)
+        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, texts, data.fingerprint())
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the target text now gives a different vocabulary than {out} was trained with")
@@ -566,7 +597,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         append_jsonl(out / "metrics.jsonl", {"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in before.items()}})
     info_d = {"source": str(Path(texts).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
-              "n_docs": data.n_docs()}
+              "n_docs": data.n_docs(), "fingerprint": data.fingerprint()}
     extra = {"finetuned_from": str(Path(from_dir).resolve()), "keep_base_vocab": keep_base_vocab,
              "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,

@@ -96,6 +96,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     single_process_only("train-classifier (a small model: one process trains it in minutes)")
     out = Path(out)
     read_args = _read_args(read_args)
+    given_cfg = cfg
     cfg = config_from(ClassifierTrainConfig, cfg, what="cfg")
     if (data is not None or not resume) and not isinstance(data, LabeledTexts):
         require_path(data, "the labeled data", "; for texts and labels in memory, pass "
@@ -107,17 +108,23 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
             raise UlmfitError(f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing)")
         s = saved.get("source", {})
         # a run started from texts in memory (the Python API) saved no path: the caller hands the
-        # same texts again; a file that moved is given at its new place. The split's sizes are
-        # checked below.
+        # same texts again; a file that moved is given at its new place. The split's sizes, labels
+        # and fingerprint are checked below.
         if s.get("data") is None and not isinstance(data, LabeledTexts):
             raise UlmfitError(f"cannot resume: {out} was trained on texts in memory; pass the same texts "
                               "as `data` to train_classifier(..., resume=True)")
         if s.get("data") is not None:
             data = resumed_source(s["data"], None if isinstance(data, LabeledTexts) else data, out,
                                   "the labeled data", f"`ulmfit train-classifier NEW_PATH --resume {out}`")
-        lm, valid, valid_frac = s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac)
+        given_lm, (lm, valid, valid_frac) = lm, (s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac))
         read_args, max_train = s.get("read_args", {}), s.get("max_train")
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
+        from .api import note_ignored_on_resume
+
+        note_ignored_on_resume(given_cfg, saved["train"], progress, kept=("save_every_minutes",))
+        if given_lm is not None and lm is not None and Path(given_lm).resolve() != Path(lm).resolve() and progress:
+            print(f"note: resume=True continues the run from its own language model ({lm}); ignored: "
+                  f"lm={given_lm}", flush=True)
     else:
         _check_out(out, False, overwrite)
     probed = out.is_dir()
@@ -185,6 +192,10 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     if resume and labels != label_names_as_read(saved.get("labels") or []):  # the same number of texts with other labels is other data
         raise UlmfitError(f"cannot resume: {out} was trained on the labels {saved.get('labels')}, these texts have "
                           f"{labels}; they are not the same data")
+    fingerprint = labeled_fingerprint(train_texts, valid_texts)
+    if resume and s.get("fingerprint") and s["fingerprint"] != fingerprint:
+        raise UlmfitError(f"cannot resume: {out} was trained on {sizes[0]} + {sizes[1]} examples, and these texts "
+                          "give as many, but other texts or labels (or another order); they are not the same data")
     say(f"{len(train_texts):,} training and {sizes[1]:,} validation examples, {len(labels)} classes: "
         + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))
     train_d = ClassificationData.from_labeled(train_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
@@ -203,7 +214,8 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     source = {"lm": str(lm_dir.resolve()), "data": str(Path(data).resolve()) if not isinstance(data, LabeledTexts) else None,
               "valid": str(Path(valid).resolve()) if isinstance(valid, (str, os.PathLike)) else None,
               "valid_frac": valid_frac, "read_args": read_args, "max_train": max_train,
-              "n_train": len(train_texts), "n_valid": sizes[1], "pretrained_encoder": pretrained}
+              "n_train": len(train_texts), "n_valid": sizes[1], "fingerprint": fingerprint,
+              "pretrained_encoder": pretrained}
 
     def save_fn(weights, step, history, state):
         ckpt.save_classifier(out, weights, arch=arch.to_dict(), head=head.to_dict(), vocab=vocab, tok_cfg=tok_cfg,
@@ -333,6 +345,21 @@ def time_classifier(lm, data: LabeledTexts, cfg: ClassifierTrainConfig | None = 
             predict_probs(model, timed, bs, vocab.stoi["xxpad"], dev, trainer.use_bf16, probe.multi_label)
             predict_doc_s = (time.perf_counter() - t) / len(timed)
     return ClassifierTiming(tuple(step_s), bs, predict_doc_s, cfg, valid_frac)
+
+
+def labeled_fingerprint(*parts) -> str:
+    """A digest of the training (and validation) texts and labels, in order: a resumed run checks
+    that its data is the one it started on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if part is not None:
+            for text, label in zip(part.texts, part.labels):
+                h.update(text.encode("utf-8", "surrogatepass") + b"\0" + repr(label).encode("utf-8", "surrogatepass")
+                         + b"\1")
+        h.update(b"\2")
+    return h.hexdigest()[:32]
 
 
 class TextClassifier:

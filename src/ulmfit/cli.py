@@ -181,8 +181,8 @@ def cmd_pretrain(a) -> int:
         raise UlmfitError("give the CORPUS to pretrain on")
     tok = TokenizerConfig(kind=a.tokenizer, max_vocab=a.max_vocab, min_freq=a.min_freq, sp_vocab_size=a.sp_vocab)
     cfg = _train_cfg(a, default_epochs=1)
-    res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=cfg, fmt=a.fmt, column=a.column,
-                   encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
+    res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=None if resume else cfg, fmt=a.fmt,
+                   column=a.column, encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
                    n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
                    arch_overrides={"drop_mult": a.drop_mult}, device=a.device, valid=a.valid,
                    init_from=a.init_from)
@@ -201,8 +201,8 @@ def cmd_finetune(a) -> int:
         a.from_dir = default_lm(a.backwards)
         print(f"fine-tuning the shipped {'backward' if a.backwards else 'forward'} model {a.from_dir}")
     cfg = _train_cfg(a, default_epochs=3, default_patience=1, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
-    res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
-                      valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
+    res = finetune_lm(a.from_dir, a.texts, out, train_cfg=None if resume else cfg, fmt=a.fmt, column=a.column,
+                      encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
                       progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device,
                       keep_base_vocab=a.keep_base_vocab, max_vocab=a.max_vocab)
     _summary(res)
