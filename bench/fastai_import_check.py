@@ -4,8 +4,9 @@ same next-token logits after import.
 fastai's published WikiText-103 models cannot be fetched on the development machine (no web), so
 this check has fastai build AWD-LSTM language models with its own code (`get_language_model`,
 random weights, a vocabulary from its own `make_vocab`, so its special-token order and its
-`xxfake` padding), save them the two ways fastai does (a bare state dict like the wt103 files;
-`Learner.save`'s {'model', 'opt'}), and record its logits on fixed token sequences. ulmfit then
+`xxfake` padding), save them as a bare state dict (the wt103 files' form, and `learn.save(name, with_opt=False)`'s)
+and as a {'model', 'opt'} dict (`Learner.save`'s form; the optimizer state here holds no fastai
+objects, which the import refuses to unpickle), and record its logits on fixed token sequences. ulmfit then
 imports each and must reproduce the logits of every token it kept.
 
 Set-up of fastai in its own environment (as for bench/fastai_compare.py):
@@ -61,7 +62,7 @@ def make(work: Path) -> None:
         with open(d / "itos.pkl", "wb") as f:
             pickle.dump(list(itos), f)
         torch.save({"model": clean_raw_keys(dict(sd)), "opt": {"state": {}, "param_groups": []}},
-                   work / f"model{n}-learner.pth")  # Learner.save's form
+                   work / f"model{n}-learner.pth")  # Learner.save's form (a plain optimizer state)
         torch.save({"ids": ids, "logits": logits, "itos": list(itos)}, work / f"reference{n}.pt")
 
 
@@ -76,7 +77,7 @@ def check(work: Path) -> list[dict]:
     for n, shape in enumerate(SHAPES):
         ref = torch.load(work / f"reference{n}.pt", weights_only=True)
         for form, src, vocab in (("state dict", work / f"model{n}", None),
-                                 ("Learner.save", work / f"model{n}-learner.pth", work / f"model{n}" / "itos.pkl")):
+                                 ("{model, opt}", work / f"model{n}-learner.pth", work / f"model{n}" / "itos.pkl")):
             out = work / f"imported{n}-{form.replace(' ', '').replace('.', '')}"
             info = import_fastai_lm(src, out, vocab=vocab, backwards=False)
             model, _, vocab_u = ckpt.load_model(out)

@@ -1256,3 +1256,26 @@ def test_a_classifier_resumed_from_python_says_which_given_settings_it_ignores(t
                              resume=True, n_workers=1)
     out = capsys.readouterr().out
     assert "ignored: bs=4 (the run's: 16)" in out and "ignored: lm=" in out
+    # the same call as the first (its config is sized for the data, as the run's was): nothing to say
+    train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                     resume=True, n_workers=1)
+    assert "ignored" not in capsys.readouterr().out
+
+
+def test_the_same_call_with_resume_names_nothing_ignored_when_its_config_was_sized_for_the_data(
+        task, tmp_path, monkeypatch, capsys):
+    from ulmfit.train.classify import ClassifierTrainer
+
+    c = ClassifierTrainConfig(**{**FAST, "bs": None, "min_last_steps": 120})  # sized: bs 16, a longer last stage
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(5))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=c, progress=False, n_workers=1)
+    saved = json.loads((tmp_path / "c" / "config.json").read_text())["train"]
+    assert saved["bs"] == 16 and saved["stage_epochs"] != list(c.stage_epochs)
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(2))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=c, resume=True, n_workers=1)
+    assert "ignored" not in capsys.readouterr().out

@@ -127,7 +127,7 @@ def test_a_weights_file_that_is_not_plain_tensors_is_refused(tmp_path, tiny_lm):
     pth = src / "lstm_fwd.pth"
     sd = torch.load(pth, weights_only=True)
     torch.save({"model": sd, "callback": random.Random(0)}, pth)  # an object: weights_only refuses it
-    with pytest.raises(UlmfitError, match="holds more than tensors"):
+    with pytest.raises(UlmfitError, match=r"holds more than tensors and plain containers \(it refers to random.Random\)"):
         import_fastai_lm(src, tmp_path / "x")
     encoder_only = {k[2:]: v for k, v in sd.items() if k.startswith("0.")}  # fastai's save_encoder
     torch.save(encoder_only, pth)
@@ -141,6 +141,11 @@ def test_a_weights_file_that_is_not_plain_tensors_is_refused(tmp_path, tiny_lm):
     untied["1.decoder.weight"] = untied["1.decoder.weight"] + 1
     torch.save(untied, pth)
     with pytest.raises(UlmfitError, match="not tied"):
+        import_fastai_lm(src, tmp_path / "x")
+    flat = dict(sd)
+    flat["0.rnns.0.weight_hh_l0_raw"] = flat["0.rnns.0.weight_hh_l0_raw"].flatten()
+    torch.save(flat, pth)
+    with pytest.raises(UlmfitError, match="not a matrix; the file is damaged"):
         import_fastai_lm(src, tmp_path / "x")
     pth.write_bytes(b"not a pickle")
     with pytest.raises(UlmfitError):
@@ -166,3 +171,4 @@ def test_direction_from_file_names():
     assert direction_from_name(Path("/m/wt103-fwd/lstm_fwd.pth")) is False
     assert direction_from_name(Path("/m/my_lm/model.pth")) is None
     assert direction_from_name(Path("/m/fwd-and-bwd/x.pth")) is None
+    assert direction_from_name(Path("/home/alice/backward-compat/lm/model.pth")) is None  # a folder further up

@@ -836,3 +836,69 @@ def test_settings_given_from_python_with_resume_are_said_to_be_ignored(tmp_path,
     assert main(["pretrain", "--resume", str(tmp_path / "lm"), "--bs", "4", "--quiet"]) == 0
     err_out = "".join(capsys.readouterr())
     assert "ignored: --bs" in err_out and "resume=True" not in err_out  # the CLI's note alone, once
+
+
+@pytest.mark.parametrize("where", ["the last epoch's record", "the step that spends the token budget"])
+def test_a_signal_while_the_run_finishes_lets_it_finish_instead_of_leaving_it_unresumable(
+        tmp_path, corpus, monkeypatch, where):
+    """Held back until the bookkeeping was done, a signal used to stop a run that had just finished:
+    it was reported as interrupted, and --resume refused it as finished."""
+    c = cfg(epochs=2) if where == "the last epoch's record" else cfg(epochs=2, max_tokens=3000)
+    full = pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    with monkeypatch.context() as m:
+        if where == "the last epoch's record":
+            real = LMTrainer.log
+
+            def log(self, rec):
+                out = real(self, rec)
+                if rec.get("epoch") == 2 and "valid_loss" in rec:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return out
+
+            m.setattr(LMTrainer, "log", log)
+        else:
+            signal_inside_optimizer_step(m, full["step"] - 1 if "step" in full else 24)
+        res = pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    assert res["valid_loss"] == pytest.approx(full["valid_loss"])
+    a = ckpt.load_tensors(tmp_path / "full" / "model.safetensors")[0]
+    b = ckpt.load_tensors(tmp_path / "cut" / "model.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_continued_pretraining_resumes_with_the_vocabulary_it_continued_from(tmp_path, corpus, monkeypatch):
+    from conftest import make_corpus
+
+    pretrain(corpus, tmp_path / "base", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    more = make_corpus(tmp_path / "more.txt", n_docs=150, seed=3)
+    c = cfg(epochs=2)
+    pretrain(more, tmp_path / "full", train_cfg=c, progress=False, n_workers=1, init_from=tmp_path / "base")
+    with monkeypatch.context() as m:
+        interrupt_at(m, 30)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(more, tmp_path / "cut", train_cfg=c, progress=False, n_workers=1, init_from=tmp_path / "base")
+    pretrain(None, tmp_path / "cut", progress=False, resume=True, n_workers=1)  # was: "a different vocabulary"
+    a = ckpt.load_tensors(tmp_path / "full" / "model.safetensors")[0]
+    b = ckpt.load_tensors(tmp_path / "cut" / "model.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_holding_back_signals_is_for_the_main_thread_only():
+    """Signal handlers run in the main thread: a block in another thread must not hold back (and
+    later raise in that thread) a Ctrl-C meant for the main one."""
+    import threading
+
+    from ulmfit.train import loop
+
+    seen = {}
+
+    def worker():
+        with loop.stop_deferred():
+            seen["depth"] = loop._deferred["depth"]
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["depth"] == 0
+    with loop.stop_deferred():
+        assert loop._deferred["depth"] == 1
+    assert loop._deferred["depth"] == 0

@@ -252,13 +252,15 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
         c = trainer.cfg
         planned = ckpt.read_config(out, "language_model").get("train") or {}
         was_e, was_t = planned.get("epochs"), planned.get("max_tokens")
-        unfinished_before = ((was_e is None or trainer.epoch < was_e)
+        # epochs count the unfrozen phase; the trainer's epoch counter includes the frozen one
+        was_total = None if was_e is None else was_e + (planned.get("freeze_epochs") or 0)
+        unfinished_before = ((was_total is None or trainer.epoch < was_total)
                              and not (was_t and trainer.tokens >= was_t))
         budget_changed = (was_e is not None and c.epochs != was_e) or (c.max_tokens or None) != (was_t or None)
         done_now = trainer.epoch >= trainer.total_epochs or (c.max_tokens and trainer.tokens >= c.max_tokens)
         if done_now and unfinished_before and budget_changed:
             raise UlmfitError(f"cannot resume {out} with a budget it has already used up: it has trained "
-                              f"{trainer.epoch} epoch(s) and {trainer.tokens:,} tokens of the {was_e} epoch(s)"
+                              f"{trainer.epoch} epoch(s) and {trainer.tokens:,} tokens of the {was_total} epoch(s)"
                               + (f" and {was_t:,} tokens" if was_t else "") + " it planned; resume without "
                               "--epochs/--max-tokens to finish it as planned, or give a larger budget")
         if done_now:
@@ -269,8 +271,9 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
                               + "); nothing to resume. To train it further, resume with a larger --epochs"
                               + (" or --max-tokens" if c.max_tokens else ""))
         if budget_changed and unfinished_before:
-            _print(f"note: the new budget ({c.epochs} epochs" + (f", {c.max_tokens:,} tokens" if c.max_tokens else "")
-                   + f"; planned: {was_e}" + (f", {was_t:,} tokens" if was_t else "") + ") re-plans the learning-rate "
+            _print(f"note: the new budget ({trainer.total_epochs} epochs"
+                   + (f", {c.max_tokens:,} tokens" if c.max_tokens else "")
+                   + f"; planned: {was_total}" + (f", {was_t:,} tokens" if was_t else "") + ") re-plans the learning-rate "
                    f"schedule of this unfinished run from step {trainer.step} on: its later rates differ from both "
                    "plans' uninterrupted runs", progress)
         _print(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch})", progress)
@@ -326,19 +329,31 @@ BUDGET_KEYS = ("epochs", "max_tokens", "max_minutes", "save_every_minutes")
 def note_ignored_on_resume(given, saved_train: dict, progress: bool, kept=BUDGET_KEYS) -> list[str]:
     """Training settings passed from Python with resume=True that differ from the run's saved ones:
     the run goes on with the saved ones, and says so (the CLI does the same for its options).
-    `kept`: the settings a resumed run does take (a new budget)."""
+    `kept`: the settings of a dict that a resumed run does take (a new budget)."""
     if given is None:
         return []
     from dataclasses import fields, is_dataclass
 
-    items = given.items() if isinstance(given, dict) else (
-        ((f.name, getattr(given, f.name)) for f in fields(given)) if is_dataclass(given) else ())
+    if isinstance(given, dict):
+        items = given.items()
+    else:  # a whole config object: none of it is taken, its budget neither (a new one goes in extend=)
+        items = ((f.name, getattr(given, f.name)) for f in fields(given)) if is_dataclass(given) else ()
+        kept = ()
     differ = [f"{k}={v!r} (the run's: {saved_train[k]!r})" for k, v in items
               if k not in kept and k in saved_train and ckpt.to_json_safe(v) != saved_train[k]]
     if differ and progress:
         print("note: resume=True continues the run with its saved settings; ignored: " + ", ".join(differ),
               flush=True)
     return differ
+
+
+def _budget_from(given, extend: dict | None) -> dict | None:
+    """A resumed run's new budget: `extend`, and the budget keys of a `train_cfg` dict given with
+    resume=True (`extend` wins where both name one)."""
+    if not isinstance(given, dict) or not any(k in given for k in BUDGET_KEYS):
+        return extend
+    return {**{k: given[k] for k in BUDGET_KEYS if k in given}, **{k: v for k, v in (extend or {}).items()
+                                                                   if v is not None}}
 
 
 def _resumed_run(out: Path, extend: dict | None, source=None, command: str = "pretrain"):
@@ -401,12 +416,16 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     _prepare_out(out, resume, overwrite)
     if resume:
         saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
-            out, extend, corpus, "pretrain")
+            out, _budget_from(given_cfg, extend), corpus, "pretrain")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
         valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
     init = None
+    run_vocab = run_sp = None
+    if resume and "continued_from" in saved:  # its text was tokenised with the vocabulary it continued from
+        run_vocab = Vocab.load(out / ckpt.VOCAB)
+        run_sp = str(out / ckpt.SPM) if (out / ckpt.SPM).exists() else None
     if init_from is not None and not resume:  # continue pretraining a model (e.g. the shipped one) on more text
         init = ckpt.load_model(init_from)
         tok_cfg = TokenizerConfig.from_dict(init[1]["tokenizer"])
@@ -420,8 +439,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     else:
         data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
                                         n_workers=n_workers, progress=progress,
-                                        vocab=init[2] if init else None,
-                                        sp_model=str(init_sp) if init and init_sp.exists() else None)
+                                        vocab=init[2] if init else run_vocab,
+                                        sp_model=str(init_sp) if init and init_sp.exists() else run_sp)
     vocab, sp_model = data.vocab, info
     if init is not None and vocab.itos != init[2].itos:
         raise UlmfitError(f"the corpus was tokenised with another vocabulary than {init_from}; tokenise it with "
@@ -535,7 +554,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     _prepare_out(out, resume, overwrite)
     if resume:
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
-            out, extend, texts, "finetune-lm")
+            out, _budget_from(given_cfg, extend), texts, "finetune-lm")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
         from_dir = saved.get("finetuned_from", from_dir)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)

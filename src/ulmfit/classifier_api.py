@@ -121,7 +121,15 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
         from .api import note_ignored_on_resume
 
-        note_ignored_on_resume(given_cfg, saved["train"], progress, kept=("save_every_minutes",))
+        if given_cfg is not None:  # compared as sized for the run's data, as the run's own config was
+            from dataclasses import fields as _fields
+
+            sized = config_from(ClassifierTrainConfig, given_cfg, what="cfg")
+            if s.get("n_train"):
+                sized = sized.for_data(s["n_train"])
+            names = list(given_cfg) if isinstance(given_cfg, dict) else [f.name for f in _fields(sized)]
+            note_ignored_on_resume({k: getattr(sized, k) for k in names if hasattr(sized, k)}, saved["train"],
+                                   progress, kept=())
         if given_lm is not None and lm is not None and Path(given_lm).resolve() != Path(lm).resolve() and progress:
             print(f"note: resume=True continues the run from its own language model ({lm}); ignored: "
                   f"lm={given_lm}", flush=True)

@@ -834,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "into a ulmfit model directory",
                        description="Convert a language model made by fastai (its published WikiText-103 models "
                                    "wt103-fwd / wt103-bwd, in ~/.fastai/models once fastai has downloaded them, or "
-                                   "one saved with Learner.save) into a ulmfit model directory that finetune-lm "
+                                   "one saved with learn.save(name, with_opt=False)) into a ulmfit model directory that finetune-lm "
                                    "--from, lm-eval, generate and pretrain --init-from read. The pickles are read "
                                    "without running them: the weights with torch.load(weights_only=True), the "
                                    "vocabulary with an unpickler that accepts a plain list of strings only.")

@@ -75,9 +75,13 @@ def read_weights(path: str | os.PathLike) -> dict:
     except OSError as e:
         raise UlmfitError(f"{path}: cannot read it ({e.strerror or e})") from e
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise UlmfitError(f"{path} holds more than tensors and plain containers, so it is not read "
-                          f"(a pickle of objects can run code when loaded): {first}") from e
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"it refers to {found.group(1)}" if found else type(e).__name__
+        hint = ("; fastai's Learner.save keeps the optimizer's state beside the weights: save the model "
+                "without it, learn.save(name, with_opt=False), or its weights alone, "
+                "torch.save(learn.model.state_dict(), path)") if found and "fastcore" in found.group(1) else ""
+        raise UlmfitError(f"{path} holds more than tensors and plain containers ({what}), so it is not read: a "
+                          f"pickle of objects can run code when loaded{hint}") from e
     except Exception as e:
         raise UlmfitError(f"{path} is not a PyTorch weights file ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):  # learn.save: model + opt
@@ -99,6 +103,11 @@ def _lm_tensors(sd: dict, path: Path) -> tuple:
         raise UlmfitError(f"{path} is a QRNN or bidirectional model; only fastai's AWD-LSTM (LSTM) is imported")
     if "1.decoder.bias" not in sd:
         raise UlmfitError(f"{path} has no decoder ('1.decoder.bias'); import a whole language model")
+    for k, v in sd.items():  # the shapes an AWD-LSTM has: matrices and bias vectors
+        if k.startswith(("0.encoder", "1.decoder.weight", "0.rnns.")) and "bias" not in k and v.dim() != 2:
+            raise UlmfitError(f"{path}: {k} has shape {tuple(v.shape)}, not a matrix; the file is damaged")
+        if "bias" in k and v.dim() != 1:
+            raise UlmfitError(f"{path}: {k} has shape {tuple(v.shape)}, not a vector; the file is damaged")
     emb = sd["0.encoder.weight"]
     dec = sd.get("1.decoder.weight")
     if dec is not None and (dec.shape != emb.shape or not bool((dec == emb).all())):
@@ -152,8 +161,9 @@ def find_files(src: str | os.PathLike, vocab: str | os.PathLike | None) -> tuple
 
 
 def direction_from_name(path: Path) -> bool | None:
-    """True for a name that says backward (wt103-bwd, lstm_bwd.pth), False for forward, else None."""
-    words = set(re.split(r"[^a-z]+", str(path).lower()))
+    """True for a name that says backward (wt103-bwd, lstm_bwd.pth), False for forward, else None.
+    Only the file's name and its folder's count (fastai's layout), not folders further up."""
+    words = set(re.split(r"[^a-z]+", f"{path.parent.name} {path.name}".lower()))
     bwd, fwd = bool(words & {"bwd", "backward", "backwards"}), bool(words & {"fwd", "forward", "forwards"})
     return None if bwd == fwd else bwd
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import signal
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
@@ -158,15 +159,27 @@ def interrupted_message(step: int, out) -> str:
 _deferred = {"depth": 0, "signal": None}
 
 
+class _Deferral:
+    @staticmethod
+    def drop() -> None:
+        """Forget a signal that arrived in the block: the block finished the run, which then ends
+        normally (a run that saved its last step is finished, not interrupted)."""
+        _deferred["signal"] = None
+
+
 @contextmanager
 def stop_deferred():
     """A Ctrl-C or SIGTERM that arrives inside this block stops the run right after it, not in its
     middle: an optimizer step and the counters that record it, or an epoch's records, best weights
     and save, then happen whole or not at all, so the saved checkpoint agrees with itself and a
-    resumed run redoes exactly what was not done. Works with the handler of `sigterm_as_interrupt`."""
+    resumed run redoes exactly what was not done. Works with the handler of `sigterm_as_interrupt`,
+    which runs in the main thread: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield _Deferral()
+        return
     _deferred["depth"] += 1
     try:
-        yield
+        yield _Deferral()
     finally:
         _deferred["depth"] -= 1
         pending = _deferred["signal"] if _deferred["depth"] == 0 else None
@@ -457,7 +470,8 @@ class LMTrainer:
                         dist_.average_gradients(trainable)
                         if cfg.clip:
                             torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
-                        with stop_deferred():  # the update and the counters that record it, together
+                        # the update, the counters and the log line that record it, together
+                        with stop_deferred() as deferral:
                             self.opt.step()
                             state_before = None
                             self.step += 1
@@ -467,17 +481,18 @@ class LMTrainer:
                             run_loss = 0.98 * run_loss + 0.02 * float(ce) if run_n else float(ce)
                             run_n += 1
                             self.run_loss = run_loss  # saved with the state (a save inside the epoch)
-                        dt = time.time() - t0
+                            dt = time.time() - t0
+                            if self.step % cfg.log_every == 0:
+                                self.log({"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
+                                          "train_loss": run_loss, "lr": lr, "tokens_per_s": tok0 / max(dt, 1e-9),
+                                          "elapsed_s": self.elapsed + time.time() - t_start})
+                            if cfg.max_tokens and self.tokens >= cfg.max_tokens:
+                                stop = True
+                                deferral.drop()  # the budget is spent: the run ends (and saves) now anyway
                         bar.update(1)
                         if run_n % 10 == 0 or run_n == 1:
                             bar.set_postfix(loss=f"{run_loss:.3f}", ppl=f"{math.exp(min(run_loss, 50)):.1f}",
                                             tok_s=f"{tok0 / max(dt, 1e-9):,.0f}", lr=f"{lr:.2e}")
-                        if self.step % cfg.log_every == 0:
-                            self.log({"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
-                                      "train_loss": run_loss, "lr": lr, "tokens_per_s": tok0 / max(dt, 1e-9),
-                                      "elapsed_s": self.elapsed + time.time() - t_start})
-                        if cfg.max_tokens and self.tokens >= cfg.max_tokens:
-                            stop = True
                         if cfg.max_minutes and (self.elapsed_run + time.time() - t_start) / 60 >= cfg.max_minutes:
                             stop = True
                         if self.world > 1 and cfg.max_minutes:
@@ -502,7 +517,7 @@ class LMTrainer:
                     bar.close()
                     epoch_done = self.batch >= n_batches
                     v = self.validate()
-                    with stop_deferred():  # the epoch's records, best weights and save, together
+                    with stop_deferred() as deferral:  # the epoch's records, best weights and save, together
                         self.elapsed += time.time() - t_start
                         self.elapsed_run += time.time() - t_start
                         t_start = time.time()
@@ -530,6 +545,8 @@ class LMTrainer:
                         self.save()
                         last_save = time.time()
                         result = record
+                        if stop or self.epoch >= self.total_epochs:
+                            deferral.drop()  # that was the last epoch: the run is finished, not interrupted
             except (KeyboardInterrupt, dist_.PartnerLost) as e:
                 # torchrun sends SIGTERM to the survivors of a lost process: it must not cut this save short
                 ignore_stop_signals()
