@@ -902,3 +902,16 @@ def test_holding_back_signals_is_for_the_main_thread_only():
     with loop.stop_deferred():
         assert loop._deferred["depth"] == 1
     assert loop._deferred["depth"] == 0
+
+
+def test_a_finetuning_resume_counts_its_frozen_epoch_in_the_budget(tmp_path, corpus, monkeypatch, capsys):
+    pretrain(corpus, tmp_path / "base", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    c = cfg(epochs=1, freeze_epochs=1, patience=0)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 100)  # in the one unfrozen epoch (after the frozen one)
+        with pytest.raises(TrainingInterrupted):
+            finetune_lm(tmp_path / "base", corpus, tmp_path / "ft", train_cfg=c, progress=False, n_workers=1)
+    assert json.loads((tmp_path / "ft" / "train_state.json").read_text())["epoch"] == 1
+    capsys.readouterr()
+    finetune_lm(None, None, tmp_path / "ft", resume=True, progress=True, n_workers=1, extend={"epochs": 2})
+    assert "re-plans the learning-rate schedule of this unfinished run" in capsys.readouterr().out
