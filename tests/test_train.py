@@ -77,6 +77,20 @@ def signal_inside_optimizer_step(monkeypatch, step, signum=signal.SIGINT):
     monkeypatch.setattr(torch.optim.AdamW, "step", step_fn)
 
 
+def sigterm_at_epoch_record(monkeypatch, epoch):
+    """A SIGTERM while the end of epoch `epoch` is being recorded (its validation logged, its best
+    weights and checkpoint not yet saved)."""
+    real = LMTrainer.log
+
+    def log(self, rec):
+        out = real(self, rec)
+        if rec.get("epoch") == epoch and "valid_loss" in rec:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(LMTrainer, "log", log)
+
+
 @pytest.mark.parametrize("where", ["before the batch", "inside the batch", "inside the optimizer step"])
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stopped(tmp_path, corpus, monkeypatch, where):
     c = cfg(epochs=2)
@@ -759,16 +773,8 @@ def test_a_signal_while_an_epoch_is_recorded_and_saved_stops_after_the_save_and_
     not saved."""
     c = cfg(epochs=3, patience=5)
     pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
-    real = LMTrainer.log
-
-    def log(self, rec):
-        out = real(self, rec)
-        if rec.get("epoch") == 1 and "valid_loss" in rec:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
     with monkeypatch.context() as m:
-        m.setattr(LMTrainer, "log", log)
+        sigterm_at_epoch_record(m, 1)
         with pytest.raises(TrainingInterrupted):
             pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
@@ -847,15 +853,7 @@ def test_a_signal_while_the_run_finishes_lets_it_finish_instead_of_leaving_it_un
     full = pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
     with monkeypatch.context() as m:
         if where == "the last epoch's record":
-            real = LMTrainer.log
-
-            def log(self, rec):
-                out = real(self, rec)
-                if rec.get("epoch") == 2 and "valid_loss" in rec:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                return out
-
-            m.setattr(LMTrainer, "log", log)
+            sigterm_at_epoch_record(m, 2)
         else:
             signal_inside_optimizer_step(m, full["step"] - 1 if "step" in full else 24)
         res = pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)

@@ -16,7 +16,6 @@ ulmfit model directory (safetensors + JSON), so the pickles are read once, here,
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -129,14 +128,6 @@ def _lm_tensors(sd: dict, path: Path) -> tuple:
     return emb, sd["1.decoder.bias"], layers
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_files(src: str | os.PathLike, vocab: str | os.PathLike | None) -> tuple[Path, Path]:
     """(weights, vocabulary): given both, or a folder with one ``.pth`` and one ``.pkl`` (fastai's
     model folders, e.g. ``~/.fastai/models/wt103-fwd``)."""
@@ -179,6 +170,7 @@ def import_fastai_lm(src, out, *, vocab=None, backwards: bool | None = None, ove
 
     from . import checkpoint as ckpt
     from .api import require_free_out
+    from .data.cache import _sha256_file
     from .model.awd_lstm import AWDLSTMConfig
     from .model.heads import AWDLSTMLanguageModel
     from .text.tokenize import SPECIAL_TOKENS, TokenizerConfig
@@ -228,8 +220,8 @@ def import_fastai_lm(src, out, *, vocab=None, backwards: bool | None = None, ove
                         p + "bias_hh": b_hh.float()})
     ckpt.load_weights(model, tensors, weights_p)  # names and shapes checked against the architecture
     model.eval()
-    info = {"format": "fastai", "weights": str(weights_p.resolve()), "weights_sha256": _file_sha256(weights_p),
-            "vocab": str(vocab_p.resolve()), "vocab_sha256": _file_sha256(vocab_p),
+    info = {"format": "fastai", "weights": str(weights_p.resolve()), "weights_sha256": _sha256_file(weights_p),
+            "vocab": str(vocab_p.resolve()), "vocab_sha256": _sha256_file(vocab_p),
             "dropped_tokens": len(dropped), "added_special_tokens": missing}
     if overwrite:  # the training state of a run replaced here would no longer match its weights
         for name in ("train_state.json", "train_state.safetensors", "best.safetensors", "metrics.jsonl"):
