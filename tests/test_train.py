@@ -913,3 +913,13 @@ def test_a_finetuning_resume_counts_its_frozen_epoch_in_the_budget(tmp_path, cor
     capsys.readouterr()
     finetune_lm(None, None, tmp_path / "ft", resume=True, progress=True, n_workers=1, extend={"epochs": 2})
     assert "re-plans the learning-rate schedule of this unfinished run" in capsys.readouterr().out
+
+
+def test_a_budget_in_a_train_cfg_dict_given_with_resume_extends_the_run(tmp_path, corpus, monkeypatch):
+    with monkeypatch.context() as m:
+        interrupt_at(m, 30)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=2), progress=False, n_workers=1)
+    pretrain(corpus, tmp_path / "lm", train_cfg={"epochs": 3}, resume=True, progress=False, n_workers=1)
+    state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
+    assert state["epoch"] == 3  # was: the saved 2, without a word
