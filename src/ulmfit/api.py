@@ -442,11 +442,12 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
                                         vocab=init[2] if init else run_vocab,
                                         sp_model=str(init_sp) if init and init_sp.exists() else run_sp)
     vocab, sp_model = data.vocab, info
+    fingerprint = data.fingerprint()  # recorded with the run, and compared when it resumes
     if init is not None and vocab.itos != init[2].itos:
         raise UlmfitError(f"the corpus was tokenised with another vocabulary than {init_from}; tokenise it with "
                           f"`ulmfit corpus tokenize ... --vocab-from {init_from}`")
     if resume:
-        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, corpus, data.fingerprint())
+        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, corpus, fingerprint)
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the corpus now gives a different vocabulary than {out} was trained with")
@@ -476,7 +477,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     ts, vs = _streams(train, valid, train_cfg)
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
-              "n_docs": data.n_docs(), "fingerprint": data.fingerprint(), "valid_tokens": valid.n_tokens(),
+              "n_docs": data.n_docs(), "fingerprint": fingerprint, "valid_tokens": valid.n_tokens(),
               "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None}
     extra = {}
     if init is not None:  # the earlier runs stay on record in the new model's config
@@ -585,6 +586,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     else:
         keep_base_vocab = "no"
     vocab = data.vocab
+    fingerprint = data.fingerprint()  # recorded with the run, and compared when it resumes
     arch = base.cfg
     if drop_mult is not None:
         arch = replace(arch, drop_mult=drop_mult)
@@ -599,7 +601,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         model.encoder.embedding.weight.copy_(w)
         model.decoder.decoder.bias.copy_(b)
     if resume:
-        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, texts, data.fingerprint())
+        check_same_data(saved["data"], data.n_tokens(), data.n_docs(), out, texts, fingerprint)
         model, _, saved_vocab = ckpt.load_model(out)
         if saved_vocab.itos != vocab.itos:
             raise UlmfitError(f"the target text now gives a different vocabulary than {out} was trained with")
@@ -616,7 +618,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         append_jsonl(out / "metrics.jsonl", {"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in before.items()}})
     info_d = {"source": str(Path(texts).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
-              "n_docs": data.n_docs(), "fingerprint": data.fingerprint()}
+              "n_docs": data.n_docs(), "fingerprint": fingerprint}
     extra = {"finetuned_from": str(Path(from_dir).resolve()), "keep_base_vocab": keep_base_vocab,
              "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,

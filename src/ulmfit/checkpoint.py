@@ -38,6 +38,15 @@ FORMAT = "ulmfit"
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, VOCAB, SPM = "config.json", "model.safetensors", "vocab.txt", "spm.model"
 STATE_T, STATE_J = "train_state.safetensors", "train_state.json"
+# what a training run keeps beside its model: a model written over a run must not leave them there
+RUN_FILES = (STATE_J, STATE_T, "best.safetensors", "metrics.jsonl")
+
+
+def remove_run_files(out: Path, *names: str) -> None:
+    """Remove a replaced run's training state (and `names`, e.g. a model's own files) from `out`:
+    a model written over a run would otherwise sit beside a state that no longer matches it."""
+    for name in (*names, *RUN_FILES):
+        (Path(out) / name).unlink(missing_ok=True)
 
 
 def check_free_space(out: Path, model: torch.nn.Module, copies: int) -> None:

@@ -223,9 +223,8 @@ def import_fastai_lm(src, out, *, vocab=None, backwards: bool | None = None, ove
     info = {"format": "fastai", "weights": str(weights_p.resolve()), "weights_sha256": _sha256_file(weights_p),
             "vocab": str(vocab_p.resolve()), "vocab_sha256": _sha256_file(vocab_p),
             "dropped_tokens": len(dropped), "added_special_tokens": missing}
-    if overwrite:  # the training state of a run replaced here would no longer match its weights
-        for name in ("train_state.json", "train_state.safetensors", "best.safetensors", "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
+    if overwrite:
+        ckpt.remove_run_files(out)
     tok = TokenizerConfig(kind="word", max_vocab=max(60000, len(new_itos)))
     ckpt.save_model(out, model, vocab=Vocab(new_itos), tok_cfg=tok, train={"backwards": backwards},
                     extra={"imported_from": info})

@@ -30,7 +30,6 @@ def default_lm(backwards: bool = False) -> Path:
 
 _STANDARD_KEYS = ("format", "format_version", "kind", "ulmfit_version", "arch", "tokenizer", "train", "history",
                   "step")
-_RUN_FILES = ("train_state.json", "train_state.safetensors", "best.safetensors", "metrics.jsonl")
 
 
 def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, overwrite: bool = False) -> Path:
@@ -73,8 +72,7 @@ def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, o
                 raise UlmfitError(f"{dst_p} holds the classifier {stale[0].name}/, which is not a member of "
                                   f"{src_p}: it would join the exported ensemble; choose another --out")
             if overwrite:  # a single model's files at the top would hide the members from every loader
-                for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB, ckpt.SPM, *_RUN_FILES):
-                    (dst_p / name).unlink(missing_ok=True)
+                ckpt.remove_run_files(dst_p, ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB, ckpt.SPM)
     for s, d, kind in jobs:
         if d.resolve() == s.resolve() or s.resolve() in d.resolve().parents:
             raise UlmfitError("--out must be another directory than the model exported")
@@ -104,9 +102,8 @@ def _export_one(src: Path, dst: Path, kind: str, dtype: str, overwrite: bool) ->
     extra = {k: v for k, v in cfg.items() if k not in _STANDARD_KEYS}
     extra["exported_from"] = str(src.resolve())
     extra["weights_dtype"] = dtype
-    if overwrite:  # the training state of a run replaced here would no longer match its weights
-        for name in _RUN_FILES:
-            (dst / name).unlink(missing_ok=True)
+    if overwrite:
+        ckpt.remove_run_files(dst)
     common = dict(vocab=vocab, tok_cfg=tok, sp_model=sp_model, train=cfg.get("train"), history=cfg.get("history"),
                   step=cfg.get("step", 0))
     if kind == "language_model":

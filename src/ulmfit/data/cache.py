@@ -86,8 +86,6 @@ class TokenIds:
         """A digest of the documents' boundaries and of `n` tokens sampled evenly through the ids:
         a resumed run checks that its data is the one it started on. Cheap at any size, and text
         with the same counts (other documents, or the same ones in another order) gives another."""
-        import hashlib
-
         h = hashlib.sha256()
         for arr in (self.starts, self.ends, self.ids):
             if len(arr):
