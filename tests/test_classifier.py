@@ -319,6 +319,17 @@ def _ctrl_c_at_step(n):
     return loss
 
 
+def _interrupted_run(task, out, monkeypatch, step, cfg=None):
+    """A classifier run on the task (FAST settings unless `cfg`), stopped by Ctrl-C at training step `step`."""
+    from ulmfit.train.classify import ClassifierTrainer
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(step))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(task / "lm", task / "train.csv", out, cfg=cfg or ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+
+
 def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
     from ulmfit.train.classify import ClassifierTrainer
 
@@ -1174,13 +1185,7 @@ def test_export_of_an_ensemble_folder_exports_each_member_under_its_name(trained
 
 
 def test_export_of_an_interrupted_classifier_run_warns_that_it_is_unfinished(task, tmp_path, monkeypatch, capsys):
-    from ulmfit.train.classify import ClassifierTrainer
-
-    with monkeypatch.context() as m:
-        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(20))
-        with pytest.raises(TrainingInterrupted):
-            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
-                             progress=False, n_workers=1)
+    _interrupted_run(task, tmp_path / "c", monkeypatch, 20)
     capsys.readouterr()
     assert main(["export", str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 0
     assert "has not finished (interrupted in stage 2 of 2)" in capsys.readouterr().err
@@ -1243,11 +1248,7 @@ def test_a_signal_inside_an_update_or_an_epochs_bookkeeping_stops_after_it_and_r
 def test_a_classifier_resumed_from_python_says_which_given_settings_it_ignores(task, tmp_path, monkeypatch, capsys):
     from ulmfit.train.classify import ClassifierTrainer
 
-    with monkeypatch.context() as m:
-        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(5))
-        with pytest.raises(TrainingInterrupted):
-            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
-                             progress=False, n_workers=1)
+    _interrupted_run(task, tmp_path / "c", monkeypatch, 5)
     capsys.readouterr()
     with monkeypatch.context() as m:
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(3))
@@ -1267,10 +1268,7 @@ def test_the_same_call_with_resume_names_nothing_ignored_when_its_config_was_siz
     from ulmfit.train.classify import ClassifierTrainer
 
     c = ClassifierTrainConfig(**{**FAST, "bs": None, "min_last_steps": 120})  # sized: bs 16, a longer last stage
-    with monkeypatch.context() as m:
-        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(5))
-        with pytest.raises(TrainingInterrupted):
-            train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=c, progress=False, n_workers=1)
+    _interrupted_run(task, tmp_path / "c", monkeypatch, 5, cfg=c)
     saved = json.loads((tmp_path / "c" / "config.json").read_text())["train"]
     assert saved["bs"] == 16 and saved["stage_epochs"] != list(c.stage_epochs)
     capsys.readouterr()
