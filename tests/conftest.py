@@ -1,5 +1,6 @@
 import importlib.util
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,3 +45,22 @@ def make_corpus(path, n_docs=200, seed=0):
 @pytest.fixture
 def corpus(tmp_path):
     return make_corpus(tmp_path / "corpus.txt")
+
+
+@pytest.fixture
+def held():
+    """Hold a folder from another process, as a training run there does; yields (hold, pid)."""
+    procs = []
+
+    def hold(folder):
+        p = subprocess.Popen([sys.executable, "-c", "import sys; from ulmfit.io import claim_out; "
+                              "assert claim_out(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
+                              str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "held"
+        return p
+
+    yield hold
+    for p in procs:
+        p.kill()
+        p.wait()

@@ -1184,6 +1184,19 @@ def test_export_of_an_ensemble_folder_exports_each_member_under_its_name(trained
     assert not (single / "config.json").exists() and len(TextClassifier.load(single).members) == 2
 
 
+def test_a_classifier_folder_a_live_run_trains_into_is_refused(trained, held, tmp_path):
+    from ulmfit.io import OUT_LOCK
+
+    task, _ = trained
+    before = {p.name: p.read_bytes() for p in (task / "clf").iterdir() if p.name != OUT_LOCK}
+    holder = held(task / "clf")
+    for resume in (False, True):
+        with pytest.raises(UlmfitError, match=f"is in use: process {holder.pid}"):
+            train_classifier(task / "lm", task / "train.csv", task / "clf", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1, overwrite=True, resume=resume)
+    assert {p.name: p.read_bytes() for p in (task / "clf").iterdir() if p.name != OUT_LOCK} == before
+
+
 def test_export_of_an_interrupted_classifier_run_warns_that_it_is_unfinished(task, tmp_path, monkeypatch, capsys):
     _interrupted_run(task, tmp_path / "c", monkeypatch, 20)
     capsys.readouterr()

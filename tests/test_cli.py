@@ -266,6 +266,55 @@ def test_a_model_with_damaged_weights_or_config_is_refused_on_load(tmp_path, tin
         ckpt.read_config(tmp_path / "cfg")
 
 
+def test_a_folder_a_live_run_trains_into_is_refused_to_every_other_writer(tmp_path, tiny_lm, held, capsys):
+    from ulmfit.demo import run_demo
+    from ulmfit.io import OUT_LOCK, UlmfitError, claim_out, release_out
+
+    before = {p.name: p.read_bytes() for p in tiny_lm.iterdir() if p.name != OUT_LOCK}
+    holder = held(tiny_lm)
+    for argv in (["pretrain", "--resume", str(tiny_lm)],
+                 ["pretrain", str(tmp_path / "corpus.txt"), "--out", str(tiny_lm), "--overwrite", "--preset", "tiny"],
+                 ["finetune-lm", "--from", str(tiny_lm), str(tmp_path / "corpus.txt"), "--out", str(tiny_lm),
+                  "--overwrite"],
+                 ["export", str(tmp_path / "nowhere"), "--out", str(tiny_lm), "--overwrite"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{tiny_lm} is in use: process {holder.pid}" in err and f"kill -TERM {holder.pid}" in err, argv
+    with pytest.raises(UlmfitError, match="is in use"):  # the demo holds its folder as well
+        run_demo(out=tiny_lm, progress=False)
+    # reading it goes on, with a warning that the weights are those of the last checkpoint
+    assert main(["export", str(tiny_lm), "--out", str(tmp_path / "copy")]) == 0
+    assert f"is still being trained (process {holder.pid}" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tiny_lm.iterdir() if p.name != OUT_LOCK} == before
+    # a holder that dies, however it dies, holds nothing: the kernel drops its lock
+    holder.kill()
+    holder.wait()
+    assert claim_out(tiny_lm)
+    release_out(tiny_lm)
+    assert not (tiny_lm / OUT_LOCK).exists()
+
+
+def test_a_run_holds_its_folder_while_it_trains_and_leaves_no_lock_behind(tmp_path, corpus, monkeypatch, capsys):
+    from ulmfit import api
+    from ulmfit.io import OUT_LOCK, out_in_use
+
+    seen = []
+    save = api.ckpt.save_model
+    monkeypatch.setattr(api.ckpt, "save_model", lambda out, *a, **k: (seen.append(out_in_use(out)), save(out, *a, **k)))
+    out = tmp_path / "new" / "lm"  # a folder the run makes: held from when it is made
+    assert main(["pretrain", str(corpus), "--out", str(out), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+                 "--bptt", "16", "--quiet", "--workers", "1"]) == 0
+    assert seen and set(seen) == {"this process"}
+    assert out_in_use(out) is None and not (out / OUT_LOCK).exists()
+    # a run that fails on its inputs leaves neither the lock nor a new empty folder
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["pretrain", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o"), "--preset", "tiny"]) == 2
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "e").mkdir()
+    assert main(["pretrain", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "e"), "--preset", "tiny"]) == 2
+    assert list((tmp_path / "e").iterdir()) == []
+
+
 def test_no_command_is_a_usage_error(capsys):
     assert main([]) == 2
     assert "usage: ulmfit" in capsys.readouterr().err

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import numbers
 import os
@@ -22,7 +20,8 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import UlmfitError, append_jsonl, as_texts, read_json
+from .io import (UlmfitError, append_jsonl, as_texts, claim_out, holds_files, in_use_error, out_in_use, owns_out,
+                 read_json)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -46,30 +45,6 @@ def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, prog
                f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
         train_cfg = replace(train_cfg, backwards=back)
     return train_cfg
-
-
-def _removes_its_empty_out(fn):
-    """A run that fails before its first file (on its inputs: a missing base model, an empty or
-    undecodable text) leaves no empty --out folder behind; a folder that was already there, or that
-    holds anything, stays."""
-    sig = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        out = Path(bound.arguments["out"])
-        fresh = not bound.arguments.get("resume", False) and not out.exists()
-        try:
-            return fn(*args, **kwargs)
-        except BaseException:
-            if fresh and dist_.is_main() and out.is_dir() and not any(out.iterdir()):
-                try:
-                    out.rmdir()
-                except OSError:
-                    pass
-            raise
-
-    return run
 
 
 def _print(msg: str, progress: bool) -> None:
@@ -100,6 +75,7 @@ def writable_out(out: Path, create: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise UlmfitError(f"cannot write into --out {out} ({e.strerror or e}); choose a folder you can write to") from e
+    claim_out(out)  # held until the training function returns (`io.owns_out`)
 
 
 # What a run or a command on its model leaves in the model's folder besides the files every save
@@ -124,7 +100,7 @@ def _fresh_metrics(out: Path, resume: bool) -> None:
 
 def require_saved_run(out: Path) -> None:
     """--resume on a folder with nothing in it (a wrong path, or a run stopped before its first save)."""
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not holds_files(out):
         raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
                           "the path is wrong); start it again without --resume")
 
@@ -134,7 +110,10 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
     what the user can do instead."""
     if out.exists() and not out.is_dir():
         raise UlmfitError(f"--out {out} is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    who = out_in_use(out) if out.is_dir() else None
+    if who and who != "this process":
+        raise in_use_error(out, who)
+    if out.exists() and holds_files(out) and not overwrite:
         raise UlmfitError(f"{out} already holds files; {choices}")
 
 
@@ -383,7 +362,7 @@ def _check_arch_overrides(preset: str, overrides) -> None:
 
 
 @keeps_callers_rng
-@_removes_its_empty_out
+@owns_out
 def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
              train_cfg: LMTrainConfig | dict | None = None, fmt: str = "auto", column: str | None = None,
              encoding: str = "utf-8", valid_frac: float = 0.05, max_valid_tokens: int | None = 500_000,
@@ -510,7 +489,7 @@ def with_base_words(data, base_vocab: Vocab):
 
 
 @keeps_callers_rng
-@_removes_its_empty_out
+@owns_out
 def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None = None, fmt: str = "auto",
                 column: str | None = None, encoding: str = "utf-8", valid_frac: float = 0.1,
                 max_valid_tokens: int | None = 200_000, resume: bool = False, overwrite: bool = False,

@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import UlmfitError, as_texts, atomic_write_json
+from .io import UlmfitError, as_texts, atomic_write_json, owns_out
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -77,6 +77,7 @@ def sample_labeled(texts: LabeledTexts, n: int | None, seed: int) -> LabeledText
 
 
 @keeps_callers_rng
+@owns_out
 def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None, valid=None,
                      valid_frac: float = 0.1, read_args: dict | None = None, resume: bool = False,
                      overwrite: bool = False, n_workers: int | None = None, progress: bool = True,

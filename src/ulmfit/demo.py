@@ -26,6 +26,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .io import owns_out
+
 # The classifier's time is measured, not modelled: before the LM starts, `time_classifier` takes a
 # few optimizer steps of each stage of the recipe on batches of the training texts (10-15 s here).
 # The model it replaced (a share of an LM epoch per word plus a cost per document) was off by up to
@@ -174,6 +176,7 @@ def read_demo_state(out: Path) -> dict:
     return state
 
 
+@owns_out
 def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=None, data_dir=None, lm_epochs: int = 3,
              max_train: int | None = None, progress: bool = True, overwrite: bool = True,
              minutes: float | None = 10.0, ensemble: str = "auto", resume: bool = False) -> dict:
@@ -195,7 +198,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     from .pretrained import default_lm
     from .train.classify import ClassifierTrainConfig
     from .train.loop import LMTrainConfig, TrainingInterrupted
-    from .io import UlmfitError, atomic_write_json
+    from .io import UlmfitError, atomic_write_json, claim_out
     from . import checkpoint as ckpt
 
     out = Path(out)
@@ -229,6 +232,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     def save_state(**extra) -> None:
         state.update(done=[d for d in STAGES if d in done], elapsed_s=round(time.time() - t_all, 1), **extra)
         out.mkdir(parents=True, exist_ok=True)
+        claim_out(out)  # a second demo into this folder is refused while this one runs (`io.owns_out`)
         atomic_write_json(out / DEMO_STATE, state)
 
     running = {}  # the stage under way and when it started, for an interruption's accounting

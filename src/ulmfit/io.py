@@ -6,6 +6,8 @@ so an interrupted run or a full disk never leaves a half-written file where a go
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import tempfile
@@ -173,3 +175,161 @@ def trim_jsonl(path: str | os.PathLike, max_step: int) -> int:
 
 def cache_root() -> Path:
     return Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit"))
+
+
+# One training run per output folder. A second process writing into a folder that a run is still
+# training into (`--resume` in another terminal while the first run goes on, `--overwrite`, or the
+# same `--out` by mistake) would interleave two runs' checkpoints, metrics and configs, and
+# `--overwrite` would delete the live run's files. The run holds an exclusive flock on a file in
+# the folder; the kernel drops it when the process ends, however it ends (a crash, `kill -9`), so
+# a stale lock never blocks anyone. Where the OS or filesystem has no flock, nothing is checked.
+OUT_LOCK = ".ulmfit-run.lock"
+_held_outs: dict[str, object] = {}  # resolved folder -> the open, locked file
+
+
+def _lock_key(out) -> str:
+    return str(Path(out).resolve())
+
+
+def _holder(f) -> str:
+    """'process 123 (on host)' from the lock file's text, or '' where it cannot be read."""
+    try:
+        f.seek(0)
+        pid, _, host = f.read(200).strip().partition(" ")
+    except (OSError, ValueError):
+        return ""
+    return f"process {pid}{f' (on {host})' if host else ''}" if pid.isdigit() else ""
+
+
+def out_in_use(out) -> str | None:
+    """Who holds `out`: 'process N on HOST', 'this process', 'another process', or None when no
+    live run holds it."""
+    if _lock_key(out) in _held_outs:
+        return "this process"
+    path = Path(out) / OUT_LOCK
+    try:
+        import fcntl
+        f = open(path, "r")
+    except (ImportError, OSError):
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(f) or "another process"
+        except OSError:
+            return None
+        return None
+
+
+def in_use_error(out, who: str) -> UlmfitError:
+    pid = who.split()[1] if who.startswith("process ") else "PID"
+    return UlmfitError(f"{out} is in use: {who} is still training into it. Wait for that run to end, or stop it "
+                       f"(Ctrl-C where it runs, or `kill -TERM {pid}`: it saves and stops, and `--resume` "
+                       "continues it), or choose another --out")
+
+
+def claim_out(out) -> bool:
+    """Hold `out` (an existing folder) for this process until `release_out`. Refuses, with who
+    holds it, a folder that a live run holds. Returns whether this call took the lock (False: it was
+    held by this process already, or the filesystem has no locks)."""
+    key = _lock_key(out)
+    if key in _held_outs:
+        return False
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    path = Path(out) / OUT_LOCK
+    while True:
+        try:
+            f = open(path, "a+")
+        except OSError:  # a folder that takes no files: writable_out says so
+            return False
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(f) or "another process"
+            f.close()
+            raise in_use_error(out, who) from None
+        except OSError:  # a filesystem without locks
+            f.close()
+            return False
+        try:  # the holder may have removed the file just before we locked it: lock the one at the path
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        import socket
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        f.flush()
+    except OSError:  # a full disk: the lock holds all the same, only its message lacks the pid
+        pass
+    _held_outs[key] = f
+    return True
+
+
+def release_out(out) -> None:
+    """Let go of `out` (a no-op where this process does not hold it); its lock file is removed."""
+    f = _held_outs.pop(_lock_key(out), None)
+    if f is None:
+        return
+    try:
+        (Path(out) / OUT_LOCK).unlink(missing_ok=True)  # while still locked: see claim_out's check
+    except OSError:
+        pass
+    f.close()
+
+
+def holds_files(out) -> bool:
+    """Whether the folder `out` holds anything besides a run's lock file."""
+    return any(p.name != OUT_LOCK for p in Path(out).iterdir())
+
+
+def _is_main() -> bool:
+    """Process 0 of a torchrun job (its RANK; the process group may not be set up yet), or a
+    process on its own."""
+    if os.environ.get("RANK", "0") != "0":
+        return False
+    from .train.distributed import is_main  # here, not at import: this module needs no torch
+
+    return is_main()
+
+
+def owns_out(fn):
+    """A training function that writes into `out`: while it runs, it holds the folder against
+    other processes (`io.claim_out`: a second run there is refused, not interleaved). A run that
+    fails before its first file (on its inputs: a missing base model, an empty or undecodable text)
+    leaves no empty --out folder behind; a folder that was already there, or that holds anything,
+    stays."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out = Path(bound.arguments["out"])
+        fresh = not bound.arguments.get("resume", False) and not out.exists()
+        # a folder that exists is held from the start, so that a live run there is named before
+        # anything else is checked; a new one from when it is made (`writable_out`)
+        claimed = _is_main() and out.is_dir() and claim_out(out)
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            if fresh and _is_main() and out.is_dir() and not holds_files(out):
+                release_out(out)
+                try:
+                    out.rmdir()
+                except OSError:
+                    pass
+            raise
+        finally:
+            if claimed or fresh:
+                release_out(out)
+
+    return run

@@ -91,7 +91,13 @@ def _export_one(src: Path, dst: Path, kind: str, dtype: str, overwrite: bool) ->
     torch_dtype = getattr(torch, dtype)
     with torch.random.fork_rng(devices=[]):  # building the model draws initial weights: not the caller's
         model, cfg, vocab = (ckpt.load_model if kind == "language_model" else ckpt.load_classifier)(src)
-    if kind == "classifier":
+    from .io import out_in_use
+
+    who = out_in_use(src)
+    if who and who != "this process":
+        print(f"warning: {src} is still being trained ({who}); the export holds the weights of its last "
+              "checkpoint", file=sys.stderr)
+    elif kind == "classifier":
         unfinished = _unfinished_classifier(src, cfg)
         if unfinished:
             print(f"warning: {src} {unfinished}; the export holds the weights of its last checkpoint",
