@@ -142,6 +142,38 @@ def test_an_interrupt_during_a_validation_inside_the_epoch_saves_the_training_st
         torch.testing.assert_close(saved[f"hidden.{i}.c"], c)
 
 
+def test_a_learning_curve_point_cut_short_by_an_interrupt_is_validated_first_on_resume(tmp_path, corpus, monkeypatch):
+    from ulmfit.train import loop
+
+    c = cfg(epochs=1, eval_every=10)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    real, calls = loop.evaluate_lm, {"n": 0}
+
+    def evaluate_lm(*a, **k):  # Ctrl-C during the first eval_every validation (step 10)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "evaluate_lm", evaluate_lm)
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 10"):
+            pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    assert json.loads((tmp_path / "cut" / ckpt.STATE_J).read_text())["eval_pending"] is True
+    pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+
+    def curve(run):
+        state = json.loads((run / ckpt.STATE_J).read_text())
+        logged = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        points = [r for r in logged if "valid_loss" in r and r["epoch"] == 0]  # eval_every points, not the epoch's
+        assert [r["step"] for r in points] == [r["step"] for r in state["curve"]]
+        return [(r["step"], r["tokens"], r["valid_loss"]) for r in state["curve"]]
+
+    full, cut = curve(tmp_path / "full"), curve(tmp_path / "cut")
+    assert full[0][0] == 10 and [p[:2] for p in cut] == [p[:2] for p in full]
+    assert [p[2] for p in cut] == pytest.approx([p[2] for p in full], rel=1e-4)
+
+
 def test_only_process_0_resumes_from_the_saved_hidden_state(tmp_path, corpus, monkeypatch):
     # process 0 alone saves, so its carried state is the only one on disk: the other processes,
     # which read other rows of the text, start their first resumed batch from a zero state

@@ -307,6 +307,7 @@ class LMTrainer:
         self.elapsed = 0.0  # training seconds over all runs of this directory
         self.history: list[dict] = []  # one record per epoch (or partial epoch at a stop)
         self.curve: list[dict] = []  # validation every eval_every steps
+        self.eval_pending = False  # an eval_every validation that an interrupt cut short: redone on resume
         self.elapsed_run = 0.0  # training seconds of this invocation (for max_minutes)
         self.metrics_path = self.out / "metrics.jsonl"
         self._nb_cache: dict[int, int] = {}
@@ -364,7 +365,7 @@ class LMTrainer:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "tokens": self.tokens,
                 "elapsed": self.elapsed, "history": self.history, "curve": self.curve, "train": self.cfg.to_dict(),
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "run_loss": self.run_loss, "world": self.world}
+                "run_loss": self.run_loss, "world": self.world, "eval_pending": self.eval_pending}
 
     def save(self) -> None:
         if not self.main:  # all processes hold the same weights; one writes them
@@ -384,6 +385,7 @@ class LMTrainer:
         self.step, self.epoch, self.batch = st["step"], st["epoch"], st["batch"]
         self.tokens, self.elapsed, self.history = st["tokens"], st.get("elapsed", 0.0), st.get("history", [])
         self.curve = st.get("curve", [])
+        self.eval_pending = bool(st.get("eval_pending", False))
         self.best_loss, self.best_epoch = st.get("best_loss"), st.get("best_epoch", 0)
         self.bad_epochs = st.get("bad_epochs", 0)
         if self.cfg.patience and (self.out / BEST_WEIGHTS).exists():
@@ -410,6 +412,21 @@ class LMTrainer:
         finally:  # also when interrupted: the state saved for a resume is the training streams'
             self.model.encoder.state = carried
 
+    def _eval_point(self, run_loss, elapsed_s: float) -> None:
+        """The validation every `eval_every` steps: one point of the learning curve. Until it is
+        logged, the state saved by an interrupt says that it is pending, so a resumed run does it
+        first (the weights are those of this step: nothing trains in between)."""
+        self.eval_pending = True
+        vv = self.validate()
+        with stop_deferred():  # the point and its record in metrics.jsonl, together
+            if vv:
+                rec = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens, "train_loss": run_loss,
+                       "elapsed_s": elapsed_s, **{f"valid_{k}": val for k, val in vv.items() if k != "tokens"}}
+                self.curve.append(rec)
+                self.log(rec)
+            self.eval_pending = False
+        self.model.train()
+
     # -- the loop ------------------------------------------------------------------------------
     def set_lrs(self, t: int, T: int, seq_len: int) -> float:
         mult = self.sched(t, T) * seq_len / self.cfg.bptt
@@ -435,6 +452,8 @@ class LMTrainer:
             torch.manual_seed(cfg.seed + 1000 * self.rank + self.step)
         with sigterm_as_interrupt():
             try:
+                if self.eval_pending:  # the run was interrupted while it validated at this step
+                    self._eval_point(self.run_loss, self.elapsed)
                 while self.epoch < self.total_epochs and not stop:
                     frozen = self.epoch < cfg.freeze_epochs
                     freeze_to(self.groups, -1 if frozen else 0)
@@ -498,14 +517,7 @@ class LMTrainer:
                         if self.world > 1 and cfg.max_minutes:
                             stop = dist_.any_process(stop, self.device)  # clocks differ; all must agree
                         if cfg.eval_every and self.step % cfg.eval_every == 0 and not stop:
-                            vv = self.validate()
-                            if vv:
-                                rec = {"step": self.step, "epoch": self.epoch, "tokens": self.tokens,
-                                       "train_loss": run_loss, "elapsed_s": self.elapsed + time.time() - t_start,
-                                       **{f"valid_{k}": val for k, val in vv.items() if k != "tokens"}}
-                                self.curve.append(rec)
-                                self.log(rec)
-                            model.train()
+                            self._eval_point(run_loss, self.elapsed + time.time() - t_start)
                         if stop:
                             break
                         if (time.time() - last_save) / 60 >= cfg.save_every_minutes:
