@@ -1267,9 +1267,10 @@ def test_a_classifier_resumed_from_python_says_which_given_settings_it_ignores(t
         m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(3))
         with pytest.raises(TrainingInterrupted):
             train_classifier(tmp_path / "another-lm", task / "train.csv", tmp_path / "c", cfg={"bs": 4},
-                             resume=True, n_workers=1)
+                             resume=True, n_workers=1, valid_frac=0.3, max_train=50)
     out = capsys.readouterr().out
     assert "ignored: bs=4 (the run's: 16)" in out and "ignored: lm=" in out
+    assert "ignored: valid_frac=0.3 (the run's: 0.1), max_train=50 (the run's: None)" in out
     # the same call as the first (its config is sized for the data, as the run's was): nothing to say
     train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                      resume=True, n_workers=1)

@@ -865,9 +865,17 @@ def test_settings_given_from_python_with_resume_are_said_to_be_ignored(tmp_path,
     with monkeypatch.context() as m:
         interrupt_at(m, 40)
         with pytest.raises(TrainingInterrupted):
-            pretrain(corpus, tmp_path / "lm", train_cfg={"lr": 1.0, "bs": 4, "epochs": 2}, resume=True, n_workers=1)
+            pretrain(corpus, tmp_path / "lm", train_cfg={"lr": 1.0, "bs": 4, "epochs": 2}, resume=True, n_workers=1,
+                     valid_frac=0.3, encoding="utf-8", fmt="lines")
     out = capsys.readouterr().out
     assert "ignored: lr=1.0 (the run's: 0.01), bs=4 (the run's: 8)" in out and "epochs" not in out.split("ignored")[1]
+    # the data settings too (those left at their defaults, or the same as the run's, are not named)
+    assert "ignored: fmt='lines' (the run's: 'auto'), valid_frac=0.3 (the run's: 0.05)\n" in out
+    with monkeypatch.context() as m:
+        interrupt_at(m, 45)
+        with pytest.raises(TrainingInterrupted):
+            pretrain(str(corpus), tmp_path / "lm", resume=True, n_workers=1, fmt="auto", valid_frac=0.05)
+    assert "ignored" not in capsys.readouterr().out
     from ulmfit.cli import main
 
     capsys.readouterr()

@@ -326,6 +326,38 @@ def note_ignored_on_resume(given, saved_train: dict, progress: bool, kept=BUDGET
     return differ
 
 
+PATH_ARGS = ("valid_source", "valid", "from_dir")
+
+
+def note_ignored_args(fn, given: dict, saved: dict, progress: bool) -> list[str]:
+    """The data settings (file format, column, validation split, tokenizer, ...) passed from Python
+    with resume=True that differ from the ones the run was started with: it goes on with its own,
+    and says which of those given it ignores. An argument left at `fn`'s default was not given."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    differ = []
+    for k, v in given.items():
+        if v is None or k not in saved or _same_setting(v, params[k].default):
+            continue
+        if k in PATH_ARGS and saved[k] is not None:
+            same = Path(v).resolve() == Path(saved[k]).resolve()
+        else:
+            same = _same_setting(v, saved[k])
+        if not same:
+            differ.append(f"{k}={str(v) if k in PATH_ARGS else v!r} (the run's: {saved[k]!r})")
+    if differ and progress:
+        print("note: resume=True continues the run with the data settings it was started with; ignored: "
+              + ", ".join(differ), flush=True)
+    return differ
+
+
+def _same_setting(a, b) -> bool:
+    if hasattr(a, "to_dict"):
+        a = a.to_dict()
+    return ckpt.to_json_safe(a) == ckpt.to_json_safe(b)
+
+
 def _budget_from(given, extend: dict | None) -> dict | None:
     """A resumed run's new budget: `extend`, and the budget keys of a `train_cfg` dict given with
     resume=True (`extend` wins where both name one)."""
@@ -394,9 +426,13 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
+        given_data = dict(fmt=fmt, column=column, encoding=encoding, valid_frac=valid_frac,
+                          max_valid_tokens=max_valid_tokens, valid_source=valid_source, tok_cfg=tok_cfg)
         saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, _budget_from(given_cfg, extend), corpus, "pretrain")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
+        note_ignored_args(pretrain, given_data, {**saved.get("data", {}), "tok_cfg": saved.get("tokenizer")},
+                          progress)
         valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
@@ -533,9 +569,14 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
     if resume:
+        given_data = dict(fmt=fmt, column=column, encoding=encoding, valid_frac=valid_frac,
+                          max_valid_tokens=max_valid_tokens, from_dir=from_dir, max_vocab=max_vocab)
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, _budget_from(given_cfg, extend), texts, "finetune-lm")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
+        note_ignored_args(finetune_lm, given_data,
+                          {**saved.get("data", {}), "max_vocab": saved.get("tokenizer", {}).get("max_vocab"),
+                           "from_dir": saved.get("finetuned_from")}, progress)
         from_dir = saved.get("finetuned_from", from_dir)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     if not resume:  # a resumed run goes on in the direction it was started in

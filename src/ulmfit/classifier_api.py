@@ -117,10 +117,14 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         if s.get("data") is not None:
             data = resumed_source(s["data"], None if isinstance(data, LabeledTexts) else data, out,
                                   "the labeled data", f"`ulmfit train-classifier NEW_PATH --resume {out}`")
+        given_data = {"valid_frac": valid_frac, "read_args": read_args, "max_train": max_train,
+                      "valid": valid if isinstance(valid, (str, os.PathLike)) else None}
         given_lm, (lm, valid, valid_frac) = lm, (s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac))
         read_args, max_train = s.get("read_args", {}), s.get("max_train")
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
-        from .api import note_ignored_on_resume
+        from .api import note_ignored_args, note_ignored_on_resume
+
+        note_ignored_args(train_classifier, given_data, s, progress)
 
         if given_cfg is not None:  # compared as sized for the run's data, as the run's own config was
             from dataclasses import fields as _fields
