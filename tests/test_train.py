@@ -174,6 +174,23 @@ def test_a_learning_curve_point_cut_short_by_an_interrupt_is_validated_first_on_
     assert [p[2] for p in cut] == pytest.approx([p[2] for p in full], rel=1e-4)
 
 
+def test_a_run_that_stopped_early_is_finished_and_resuming_it_is_refused(tmp_path, corpus, monkeypatch):
+    from ulmfit.train import loop
+
+    losses = iter([3.0, 3.5, 4.0, 4.5])  # the validation loss rises after the first epoch
+    monkeypatch.setattr(loop, "evaluate_lm", lambda *a, **k: (lambda v: {"loss": v, "perplexity": math.exp(v),
+                                                                          "accuracy": 0.1, "tokens": 100})(next(losses)))
+    res = pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=6, patience=1), progress=False,
+                   n_workers=1)
+    assert res["restored_best_epoch"] == 1
+    before = {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir()}
+    for extend in (None, {"epochs": 10}):  # resumed, it used to train another epoch and stop again
+        with pytest.raises(UlmfitError, match=r"stopped early after epoch 2 .* the model is epoch 1\); nothing to "
+                                              r"resume.*--init-from"):
+            pretrain(corpus, tmp_path / "lm", resume=True, extend=extend, progress=False, n_workers=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir()} == before
+
+
 def test_only_process_0_resumes_from_the_saved_hidden_state(tmp_path, corpus, monkeypatch):
     # process 0 alone saves, so its carried state is the only one on disk: the other processes,
     # which read other rows of the text, start their first resumed batch from a zero state

@@ -20,8 +20,8 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import (UlmfitError, append_jsonl, as_texts, claim_out, holds_files, in_use_error, out_in_use, owns_out,
-                 read_json)
+from .io import (UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, in_use_error, out_in_use,
+                 owns_out, read_json)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -229,6 +229,13 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     if resume:
         trainer.resume()
         c = trainer.cfg
+        if c.patience and trainer.bad_epochs >= c.patience:  # early stopping ended it: a finished run
+            again = (f"ulmfit finetune-lm --from {out} TEXT --out NEW" if "finetuned_from" in extra else
+                     f"ulmfit pretrain CORPUS --init-from {out} --out NEW")
+            raise UlmfitError(f"{out} holds a finished run: it stopped early after epoch {trainer.epoch} (the validation "
+                              f"loss had not improved for {trainer.bad_epochs} epoch(s); the model is epoch "
+                              f"{trainer.best_epoch}); nothing to resume, and a larger budget would stop again at once. "
+                              f"To train it further, start a new run from its weights: `{again}`")
         planned = ckpt.read_config(out, "language_model").get("train") or {}
         was_e, was_t = planned.get("epochs"), planned.get("max_tokens")
         # epochs count the unfrozen phase; the trainer's epoch counter includes the frozen one
@@ -329,16 +336,14 @@ def note_ignored_on_resume(given, saved_train: dict, progress: bool, kept=BUDGET
 PATH_ARGS = ("valid_source", "valid", "from_dir")
 
 
-def note_ignored_args(fn, given: dict, saved: dict, progress: bool) -> list[str]:
+def note_ignored_args(given: dict, saved: dict, progress: bool, defaults: dict) -> list[str]:
     """The data settings (file format, column, validation split, tokenizer, ...) passed from Python
     with resume=True that differ from the ones the run was started with: it goes on with its own,
-    and says which of those given it ignores. An argument left at `fn`'s default was not given."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
+    and says which of those given it ignores. An argument left at its default (`defaults`, of the
+    function called) was not given."""
     differ = []
     for k, v in given.items():
-        if v is None or k not in saved or _same_setting(v, params[k].default):
+        if v is None or k not in saved or _same_setting(v, defaults[k]):
             continue
         if k in PATH_ARGS and saved[k] is not None:
             same = Path(v).resolve() == Path(saved[k]).resolve()
@@ -431,8 +436,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         saved, (corpus, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, _budget_from(given_cfg, extend), corpus, "pretrain")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
-        note_ignored_args(pretrain, given_data, {**saved.get("data", {}), "tok_cfg": saved.get("tokenizer")},
-                          progress)
+        note_ignored_args(given_data, {**saved.get("data", {}), "tok_cfg": saved.get("tokenizer")}, progress,
+                          PRETRAIN_ARGS)
         valid_source = saved["data"].get("valid_source")
         tok_cfg = TokenizerConfig.from_dict(saved["tokenizer"])
     tok_cfg = tok_cfg or TokenizerConfig()
@@ -511,6 +516,9 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     return res
 
 
+PRETRAIN_ARGS = defaults_of(pretrain)  # its defaults as defined (a caller may wrap or replace the name)
+
+
 KEEP_BASE_VOCAB_BELOW = 100_000  # target-text tokens under which "auto" keeps the whole pretrained vocabulary
 
 
@@ -574,9 +582,9 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, _budget_from(given_cfg, extend), texts, "finetune-lm")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
-        note_ignored_args(finetune_lm, given_data,
+        note_ignored_args(given_data,
                           {**saved.get("data", {}), "max_vocab": saved.get("tokenizer", {}).get("max_vocab"),
-                           "from_dir": saved.get("finetuned_from")}, progress)
+                           "from_dir": saved.get("finetuned_from")}, progress, FINETUNE_ARGS)
         from_dir = saved.get("finetuned_from", from_dir)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     if not resume:  # a resumed run goes on in the direction it was started in
@@ -644,6 +652,9 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,
                info_d, progress, extra, device=device, plan_epochs=plan_epochs)
     return res
+
+
+FINETUNE_ARGS = defaults_of(finetune_lm)
 
 
 def _in_memory_corpus(arrays, vocab: Vocab):

@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import UlmfitError, as_texts, atomic_write_json, owns_out
+from .io import UlmfitError, as_texts, atomic_write_json, defaults_of, owns_out
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -96,7 +96,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
 
     single_process_only("train-classifier (a small model: one process trains it in minutes)")
     out = Path(out)
-    read_args = _read_args(read_args)
+    given_read_args, read_args = read_args, _read_args(read_args)
     given_cfg = cfg
     cfg = config_from(ClassifierTrainConfig, cfg, what="cfg")
     if (data is not None or not resume) and not isinstance(data, LabeledTexts):
@@ -117,14 +117,14 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         if s.get("data") is not None:
             data = resumed_source(s["data"], None if isinstance(data, LabeledTexts) else data, out,
                                   "the labeled data", f"`ulmfit train-classifier NEW_PATH --resume {out}`")
-        given_data = {"valid_frac": valid_frac, "read_args": read_args, "max_train": max_train,
+        given_data = {"valid_frac": valid_frac, "read_args": given_read_args, "max_train": max_train,
                       "valid": valid if isinstance(valid, (str, os.PathLike)) else None}
         given_lm, (lm, valid, valid_frac) = lm, (s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac))
         read_args, max_train = s.get("read_args", {}), s.get("max_train")
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
         from .api import note_ignored_args, note_ignored_on_resume
 
-        note_ignored_args(train_classifier, given_data, s, progress)
+        note_ignored_args(given_data, s, progress, TRAIN_CLASSIFIER_ARGS)
 
         if given_cfg is not None:  # compared as sized for the run's data, as the run's own config was
             from dataclasses import fields as _fields
@@ -260,6 +260,9 @@ def _lm_tokenizer(lm_dir: Path, lm_cfg: dict) -> tuple[TokenizerConfig, str | No
     """The tokenizer settings of the LM in `lm_dir` and its SentencePiece model (None: word level)."""
     tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
     return tok_cfg, (str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None)
+
+
+TRAIN_CLASSIFIER_ARGS = defaults_of(train_classifier)  # its defaults as defined, for note_ignored_args
 
 
 def _new_classifier(lm_model, cfg: ClassifierTrainConfig, n_classes: int, multi_label: bool, pretrained: bool = True):

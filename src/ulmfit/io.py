@@ -333,3 +333,9 @@ def owns_out(fn):
                 release_out(out)
 
     return run
+
+
+def defaults_of(fn) -> dict:
+    """The default of each argument of `fn`, taken once at import (api.note_ignored_args), so that
+    a caller that wraps or replaces the function's name does not change them."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
