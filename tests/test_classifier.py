@@ -490,7 +490,8 @@ def test_predict_command_writes_one_row_per_input_line_in_order(trained, tmp_pat
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in rows)
 
 
-def test_multi_label_training_predicts_sets_of_labels(task, tmp_path):
+def test_multi_label_training_predicts_sets_of_labels(trained, tmp_path):
+    task, _ = trained
     rng = random.Random(3)
     cues = {"action": "explosions", "comedy": "jokes", "romance": "kisses"}
     filler = "the film was a story about people in a city".split()
@@ -515,6 +516,50 @@ def test_multi_label_training_predicts_sets_of_labels(task, tmp_path):
     flat = LabeledTexts(["jokes and kisses", "explosions"], ["comedy,romance", "action"], "eval.csv")
     with pytest.raises(UlmfitError, match="multi-label.*--multi-label-sep"):
         clf.evaluate(flat)
+    # every prediction right on data without one of the labels: macro-F1 is not pulled down by it
+    from ulmfit.train.metrics import multilabel_report
+
+    rep = multilabel_report(np.array([[1, 0, 0], [1, 1, 0]]), np.array([[0.9, 0.2, 0.1], [0.8, 0.7, 0.3]]),
+                            ["action", "comedy", "romance"])
+    assert rep["exact_match"] == rep["micro_f1"] == rep["macro_f1"] == 1.0  # romance: F1 0 of support 0 before
+    assert rep["per_class"]["romance"]["support"] == 0 and rep["per_class"]["comedy"]["recall"] == 1.0
+    rep = multilabel_report(np.array([[1, 0, 0]]), np.array([[0.9, 0.2, 0.6]]), ["action", "comedy", "romance"])
+    assert rep["macro_f1"] == 0.5  # a label predicted but absent counts (F1 0), like a wrong class
+    # a single-label classifier given multi-label data says so (it used to fail on unhashable lists)
+    with pytest.raises(UlmfitError, match="single-label .*--multi-label-sep"):
+        TextClassifier.load(task / "clf").evaluate(["good"], labels=[["pos", "neg"]])
+    # the CLI: a threshold for predict, and evaluate's multi-label figures under their names
+    from ulmfit.cli import main
+
+    (tmp_path / "in.txt").write_text("explosions and jokes\nkisses\n")
+    (tmp_path / "ml.csv").write_text('text,label\n"explosions and jokes","action,comedy"\nkisses,romance\n')
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(tmp_path / "clf"), "--threshold", "0",
+                 "--out", str(tmp_path / "all.csv"), "--quiet"]) == 0
+    rows = (tmp_path / "all.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["action|comedy|romance"] * 2  # every label clears 0
+    with pytest.raises(SystemExit) as e:  # a usage error
+        main(["predict", str(tmp_path / "in.txt"), "--model", str(tmp_path / "clf"), "--threshold", "2"])
+    assert e.value.code == 2
+    assert main(["evaluate", str(tmp_path / "ml.csv"), "--model", str(tmp_path / "clf"), "--multi-label-sep", ",",
+                 "--report", str(tmp_path / "r.json")]) == 0
+
+
+def test_multi_label_data_read_without_its_separator_gets_a_hint():
+    from ulmfit.classifier_api import _combined_labels
+
+    assert _combined_labels(["action", "action,comedy", "comedy"]) == (",", "action,comedy")
+    assert _combined_labels(["a", "a | b", "b"]) == ("|", "a | b")
+    assert _combined_labels(["pos", "neg", "Smith, John"]) is None  # a comma alone is no sign
+
+
+def test_multi_label_class_weights_are_said_to_apply_to_single_label_data_only(task, tmp_path, capsys):
+    with open(tmp_path / "ml.jsonl", "w") as f:
+        for i in range(60):
+            f.write(json.dumps({"text": "jokes" if i % 3 else "kisses and jokes",
+                                "label": ["comedy"] if i % 3 else ["comedy", "romance"]}) + "\n")
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 1), "class_weights": "on"})
+    train_classifier(task / "lm", tmp_path / "ml.jsonl", tmp_path / "clf", cfg=cfg, n_workers=1)
+    assert "class weights (--class-weights on) apply to single-label data" in capsys.readouterr().out
 
 
 def test_class_weights_auto_turns_on_only_for_imbalanced_labels():

@@ -263,6 +263,26 @@ def test_multi_label_split_is_random_and_complete():
     assert sorted(train.texts + valid.texts) == sorted(d.texts)
 
 
+def test_a_multi_label_split_never_takes_the_last_training_example_of_a_label():
+    # "rare" has one example, "two" two: with half the data held out, a random split used to put
+    # them in validation for some seeds, and training then stopped on a label it never saw
+    labels = [["a"]] * 16 + [["a", "rare"], ["two"], ["two", "a"], []]
+    d = LabeledTexts([str(i) for i in range(20)], labels, "mem")
+    for seed in range(30):
+        train, valid = stratified_split(d, valid_frac=0.5, seed=seed)
+        assert len(valid) == 10 and set(train.label_names()) == {"a", "rare", "two"}, seed
+        assert sorted(train.texts + valid.texts) == sorted(d.texts)
+
+
+def test_multi_label_names_are_read_as_single_labels_are_and_memory_labels_as_file_labels(tmp_path):
+    f = write(tmp_path / "d.csv", 'text,label\nx,"1.0,2.0"\ny,1\nz, 2.0 \n')
+    assert read_labeled(f, multi_label_sep=",").labels == [["1", "2"], ["1"], ["2"]]
+    # in memory: a lone label is a one-label list, "" none, repeats once, as a JSONL file gives them
+    d = LabeledTexts(["a", "b", "c", "d"], ["comedy", ["action", "romance", "action"], "", ["x", ""]], "mem")
+    assert d.labels == [["comedy"], ["action", "romance"], [], ["x"]]
+    assert d.label_names() == ["action", "comedy", "romance", "x"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Rows that would be cut, glued or swallowed
 

@@ -209,6 +209,12 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     if resume and s.get("fingerprint") and s["fingerprint"] != fingerprint:
         raise UlmfitError(f"cannot resume: {out} was trained on {sizes[0]} + {sizes[1]} examples, and these texts "
                           "give as many, but other texts or labels (or another order); they are not the same data")
+    if not train_texts.multi_label:
+        combined = _combined_labels(labels)
+        if combined:
+            say(f"note: labels such as {combined[1]!r} look like several labels joined by {combined[0]!r}; they are "
+                f"classes of their own here. For several labels per text, read the data with --multi-label-sep "
+                f"'{combined[0]}' (from Python: read_args={{'multi_label_sep': '{combined[0]}'}})")
     say(f"{len(train_texts):,} training and {sizes[1]:,} validation examples, {len(labels)} classes: "
         + ", ".join(f"{k} ({v})" for k, v in list(train_texts.class_counts().items())[:12]))
     train_d = ClassificationData.from_labeled(train_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
@@ -219,6 +225,9 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         if valid_d is not None:
             valid_d.ids = _reverse(valid_d.ids)
 
+    if train_d.multi_label and cfg.class_weights in ("on", True):
+        say("note: class weights (--class-weights on) apply to single-label data; a multi-label classifier "
+            "trains each label as its own yes/no decision, without weights")
     model, arch, head = _new_classifier(lm_model, cfg, len(labels), train_d.multi_label, pretrained)
     del lm_model
     dev = resolve_device(device)
@@ -260,6 +269,18 @@ def _lm_tokenizer(lm_dir: Path, lm_cfg: dict) -> tuple[TokenizerConfig, str | No
     """The tokenizer settings of the LM in `lm_dir` and its SentencePiece model (None: word level)."""
     tok_cfg = TokenizerConfig.from_dict(lm_cfg["tokenizer"])
     return tok_cfg, (str(lm_dir / ckpt.SPM) if tok_cfg.kind == "subword" else None)
+
+
+def _combined_labels(names: list[str]) -> tuple[str, str] | None:
+    """(separator, a label) where single-label data has labels made of others joined by , | or ;
+    (multi-label data read without its separator), else None."""
+    known = set(names)
+    for sep in (",", "|", ";"):
+        for name in names:
+            parts = [p.strip() for p in name.split(sep)]
+            if len(parts) > 1 and all(p in known for p in parts):
+                return sep, name
+    return None
 
 
 TRAIN_CLASSIFIER_ARGS = defaults_of(train_classifier)  # its defaults as defined, for note_ignored_args
@@ -499,6 +520,9 @@ class TextClassifier:
         if self.multi_label and not data.multi_label:
             raise UlmfitError("this classifier is multi-label (several labels per text): read the evaluation data "
                               "with the separator its labels use (--multi-label-sep, e.g. ',')")
+        if data.multi_label and not self.multi_label:
+            raise UlmfitError("this classifier is single-label (one label per text): read the evaluation data "
+                              "without a multi-label separator (--multi-label-sep)")
         check_label_names(self.labels, data, "evaluation", "the classifier's labels")
         mean, per = self.predict_proba(data.texts, bs, progress, per_member=True)
         index = {l: i for i, l in enumerate(self.labels)}
@@ -508,7 +532,7 @@ class TextClassifier:
                 for l in labs:
                     y[r, index[l]] = 1
             rep = multilabel_report(y, mean, self.labels)
-            members = {m[6].name: multilabel_report(y, p, self.labels)["micro_f1"] for m, p in zip(self.members, per)}
+            members = {m[6].name: multilabel_report(y, p, self.labels)["exact_match"] for m, p in zip(self.members, per)}
         else:
             y = np.array([index[l] for l in data.labels])
             rep = classification_report(y, mean.argmax(1), self.labels)

@@ -367,17 +367,24 @@ def cmd_evaluate(a) -> int:
     rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
                    device=a.device)
     print(f"{rep['n']:,} examples from {rep['data']}")
+    multi = "exact_match" in rep  # multi-label: "accuracy" is the share of texts with all labels right
+    score = "exact match" if multi else "accuracy"
     if "members" in rep:
         for name, acc in rep["members"].items():
-            print(f"  {name}: accuracy {acc:.4f}")
+            print(f"  {name}: {score} {acc:.4f}")
         print(f"ensemble of {len(rep['members'])}:")
-    print(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}")
-    if "confusion_matrix" in rep:
+    if multi:
+        print(f"exact match {rep['exact_match']:.4f} (texts with all their labels right)  micro-F1 "
+              f"{rep['micro_f1']:.4f}  macro-F1 {rep['macro_f1']:.4f}  (threshold {rep['threshold']:g})")
+    else:
+        print(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}")
+    if multi or "confusion_matrix" in rep:
         width = max(len(x) for x in rep["labels"])
         for name, r in rep["per_class"].items():
             print(f"  {name:<{width}}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1']:.3f}  "
                   f"n {r['support']}")
-        print(format_confusion(rep["confusion_matrix"], rep["labels"]))
+        if "confusion_matrix" in rep:
+            print(format_confusion(rep["confusion_matrix"], rep["labels"]))
     try:  # after the figures are on screen: a report that cannot be written loses none of them
         write_report(rep, report)
     except OSError as e:
@@ -468,7 +475,7 @@ def cmd_predict(a) -> int:
             probs = clf.predict_proba(block, a.bs, progress=not a.quiet, n_workers=1)
             for p in probs:
                 if clf.multi_label:
-                    chosen = [clf.labels[j] for j, v in enumerate(p) if v >= 0.5]
+                    chosen = [clf.labels[j] for j, v in enumerate(p) if v >= a.threshold]
                 else:
                     chosen = clf.labels[int(p.argmax())]
                 if a.output_format == "jsonl":
@@ -556,6 +563,17 @@ def _int_at_least(low: int):
 
 
 positive_int, non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {x:g}")
+    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -771,6 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output-format", default="csv", choices=["csv", "jsonl"],
                    help="csv: label and one probability column per class; jsonl: one object per text (default: csv)")
     s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
+    s.add_argument("--threshold", type=probability, default=0.5,
+                   help="multi-label classifiers: a text gets each label whose probability is at least this; "
+                        "the CSV joins them with | (default: 0.5)")
     s.add_argument("--encoding", default="utf-8", help="the input's text encoding (default: utf-8)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")

@@ -46,6 +46,15 @@ _SKIP_DIRS = ("unsup",)  # aclImdb's unlabeled reviews: text for the LM, never a
 _COLUMN_HINT = "choose with --text-col / --label-col"
 
 
+def _label_list(lab) -> list[str]:
+    """One example's labels in multi-label data: a list without empty or repeated names."""
+    out: list[str] = []
+    for x in lab if isinstance(lab, list) else [lab]:
+        if x and x not in out:
+            out.append(x)
+    return out
+
+
 def _memory_label(lab, i: int, source: str):
     """A label given in memory as the string a JSONL file would give (`_label_str`: 1 and 1.0 -> "1",
     True -> "true"); a list of them for multi-label data. None is refused, as is any other object."""
@@ -88,6 +97,8 @@ class LabeledTexts:
         # so that a classifier trained on a CSV of 0/1 also evaluates labels given as ints.
         if not all(isinstance(lab, str) for lab in self.labels):
             self.labels = [_memory_label(lab, i, self.source) for i, lab in enumerate(self.labels)]
+            if any(isinstance(lab, list) for lab in self.labels):  # multi-label, as a file reader gives it:
+                self.labels = [_label_list(lab) for lab in self.labels]  # a lone "x" is ["x"], "" is none
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -303,7 +314,8 @@ def stratified_split(
 
     A class of n >= 2 examples gives floor(valid_frac * n + 0.5) of them, at least 1 and at most
     n - 1, to validation; a class of one example stays in training. Multi-label data is split at
-    random (not stratified). Both parts keep the original order of the examples.
+    random (not stratified), except that an example does not go to validation when it holds the
+    last training example of one of its labels. Both parts keep the original order of the examples.
     """
     if not 0.0 < valid_frac < 1.0:
         raise UlmfitError(f"valid_frac must be between 0 and 1 (exclusive), not {valid_frac}")
@@ -316,7 +328,17 @@ def stratified_split(
             raise UlmfitError(f"{data.source}: cannot split {n} example into training and validation")
         order = list(range(n))
         rng.shuffle(order)
-        valid = order[: min(n - 1, max(1, math.floor(valid_frac * n + 0.5)))]
+        want = min(n - 1, max(1, math.floor(valid_frac * n + 0.5)))
+        left: dict[str, int] = {}  # training examples of each label
+        for lab in _flat(data.labels):
+            left[lab] = left.get(lab, 0) + 1
+        for i in order:
+            if len(valid) == want:
+                break
+            if all(left[lab] > 1 for lab in data.labels[i]):
+                for lab in data.labels[i]:
+                    left[lab] -= 1
+                valid.append(i)
     else:
         by_class: dict[str, list[int]] = {}
         for i, lab in enumerate(data.labels):
@@ -390,7 +412,7 @@ def _norm_label(raw, sep: str | None, where: str):
         return s
     out = []
     for part in s.split(sep):
-        part = part.strip()
+        part = label_name(part)  # stripped, and "1.0" as "1", as a single label would be
         if part and part not in out:
             out.append(part)
     return out

@@ -46,11 +46,17 @@ def multilabel_report(y_true: np.ndarray, probs: np.ndarray, label_names: list[s
     fn = (~pred & y_true).sum(0).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
     micro = 2 * tp.sum() / max(1.0, 2 * tp.sum() + fp.sum() + fn.sum())
     exact = float((pred == y_true).all(1).mean()) if len(y_true) else 0.0
+    # macro-F1 over the labels that occur in the data or in the predictions: a label absent from
+    # both has no F1 to speak of (the single-label report likewise averages over present classes)
+    seen = (tp + fp + fn) > 0
     return {"n": int(len(y_true)), "exact_match": exact, "accuracy": exact, "error_rate": 1 - exact,
-            "micro_f1": float(micro), "macro_f1": float(f1.mean()) if len(f1) else 0.0,
-            "per_class": {n: {"f1": float(f1[i]), "support": int(y_true[:, i].sum())} for i, n in enumerate(label_names)},
+            "micro_f1": float(micro), "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
+            "per_class": {n: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                              "support": int(y_true[:, i].sum())} for i, n in enumerate(label_names)},
             "labels": list(label_names), "threshold": threshold}
 
 
