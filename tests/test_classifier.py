@@ -11,7 +11,7 @@ import torch
 
 from ulmfit import checkpoint as ckpt
 from ulmfit.api import LanguageModel, pretrain
-from ulmfit.classifier_api import TextClassifier, evaluate, train_classifier
+from ulmfit.classifier_api import TextClassifier, evaluate, load_labeled, train_classifier
 from ulmfit.data.labeled import LabeledTexts, read_labeled
 from ulmfit.cli import main
 from ulmfit.io import TrainingInterrupted, UlmfitError
@@ -1158,6 +1158,20 @@ def test_predict_works_in_blocks_and_replaces_its_out_file_whole_or_not_at_all(t
                         lambda self, block, *a, **k: predict_proba(self, block, *a, **{**k, "fail": True}))
     assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out", str(out)]) == 130
     assert out.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "pred.csv"]
+    # SIGTERM (systemd, `timeout`) likewise: it used to leave the hidden temporary file behind
+    import os
+    import signal
+
+    sizes.clear()
+    monkeypatch.setattr(TextClassifier, "predict_proba", lambda self, block, *a, **k: (
+        os.kill(os.getpid(), signal.SIGTERM) if len(sizes) == 2 else None, predict_proba(self, block, *a, **k))[1])
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out", str(out)]) == 130
+    assert out.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "pred.csv"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    # the input as --out would replace the texts with their predictions
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--out",
+                 str(tmp_path / "in.txt")]) == 2
+    assert "is the input file" in capsys.readouterr().err and (tmp_path / "in.txt").read_text() == "\n".join(texts)
 
 
 def test_predict_writes_through_a_link_or_a_pipe_given_as_out(trained, tmp_path):
@@ -1179,6 +1193,49 @@ def test_predict_writes_through_a_link_or_a_pipe_given_as_out(trained, tmp_path)
                  str(tmp_path / "fifo"), "--quiet"]) == 0
     reader.join(timeout=60)
     assert got and got[0].count("\n") == 3 and not (tmp_path / "fifo").is_file()
+    # a pipe as the input (<(...), a FIFO, /dev/stdin): with a progress bar, counting its lines used to
+    # read it empty, and predict wrote the header alone and exited 0
+    import shlex
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "ulmfit", "predict", "--model", str(task / "clf"), "--out", str(tmp_path / "p.csv")]
+    r = subprocess.run(["bash", "-c", shlex.join(cmd) + " <(printf 'superb\\nawful\\nfine\\n')"], timeout=300,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "p.csv").read_text().count("\n") == 4, r.stderr[-2000:]
+
+
+def test_evaluate_writes_its_report_before_printing_and_refuses_a_report_that_would_replace_a_file(
+        trained, tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    task, _ = trained
+    # a reader of the figures that quits (`| head -1`, here `| true`): the report used to be lost
+    cmd = [sys.executable, "-m", "ulmfit", "evaluate", str(task / "test.csv"), "--model", str(task / "clf"),
+           "--report", str(tmp_path / "r.json"), "--quiet"]
+    subprocess.run(shlex.join(cmd) + " | true", shell=True, timeout=300, check=False)
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 120 and (tmp_path / "r.png").exists()
+    for report, says in ((tmp_path / "r.png", "give a name ending in .json"), (task / "test.csv", "evaluation data")):
+        assert main(["evaluate", str(task / "test.csv"), "--model", str(task / "clf"), "--report", str(report),
+                     "--quiet"]) == 2
+        assert says in capsys.readouterr().err
+    assert (task / "test.csv").read_text().startswith("text,label")
+    # two members in folders of the same name: each has its own score, under its path
+    for run in ("a", "b"):
+        shutil.copytree(task / "clf", tmp_path / run / "clf", ignore=shutil.ignore_patterns(".ulmfit-run.lock"))
+    rep = TextClassifier.load([tmp_path / "a" / "clf", tmp_path / "b" / "clf"]).evaluate(
+        load_labeled(task / "test.csv"))
+    assert sorted(rep["members"]) == sorted(str(tmp_path / r / "clf") for r in "ab")
+
+
+def test_macro_f1_counts_a_class_that_is_predicted_but_absent_from_the_data():
+    from ulmfit.train.metrics import classification_report
+
+    rep = classification_report([0, 0, 1, 1], [0, 2, 1, 2], ["a", "b", "c"])
+    assert rep["macro_f1"] == pytest.approx(4 / 9)  # a: 2/3, b: 2/3, c: 0 (as scikit-learn counts it)
 
 
 def test_export_keeps_what_predict_needs_of_a_classifier_and_drops_the_training_state(trained, tmp_path, capsys):

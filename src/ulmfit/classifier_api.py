@@ -503,6 +503,11 @@ class TextClassifier:
             return [[self.labels[j] for j in np.nonzero(row >= threshold)[0]] for row in p]
         return [self.labels[i] for i in p.argmax(1)]
 
+    def _names(self) -> list[str]:
+        """The members' folder names (fwd, bwd), or their paths where two folders share a name."""
+        names = [m[6].name for m in self.members]
+        return names if len(set(names)) == len(names) else [str(m[6]) for m in self.members]
+
     def evaluate(self, data, bs: int = 64, progress: bool = False, *, labels=None) -> dict:
         """Accuracy, macro-F1, per-class scores and the confusion matrix on labeled data: a
         LabeledTexts, or a list of texts with `labels=` (one per text)."""
@@ -532,12 +537,12 @@ class TextClassifier:
                 for l in labs:
                     y[r, index[l]] = 1
             rep = multilabel_report(y, mean, self.labels)
-            members = {m[6].name: multilabel_report(y, p, self.labels)["exact_match"] for m, p in zip(self.members, per)}
+            members = {name: multilabel_report(y, p, self.labels)["exact_match"] for name, p in zip(self._names(), per)}
         else:
             y = np.array([index[l] for l in data.labels])
             rep = classification_report(y, mean.argmax(1), self.labels)
-            members = {m[6].name: classification_report(y, p.argmax(1), self.labels)["accuracy"]
-                       for m, p in zip(self.members, per)}
+            members = {name: classification_report(y, p.argmax(1), self.labels)["accuracy"]
+                       for name, p in zip(self._names(), per)}
         if len(self.members) > 1:
             rep["members"] = members
         rep["models"] = [str(m[6]) for m in self.members]

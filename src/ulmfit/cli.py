@@ -364,8 +364,18 @@ def cmd_evaluate(a) -> int:
     report = a.report or str(Path(a.model[0]) / "eval_report.json")
     if a.report and Path(a.report).is_dir():
         raise UlmfitError(f"--report {a.report} is a folder; give a file name")
+    if Path(report).suffix.lower() == ".png":
+        raise UlmfitError(f"--report {report}: the report is JSON, and its confusion matrix is written beside it "
+                          "as a .png of the same name; give a name ending in .json")
+    if _same_file(report, a.data):
+        raise UlmfitError(f"--report {report} is the evaluation data: the report would replace it; give another file")
     rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
                    device=a.device)
+    try:  # before the figures are printed: a reader of them that quits early (`| head`) loses no report
+        write_report(rep, report)
+        failed = None
+    except OSError as e:
+        failed = e
     print(f"{rep['n']:,} examples from {rep['data']}")
     multi = "exact_match" in rep  # multi-label: "accuracy" is the share of texts with all labels right
     score = "exact match" if multi else "accuracy"
@@ -385,12 +395,10 @@ def cmd_evaluate(a) -> int:
                   f"n {r['support']}")
         if "confusion_matrix" in rep:
             print(format_confusion(rep["confusion_matrix"], rep["labels"]))
-    try:  # after the figures are on screen: a report that cannot be written loses none of them
-        write_report(rep, report)
-    except OSError as e:
+    if failed is not None:  # said after the figures: a report that cannot be written loses none of them
         if a.report:
-            raise UlmfitError(f"could not write the report to {report} ({e})") from None
-        print(f"note: could not write the report beside the model ({e}); pass --report FILE", file=sys.stderr)
+            raise UlmfitError(f"could not write the report to {report} ({failed})") from None
+        print(f"note: could not write the report beside the model ({failed}); pass --report FILE", file=sys.stderr)
         return 0
     print(f"report written to {report}" + (f" (confusion matrix: {Path(report).with_suffix('.png')})"
                                            if "confusion_matrix" in rep else ""))
@@ -430,10 +438,13 @@ def cmd_predict(a) -> int:
     if a.out:
         if Path(a.out).is_dir():
             raise UlmfitError(f"--out {a.out} is a folder; give a file name")
+        if a.input not in (None, "-") and _same_file(a.out, a.input):
+            raise UlmfitError(f"--out {a.out} is the input file: the predictions would replace the texts; "
+                              "give another file name")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     total = None  # the bar's total: the file's line count, where a newline is one byte (not UTF-16)
-    if not a.quiet and a.input not in (None, "-") and "\n".encode(a.encoding) == b"\n":
-        total = _count_lines(Path(a.input))
+    if not a.quiet and a.input not in (None, "-") and Path(a.input).is_file() and "\n".encode(a.encoding) == b"\n":
+        total = _count_lines(Path(a.input))  # not a pipe (<(...), /dev/stdin, a FIFO): counting would empty it
 
     def blocks():
         block = []
@@ -450,8 +461,12 @@ def cmd_predict(a) -> int:
 
     from .io import atomic_path
 
+    from .train.loop import sigterm_as_interrupt
+
     n = empty = 0
     with contextlib.ExitStack() as stack:
+        # SIGTERM (systemd, Kubernetes, `timeout`) stops it as Ctrl-C does: an unfinished --out is removed
+        stack.enter_context(sigterm_as_interrupt())
         target = Path(a.out) if a.out else None
         if target is not None and (not target.exists() or (target.is_file() and not target.is_symlink())):
             # written whole or not at all: an interrupted run leaves an older file as it was
@@ -496,6 +511,14 @@ def cmd_predict(a) -> int:
 
 
 PREDICT_BLOCK = 8192  # texts predicted (and written) at a time
+
+
+def _same_file(a, b) -> bool:
+    """Whether the paths `a` and `b` name one existing file."""
+    try:
+        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _count_lines(path: Path) -> int:

@@ -24,7 +24,7 @@ def classification_report(y_true, y_pred, label_names: list[str]) -> dict:
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
         recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    present = support > 0
+    present = (support > 0) | (predicted > 0)  # a class predicted but absent from the data counts (F1 0)
     acc = float(tp.sum() / max(1, len(y_true)))
     return {
         "n": int(len(y_true)),
