@@ -210,6 +210,8 @@ def test_saved_files_follow_the_umask_not_owner_only(tiny_lm):
     ["evaluate", "t.csv", "--model", "m", "--bs", "-1"],
     ["train-classifier", "t.csv", "--out", "o", "--bs", "-3"],
     ["generate", "hi", "--model", "m", "--top-k", "-1"],
+    ["generate", "hi", "--model", "m", "-n", "0"],
+    ["predict", "--model", "m", "--threshold", "1.5"],
     ["finetune-lm", "t.txt", "--out", "o", "--bptt", "0"],
 ])
 def test_sizes_below_one_are_usage_errors(argv, capsys):

@@ -698,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="below 1 samples likelier words, above 1 more varied ones (default: 0.8)")
     s.add_argument("--top-k", type=non_negative_int, default=50,
                    help="sample among the k likeliest tokens; 0 = all (default: 50)")
-    s.add_argument("-n", type=int, default=1, help="number of samples (default: 1)")
+    s.add_argument("-n", type=positive_int, default=1, help="number of samples (default: 1)")
     s.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable sample (default: none)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_generate)
