@@ -298,6 +298,32 @@ def test_an_interrupted_demo_resumes_where_it_stopped_and_ends_as_an_uninterrupt
             run_demo(bad, resume=True, progress=False)
 
 
+def test_a_demo_interrupted_just_after_a_step_ended_keeps_that_step_on_resume(tmp_path, tiny_task, capsys,
+                                                                              monkeypatch):
+    """A Ctrl-C that lands after the language model's run has finished, before the demo records the
+    step as done: the resumed demo used to resume that finished run, which is refused, and could not
+    go on."""
+    from ulmfit import api
+
+    kw = dict(lm=tmp_path / "lm", data_dir=tiny_task, progress=False, minutes=0, ensemble="off", lm_epochs=1)
+    full = run_demo(tmp_path / "full", "rotten-tomatoes", **kw)
+    with monkeypatch.context() as m:
+        real_ft = api.finetune_lm
+
+        def finetune_lm(*a, **k):
+            real_ft(*a, **k)
+            raise KeyboardInterrupt  # the run is finished and saved; the demo has not recorded it
+
+        m.setattr(api, "finetune_lm", finetune_lm)
+        with pytest.raises(TrainingInterrupted, match=r"interrupted in .*lm;"):
+            run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
+    assert json.loads((tmp_path / "cut" / "demo_state.json").read_text())["done"] == []
+    capsys.readouterr()
+    summary = run_demo(tmp_path / "cut", resume=True, progress=False)
+    assert "lm: finished before the interruption, kept" in capsys.readouterr().out
+    assert summary["lm_perplexity"] == full["lm_perplexity"] and summary["ulmfit_accuracy"] == full["ulmfit_accuracy"]
+
+
 def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_path, tiny_task, capsys, monkeypatch):
     from ulmfit.train.loop import LMTrainer
 

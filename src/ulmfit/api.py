@@ -20,7 +20,7 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import (UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, in_use_error, out_in_use,
+from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, in_use_error, out_in_use,
                  owns_out, read_json)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
@@ -232,7 +232,7 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
         if c.patience and trainer.bad_epochs >= c.patience:  # early stopping ended it: a finished run
             again = (f"ulmfit finetune-lm --from {out} TEXT --out NEW" if "finetuned_from" in extra else
                      f"ulmfit pretrain CORPUS --init-from {out} --out NEW")
-            raise UlmfitError(f"{out} holds a finished run: it stopped early after epoch {trainer.epoch} (the validation "
+            raise FinishedRun(f"{out} holds a finished run: it stopped early after epoch {trainer.epoch} (the validation "
                               f"loss had not improved for {trainer.bad_epochs} epoch(s); the model is epoch "
                               f"{trainer.best_epoch}); nothing to resume, and a larger budget would stop again at once. "
                               f"To train it further, start a new run from its weights: `{again}`")
@@ -251,7 +251,7 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
                               "--epochs/--max-tokens to finish it as planned, or give a larger budget")
         if done_now:
             # nothing left to train: refuse before anything is written, rather than "save" untouched files
-            raise UlmfitError(f"{out} holds a finished run ({trainer.epoch} of {trainer.total_epochs} epochs, "
+            raise FinishedRun(f"{out} holds a finished run ({trainer.epoch} of {trainer.total_epochs} epochs, "
                               f"{trainer.tokens:,} tokens"
                               + (f" of a {c.max_tokens:,}-token budget" if c.max_tokens else "")
                               + "); nothing to resume. To train it further, resume with a larger --epochs"

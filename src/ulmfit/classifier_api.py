@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import UlmfitError, as_texts, atomic_write_json, defaults_of, owns_out
+from .io import FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, owns_out
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -254,7 +254,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     if resume:
         trainer.resume()
         if trainer.stage >= len(cfg.stage_groups):  # nothing left: refuse before anything is written
-            raise UlmfitError(f"{out} holds a finished run ({trainer.epoch} epochs, the model is epoch "
+            raise FinishedRun(f"{out} holds a finished run ({trainer.epoch} epochs, the model is epoch "
                               f"{trainer.best_epoch}); nothing to resume. To train longer, start a new run "
                               "with a longer last stage (--epochs N) into another --out")
         say(f"resuming {out} at step {trainer.step} (stage {trainer.stage + 1}, epoch {trainer.epoch + 1})")

@@ -176,6 +176,20 @@ def read_demo_state(out: Path) -> dict:
     return state
 
 
+def finished_result(run: Path) -> dict:
+    """What a finished training run in `run` returned, from its saved record: the kept epoch's
+    (with early stopping, the best one; else the last)."""
+    from . import checkpoint as ckpt
+    from .io import UlmfitError, read_json
+
+    history = ckpt.read_config(run).get("history") or [{}]
+    try:
+        best = read_json(run / ckpt.STATE_J).get("best_epoch")
+    except (OSError, UlmfitError):
+        best = None
+    return dict(next((h for h in history if best and h.get("epoch") == best), history[-1]))
+
+
 @owns_out
 def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=None, data_dir=None, lm_epochs: int = 3,
              max_train: int | None = None, progress: bool = True, overwrite: bool = True,
@@ -198,7 +212,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     from .pretrained import default_lm
     from .train.classify import ClassifierTrainConfig
     from .train.loop import LMTrainConfig, TrainingInterrupted
-    from .io import UlmfitError, atomic_write_json, claim_out
+    from .io import FinishedRun, UlmfitError, atomic_write_json, claim_out
     from . import checkpoint as ckpt
 
     out = Path(out)
@@ -244,7 +258,14 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
             print(f"  {out / name}: finished before the interruption, kept", flush=True)
             return results.get(name, {})
         running.update(name=name, t=time.time())
-        res = fn(resume and (out / name / ckpt.STATE_J).exists())
+        again = resume and (out / name / ckpt.STATE_J).exists()
+        try:
+            res = fn(again)
+        except FinishedRun:  # an interruption that landed after the step ended, before the demo recorded it
+            if not again:
+                raise
+            print(f"  {out / name}: finished before the interruption, kept", flush=True)
+            res = finished_result(out / name)
         times[name] = times.get(name, 0.0) + time.time() - running.pop("t")
         done.add(name)
         results[name] = {k: v for k, v in res.items() if isinstance(v, (int, float, str)) or v is None}

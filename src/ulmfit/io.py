@@ -20,6 +20,12 @@ class UlmfitError(Exception):
     """An error whose message is meant for the user as it is (the CLI prints it, no traceback)."""
 
 
+class FinishedRun(UlmfitError):
+    """`resume` given a run that has finished (its budget spent, or ended by early stopping): there
+    is nothing to continue. The demo, resumed after an interruption that landed between a step's
+    end and its record, keeps such a step as done."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM after saving everything; the message says where and how
     to resume. A KeyboardInterrupt, as the Ctrl-C it stands for: `except Exception` (a loop over
