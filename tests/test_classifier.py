@@ -1287,7 +1287,10 @@ def test_export_of_an_ensemble_folder_exports_each_member_under_its_name(trained
 
 
 def test_a_classifier_folder_a_live_run_trains_into_is_refused(trained, held, tmp_path):
+    import shutil
+
     from ulmfit.io import OUT_LOCK
+    from ulmfit.pretrained import export_model
 
     task, _ = trained
     before = {p.name: p.read_bytes() for p in (task / "clf").iterdir() if p.name != OUT_LOCK}
@@ -1297,6 +1300,15 @@ def test_a_classifier_folder_a_live_run_trains_into_is_refused(trained, held, tm
             train_classifier(task / "lm", task / "train.csv", task / "clf", cfg=ClassifierTrainConfig(**FAST),
                              progress=False, n_workers=1, overwrite=True, resume=resume)
     assert {p.name: p.read_bytes() for p in (task / "clf").iterdir() if p.name != OUT_LOCK} == before
+    # an ensemble exported over a folder whose member a run trains into: refused before anything is written
+    for member in ("fwd", "bwd"):
+        shutil.copytree(task / "clf", tmp_path / "ens" / member, ignore=shutil.ignore_patterns(OUT_LOCK))
+        shutil.copytree(task / "clf", tmp_path / "dst" / member, ignore=shutil.ignore_patterns(OUT_LOCK))
+    dst_before = {p.name: p.read_bytes() for p in (tmp_path / "dst" / "bwd").iterdir()}
+    holder = held(tmp_path / "dst" / "fwd")
+    with pytest.raises(UlmfitError, match=f"dst/fwd is in use: process {holder.pid}"):
+        export_model(tmp_path / "ens", tmp_path / "dst", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "dst" / "bwd").iterdir()} == dst_before
 
 
 def test_export_of_an_interrupted_classifier_run_warns_that_it_is_unfinished(task, tmp_path, monkeypatch, capsys):

@@ -296,6 +296,20 @@ def test_a_folder_a_live_run_trains_into_is_refused_to_every_other_writer(tmp_pa
     assert not (tiny_lm / OUT_LOCK).exists()
 
 
+def test_a_run_whose_folder_was_moved_releases_only_its_own_lock(tmp_path, held):
+    from ulmfit.io import OUT_LOCK, claim_out, out_in_use, release_out
+
+    x = tmp_path / "x"
+    x.mkdir()
+    assert claim_out(x)
+    x.rename(tmp_path / "y")  # the folder moved away while its run goes on, and another run took the name
+    x.mkdir()
+    holder = held(x)
+    release_out(x)  # the first run ends: it used to remove the new run's lock file, letting a third one in
+    assert (x / OUT_LOCK).exists() and out_in_use(x) == f"process {holder.pid} (on {os.uname().nodename})"
+    assert not (tmp_path / "y" / OUT_LOCK).exists() or out_in_use(tmp_path / "y") is None
+
+
 def test_a_run_holds_its_folder_while_it_trains_and_leaves_no_lock_behind(tmp_path, corpus, monkeypatch, capsys):
     from ulmfit import api
     from ulmfit.io import OUT_LOCK, out_in_use

@@ -73,9 +73,11 @@ def test_the_command_line_under_torchrun_speaks_once_and_keeps_its_process_count
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ULMFIT_CACHE": str(tmp_path / "cache")}
     two = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "ulmfit"]
     small = ["--preset", "tiny", "--epochs", "1", "--bs", "4", "--bptt", "16", "--workers", "1", "--quiet"]
+    (tmp_path / "lm").mkdir()  # made beforehand: process 0 holds it from the start, the others do not ask
     r = subprocess.run([*two, "pretrain", str(corpus), "--out", str(tmp_path / "lm"), *small],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "lm" / ".ulmfit-run.lock").exists()
     assert r.stdout.count("language model saved to") == 1
     assert json.loads((tmp_path / "lm" / "train_state.json").read_text())["world"] == 2
     r = subprocess.run([sys.executable, "-m", "ulmfit", "pretrain", "--resume", str(tmp_path / "lm"), "--epochs", "2",

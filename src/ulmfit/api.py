@@ -20,8 +20,8 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, in_use_error, out_in_use,
-                 owns_out, read_json)
+from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, in_use_error,
+                 is_main_process, out_in_use, owns_out, read_json)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -110,7 +110,7 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
     what the user can do instead."""
     if out.exists() and not out.is_dir():
         raise UlmfitError(f"--out {out} is a file, not a directory")
-    who = out_in_use(out) if out.is_dir() else None
+    who = out_in_use(out) if out.is_dir() and is_main_process() else None  # the others see process 0's lock
     if who and who != "this process":
         raise in_use_error(out, who)
     if out.exists() and holds_files(out) and not overwrite:
@@ -233,9 +233,10 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
             again = (f"ulmfit finetune-lm --from {out} TEXT --out NEW" if "finetuned_from" in extra else
                      f"ulmfit pretrain CORPUS --init-from {out} --out NEW")
             raise FinishedRun(f"{out} holds a finished run: it stopped early after epoch {trainer.epoch} (the validation "
-                              f"loss had not improved for {trainer.bad_epochs} epoch(s); the model is epoch "
-                              f"{trainer.best_epoch}); nothing to resume, and a larger budget would stop again at once. "
-                              f"To train it further, start a new run from its weights: `{again}`")
+                              f"loss had not improved for {trainer.bad_epochs} epoch(s)) and kept epoch "
+                              f"{trainer.best_epoch}'s weights, which its saved optimizer state (of epoch "
+                              f"{trainer.epoch}) does not belong to; nothing to resume. To train it further, start a new "
+                              f"run from its weights: `{again}`")
         planned = ckpt.read_config(out, "language_model").get("train") or {}
         was_e, was_t = planned.get("epochs"), planned.get("max_tokens")
         # epochs count the unfrozen phase; the trainer's epoch counter includes the frozen one
@@ -578,13 +579,15 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     _prepare_out(out, resume, overwrite)
     if resume:
         given_data = dict(fmt=fmt, column=column, encoding=encoding, valid_frac=valid_frac,
-                          max_valid_tokens=max_valid_tokens, from_dir=from_dir, max_vocab=max_vocab)
+                          max_valid_tokens=max_valid_tokens, from_dir=from_dir, max_vocab=max_vocab,
+                          keep_base_vocab=keep_base_vocab)
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, _budget_from(given_cfg, extend), texts, "finetune-lm")
         note_ignored_on_resume(given_cfg, saved["train"], progress)
         note_ignored_args(given_data,
                           {**saved.get("data", {}), "max_vocab": saved.get("tokenizer", {}).get("max_vocab"),
-                           "from_dir": saved.get("finetuned_from")}, progress, FINETUNE_ARGS)
+                           "from_dir": saved.get("finetuned_from"), "keep_base_vocab": saved.get("keep_base_vocab")},
+                          progress, FINETUNE_ARGS)
         from_dir = saved.get("finetuned_from", from_dir)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     if not resume:  # a resumed run goes on in the direction it was started in

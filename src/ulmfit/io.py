@@ -250,6 +250,11 @@ def claim_out(out) -> bool:
     while True:
         try:
             f = open(path, "a+")
+        except PermissionError:  # another user's run's lock file (a shared folder): lock it read-only
+            try:
+                f = open(path, "r")
+            except OSError:
+                return False
         except OSError:  # a folder that takes no files: writable_out says so
             return False
         try:
@@ -285,8 +290,11 @@ def release_out(out) -> None:
     f = _held_outs.pop(_lock_key(out), None)
     if f is None:
         return
-    try:
-        (Path(out) / OUT_LOCK).unlink(missing_ok=True)  # while still locked: see claim_out's check
+    path = Path(out) / OUT_LOCK
+    try:  # while still locked (see claim_out's check), and only our own: the folder may have been moved
+        mine, there = os.fstat(f.fileno()), os.stat(path)
+        if (mine.st_ino, mine.st_dev) == (there.st_ino, there.st_dev):
+            path.unlink()
     except OSError:
         pass
     f.close()
@@ -297,7 +305,7 @@ def holds_files(out) -> bool:
     return any(p.name != OUT_LOCK for p in Path(out).iterdir())
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
     """Process 0 of a torchrun job (its RANK; the process group may not be set up yet), or a
     process on its own."""
     if os.environ.get("RANK", "0") != "0":
@@ -323,11 +331,11 @@ def owns_out(fn):
         fresh = not bound.arguments.get("resume", False) and not out.exists()
         # a folder that exists is held from the start, so that a live run there is named before
         # anything else is checked; a new one from when it is made (`writable_out`)
-        claimed = _is_main() and out.is_dir() and claim_out(out)
+        claimed = is_main_process() and out.is_dir() and claim_out(out)
         try:
             return fn(*args, **kwargs)
         except BaseException:
-            if fresh and _is_main() and out.is_dir() and not holds_files(out):
+            if fresh and is_main_process() and out.is_dir() and not holds_files(out):
                 release_out(out)
                 try:
                     out.rmdir()
