@@ -460,7 +460,6 @@ def cmd_predict(a) -> int:
     from tqdm.auto import tqdm
 
     from .io import atomic_path
-
     from .train.loop import sigterm_as_interrupt
 
     n = empty = 0

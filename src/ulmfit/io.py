@@ -208,7 +208,7 @@ def _holder(f) -> str:
 
 
 def out_in_use(out) -> str | None:
-    """Who holds `out`: 'process N on HOST', 'this process', 'another process', or None when no
+    """Who holds `out`: 'process N (on HOST)', 'this process', 'another process', or None when no
     live run holds it."""
     if _lock_key(out) in _held_outs:
         return "this process"
