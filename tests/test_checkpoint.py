@@ -155,6 +155,17 @@ def test_files_mixed_from_two_models_are_refused(tmp_path, change, says):
         ckpt.load_model(out)
 
 
+def test_a_subword_model_without_its_sentencepiece_file_says_it_is_missing(tmp_path):
+    vocab = Vocab(SPECIAL_TOKENS + [f"w{i}" for i in range(41)])
+    (tmp_path / "pieces.model").write_bytes(b"a SentencePiece model's bytes")
+    out = ckpt.save_model(tmp_path / "lm", AWDLSTMLanguageModel(preset("tiny", len(vocab))), vocab=vocab,
+                          tok_cfg=TokenizerConfig(kind="subword"), sp_model=str(tmp_path / "pieces.model"))
+    ckpt.load_model(out)
+    (out / "spm.model").unlink()
+    with pytest.raises(UlmfitError, match="spm.model is missing"):  # it used to say "not the model ... mixed"
+        ckpt.load_model(out)
+
+
 def test_weights_saved_without_the_record_still_load(tmp_path):
     """Weights written before the record existed (the shipped models' among them) are not checked."""
     m, out = saved_model(tmp_path)

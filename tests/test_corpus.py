@@ -258,6 +258,38 @@ def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkey
     assert np.array_equal(ids, data.doc(0))
 
 
+def test_a_subword_cache_is_read_only_with_its_own_sentencepiece_model(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(f"The {w} saw {v} the river." for w in ("cat", "dog", "bird", "fish")
+                           for v in ("near", "by", "across", "over", "under")) + "\n")
+    data, sp = build_corpus(f, TokenizerConfig(kind="subword", sp_vocab_size=80), progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(data.path, copy)
+    (copy / "spm.model").unlink()  # copied without it: a model trained on it could never read text
+    with pytest.raises(UlmfitError, match="without its spm.model"):
+        load_corpus_dir(copy)
+    g = tmp_path / "g.txt"
+    g.write_text("\n".join(f"A {w} ate {v} bread." for w in ("fox", "hen", "owl") for v in ("hot", "old")) + "\n")
+    _, other = build_corpus(g, TokenizerConfig(kind="subword", sp_vocab_size=60), progress=False)
+    shutil.copyfile(other, copy / "spm.model")  # another corpus's model: its pieces are other ids
+    with pytest.raises(UlmfitError, match="not the SentencePiece model this cache was made with"):
+        load_corpus_dir(copy)
+
+
+def test_the_sentencepiece_sample_cuts_text_without_spaces_into_lines_it_keeps(tmp_path):
+    from ulmfit.data.cache import SP_LINE_CHARS, _write_sp_sample
+
+    src = tmp_path / "c.txt"
+    src.write_text("東京は大きな都市です。" * 2000 + "\n")  # 22,000 characters, no space: one "word"
+    _write_sp_sample(iter(src.read_text().splitlines()), tmp_path / "s.txt", src, TokenizerConfig(kind="subword"))
+    lines = (tmp_path / "s.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) > 1 and max(len(l.encode()) for l in lines) < 1 << 15 and max(map(len, lines)) <= SP_LINE_CHARS
+    assert "".join(lines) == "".join(src.read_text().split())  # nothing dropped
+
+
 def test_encode_texts_word_level(corpus):
     data, _ = build_corpus(corpus, WORD, progress=False)
     (ids,) = encode_texts(["The cat"], WORD, data.vocab)

@@ -126,6 +126,9 @@ def _check_tie(path: Path, meta: dict[str, str], vocab: Vocab, cfg: dict, backwa
     if "vocab_sha256" not in meta:
         return
     sp = path / SPM
+    if meta.get("spm_sha256") and not sp.exists():
+        raise UlmfitError(f"{path}: {SPM} is missing: {WEIGHTS} reads text cut into the pieces of that SentencePiece "
+                          "model. Copy the whole model folder again from where it was trained.")
     now = _tie(vocab, cfg.get("tokenizer") or {}, backwards, sp if sp.exists() else None,
                cfg.get("labels") if "labels" in meta else None)
     what = {"vocab_sha256": f"{VOCAB} is not the vocabulary",

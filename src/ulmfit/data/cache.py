@@ -461,6 +461,9 @@ def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress, keep: Voca
     return {**meta, "n_skipped": n_skipped, "vocab_size": len(vocab)}
 
 
+SP_LINE_CHARS = 4096  # a line of SentencePiece's training sample: at most 16 KB of UTF-8, half its limit
+
+
 def _build_subword(docs, path: Path, tok_cfg, vocab, sp_model, tmp: Path, n_workers, progress) -> dict:
     model = tmp / "spm.model"
     if sp_model is None:
@@ -487,7 +490,8 @@ def _build_subword(docs, path: Path, tok_cfg, vocab, sp_model, tmp: Path, n_work
     if meta["n_docs"] == 0:
         raise UlmfitError("the corpus has no tokens")
     vocab.save(tmp / "vocab.txt")
-    return {**meta, "n_skipped": n_skipped, "vocab_size": len(vocab), "sp_model": "spm.model"}
+    return {**meta, "n_skipped": n_skipped, "vocab_size": len(vocab), "sp_model": "spm.model",
+            "spm_sha256": _sha256_file(model)}
 
 
 def _write_sp_sample(docs: Iterator[str], out: Path, path: Path, tok_cfg: TokenizerConfig) -> None:
@@ -504,12 +508,13 @@ def _write_sp_sample(docs: Iterator[str], out: Path, path: Path, tok_cfg: Tokeni
             if keep < 1.0 and rng.random() >= keep:
                 continue
             words = SubwordTokenizer.training_text(doc, tok_cfg.lower).split(" ")
-            # SentencePiece skips "sentences" longer than its max_sentence_length: cut long documents.
+            # SentencePiece skips "sentences" longer than its max_sentence_length: cut long documents,
+            # by words, and by characters where a script writes no spaces (Chinese, Japanese, Thai)
             for i in range(0, len(words), 1000):
                 line = " ".join(words[i : i + 1000])
-                if line:
-                    f.write(line + "\n")
-                    written += len(line)
+                for j in range(0, len(line), SP_LINE_CHARS):
+                    f.write(line[j : j + SP_LINE_CHARS] + "\n")
+                    written += len(line[j : j + SP_LINE_CHARS])
             if written >= budget:
                 break
     if written == 0:
@@ -538,6 +543,13 @@ def load_corpus_dir(path: str | os.PathLike) -> TokenIds:
         raise UlmfitError(f"{path}: the token cache is damaged (sizes disagree); delete the folder to rebuild it")
     ids = np.memmap(ids_file, dtype=dtype, mode="r", shape=(n_tokens,))
     sp = path / "spm.model"
+    if (meta.get("tokenizer") or {}).get("kind") == "subword":  # its ids are pieces of that model, and only of it
+        if not sp.is_file():
+            raise UlmfitError(f"{path}: a subword token cache without its spm.model (the SentencePiece model its "
+                              "ids were made with); copy the whole folder again, or tokenise the text anew")
+        if meta.get("spm_sha256") and _sha256_file(sp) != meta["spm_sha256"]:
+            raise UlmfitError(f"{path}: spm.model is not the SentencePiece model this cache was made with; copy the "
+                              "whole folder again, or tokenise the text anew")
     return TokenIds(ids, offsets, Vocab.load(path / "vocab.txt"), sp_model=str(sp) if sp.is_file() else None,
                     path=path)
 
