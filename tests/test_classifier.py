@@ -379,6 +379,32 @@ def test_an_interrupted_classifier_whose_data_moved_resumes_from_its_new_place(t
     assert saved["source"]["data"] == str(moved.resolve()) and len(saved["history"]) == 5
 
 
+def test_a_classifier_whose_language_model_moved_resumes_given_its_new_place(task, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from ulmfit.train.classify import ClassifierTrainer
+
+    shutil.copytree(task / "lm", tmp_path / "lm")
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", _ctrl_c_at_step(5))
+        with pytest.raises(TrainingInterrupted):
+            train_classifier(tmp_path / "lm", task / "train.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                             progress=False, n_workers=1)
+    shutil.move(tmp_path / "lm", tmp_path / "moved")
+    with pytest.raises(UlmfitError, match=r"the language model it started from, .*lm, is not there any more; give its "
+                                          r"new place: `ulmfit train-classifier --lm NEW_PLACE --resume"):
+        train_classifier(None, None, tmp_path / "c", resume=True, progress=False)
+    other = tmp_path / "other"  # a language model with another vocabulary is not taken for it
+    pretrain(task / "test.csv", other, preset="tiny", progress=False, n_workers=1, fmt="csv", column="text",
+             train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, save_every_minutes=1e9))
+    with pytest.raises(UlmfitError, match="vocabulary or tokenizer is not the one the run was trained with"):
+        train_classifier(other, None, tmp_path / "c", resume=True, progress=False)
+    capsys.readouterr()
+    assert main(["train-classifier", "--resume", str(tmp_path / "c"), "--lm", str(tmp_path / "moved")]) == 0
+    out = capsys.readouterr()
+    assert "the language model is not at" in out.out and "ignored" not in out.out + out.err
+
+
 def test_a_classifier_stopped_inside_a_batch_ends_as_if_never_stopped(task, tmp_path, monkeypatch):
     """Stopped in the last batch of an epoch (after its forward pass), a run used to redo that batch
     with other dropout masks, on BatchNorm statistics that had already counted it, and to report the

@@ -191,6 +191,28 @@ def test_a_run_that_stopped_early_is_finished_and_resuming_it_is_refused(tmp_pat
     assert {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir()} == before
 
 
+def test_a_fine_tuning_whose_base_model_moved_resumes_given_its_new_place(tmp_path, corpus, monkeypatch, capsys):
+    import shutil
+
+    from ulmfit.api import finetune_lm
+
+    pretrain(corpus, tmp_path / "base", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 5)
+        with pytest.raises(TrainingInterrupted):
+            finetune_lm(tmp_path / "base", corpus, tmp_path / "ft", train_cfg=cfg(epochs=1), progress=False,
+                        n_workers=1)
+    shutil.move(tmp_path / "base", tmp_path / "moved")  # another machine, another folder
+    with pytest.raises(UlmfitError, match=r"the base model it started from, .*base, is not there any more; give its "
+                                          r"new place: `ulmfit finetune-lm --from NEW_PLACE --resume"):
+        finetune_lm(None, corpus, tmp_path / "ft", resume=True, progress=False, n_workers=1)
+    capsys.readouterr()
+    finetune_lm(tmp_path / "moved", corpus, tmp_path / "ft", resume=True, n_workers=1)
+    out = capsys.readouterr().out
+    assert "the base model is not at" in out and "ignored" not in out
+    assert json.loads((tmp_path / "ft" / ckpt.STATE_J).read_text())["epoch"] == 1
+
+
 def test_only_process_0_resumes_from_the_saved_hidden_state(tmp_path, corpus, monkeypatch):
     # process 0 alone saves, so its carried state is the only one on disk: the other processes,
     # which read other rows of the text, start their first resumed batch from a zero state

@@ -296,6 +296,19 @@ def resumed_source(saved_path, given, out: Path, what: str, usage: str):
     return saved_path
 
 
+def moved_base(saved, given, out: Path, what: str, usage: str, progress: bool):
+    """The model a resumed run started from (a fine-tuning's base, a classifier's language model):
+    where the run saved it, or, when it is not there any more (another machine, a moved folder), the
+    new place `given`; the caller checks that it is the same model (its vocabulary and tokens)."""
+    if saved is None or Path(saved).is_dir():
+        return saved
+    if given is None:
+        raise UlmfitError(f"cannot resume {out}: {what} it started from, {saved}, is not there any more; give its "
+                          f"new place: {usage}")
+    _print(f"note: {what} is not at {saved} any more: using {given}", progress)
+    return str(given)
+
+
 def check_same_data(saved: dict, n_tokens: int, n_docs: int, out: Path, source,
                     fingerprint: str | None = None) -> None:
     """A resumed LM run continues at a position in its data stream: the data must be the same (its
@@ -583,12 +596,16 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
                           keep_base_vocab=keep_base_vocab)
         saved, (texts, fmt, column, encoding, valid_frac, max_valid_tokens), train_cfg = _resumed_run(
             out, _budget_from(given_cfg, extend), texts, "finetune-lm")
+        base_dir = moved_base(saved.get("finetuned_from"), from_dir, out, "the base model",
+                              f"`ulmfit finetune-lm --from NEW_PLACE --resume {out}`", progress)
+        if base_dir != saved.get("finetuned_from"):
+            given_data.pop("from_dir")  # its new place, taken
         note_ignored_on_resume(given_cfg, saved["train"], progress)
         note_ignored_args(given_data,
                           {**saved.get("data", {}), "max_vocab": saved.get("tokenizer", {}).get("max_vocab"),
                            "from_dir": saved.get("finetuned_from"), "keep_base_vocab": saved.get("keep_base_vocab")},
                           progress, FINETUNE_ARGS)
-        from_dir = saved.get("finetuned_from", from_dir)
+        from_dir = base_dir  # the same tokens are checked below (the data's fingerprint)
     base, base_cfg, base_vocab = ckpt.load_model(from_dir)
     if not resume:  # a resumed run goes on in the direction it was started in
         train_cfg = _follow_direction(from_dir, base_cfg, train_cfg, progress)

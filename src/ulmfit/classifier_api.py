@@ -120,6 +120,19 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         given_data = {"valid_frac": valid_frac, "read_args": given_read_args, "max_train": max_train,
                       "valid": valid if isinstance(valid, (str, os.PathLike)) else None}
         given_lm, (lm, valid, valid_frac) = lm, (s.get("lm"), s.get("valid"), s.get("valid_frac", valid_frac))
+        from .api import moved_base
+
+        lm = moved_base(lm, given_lm, out, "the language model", f"`ulmfit train-classifier --lm NEW_PLACE --resume "
+                        f"{out}`", progress)
+        if lm != s.get("lm"):  # another place: the same vocabulary and tokenizer as the run's, or refused
+            from .text.vocab import Vocab
+
+            other = ckpt.read_config(lm, "language_model")
+            tok = lambda c: TokenizerConfig.from_dict(c.get("tokenizer") or {}).to_dict()  # noqa: E731
+            if Vocab.load(Path(lm) / ckpt.VOCAB).itos != Vocab.load(out / ckpt.VOCAB).itos or tok(other) != tok(saved):
+                raise UlmfitError(f"cannot resume {out} from {lm}: its vocabulary or tokenizer is not the one the "
+                                  "run was trained with; give the language model it started from")
+            given_lm = None
         read_args, max_train = s.get("read_args", {}), s.get("max_train")
         cfg = ClassifierTrainConfig.from_dict(saved["train"])
         from .api import note_ignored_args, note_ignored_on_resume

@@ -181,11 +181,14 @@ def cmd_pretrain(a) -> int:
         raise UlmfitError("give the CORPUS to pretrain on")
     tok = TokenizerConfig(kind=a.tokenizer, max_vocab=a.max_vocab, min_freq=a.min_freq, sp_vocab_size=a.sp_vocab)
     cfg = _train_cfg(a, default_epochs=1)
-    res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=None if resume else cfg, fmt=a.fmt,
-                   column=a.column, encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite,
-                   n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
-                   arch_overrides={"drop_mult": a.drop_mult}, device=a.device, valid=a.valid,
-                   init_from=a.init_from)
+    if resume:  # the run's own settings apply (the CLI has named the options it ignores)
+        res = pretrain(a.corpus, out, resume=True, n_workers=a.workers, progress=not a.quiet, extend=_extend(a),
+                       device=a.device)
+    else:
+        res = pretrain(a.corpus, out, preset=a.preset, tok_cfg=tok, train_cfg=cfg, fmt=a.fmt, column=a.column,
+                       encoding=a.encoding, valid_frac=a.valid_frac, overwrite=a.overwrite, n_workers=a.workers,
+                       progress=not a.quiet, extend=_extend(a), arch_overrides={"drop_mult": a.drop_mult},
+                       device=a.device, valid=a.valid, init_from=a.init_from)
     _summary(res)
     return 0
 
@@ -201,10 +204,14 @@ def cmd_finetune(a) -> int:
         a.from_dir = default_lm(a.backwards)
         print(f"fine-tuning the shipped {'backward' if a.backwards else 'forward'} model {a.from_dir}")
     cfg = _train_cfg(a, default_epochs=3, default_patience=1, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
-    res = finetune_lm(a.from_dir, a.texts, out, train_cfg=None if resume else cfg, fmt=a.fmt, column=a.column,
-                      encoding=a.encoding, valid_frac=a.valid_frac, resume=resume, overwrite=a.overwrite, n_workers=a.workers,
-                      progress=not a.quiet, drop_mult=a.drop_mult, extend=_extend(a), device=a.device,
-                      keep_base_vocab=a.keep_base_vocab, max_vocab=a.max_vocab)
+    if resume:  # the run's own settings apply (the CLI has named the options it ignores)
+        res = finetune_lm(a.from_dir, a.texts, out, resume=True, n_workers=a.workers, progress=not a.quiet,
+                          extend=_extend(a), device=a.device)
+    else:
+        res = finetune_lm(a.from_dir, a.texts, out, train_cfg=cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
+                          valid_frac=a.valid_frac, overwrite=a.overwrite, n_workers=a.workers, progress=not a.quiet,
+                          drop_mult=a.drop_mult, extend=_extend(a), device=a.device,
+                          keep_base_vocab=a.keep_base_vocab, max_vocab=a.max_vocab)
     _summary(res)
     return 0
 
@@ -335,7 +342,7 @@ def cmd_train_classifier(a) -> int:
         out = Path(a.resume if isinstance(a.resume, str) else (a.out or ""))
         if not str(out):
             raise UlmfitError("--resume needs the classifier directory (or --out)")
-        res = train_classifier(None, a.data, out, resume=True, progress=not a.quiet, device=a.device)
+        res = train_classifier(a.lm, a.data, out, resume=True, progress=not a.quiet, device=a.device)
     else:
         if not a.data or not a.out:
             raise UlmfitError("give DATA (the labeled training data) and --out DIR")
@@ -949,8 +956,8 @@ def _run_command(parser, a, rank: int, world: int) -> int:
 # Options a resumed run still takes from the command line; the rest come from its saved config.
 RESUME_OPTIONS = {  # the data argument, when given, is the data's new location (checked to be the same data)
     "pretrain": {"corpus", "epochs", "max_tokens", "max_minutes", "save_every"},
-    "finetune-lm": {"texts", "epochs", "max_tokens", "max_minutes", "save_every"},
-    "train-classifier": {"data"},
+    "finetune-lm": {"texts", "from_dir", "epochs", "max_tokens", "max_minutes", "save_every"},  # --from, --lm: the
+    "train-classifier": {"data", "lm"},                                             # model's new place, if it moved
     "demo": set(),
 }
 ALWAYS_OPTIONS = {"resume", "out", "quiet", "device", "workers", "fn", "command", "overwrite"}
