@@ -52,6 +52,18 @@ def test_detokenize_drops_markers_that_mark_nothing_and_expands_repeats():
         "it was oooo no no no. xxunk"
 
 
+def test_subword_pieces_that_start_no_word_are_glued_to_the_word_before():
+    from ulmfit.text.tokenize import join_continuation
+
+    # a short sample, or text without spaces, may hold no piece with the word mark: they are still pieces
+    assert detokenize(["e", "s"], subword=True) == "es" and detokenize(["大", "きな"], subword=True) == "大きな"
+    assert detokenize(["e", "s"]) == "e s"  # word tokens
+    assert join_continuation("The cat lik", detokenize(["e", "\u2581dogs"], subword=True), glue=True) == \
+        "The cat like dogs"
+    assert join_continuation("東京は", "大きな", glue=True) == "東京は大きな"
+    assert join_continuation("The cat", "likes it") == "The cat likes it"
+
+
 def test_detokenize_restores_case():
     assert detokenize(["xxbos", "xxmaj", "the", "xxup", "cat", "sat", "."]) == "The CAT sat."
 

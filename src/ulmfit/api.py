@@ -771,8 +771,13 @@ class LanguageModel:
             out.append(nxt)
             logits = self.model(torch.tensor([[nxt]], device=dev))[0, -1].cpu()
         self.model.reset()
-        # the prompt as typed (its tokens would show words the vocabulary lacks as xxunk), then the sample
-        return join_continuation(prompt, detokenize(self.vocab.textify(out)))
+        # the prompt as typed (its tokens would show words the vocabulary lacks as xxunk), then the sample;
+        # a first piece that starts no word (no ▁) goes on with the prompt's last word
+        pieces = self.vocab.textify(out)
+        subword = (self.config.get("tokenizer") or {}).get("kind") == "subword"
+        glue = bool(subword and pieces and prompt.strip() and not pieces[0].startswith("\u2581")
+                    and pieces[0] not in SPECIAL_TOKENS)
+        return join_continuation(prompt, detokenize(pieces, subword), glue)
 
 
 def lm_eval(model_dir, texts, *, fmt="auto", column=None, encoding="utf-8", bs=16, bptt=70, progress=True,

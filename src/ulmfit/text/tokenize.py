@@ -274,9 +274,12 @@ class SubwordTokenizer:
         return model_prefix + ".model"
 
 
-def detokenize(tokens: Sequence[str]) -> str:
-    """Readable text from word tokens or SentencePiece pieces (for `ulmfit generate`)."""
-    subword = any(t.startswith("\u2581") for t in tokens)
+def detokenize(tokens: Sequence[str], subword: bool | None = None) -> str:
+    """Readable text from word tokens or SentencePiece pieces (for `ulmfit generate`); `subword`:
+    whether they are pieces (None: guessed from a piece that starts a word, which a short sample or
+    text without spaces may lack)."""
+    if subword is None:
+        subword = any(t.startswith("\u2581") for t in tokens)
     words: list[str] = []
     for t in tokens:
         # Specials are whole words in both vocabularies, never parts of a SentencePiece word.
@@ -314,13 +317,14 @@ def detokenize(tokens: Sequence[str]) -> str:
 _NO_SPACE_BEFORE = re.compile(r" ([.,!?;:')\]}]|n't|'s|'re|'ll|'ve|'m|'d)")
 
 
-def join_continuation(prompt: str, continuation: str) -> str:
+def join_continuation(prompt: str, continuation: str, glue: bool = False) -> str:
     """`prompt` as the user typed it, then a generated `continuation` (detokenized), with no space
-    before the continuation's opening punctuation or clitic."""
+    before the continuation's opening punctuation or clitic; `glue`: none at all (a SentencePiece
+    continuation of the prompt's last word)."""
     head = prompt.rstrip()
     if not head or not continuation:
         return continuation or prompt
-    return head + ("" if _NO_SPACE_BEFORE.match(" " + continuation) else " ") + continuation
+    return head + ("" if glue or _NO_SPACE_BEFORE.match(" " + continuation) else " ") + continuation
 
 
 # ---------------------------------------------------------------------------------------------
