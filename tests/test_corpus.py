@@ -242,7 +242,7 @@ def test_unlocked_build_folder_of_an_older_version_is_swept_only_when_long_untou
     assert recent.exists() and keep.exists() and theirs.exists() and not old.exists()
 
 
-def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkeypatch):
+def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "c.txt"
     f.write_text("\n".join(f"The {w} saw {v} the river." for w in ("cat", "dog", "bird", "fish")
@@ -251,6 +251,9 @@ def test_subword_build_trains_sentencepiece_with_specials_first(tmp_path, monkey
     data, sp = build_corpus(f, cfg, progress=False)
     assert sp is not None and sp.startswith(str(data.path))
     assert data.vocab.itos[:9] == SPECIAL_TOKENS and len(data.vocab) <= 80
+    # this small text has fewer distinct pieces than asked for, and the build says so
+    assert len(data.vocab) < 72 and f"SentencePiece found {len(data.vocab)} pieces in this text, fewer than the 80" \
+        in capsys.readouterr().err
     assert data.n_docs() == 20 and int(data.ids.max()) < len(data.vocab)
     assert data.doc(0)[0] == SPECIAL_TOKENS.index("xxbos")
     # the cached model encodes new text into the same ids

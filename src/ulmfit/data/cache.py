@@ -475,6 +475,9 @@ def _build_subword(docs, path: Path, tok_cfg, vocab, sp_model, tmp: Path, n_work
     else:
         shutil.copyfile(sp_model, model)
     pieces = SubwordTokenizer(str(model), tok_cfg).vocab()
+    if sp_model is None and len(pieces) < 0.9 * tok_cfg.sp_vocab_size:
+        print(f"note: SentencePiece found {len(pieces):,} pieces in this text, fewer than the {tok_cfg.sp_vocab_size:,} "
+              "asked for (--sp-vocab): a small text has fewer distinct pieces", file=sys.stderr)
     if vocab is not None and vocab.itos != pieces:
         raise UlmfitError("the vocabulary given does not match the SentencePiece model's pieces")
     vocab = Vocab(pieces)
