@@ -141,6 +141,10 @@ def test_corpus_tokenize_keeps_another_corpus_tokens_unless_told(tmp_path, corpu
     err = capsys.readouterr().err
     assert "already holds tokens of another corpus or other settings" in err and "--overwrite" in err
     assert {p.name: p.read_bytes() for p in tok.iterdir() if p.is_file()} == before
+    (tok / "NOTES.md").write_text("mine")  # --overwrite replaces the tokens, never what a user put beside them
+    assert main(args + ["--min-freq", "1", "--overwrite"]) == 2
+    assert "holds other files besides its tokens" in capsys.readouterr().err and (tok / "NOTES.md").exists()
+    (tok / "NOTES.md").unlink()
     assert main(args + ["--min-freq", "1", "--overwrite"]) == 0
     assert json.loads((tok / "meta.json").read_text())["tokenizer"]["min_freq"] == 1
 
@@ -230,8 +234,44 @@ def test_output_paths_that_are_files_or_folders_get_one_line_errors(tmp_path, ti
     assert code == 2 and "is a file" in err.strip().splitlines()[-1] and "Traceback" not in err
     code = main(["lr-find", "--model", str(tiny_lm), str(tmp_path / "corpus.txt"), "--out", str(tmp_path),
                  "--num", "5", "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"])
-    err = capsys.readouterr().err
-    assert code == 1 and err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    err = capsys.readouterr().err  # refused before the range test, not after it
+    assert code == 2 and "is a folder; give a file name for the plot" in err and "Traceback" not in err
+
+
+def test_lr_find_checks_its_rates_and_gives_no_suggestion_where_the_loss_diverged_at_once(tmp_path, tiny_lm, capsys):
+    args = ["lr-find", "--model", str(tiny_lm), str(tmp_path / "corpus.txt"), "--bs", "8", "--bptt", "16", "--quiet",
+            "--workers", "1", "--out", str(tmp_path / "p.png")]
+    for bad in (["--start-lr", "0"], ["--start-lr", "1", "--end-lr", "1e-5"]):
+        assert main(args + bad) == 2 and "goes up from --start-lr to --end-lr" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--num", "-5"])
+    capsys.readouterr()
+    assert main(args + ["--start-lr", "1e2", "--end-lr", "1e6", "--num", "20"]) == 0
+    out = capsys.readouterr().out  # it used to print "too few steps" and draw "suggested 1.0e+02", the diverging rate
+    assert "no suggestion: the loss diverged after" in out and "suggested" not in out
+    from ulmfit.train.lr_find import suggest
+
+    assert suggest([1e-3, 1e-2, 1e-1], [5.0, 9.0, 40.0])["suggestion"] is None
+    lrs = [10 ** (-6 + i / 2) for i in range(12)]
+    losses = [5, 4.9, 4.8, 4.5, 4.0, 3.0, 2.5, 2.4, 2.6, 3.0, 4.0, float("nan")]
+    assert suggest(lrs, losses)["min_loss_lr"] == pytest.approx(lrs[7] / 10)  # a NaN is no minimum
+
+
+def test_lm_eval_reads_a_token_folder_made_for_the_model_and_refuses_one_of_another_vocabulary(
+        tmp_path, tiny_lm, corpus, capsys):
+    text = tmp_path / "held.txt"
+    text.write_text("".join(corpus.read_text().splitlines(keepends=True)[:40]))
+    assert main(["corpus", "tokenize", str(text), "--out", str(tmp_path / "tok"), "--vocab-from", str(tiny_lm),
+                 "--quiet"]) == 0
+    from ulmfit import LanguageModel
+
+    lm = LanguageModel.load(tiny_lm)
+    a, b = lm.evaluate(source=text), lm.evaluate(source=tmp_path / "tok")  # the folder's ids, not its vocab.txt
+    assert a["tokens"] == b["tokens"] and a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
+    assert main(["lm-eval", "--model", str(tiny_lm), str(tmp_path / "tok"), "--quiet"]) == 0
+    assert main(["corpus", "tokenize", str(text), "--out", str(tmp_path / "own"), "--quiet"]) == 0
+    assert main(["lm-eval", "--model", str(tiny_lm), str(tmp_path / "own"), "--quiet"]) == 2
+    assert "tokens of another vocabulary than this model's" in capsys.readouterr().err
 
 
 def test_resume_says_which_given_options_it_ignores(tmp_path, corpus, capsys):

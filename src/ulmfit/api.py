@@ -712,6 +712,19 @@ class LanguageModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def corpus(self, source, *, fmt="auto", column=None, encoding="utf-8", n_workers=None, progress=False):
+        """A text file or folder tokenised for this model (cached), or a folder `ulmfit corpus
+        tokenize --vocab-from` wrote for it: its ids are used as they are, if they are this model's."""
+        if is_token_cache(source):
+            data = load_corpus_dir(source)
+            if data.vocab.itos != self.vocab.itos:
+                raise UlmfitError(f"{source} holds tokens of another vocabulary than this model's; make them with "
+                                  f"`ulmfit corpus tokenize TEXT --out DIR --vocab-from MODEL`, or give the text itself")
+            return data
+        data, _ = build_corpus(source, self.tok_cfg, fmt=fmt, column=column, encoding=encoding, vocab=self.vocab,
+                               sp_model=self.sp_model, n_workers=n_workers, progress=progress)
+        return data
+
     def encode(self, texts: list[str]):
         """Token ids of each text (a list of texts; each starts with xxbos)."""
         return encode_texts(as_texts(texts), self.tok_cfg, self.vocab, self.sp_model)
@@ -721,8 +734,7 @@ class LanguageModel:
         """Perplexity, loss and next-token accuracy on texts (a list) or a corpus file/folder."""
         if source is not None:
             require_path(source, "source", "; texts in memory go in `texts`")
-            data, _ = build_corpus(source, self.tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                                   vocab=self.vocab, sp_model=self.sp_model, progress=progress)
+            data = self.corpus(source, fmt=fmt, column=column, encoding=encoding, progress=progress)
         elif texts is None:
             raise UlmfitError("give the texts to evaluate on (a list), or source= (a file or folder)")
         else:

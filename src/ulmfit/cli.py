@@ -252,22 +252,32 @@ def cmd_lr_find(a) -> int:
     single_process_only("lr-find")
 
     from .api import LanguageModel
-    from .data.cache import build_corpus
     from .data.lm import LMStream
     from .train.loop import bf16_pays
     from .train.lr_find import lr_find, plot_lr_find
 
+    if not 0 < a.start_lr < a.end_lr:
+        raise UlmfitError(f"the range test goes up from --start-lr to --end-lr, both above 0 (given {a.start_lr:g} "
+                          f"and {a.end_lr:g})")
+    out = Path(a.out) if a.out else Path(a.model) / "lr_find.png"
+    if out.is_dir():
+        raise UlmfitError(f"--out {out} is a folder; give a file name for the plot (e.g. {out / 'lr_find.png'})")
     lm = LanguageModel.load(a.model, "cpu")  # the range test runs on the CPU
-    data, _ = build_corpus(a.texts, lm.tok_cfg, fmt=a.fmt, column=a.column, encoding=a.encoding,
-                           vocab=lm.vocab, sp_model=lm.sp_model, n_workers=a.workers, progress=not a.quiet)
+    data = lm.corpus(a.texts, fmt=a.fmt, column=a.column, encoding=a.encoding, n_workers=a.workers,
+                     progress=not a.quiet)
     stream = LMStream(data, a.bs, a.bptt, seed=0, backwards=lm.backwards)
     torch.manual_seed(0)
     res = lr_find(lm.model, stream, start_lr=a.start_lr, end_lr=a.end_lr, num=a.num, lr_div=a.lr_div,
                   use_bf16=bf16_pays(), progress=not a.quiet)
-    out = Path(a.out) if a.out else Path(a.model) / "lr_find.png"
+    if res.get("steepest_lr"):  # said before the plot is written: a plot that fails loses no suggestion
+        print(f"suggested learning rate: {res['suggestion']:.2e} (steepest descent {res['steepest_lr']:.2e}, "
+              f"min loss / 10 {res['min_loss_lr']:.2e})")
+    elif len(res["losses"]) < a.num:
+        print(f"no suggestion: the loss diverged after {len(res['losses'])} step(s), at {res['lrs'][-1]:.1e}; "
+              "start lower (--start-lr)")
+    else:
+        print("no suggestion: too few steps (--num)")
     plot_lr_find(res, out)
-    print(f"suggested learning rate: {res['suggestion']:.2e} (steepest descent {res['steepest_lr']:.2e}, "
-          f"min loss / 10 {res['min_loss_lr']:.2e})" if res.get("steepest_lr") else "too few steps for a suggestion")
     print(f"plot written to {out}")
     return 0
 
@@ -717,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="PNG to write (default: MODEL/lr_find.png)")
     s.add_argument("--start-lr", type=float, default=1e-7, help="the first rate tried (default: 1e-7)")
     s.add_argument("--end-lr", type=float, default=10.0, help="the last rate tried (default: 10)")
-    s.add_argument("--num", type=int, default=100, help="batches (default: 100)")
+    s.add_argument("--num", type=_int_at_least(5), default=100, help="batches (default: 100)")
     s.add_argument("--lr-div", type=float, default=2.6,
                    help="discriminative rates: each layer group below the top gets this much less (default: 2.6)")
     s.add_argument("--bs", type=positive_int, default=64, help="batch size: parallel text streams (default: 64)")

@@ -171,7 +171,8 @@ def build_corpus(
         data = load_corpus_dir(final)
         return data, data.sp_model
     if final.exists() and not _is_replaceable(final):
-        raise UlmfitError(f"{final} exists and is not a ulmfit token cache; choose another cache folder")
+        raise UlmfitError(f"{final} exists and is not a ulmfit token cache (or holds other files besides its tokens, "
+                          "which replacing it would delete); choose another --out")
     if not replace and (final / "meta.json").is_file():
         try:
             old = json.loads((final / "meta.json").read_text(encoding="utf-8"))
@@ -332,10 +333,16 @@ def _cache_key(folder: Path) -> str | None:
     return m.get("key")
 
 
+CACHE_FILES = {"meta.json", "ids.bin", "offsets.npy", "vocab.txt", "spm.model"}
+
+
 def _is_replaceable(folder: Path) -> bool:
-    # Only ever delete a folder that is empty or one of our caches: cache_dir is user input.
-    empty = folder.is_dir() and not any(folder.iterdir())
-    return empty or (folder / "meta.json").is_file()
+    # Only ever delete a folder that is empty or one of our caches, holding nothing else (a user's
+    # notes beside the tokens would go with it): cache_dir is user input.
+    if not folder.is_dir():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    return not names or ("meta.json" in names and names <= CACHE_FILES)
 
 
 class _IdWriter:

@@ -75,12 +75,13 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
     and a tenth of the rate with the lowest loss; we suggest the smaller of the two."""
     n = len(losses)
     if n < 5:
-        return {"suggestion": lrs[0] if lrs else None, "steepest_lr": None, "min_loss_lr": None}
+        return {"suggestion": None, "steepest_lr": None, "min_loss_lr": None}  # a diverging start is no advice
     lo, hi = max(1, n // 10), max(2, n - n // 10)
     l = np.log10(np.asarray(lrs[lo:hi]))
     g = np.gradient(np.asarray(losses[lo:hi]), l)
     steep = float(lrs[lo + int(np.argmin(g))])
-    min_lr = float(lrs[int(np.argmin(losses))]) / 10
+    finite = np.where(np.isfinite(losses), losses, np.inf)  # a NaN is no minimum
+    min_lr = float(lrs[int(np.argmin(finite))]) / 10
     return {"suggestion": min(steep, min_lr), "steepest_lr": steep, "min_loss_lr": min_lr}
 
 
