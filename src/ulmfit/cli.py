@@ -696,9 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("lm-eval", help="perplexity of a language model on a text",
                        description="Loss, perplexity, bits per token and next-token accuracy on a text.")
-    s.add_argument("texts", help="folder, text file, WikiText file or CSV/TSV/JSONL")
+    s.add_argument("texts", help="folder, text file, WikiText file or CSV/TSV/JSONL, or the tokens of one that "
+                                 "`ulmfit corpus tokenize TEXT --vocab-from MODEL` wrote")
     s.add_argument("--model", required=True, help="the language model directory")
-    s.add_argument("--bs", type=positive_int, default=16, help="parallel text streams (default: 16)")
+    s.add_argument("--bs", type=positive_int, default=16,
+                   help="parallel text streams; each starts without context, so fewer give a slightly lower "
+                        "perplexity on a short text: compare figures at the same --bs (default: 16)")
     s.add_argument("--bptt", type=positive_int, default=70, help="tokens per step of each stream (default: 70)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_args(s, "the text")
@@ -711,11 +714,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="the language model directory")
     s.add_argument("--tokens", type=positive_int, default=50, help="tokens to sample (default: 50)")
     s.add_argument("--temperature", type=float, default=0.8,
-                   help="below 1 samples likelier words, above 1 more varied ones (default: 0.8)")
+                   help="above 0: below 1 samples likelier words, above 1 more varied ones; --top-k 1 picks the "
+                        "likeliest every time (default: 0.8)")
     s.add_argument("--top-k", type=non_negative_int, default=50,
                    help="sample among the k likeliest tokens; 0 = all (default: 50)")
     s.add_argument("-n", type=positive_int, default=1, help="number of samples (default: 1)")
-    s.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable sample (default: none)")
+    s.add_argument("--seed", type=int, default=None,
+                   help="random seed, for a repeatable sample; with -n, sample i uses SEED+i (default: none)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_generate)
 
