@@ -215,6 +215,7 @@ def test_saved_files_follow_the_umask_not_owner_only(tiny_lm):
     ["train-classifier", "t.csv", "--out", "o", "--bs", "-3"],
     ["generate", "hi", "--model", "m", "--top-k", "-1"],
     ["generate", "hi", "--model", "m", "-n", "0"],
+    ["pretrain", "t.txt", "--out", "o", "--tokenizer", "subword", "--sp-vocab", "0"],
     ["predict", "--model", "m", "--threshold", "1.5"],
     ["finetune-lm", "t.txt", "--out", "o", "--bptt", "0"],
 ])

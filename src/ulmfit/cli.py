@@ -317,7 +317,8 @@ def _add_tokenizer_args(s: argparse.ArgumentParser) -> None:
                    help="word: spaCy + ULMFiT rules (the paper); subword: SentencePiece unigram (default: word)")
     s.add_argument("--max-vocab", type=int, default=60000, help="word vocabulary cap (default: 60000)")
     s.add_argument("--min-freq", type=int, default=3, help="minimum count for a word to get an id (default: 3)")
-    s.add_argument("--sp-vocab", type=int, default=16000, help="SentencePiece vocabulary size (default: 16000)")
+    s.add_argument("--sp-vocab", type=_int_at_least(10), default=16000,
+                   help="SentencePiece vocabulary size, at least 10: its 9 special tokens and a piece (default: 16000)")
 
 
 def _read_args(a) -> dict:
