@@ -46,15 +46,6 @@ _SKIP_DIRS = ("unsup",)  # aclImdb's unlabeled reviews: text for the LM, never a
 _COLUMN_HINT = "choose with --text-col / --label-col"
 
 
-def _label_list(lab) -> list[str]:
-    """One example's labels in multi-label data: a list without empty or repeated names."""
-    out: list[str] = []
-    for x in lab if isinstance(lab, list) else [lab]:
-        if x and x not in out:
-            out.append(x)
-    return out
-
-
 def _memory_label(lab, i: int, source: str):
     """A label given in memory as the string a JSONL file would give (`_label_str`: 1 and 1.0 -> "1",
     True -> "true"); a list of them for multi-label data. None is refused, as is any other object."""
@@ -98,7 +89,8 @@ class LabeledTexts:
         if not all(isinstance(lab, str) for lab in self.labels):
             self.labels = [_memory_label(lab, i, self.source) for i, lab in enumerate(self.labels)]
             if any(isinstance(lab, list) for lab in self.labels):  # multi-label, as a file reader gives it:
-                self.labels = [_label_list(lab) for lab in self.labels]  # a lone "x" is ["x"], "" is none
+                self.labels = [_norm_label(lab if isinstance(lab, list) else [lab], None, self.source)
+                               for lab in self.labels]  # a lone "x" is ["x"], "" is none, a repeat is once
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -390,9 +382,8 @@ def _collect(records: Iterable, source: str, sep: str | None, skip_empty: bool) 
         raise UlmfitError(f"{source}: no examples{skipped}")
     multi = sep is not None or any(isinstance(lab, list) for lab in labels)
     data = LabeledTexts(texts, labels, source, lines, files or None, n_skipped)
-    if multi:  # a lone string in multi-label data is a one-label list; "" is no label
-        data.labels = [lab if isinstance(lab, list) else ([lab] if lab else []) for lab in labels]
-    elif first_empty_label is not None:
+    # multi-label: LabeledTexts made a lone string a one-label list and "" no label
+    if not multi and first_empty_label is not None:
         raise UlmfitError(f"{data.where(first_empty_label)}: empty label; every example needs one")
     if n_skipped:
         print(f"warning: skipped {n_skipped} example(s) of {source} with an empty text", file=sys.stderr)
