@@ -20,8 +20,8 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import build_corpus, encode_texts, load_corpus_dir
 from .data.lm import LMStream
-from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, in_use_error,
-                 is_main_process, out_in_use, owns_out, read_json)
+from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
+                 is_main_process, owns_out, read_json, refuse_if_held)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -110,9 +110,8 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
     what the user can do instead."""
     if out.exists() and not out.is_dir():
         raise UlmfitError(f"--out {out} is a file, not a directory")
-    who = out_in_use(out) if out.is_dir() and is_main_process() else None  # the others see process 0's lock
-    if who and who != "this process":
-        raise in_use_error(out, who)
+    if is_main_process():  # the other processes of a torchrun job would see process 0's own lock
+        refuse_if_held(out)
     if out.exists() and holds_files(out) and not overwrite:
         raise UlmfitError(f"{out} already holds files; {choices}")
 

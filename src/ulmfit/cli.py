@@ -931,17 +931,8 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyboardInterrupt
 
         before = signal.signal(signal.SIGTERM, stop)
-        try:  # as the other commands end: a line, no traceback
-            return main_data(argv[1:])
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # `ulmfit data list | head -1`
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        except OSError as e:  # --cache on a file, a read-only mount, a full disk
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        try:  # ended as the other commands end (Ctrl-C, a broken pipe, a bad --cache): a line, no traceback
+            return _run_command(None, argparse.Namespace(fn=lambda _: main_data(argv[1:])), 0, 1)
         finally:
             signal.signal(signal.SIGTERM, before)
     parser = build_parser()

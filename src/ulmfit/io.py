@@ -235,6 +235,14 @@ def in_use_error(out, who: str) -> UlmfitError:
                        "continues it), or choose another --out")
 
 
+def refuse_if_held(out) -> None:
+    """Refuse to write into `out` while another process's run holds it (nothing to check for a
+    folder that does not exist yet, or that this process holds)."""
+    who = out_in_use(out) if Path(out).is_dir() else None
+    if who and who != "this process":
+        raise in_use_error(out, who)
+
+
 def claim_out(out) -> bool:
     """Hold `out` (an existing folder) for this process until `release_out`. Refuses, with who
     holds it, a folder that a live run holds. Returns whether this call took the lock (False: it was

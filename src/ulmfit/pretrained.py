@@ -71,14 +71,12 @@ def export_model(src, dst, *, dtype: str = "float16", card: str | None = None, o
             if stale:
                 raise UlmfitError(f"{dst_p} holds the classifier {stale[0].name}/, which is not a member of "
                                   f"{src_p}: it would join the exported ensemble; choose another --out")
-    from .io import in_use_error, out_in_use
+    from .io import refuse_if_held
 
     for s, d, kind in jobs:  # all checked before any is written
         if d.resolve() == s.resolve() or s.resolve() in d.resolve().parents:
             raise UlmfitError("--out must be another directory than the model exported")
-        who = out_in_use(d) if d.is_dir() else None  # a member folder a run trains into
-        if who and who != "this process":
-            raise in_use_error(d, who)
+        refuse_if_held(d)  # a member folder a run trains into
     if len(jobs) > 1 or jobs[0][1] != dst_p:  # an ensemble
         if overwrite and dst_p.is_dir():  # a single model's files at the top would hide the members from every loader
             ckpt.remove_run_files(dst_p, ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB, ckpt.SPM)
