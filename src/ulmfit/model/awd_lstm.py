@@ -180,7 +180,8 @@ class AWDLSTMEncoder(nn.Module):
         """A holder for dropout-masked (and, given `dtype`, cast) weights that several forward
         calls share: the chunks of one BPT3C batch use one embedding-dropout and one weight-drop
         mask, as one long sequence would, and the autograd graph holds one copy of the weights
-        instead of one per chunk. Filled by the first call that uses it (so the random draws come
+        instead of one per chunk. The locked (input, between-layer) dropout masks are drawn again
+        for each chunk, as in fastai's classifier. Filled by the first call that uses it (so the random draws come
         in the same order as without it), with gradients when they are enabled here."""
         return {"grad": torch.is_grad_enabled(), "dtype": dtype, "emb": None, "rnns": [None] * len(self.rnns)}
 
