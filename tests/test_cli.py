@@ -218,6 +218,9 @@ def test_saved_files_follow_the_umask_not_owner_only(tiny_lm):
     ["pretrain", "t.txt", "--out", "o", "--tokenizer", "subword", "--sp-vocab", "0"],
     ["predict", "--model", "m", "--threshold", "1.5"],
     ["finetune-lm", "t.txt", "--out", "o", "--bptt", "0"],
+    ["pretrain", "t.txt", "--out", "o", "--max-vocab", "5"],  # it built a vocabulary of special tokens only
+    ["corpus", "tokenize", "t.txt", "--out", "o", "--min-freq", "0"],
+    ["finetune-lm", "t.txt", "--out", "o", "--max-vocab", "-1"],
 ])
 def test_sizes_below_one_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:

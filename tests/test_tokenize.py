@@ -40,6 +40,48 @@ def test_html_is_cleaned_up(tok):
     assert "camp" in tok.tokenize("camp;")
 
 
+def test_angle_brackets_that_are_no_html_tag_keep_their_words(tok):
+    """Only a known element name with name=value attributes is a tag: text between a '<' and a
+    later '>' stays text (it was deleted, up to whole sentences)."""
+    assert tok.tokenize("We know that a<b and b>c holds.")[-7:] == ["<", "b", "and", "b", ">", "c", "holds", "."][-7:]
+    assert "meh" in tok.tokenize("I rated it <meh> at best")
+    words = tok.tokenize("If x <y for every input, the loss is small. Later we show p &gt; 0.05.")
+    assert {"every", "input", "loss", "small", "later", "show"} <= set(words)
+    assert tok.tokenize('<P>Hi <a href="x y" target=_blank>there</a><img src=a.png/></p>') == \
+        ["xxbos", "xxmaj", "hi", "there"]
+
+
+def test_wikitext_unknown_word_marker_becomes_xxunk(tok):
+    assert tok.tokenize("The game 's <unk> was <unk> .") == \
+        ["xxbos", "xxmaj", "the", "game", "'s", "xxunk", "was", "xxunk", "."]
+    assert tok.tokenize("cost #36; 5") == ["xxbos", "cost", "$", "5"]
+
+
+def test_invisible_characters_surrogates_and_decomposed_accents(tok):
+    """A BOM inside the text (files joined by cat) or a zero-width space does not make a new word;
+    a lone surrogate (a JSON escape of half an emoji) is U+FFFD, not a crash in spaCy; an accent
+    typed as a combining mark gives the same token as the composed letter."""
+    assert tok.tokenize("one\n\ufeffThe z\u200bero") == ["xxbos", "one", "xxmaj", "the", "zero"]
+    assert tok.tokenize("bad \ud83d half") == ["xxbos", "bad", "\ufffd", "half"]
+    assert tok.tokenize("cafe\u0301") == tok.tokenize("caf\u00e9") == ["xxbos", "caf\u00e9"]
+
+
+def test_a_long_run_without_spaces_is_cut_so_spacy_stays_linear(tok):
+    """spaCy's affix passes are quadratic in a word's length (16,000 characters of "});" took 25 s);
+    a run is cut every MAX_WORD_CHARS characters."""
+    import time
+
+    from ulmfit.text.tokenize import MAX_WORD_CHARS, pre_rules
+
+    run = "});" * 20_000
+    assert max(len(w) for w in pre_rules(run).split()) == MAX_WORD_CHARS
+    word = "ab" * (MAX_WORD_CHARS // 2)
+    assert pre_rules(word) == word and pre_rules(word + "yz") == word + " yz"
+    t0 = time.perf_counter()
+    toks = tok.tokenize(run + " " + "\U0001F602\U0001F923" * 10_000)
+    assert time.perf_counter() - t0 < 30 and len(toks) == 1 + 60_000 + 20_000
+
+
 @pytest.mark.parametrize("text", ["", "   \n\t ", "<br />"])
 def test_empty_text_gives_only_xxbos(tok, text):
     assert tok.tokenize(text) == ["xxbos"]
@@ -62,6 +104,10 @@ def test_subword_pieces_that_start_no_word_are_glued_to_the_word_before():
         "The cat like dogs"
     assert join_continuation("東京は", "大きな", glue=True) == "東京は大きな"
     assert join_continuation("The cat", "likes it") == "The cat likes it"
+
+
+def test_detokenize_leaves_a_repeat_marker_with_no_ascii_count():
+    assert detokenize(["xxbos", "xxrep", "\u00b2", "o"]) == "\u00b2 o"
 
 
 def test_detokenize_restores_case():
@@ -183,7 +229,10 @@ def test_a_long_text_is_tokenised_in_pieces_with_the_tokens_of_the_whole(kind, s
               " ".join(f'word {i} <img src="a.jpg" width="10" height="20"> more' for i in range(40)),  # tags
               " ".join(f"x{i} no nbsp;no no no, \\n then @-@ on" for i in range(40)),  # escapes, wiki markup
               "a" * 500 + " tail",  # no space to cut at
-              "\r\n\t ".join(f"Line {i} ends." for i in range(80))]
+              "\r\n\t ".join(f"Line {i} ends." for i in range(80)),
+              "wow!!!!ha " + "ha " * 40 + "end",  # the run of "ha" starts inside "wow!!!!ha"
+              " ".join(f"go ) :)x ({i}" for i in range(40)),  # spaCy splits ":)x" by the word before it
+              " ".join(f"a &lt;a href='x {i}'&gt;b" for i in range(40))]  # an escaped tag spans a space
     texts = ["short one", long, "", "The end", long[:500], *tricky]
     whole = [make_tokenizer(cfg, sp).tokenize_many([x])[0] if kind == "word" else
              make_tokenizer(cfg, sp).encode_many([x])[0] for x in texts]
@@ -201,3 +250,14 @@ def test_a_long_text_is_tokenised_in_pieces_with_the_tokens_of_the_whole(kind, s
     else:
         ids = encode_texts(texts, cfg, None, sp)
         assert len(ids) == len(whole) and all(np.array_equal(a, r) for a, r in zip(ids, whole, strict=True))
+
+
+def test_a_vocabulary_cap_with_no_room_for_words_is_refused():
+    from collections import Counter
+
+    from ulmfit.io import UlmfitError
+    from ulmfit.text.vocab import Vocab
+
+    with pytest.raises(UlmfitError, match="no room for words"):
+        Vocab.build(Counter({"cat": 5}), max_vocab=len(SPECIAL_TOKENS))
+    assert Vocab.build(Counter({"cat": 5}), max_vocab=len(SPECIAL_TOKENS) + 1).itos[-1] == "cat"

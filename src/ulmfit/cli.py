@@ -315,8 +315,10 @@ def cmd_corpus_build(a) -> int:
 def _add_tokenizer_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--tokenizer", default="word", choices=["word", "subword"],
                    help="word: spaCy + ULMFiT rules (the paper); subword: SentencePiece unigram (default: word)")
-    s.add_argument("--max-vocab", type=int, default=60000, help="word vocabulary cap (default: 60000)")
-    s.add_argument("--min-freq", type=int, default=3, help="minimum count for a word to get an id (default: 3)")
+    s.add_argument("--max-vocab", type=_int_at_least(10), default=60000,
+                   help="word vocabulary cap, at least 10: its 9 special tokens and a word (default: 60000)")
+    s.add_argument("--min-freq", type=_int_at_least(1), default=3,
+                   help="minimum count for a word to get an id (default: 3)")
     s.add_argument("--sp-vocab", type=_int_at_least(10), default=16000,
                    help="SentencePiece vocabulary size, at least 10: its 9 special tokens and a piece (default: 16000)")
 
@@ -688,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep every word of the pretrained vocabulary, also those your text lacks, so the "
                         "classifier knows them at prediction time (default: auto = when the text has under "
                         "100,000 tokens)")
-    s.add_argument("--max-vocab", type=int, default=None,
+    s.add_argument("--max-vocab", type=_int_at_least(10), default=None,
                    help="cap on the fine-tuned word vocabulary (default: the pretrained model's, 30,000 for the "
                         "shipped one); raise it for a large text with many words of its own")
     _add_data_args(s, "the text")

@@ -34,8 +34,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..io import UlmfitError, atomic_write_json, cache_root, read_json
-from ..text.tokenize import (SubwordTokenizer, TokenizerConfig, make_tokenizer, tokenize_in_process,
-                             tokenize_parallel)
+from ..text.tokenize import (RULES_VERSION, SubwordTokenizer, TokenizerConfig, make_tokenizer,
+                             tokenize_in_process, tokenize_parallel)
 from ..text.vocab import Vocab
 from .corpus import iter_documents, resolve_format, source_files
 
@@ -291,7 +291,7 @@ def corpus_key(
     h.update(json.dumps({
         "format_version": FORMAT_VERSION, "source": str(path), "fmt": fmt,
         "column": _column_str(column), "encoding": encoding, "tokenizer": tok_cfg.to_dict(),
-        "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
+        "rules": RULES_VERSION, "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
         "sp_model": _sha256_file(sp_model) if sp_model is not None else None,
         **({"keep": _sha256_text("\n".join(keep.itos))} if keep is not None else {}),
     }, sort_keys=True).encode())

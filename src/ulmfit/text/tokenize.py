@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import threading
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -26,6 +27,9 @@ UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ = (
     "xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj",
 )
 SPECIAL_TOKENS = [UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ]
+# Raised whenever a rule changes the tokens of some text: token caches built by other rules are
+# not reused (2: HTML tags by name, WikiText's <unk>, invisible characters, NFC, long runs cut).
+RULES_VERSION = 2
 
 
 @dataclass
@@ -54,26 +58,53 @@ class TokenizerConfig:
 # Rules on raw text (before splitting into words)
 
 _BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
-_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+# An HTML tag: a known element name and attributes written name=value (a bare word is not
+# taken as an attribute), so "a<b and b>c" or "I rated it <meh>" keep their words.
+_TAG_NAMES = (
+    "a|abbr|acronym|address|area|article|aside|audio|b|base|basefont|bdi|bdo|big|blink|blockquote|body|button|"
+    "canvas|caption|center|cite|code|col|colgroup|dd|del|details|dfn|dir|div|dl|dt|em|embed|fieldset|"
+    "figcaption|figure|font|footer|form|frame|frameset|h[1-6]|head|header|hr|html|i|iframe|img|input|ins|kbd|"
+    "label|legend|li|link|main|mark|marquee|meta|nav|nobr|noscript|object|ol|option|p|param|pre|q|s|samp|"
+    "script|section|select|small|source|span|strike|strong|style|sub|summary|sup|table|tbody|td|textarea|"
+    "tfoot|th|thead|title|tr|tt|u|ul|var|video|wbr"
+)
+_TAG = re.compile(
+    r"</(?:%s)\s*>|<(?:%s)(?:\s+[A-Za-z_:][-\w:.]*\s*=\s*(?:\"[^\"<>]{0,1000}\"|'[^'<>]{0,1000}'|[^\s\"'<>=]{1,1000}))*\s*/?>"
+    % (_TAG_NAMES, _TAG_NAMES), re.IGNORECASE)
+_UNK_MARK = re.compile(r"<unk>")  # WikiText's unknown-word marker
+# Characters that would make one word two or vanish on screen: a byte-order mark inside the text
+# (files joined with cat), a zero-width space; lone surrogates (a JSON escape of half an emoji, bytes
+# that were not UTF-8) that spaCy cannot encode become U+FFFD.
+_INVISIBLE = re.compile("[\ufeff\u200b]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # An entity whose '&' was lost upstream (IMDb has " amp; " and "#39;"), but only as a word of its
 # own: "camp;" must stay "camp;".
-_STRAY_ENTITY = re.compile(r"(?<![\w&])(#39|#146|amp|quot|nbsp|lt|gt);")
-_STRAY = {"#39": "'", "#146": "'", "amp": "&", "quot": '"', "nbsp": " ", "lt": "<", "gt": ">"}
+_STRAY_ENTITY = re.compile(r"(?<![\w&])(#39|#146|#36|amp|quot|nbsp|lt|gt);")
+_STRAY = {"#39": "'", "#146": "'", "#36": "$", "amp": "&", "quot": '"', "nbsp": " ", "lt": "<", "gt": ">"}
 _WIKI_AT = re.compile(r" @([-.,])@ ")
 _CHAR_REP = re.compile(r"(\S)(\1{3,})")
 _WORD_REP = re.compile(r"(?<!\S)(\w+)((?:\s+\1){3,})(?!\S)")
 _SPACE_AROUND = re.compile(r"([/#\\])")
 _WS = re.compile(r"\s+")
+# spaCy's prefix and suffix passes take time quadratic in a word's length: 16,000 characters of
+# "});" or of emoji without a space took 25-33 s. A run of MAX_WORD_CHARS non-space characters is
+# cut there (no English word is that long; such runs are code, base64 or long URLs).
+MAX_WORD_CHARS = 500
+_LONG_RUN = re.compile(r"\S{%d}(?=\S)" % MAX_WORD_CHARS)
 
 
 def fix_html(text: str) -> str:
     """Undo the HTML and WikiText escapes that scraped text is full of."""
     # Unescape first, so "&amp;" becomes one "&" (not "&&") and "&lt;br /&gt;" is a line break.
     text = html.unescape(text)
+    text = _SURROGATE.sub("\ufffd", _INVISIBLE.sub("", text))
+    if not unicodedata.is_normalized("NFC", text):  # "café" typed as e + combining accent is "café"
+        text = unicodedata.normalize("NFC", text)
     text = _STRAY_ENTITY.sub(lambda m: _STRAY[m.group(1)], text)
     text = _BR.sub("\n", text)
     text = text.replace("\\n", "\n").replace('\\"', '"')
     text = _WIKI_AT.sub(r"\1", text)
+    text = _UNK_MARK.sub(f" {UNK} ", text)
     text = _TAG.sub(" ", text)
     return text
 
@@ -98,11 +129,13 @@ def replace_word_repeats(text: str) -> str:
     return _WORD_REP.sub(sub, text)
 
 
-def pre_rules(text: str) -> str:
+def pre_rules(text: str, word_repeats: bool = True) -> str:
     text = fix_html(text)
     text = replace_char_repeats(text)
-    text = replace_word_repeats(text)
+    if word_repeats:
+        text = replace_word_repeats(text)
     text = _SPACE_AROUND.sub(r" \1 ", text)
+    text = _LONG_RUN.sub(lambda m: m.group(0) + " ", text)
     return _WS.sub(" ", text).strip()
 
 
@@ -298,7 +331,7 @@ def detokenize(tokens: Sequence[str], subword: bool | None = None) -> str:
             out.append(nxt.capitalize() if w == MAJ else nxt.upper())
             i += 2
             continue
-        if w in (REP, WREP) and nxt is not None and nxt.isdigit() and i + 2 < len(words) \
+        if w in (REP, WREP) and nxt is not None and nxt.isascii() and nxt.isdigit() and i + 2 < len(words) \
                 and words[i + 2] not in SPECIAL_TOKENS:  # 'xxrep 4 o' -> 'oooo', 'xxwrep 3 no' -> 'no no no'
             n, what = min(int(nxt), 50), words[i + 2]
             out.append(what * n if w == REP else " ".join([what] * n))
@@ -373,19 +406,26 @@ _CUTS = (re.compile(r"\n\s*"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))
 
 def _safe_cut(t: str, start: int, end: int) -> bool:
     """Whether ending a piece at the whitespace t[start:end] gives the tokens of the whole text:
-    the words on either side, as the HTML clean-up leaves them, are not the same word (a run of
+    the words on either side, as the text rules leave them, are not the same word (a run of
     repeats becomes one xxwrep), hold no markup or escape ("@-@", entities, a literal backslash-n),
-    and the cut is not inside an HTML tag (tags span spaces)."""
+    the next piece starts with a letter or digit, and the cut is not inside an HTML tag (tags span
+    spaces)."""
     raw_before, raw_after = t[max(0, start - 300):start], t[end:end + 300]
     before, after = raw_before.rsplit(None, 1), raw_after.split(None, 1)
     if not before or not after or before[-1] == after[0]:
         return False
     if any(c in before[-1] + after[0] for c in "@<>&;\\"):
         return False
-    if t.rfind("<", max(0, start - 2000), start) > t.rfind(">", max(0, start - 2000), start):
+    back = html.unescape(t[max(0, start - 2000):start])  # "&lt;" is a "<" to the tag rule
+    if back.rfind("<") > back.rfind(">"):
         return False
-    before, after = fix_html(raw_before).rsplit(None, 1), fix_html(raw_after).split(None, 1)
-    return bool(before and after) and before[-1] != after[0]
+    # the words as the rules before the word-repeat rule leave them: "wow!!!!ha" ends in "ha", the
+    # word that a run "ha ha ha ..." after it repeats, so the run would start before the cut
+    before = pre_rules(raw_before, word_repeats=False).rsplit(None, 1)
+    after = pre_rules(raw_after, word_repeats=False).split(None, 1)
+    # spaCy splits a word that starts with punctuation by what came before it (":)x" is ":)" "x"
+    # alone, ":" ")" "x" after a ")"), so a piece starts at a word that starts with a letter or digit
+    return bool(before and after) and before[-1] != after[0] and after[0][:1].isalnum()
 
 
 def _cut(t: str, lo: int, hi: int) -> int:

@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from typing import Iterable, Sequence
 
+from ..io import UlmfitError
 from .tokenize import SPECIAL_TOKENS, UNK
 
 
@@ -28,6 +29,9 @@ class Vocab:
 
         Tokens in `keep` (e.g. a pretrained model's vocabulary when fine-tuning on a small text)
         get an id when they occur at all; the others need min_freq occurrences."""
+        if max_vocab <= len(SPECIAL_TOKENS):
+            raise UlmfitError(f"a vocabulary cap of {max_vocab} leaves no room for words beside the "
+                              f"{len(SPECIAL_TOKENS)} special tokens: give at least {len(SPECIAL_TOKENS) + 1}")
         keep = keep or ()
         words = [
             w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
