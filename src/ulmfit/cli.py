@@ -495,7 +495,7 @@ def cmd_predict(a) -> int:
             out = stack.enter_context(open(target, "w", encoding="utf-8", newline=""))
         else:
             out = sys.stdout
-        w = _csv.writer(out)
+        w = _csv.writer(out, lineterminator="\n")  # one newline per row, as the JSONL rows and other tools write
         if a.output_format != "jsonl":
             w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
         # a bar of texts where there is more than one block (a long text's tokens have a bar of their own)
