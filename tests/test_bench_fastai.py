@@ -66,3 +66,12 @@ def test_report_gives_medians_and_the_ratio(fc, tmp_path, monkeypatch, capsys):
     assert "| 20.0 | 50.0 | 2.50x |" in lm  # medians 20 and 50
     acc = next(line for line in out.splitlines() if line.startswith("| test accuracy"))
     assert "72.00%" in acc and "71.00%" in acc
+
+
+def test_token_comparison_counts_texts_tokens_and_kinds_of_difference(load_bench):
+    ft = load_bench("fastai_tokens")
+    ours = [["xxbos", "xxmaj", "i", "saw", "it"], ["xxbos", "ok"], ["xxbos", "2000"]]
+    theirs = [["xxbos", "i", "saw", "it"], ["xxbos", "ok"], ["xxbos", "2", "xxrep", "3", "0"]]
+    res = ft.compare(ours, theirs, top=5)
+    assert (res["docs_identical"], res["tokens"], res["tokens_differing"]) == (1, 9, 1 + 4)
+    assert dict(res["most_common"]) == {"'xxmaj' -> fastai ''": 1, "'2000' -> fastai '2 xxrep 3 0'": 1}
