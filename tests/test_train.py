@@ -5,6 +5,7 @@ import math
 import os
 import re
 import signal
+import sys
 
 import pytest
 import torch
@@ -737,6 +738,33 @@ def test_a_second_interrupt_during_the_save_is_ignored():
                 saved.append(True)
                 raise UlmfitError("saved")
     assert saved == [True] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_torchrun_worker_that_stops_keeps_ignoring_stop_signals(monkeypatch):
+    """torchrun sends SIGTERM to the survivors of a lost process; arriving after the run had put
+    back the default handler (die), it killed process 0 before it said where the run was saved.
+    A single process (a notebook) gets its handlers back."""
+    import signal
+
+    from ulmfit.train.loop import sigterm_as_interrupt
+
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = [signal.getsignal(s) for s in stops]
+    try:
+        for world, after in (("1", before), ("2", [signal.SIG_IGN] * 2)):
+            monkeypatch.setenv("WORLD_SIZE", world)
+            with pytest.raises(UlmfitError):
+                with sigterm_as_interrupt():
+                    raise UlmfitError("partner lost; everything is saved")
+            assert [signal.getsignal(s) for s in stops] == after, world
+        for s, h in zip(stops, before):
+            signal.signal(s, h)
+        with sigterm_as_interrupt():  # a run that ends normally gets its handlers back
+            pass
+        assert [signal.getsignal(s) for s in stops] == before
+    finally:
+        for s, h in zip(stops, before):
+            signal.signal(s, h)
 
 
 def test_commands_that_run_in_one_process_refuse_torchrun(tmp_path, corpus, monkeypatch, capsys):

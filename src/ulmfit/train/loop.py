@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import signal
 import threading
 import time
@@ -214,6 +215,14 @@ def sigterm_as_interrupt():
         return
     try:
         yield
+    except BaseException:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # A torchrun worker that stops (interrupted, or its partner lost) keeps ignoring them:
+            # torchrun's SIGTERM to the survivors, arriving once the old handler (the default:
+            # die) was back, killed process 0 before it said where the run was saved.
+            ignore_stop_signals()
+            old = {}
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
