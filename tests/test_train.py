@@ -767,6 +767,30 @@ def test_a_torchrun_worker_that_stops_keeps_ignoring_stop_signals(monkeypatch):
             signal.signal(s, h)
 
 
+def test_a_torchrun_worker_ends_through_os_exit_with_the_commands_code(monkeypatch, capsys):
+    """The interpreter's teardown aborted about one finished torchrun process in 20 ("terminate
+    called without an active exception"); a worker flushes and leaves through os._exit."""
+    from ulmfit import cli
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    monkeypatch.setattr(cli, "maybe_reexec_with_jemalloc", lambda argv: None)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["ulmfit", "lr-find", "--model", "m", "c.txt"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(Exited) as e:
+        cli.main()
+    assert e.value.args == (2,) and "runs in one process" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli.main() == 2  # one process: returns as before
+    assert cli.main(["lr-find", "--model", "m", "c.txt"]) == 2  # called from Python: never exits
+
+
 def test_commands_that_run_in_one_process_refuse_torchrun(tmp_path, corpus, monkeypatch, capsys):
     from ulmfit import api
     from ulmfit.classifier_api import train_classifier

@@ -946,7 +946,31 @@ def main(argv: list[str] | None = None) -> int:
     # print each message and error again), and a process whose partner stopped says so in a line.
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext():
-        return _run_command(parser, a, rank, world)
+        rc = _run_command(parser, a, rank, world)
+    if from_command_line and world > 1:
+        _exit_torchrun_worker(rc)
+    return rc
+
+
+def _exit_torchrun_worker(rc: int) -> None:
+    """End a torchrun process without the interpreter's teardown. About one finished job in 20 had
+    a process abort there ("terminate called without an active exception", no Python frame left:
+    a C++ thread of torch's gloo machinery destroyed while still running), so torchrun reported a
+    completed run as failed. Everything this process writes is closed by now; the streams are
+    flushed and the process group is closed here, and os._exit skips the rest."""
+    if "torch.distributed" in sys.modules:
+        from .train import distributed as dist_
+
+        try:
+            dist_._shutdown()
+        except Exception:  # noqa: BLE001 - a partner already gone; nothing is left to hand over
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more can reach it
+            pass
+    os._exit(rc)
 
 
 def _run_command(parser, a, rank: int, world: int) -> int:
