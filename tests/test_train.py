@@ -783,9 +783,16 @@ def test_a_torchrun_worker_ends_through_os_exit_with_the_commands_code(monkeypat
     monkeypatch.setattr(sys, "argv", ["ulmfit", "lr-find", "--model", "m", "c.txt"])
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
+    slept = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
     with pytest.raises(Exited) as e:
         cli.main()
-    assert e.value.args == (2,) and "runs in one process" in capsys.readouterr().err
+    assert e.value.args == (2,) and "runs in one process" in capsys.readouterr().err and slept == []
+    monkeypatch.setenv("RANK", "1")  # a failed process 1 gives process 0 time to say why before torchrun stops it
+    with pytest.raises(Exited) as e:
+        cli.main()
+    assert e.value.args == (2,) and capsys.readouterr().err == "" and slept == [cli.TORCHRUN_ERROR_GRACE_S]
+    monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert cli.main() == 2  # one process: returns as before
     assert cli.main(["lr-find", "--model", "m", "c.txt"]) == 2  # called from Python: never exits

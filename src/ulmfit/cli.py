@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -970,7 +971,14 @@ def _exit_torchrun_worker(rc: int) -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe: nothing more can reach it
             pass
+    if rc and int(os.environ.get("RANK", "0")):
+        # Process 0 says what went wrong for all of them, and torchrun stops the others as soon as
+        # one ends: a process 1 that failed as fast as process 0 had it killed before it printed.
+        time.sleep(TORCHRUN_ERROR_GRACE_S)
     os._exit(rc)
+
+
+TORCHRUN_ERROR_GRACE_S = 3.0
 
 
 def _run_command(parser, a, rank: int, world: int) -> int:
