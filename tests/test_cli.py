@@ -278,6 +278,17 @@ def test_lm_eval_reads_a_token_folder_made_for_the_model_and_refuses_one_of_anot
     assert "tokens of another vocabulary than this model's" in capsys.readouterr().err
 
 
+def test_finetune_lm_refuses_a_token_folder_instead_of_training_on_its_vocab_file(tmp_path, tiny_lm, corpus, capsys):
+    """A `corpus tokenize` folder was read as a folder of .txt files: the target text became its
+    vocab.txt, one document, and the run 'fine-tuned' on it."""
+    assert main(["corpus", "tokenize", str(corpus), "--out", str(tmp_path / "tok"), "--quiet", "--workers", "1"]) == 0
+    assert main(["finetune-lm", str(tmp_path / "tok"), "--from", str(tiny_lm), "--out", str(tmp_path / "ft"),
+                 "--quiet", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a token folder" in err and f"give it the text ({corpus})" in err
+    assert not (tmp_path / "ft").exists()
+
+
 def test_resume_says_which_given_options_it_ignores(tmp_path, corpus, capsys):
     lm = tmp_path / "lm"
     assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "1", "--bs", "8",

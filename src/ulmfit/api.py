@@ -582,6 +582,14 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         require_path(texts, "the target text", IN_MEMORY_HINT)
     given_cfg = train_cfg
     train_cfg = config_from(LMTrainConfig, train_cfg, FINETUNE_DEFAULTS)
+    if isinstance(texts, (str, os.PathLike)) and is_token_cache(texts):
+        try:
+            source = read_json(Path(texts) / "meta.json").get("source")
+        except (UlmfitError, AttributeError):
+            source = None
+        raise UlmfitError(f"{texts} is a token folder (`ulmfit corpus tokenize`): finetune-lm builds the target "
+                          "text's vocabulary itself, with the base model's tokeniser, so give it the text"
+                          + (f" ({source})" if source else "") + " instead; pretrain reads token folders")
     if from_dir is None and not resume:  # as `ulmfit finetune-lm` without --from
         from .pretrained import default_lm
 
