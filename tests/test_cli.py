@@ -289,6 +289,27 @@ def test_finetune_lm_refuses_a_token_folder_instead_of_training_on_its_vocab_fil
     assert not (tmp_path / "ft").exists()
 
 
+def test_a_token_folder_of_earlier_tokeniser_rules_is_named_as_such(tmp_path, corpus, capsys):
+    """meta.json records the rules' version (none: version 1); pretrain on such a folder says that
+    text tokenised now may differ, and `corpus tokenize` into it says why it refuses."""
+    from ulmfit.data import cache
+    from ulmfit.text.tokenize import TokenizerConfig
+
+    tok = tmp_path / "tok"
+    assert main(["corpus", "tokenize", str(corpus), "--out", str(tok), "--quiet", "--workers", "1"]) == 0
+    meta = json.loads((tok / "meta.json").read_text())
+    assert meta["rules"] >= 2
+    del meta["rules"]  # as a version before 2 wrote it, under the key of its rules
+    meta["key"] = cache.corpus_key(corpus.resolve(), TokenizerConfig(), fmt=meta["fmt"], rules=1)
+    (tok / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["pretrain", str(tok), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+                 "--bptt", "16", "--workers", "1"]) == 0
+    assert "was tokenised by the rules of an earlier ulmfit (version 1" in capsys.readouterr().out
+    assert main(["corpus", "tokenize", str(corpus), "--out", str(tok), "--quiet", "--workers", "1"]) == 2
+    assert "by the tokeniser rules of an earlier ulmfit, version 1)" in capsys.readouterr().err
+
+
 def test_resume_says_which_given_options_it_ignores(tmp_path, corpus, capsys):
     lm = tmp_path / "lm"
     assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "1", "--bs", "8",

@@ -192,6 +192,55 @@ def test_a_run_that_stopped_early_is_finished_and_resuming_it_is_refused(tmp_pat
     assert {p.name: p.read_bytes() for p in (tmp_path / "lm").iterdir()} == before
 
 
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_a_run_started_under_earlier_tokeniser_rules_resumes_on_its_cached_tokens(tmp_path, corpus, monkeypatch,
+                                                                                   capsys, stage):
+    """The rules that turn text into tokens change now and then (RULES_VERSION): an interrupted run
+    resumes on the tokens it started with, from the cache, or says how its weights can go on."""
+    import shutil
+
+    from ulmfit import api
+    from ulmfit.api import finetune_lm
+    from ulmfit.data import cache
+
+    c = cfg(epochs=1)
+    if stage == "finetune":
+        pretrain(corpus, tmp_path / "base", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    run = (lambda **kw: pretrain(corpus, tmp_path / "run", preset="tiny", train_cfg=c, n_workers=1, **kw)) \
+        if stage == "pretrain" else \
+        (lambda **kw: finetune_lm(tmp_path / "base", corpus, tmp_path / "run", train_cfg=c, n_workers=1, **kw))
+    with monkeypatch.context() as m:
+        interrupt_at(m, 5)
+        with pytest.raises(TrainingInterrupted):
+            run(progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert saved["rules"] == cache.RULES_VERSION
+    newer = cache.RULES_VERSION + 1
+    monkeypatch.setattr(cache, "RULES_VERSION", newer)  # an upgrade of ulmfit changes the rules
+    monkeypatch.setattr(api, "RULES_VERSION", newer)
+    capsys.readouterr()
+    run(resume=True, progress=True)
+    err = capsys.readouterr().err
+    assert f"made by the tokeniser rules of an earlier ulmfit, version {newer - 1}" in err
+    assert json.loads((tmp_path / "run" / ckpt.STATE_J).read_text())["epoch"] == 1
+    # once more, from the interruption, with the cache cleared: refused, with the way on
+    shutil.rmtree(tmp_path / "run")
+    shutil.rmtree(cache.cache_root() / "corpora")
+    monkeypatch.setattr(cache, "RULES_VERSION", newer - 1)
+    monkeypatch.setattr(api, "RULES_VERSION", newer - 1)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 5)
+        with pytest.raises(TrainingInterrupted):
+            run(progress=False)
+    monkeypatch.setattr(cache, "RULES_VERSION", newer)
+    monkeypatch.setattr(api, "RULES_VERSION", newer)
+    shutil.rmtree(cache.cache_root() / "corpora")
+    how = "--init-from" if stage == "pretrain" else "--from"
+    with pytest.raises(UlmfitError, match=rf"cannot resume .*run: its tokens were made by the tokeniser rules of an "
+                                          rf"earlier ulmfit \(version {newer - 1}; .*{how} .*run --out NEW"):
+        run(resume=True, progress=False)
+
+
 def test_a_fine_tuning_whose_base_model_moved_resumes_given_its_new_place(tmp_path, corpus, monkeypatch, capsys):
     import shutil
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data.cache import build_corpus, encode_texts, load_corpus_dir
+from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
 from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
                  is_main_process, owns_out, read_json, refuse_if_held)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
-from .text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig, detokenize, join_continuation
+from .text.tokenize import BOS, RULES_VERSION, SPECIAL_TOKENS, TokenizerConfig, detokenize, join_continuation
 from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
 from .train import distributed as dist_
@@ -464,16 +464,27 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         tok_cfg = TokenizerConfig.from_dict(init[1]["tokenizer"])
         train_cfg = _follow_direction(init_from, init[1], train_cfg, progress)
         init_sp = Path(init_from) / ckpt.SPM
+    rules = rules_of(saved["data"]) if resume else RULES_VERSION  # a resumed run keeps its tokens
     if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
         data = load_corpus_dir(corpus)
         info, fmt = data.sp_model, "token-cache"
-        tok_cfg = TokenizerConfig.from_dict(read_json(Path(corpus) / "meta.json")["tokenizer"])
+        meta = read_json(Path(corpus) / "meta.json")
+        tok_cfg, rules = TokenizerConfig.from_dict(meta["tokenizer"]), rules_of(meta)
         _print(f"using the tokenised corpus {corpus}", progress)
+        if rules != RULES_VERSION and not resume:
+            _print(f"note: {corpus} was tokenised by the rules of an earlier ulmfit (version {rules}; this one has "
+                   f"{RULES_VERSION}): text tokenised now (--valid, fine-tuning, prediction) may differ a little; "
+                   "`ulmfit corpus tokenize ... --overwrite` makes it again with these", progress)
     else:
-        data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                                        n_workers=n_workers, progress=progress,
-                                        vocab=init[2] if init else run_vocab,
-                                        sp_model=str(init_sp) if init and init_sp.exists() else run_sp)
+        try:
+            data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                                            n_workers=n_workers, progress=progress,
+                                            vocab=init[2] if init else run_vocab,
+                                            sp_model=str(init_sp) if init and init_sp.exists() else run_sp,
+                                            rules=rules)
+        except OlderRules as e:
+            raise UlmfitError(f"cannot resume {out}: {e}. Its weights can go on in a new run, on tokens of these "
+                              f"rules: `ulmfit pretrain CORPUS --init-from {out} --out NEW`") from None
     vocab, sp_model = data.vocab, info
     fingerprint = data.fingerprint()  # recorded with the run, and compared when it resumes
     if init is not None and vocab.itos != init[2].itos:
@@ -498,8 +509,12 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
             if valid.vocab.itos != vocab.itos:
                 raise UlmfitError(f"{valid_source} was tokenised with another vocabulary than the corpus")
         else:
-            valid, _ = _build_corpus_once(valid_source, tok_cfg, vocab=vocab, sp_model=sp_model,
-                                          n_workers=n_workers, progress=progress)
+            try:
+                valid, _ = _build_corpus_once(valid_source, tok_cfg, vocab=vocab, sp_model=sp_model,
+                                              n_workers=n_workers, progress=progress, rules=rules)
+            except OlderRules as e:
+                raise UlmfitError(f"cannot resume {out}: the held-out text {valid_source}: {e}. Its weights can go "
+                                  f"on in a new run: `ulmfit pretrain CORPUS --init-from {out} --out NEW`") from None
         train = data
     else:
         train, valid = _split(data, valid_frac, train_cfg.seed, max_valid_tokens)
@@ -511,7 +526,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs(), "fingerprint": fingerprint, "valid_tokens": valid.n_tokens(),
-              "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None}
+              "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None,
+              "rules": rules}
     extra = {}
     if init is not None:  # the earlier runs stay on record in the new model's config
         extra = {"continued_from": str(Path(init_from).resolve()),
@@ -630,9 +646,15 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     # model knows (a word seen once in 100 labeled texts still has its pretrained vector), and new
     # words seen min_freq times. Subword: the pretrained pieces are kept.
     word = tok_cfg.kind != "subword"
-    data, info = _build_corpus_once(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                              vocab=None if word else base_vocab, keep=base_vocab if word else None,
-                              sp_model=str(base_sp) if base_sp else None, n_workers=n_workers, progress=progress)
+    rules = rules_of(saved["data"]) if resume else RULES_VERSION  # a resumed run keeps its tokens
+    try:
+        data, info = _build_corpus_once(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                                        vocab=None if word else base_vocab, keep=base_vocab if word else None,
+                                        sp_model=str(base_sp) if base_sp else None, n_workers=n_workers,
+                                        progress=progress, rules=rules)
+    except OlderRules as e:
+        raise UlmfitError(f"cannot resume {out}: {e}. Its weights can go on in a new run, on tokens of these rules: "
+                          f"`ulmfit finetune-lm TEXT --from {out} --out NEW`") from None
     if resume:
         keep_base_vocab = saved.get("keep_base_vocab", "no")
     if word and (keep_base_vocab == "yes" or (keep_base_vocab == "auto" and data.n_tokens() < KEEP_BASE_VOCAB_BELOW)):
@@ -673,7 +695,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         append_jsonl(out / "metrics.jsonl", {"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in before.items()}})
     info_d = {"source": str(Path(texts).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
-              "n_docs": data.n_docs(), "fingerprint": fingerprint}
+              "n_docs": data.n_docs(), "fingerprint": fingerprint, "rules": rules}
     extra = {"finetuned_from": str(Path(from_dir).resolve()), "keep_base_vocab": keep_base_vocab,
              "vocab_transfer": {"known": found, "new": len(vocab) - found}}
     res = _run(model, vocab, tok_cfg, str(base_sp) if base_sp else None, ts, vs, train_cfg, out, resume,

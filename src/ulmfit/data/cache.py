@@ -144,6 +144,7 @@ def build_corpus(
     progress: bool = True,
     keep: Vocab | None = None,
     replace: bool = True,
+    rules: int = RULES_VERSION,
 ) -> tuple[TokenIds, str | None]:
     """Tokenise and numericalise `source` (or reuse its cache); returns (ids, sp_model path).
 
@@ -154,6 +155,8 @@ def build_corpus(
     level) is the copy inside the cache folder, from which the same tokenizer can be rebuilt.
     `replace`: a cache of another corpus or other settings in `cache_dir` is replaced once the new
     one is complete; False refuses instead (a folder the user named, not the shared cache).
+    `rules`: the tokeniser rules' version of a run that resumes; tokens of an earlier version are
+    reused from the cache, never made again (this version cannot make them): `OlderRules` if gone.
     """
     path = Path(source).resolve()
     fmt = resolve_format(path, fmt, encoding)
@@ -162,22 +165,29 @@ def build_corpus(
     if sp_model is not None and not Path(sp_model).is_file():
         raise UlmfitError(f"{sp_model}: no such SentencePiece model file")
     key = corpus_key(path, tok_cfg, fmt=fmt, column=column, encoding=encoding, vocab=vocab, sp_model=sp_model,
-                     keep=keep)
+                     keep=keep, rules=rules)
     final = Path(cache_dir) if cache_dir is not None else cache_root() / "corpora" / key[:16]
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
     if _cache_key(final) == key:
-        say(f"using cached tokens at {final}")
+        say(f"using cached tokens at {final}" + (f" (made by the tokeniser rules of an earlier ulmfit, version "
+                                                 f"{rules})" if rules != RULES_VERSION else ""))
         data = load_corpus_dir(final)
         return data, data.sp_model
+    if rules != RULES_VERSION:
+        raise OlderRules(f"its tokens were made by the tokeniser rules of an earlier ulmfit (version {rules}; this "
+                         f"one has version {RULES_VERSION}, which gives some texts other tokens) and are no longer "
+                         f"in the cache ({final})")
     if final.exists() and not _is_replaceable(final):
         raise UlmfitError(f"{final} exists and is not a ulmfit token cache (or holds other files besides its tokens, "
                           "which replacing it would delete); choose another --out")
     if not replace and (final / "meta.json").is_file():
         try:
             old = json.loads((final / "meta.json").read_text(encoding="utf-8"))
-            what = f" (of {old.get('source', '?')}, {old.get('n_tokens', 0):,} tokens, made {old.get('created', '?')})"
-        except (OSError, ValueError, AttributeError):
+            what = f" (of {old.get('source', '?')}, {old.get('n_tokens', 0):,} tokens, made {old.get('created', '?')}"
+            what += (f" by the tokeniser rules of an earlier ulmfit, version {rules_of(old)})"
+                     if rules_of(old) != RULES_VERSION else ")")
+        except (OSError, ValueError, AttributeError, TypeError):
             what = ""
         raise UlmfitError(f"{final} already holds tokens of another corpus or other settings{what}; "
                           "pass --overwrite to replace them, or choose another --out")
@@ -197,7 +207,7 @@ def build_corpus(
             print(f"warning: skipped {meta['n_skipped']} document(s) of {path} that have no tokens "
                   "(empty, or only markup)", file=sys.stderr)
         meta.update(
-            key=key, format_version=FORMAT_VERSION, source=str(path), fmt=fmt,
+            key=key, format_version=FORMAT_VERSION, rules=RULES_VERSION, source=str(path), fmt=fmt,
             column=_column_str(column), encoding=encoding, tokenizer=tok_cfg.to_dict(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
@@ -220,6 +230,15 @@ def build_corpus(
     say(f"cached {meta['n_tokens']:,} tokens of {meta['n_docs']:,} documents at {final}")
     data = load_corpus_dir(final)
     return data, data.sp_model
+
+
+class OlderRules(UlmfitError):
+    """A resumed run's tokens were made by earlier tokeniser rules, and are not cached any more."""
+
+
+def rules_of(meta: dict) -> int:
+    """The tokeniser rules' version that made a token folder or a run's tokens (1: before it was kept)."""
+    return int(meta.get("rules") or 1)
 
 
 BUILDING = ".building."  # a build's temporary folder: .<cache name>.building.<random>, next to the cache
@@ -284,14 +303,15 @@ def sweep_stale_builds(parent: Path) -> list[tuple[Path, int]]:
 
 def corpus_key(
     path: Path, tok_cfg: TokenizerConfig, *, fmt: str, column=None, encoding: str = "utf-8",
-    vocab: Vocab | None = None, sp_model=None, keep: Vocab | None = None,
+    vocab: Vocab | None = None, sp_model=None, keep: Vocab | None = None, rules: int = RULES_VERSION,
 ) -> str:
-    """sha256 of everything the cached ids depend on, including each file's size and mtime."""
+    """sha256 of everything the cached ids depend on, including each file's size and mtime, and the
+    version of the tokeniser's rules (from 2 on; the keys of version 1 had none)."""
     h = hashlib.sha256()
     h.update(json.dumps({
         "format_version": FORMAT_VERSION, "source": str(path), "fmt": fmt,
         "column": _column_str(column), "encoding": encoding, "tokenizer": tok_cfg.to_dict(),
-        "rules": RULES_VERSION, "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
+        **({"rules": rules} if rules >= 2 else {}), "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
         "sp_model": _sha256_file(sp_model) if sp_model is not None else None,
         **({"keep": _sha256_text("\n".join(keep.itos))} if keep is not None else {}),
     }, sort_keys=True).encode())
