@@ -303,8 +303,10 @@ def test_a_token_folder_of_earlier_tokeniser_rules_is_named_as_such(tmp_path, co
     meta["key"] = cache.corpus_key(corpus.resolve(), TokenizerConfig(), fmt=meta["fmt"], rules=1)
     (tok / "meta.json").write_text(json.dumps(meta))
     capsys.readouterr()
+    held = tmp_path / "held.txt"  # a held-out text, tokenised now (by today's rules) for this new run
+    held.write_text("".join(corpus.read_text().splitlines(keepends=True)[:30]))
     assert main(["pretrain", str(tok), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1", "--bs", "8",
-                 "--bptt", "16", "--workers", "1"]) == 0
+                 "--bptt", "16", "--workers", "1", "--valid", str(held)]) == 0
     assert "was tokenised by the rules of an earlier ulmfit (version 1" in capsys.readouterr().out
     assert main(["corpus", "tokenize", str(corpus), "--out", str(tok), "--quiet", "--workers", "1"]) == 2
     assert "by the tokeniser rules of an earlier ulmfit, version 1)" in capsys.readouterr().err

@@ -792,20 +792,22 @@ def test_a_second_interrupt_during_the_save_is_ignored():
 def test_a_torchrun_worker_that_stops_keeps_ignoring_stop_signals(monkeypatch):
     """torchrun sends SIGTERM to the survivors of a lost process; arriving after the run had put
     back the default handler (die), it killed process 0 before it said where the run was saved.
-    A single process (a notebook) gets its handlers back."""
+    A worker of the command line (which ends with its command) keeps ignoring them; from Python
+    (a notebook, a script of one's own, under torchrun or not) the handlers come back."""
     import signal
 
+    from ulmfit.train import loop
     from ulmfit.train.loop import sigterm_as_interrupt
 
     stops = (signal.SIGINT, signal.SIGTERM)
     before = [signal.getsignal(s) for s in stops]
     try:
-        for world, after in (("1", before), ("2", [signal.SIG_IGN] * 2)):
-            monkeypatch.setenv("WORLD_SIZE", world)
+        for cli_worker, after in ((False, before), (True, [signal.SIG_IGN] * 2)):
+            monkeypatch.setitem(loop.STOPPING_ENDS_PROCESS, "torchrun_cli", cli_worker)
             with pytest.raises(UlmfitError):
                 with sigterm_as_interrupt():
                     raise UlmfitError("partner lost; everything is saved")
-            assert [signal.getsignal(s) for s in stops] == after, world
+            assert [signal.getsignal(s) for s in stops] == after, cli_worker
         for s, h in zip(stops, before):
             signal.signal(s, h)
         with sigterm_as_interrupt():  # a run that ends normally gets its handlers back
@@ -827,6 +829,9 @@ def test_a_torchrun_worker_ends_through_os_exit_with_the_commands_code(monkeypat
     def fake_exit(code):
         raise Exited(code)
 
+    from ulmfit.train import loop
+
+    monkeypatch.setitem(loop.STOPPING_ENDS_PROCESS, "torchrun_cli", False)  # and back to False afterwards
     monkeypatch.setattr(cli, "maybe_reexec_with_jemalloc", lambda argv: None)
     monkeypatch.setattr(cli.os, "_exit", fake_exit)
     monkeypatch.setattr(sys, "argv", ["ulmfit", "lr-find", "--model", "m", "c.txt"])
@@ -841,6 +846,8 @@ def test_a_torchrun_worker_ends_through_os_exit_with_the_commands_code(monkeypat
     with pytest.raises(Exited) as e:
         cli.main()
     assert e.value.args == (2,) and capsys.readouterr().err == "" and slept == [cli.TORCHRUN_ERROR_GRACE_S]
+    assert loop.STOPPING_ENDS_PROCESS["torchrun_cli"]  # its stop signals stay ignored once it stops
+    loop.STOPPING_ENDS_PROCESS["torchrun_cli"] = False
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert cli.main() == 2  # one process: returns as before

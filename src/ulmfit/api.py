@@ -465,6 +465,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         train_cfg = _follow_direction(init_from, init[1], train_cfg, progress)
         init_sp = Path(init_from) / ckpt.SPM
     rules = rules_of(saved["data"]) if resume else RULES_VERSION  # a resumed run keeps its tokens
+    valid_rules = int(saved["data"].get("valid_rules") or rules) if resume else RULES_VERSION
     if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
         data = load_corpus_dir(corpus)
         info, fmt = data.sp_model, "token-cache"
@@ -509,9 +510,9 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
             if valid.vocab.itos != vocab.itos:
                 raise UlmfitError(f"{valid_source} was tokenised with another vocabulary than the corpus")
         else:
-            try:
+            try:  # its own rules: a new run on an older token folder tokenises --valid with today's
                 valid, _ = _build_corpus_once(valid_source, tok_cfg, vocab=vocab, sp_model=sp_model,
-                                              n_workers=n_workers, progress=progress, rules=rules)
+                                              n_workers=n_workers, progress=progress, rules=valid_rules)
             except OlderRules as e:
                 raise UlmfitError(f"cannot resume {out}: the held-out text {valid_source}: {e}. Its weights can go "
                                   f"on in a new run: `ulmfit pretrain CORPUS --init-from {out} --out NEW`") from None
@@ -527,7 +528,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs(), "fingerprint": fingerprint, "valid_tokens": valid.n_tokens(),
               "valid_source": str(Path(valid_source).resolve()) if valid_source is not None else None,
-              "rules": rules}
+              "rules": rules, "valid_rules": valid_rules}
     extra = {}
     if init is not None:  # the earlier runs stay on record in the new model's config
         extra = {"continued_from": str(Path(init_from).resolve()),

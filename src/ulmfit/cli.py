@@ -946,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun every process runs this; process 0 speaks for them all (the others would
     # print each message and error again), and a process whose partner stopped says so in a line.
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if from_command_line and world > 1:
+        from .train.loop import STOPPING_ENDS_PROCESS
+
+        STOPPING_ENDS_PROCESS["torchrun_cli"] = True
     with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext():
         rc = _run_command(parser, a, rank, world)
     if from_command_line and world > 1:
@@ -971,7 +975,7 @@ def _exit_torchrun_worker(rc: int) -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe: nothing more can reach it
             pass
-    if rc and int(os.environ.get("RANK", "0")):
+    if rc not in (0, 130) and int(os.environ.get("RANK", "0")):
         # Process 0 says what went wrong for all of them, and torchrun stops the others as soon as
         # one ends: a process 1 that failed as fast as process 0 had it killed before it printed.
         time.sleep(TORCHRUN_ERROR_GRACE_S)

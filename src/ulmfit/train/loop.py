@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import signal
 import threading
 import time
@@ -191,6 +190,10 @@ def stop_deferred():
         raise KeyboardInterrupt
 
 
+# Set by the command line in a torchrun worker, whose process ends when its command does.
+STOPPING_ENDS_PROCESS = {"torchrun_cli": False}
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C so the run saves before it stops. The first
@@ -216,10 +219,11 @@ def sigterm_as_interrupt():
     try:
         yield
     except BaseException:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            # A torchrun worker that stops (interrupted, or its partner lost) keeps ignoring them:
-            # torchrun's SIGTERM to the survivors, arriving once the old handler (the default:
-            # die) was back, killed process 0 before it said where the run was saved.
+        if STOPPING_ENDS_PROCESS["torchrun_cli"]:
+            # A torchrun worker of the command line that stops (interrupted, its partner lost, an
+            # error) keeps ignoring them until it exits: torchrun's SIGTERM to the survivors,
+            # arriving once the old handler (the default: die) was back, killed process 0 before
+            # it said where the run was saved. From Python the handlers always come back.
             ignore_stop_signals()
             old = {}
         raise
