@@ -139,7 +139,7 @@ def test_corpus_tokenize_keeps_another_corpus_tokens_unless_told(tmp_path, corpu
     # other settings: refused, and the folder is as it was
     assert main(args + ["--min-freq", "1"]) == 2
     err = capsys.readouterr().err
-    assert "already holds tokens of another corpus or other settings" in err and "--overwrite" in err
+    assert "already holds tokens of another corpus, other settings or other tokeniser rules" in err and "--overwrite" in err
     assert {p.name: p.read_bytes() for p in tok.iterdir() if p.is_file()} == before
     (tok / "NOTES.md").write_text("mine")  # --overwrite replaces the tokens, never what a user put beside them
     assert main(args + ["--min-freq", "1", "--overwrite"]) == 2

@@ -49,6 +49,10 @@ def test_angle_brackets_that_are_no_html_tag_keep_their_words(tok):
     assert {"every", "input", "loss", "small", "later", "show"} <= set(words)
     assert tok.tokenize('<P>Hi <a href="x y" target=_blank>there</a><img src=a.png/></p>') == \
         ["xxbos", "xxmaj", "hi", "there"]
+    # the forms scraped pages are full of: "</br>", attributes with no value, URLs with queries
+    assert tok.tokenize('Great</br>film <td nowrap>cast</td> <a href=http://x.com/?id=1&y=2>link</a> '
+                        '<input type=checkbox checked><br clear="all">end') == \
+        ["xxbos", "xxmaj", "great", "film", "cast", "link", "end"]
 
 
 def test_wikitext_unknown_word_marker_becomes_xxunk(tok):
@@ -63,6 +67,7 @@ def test_invisible_characters_surrogates_and_decomposed_accents(tok):
     typed as a combining mark gives the same token as the composed letter."""
     assert tok.tokenize("one\n\ufeffThe z\u200bero") == ["xxbos", "one", "xxmaj", "the", "zero"]
     assert tok.tokenize("bad \ud83d half") == ["xxbos", "bad", "\ufffd", "half"]
+    assert tok.tokenize("a pair \ud83d\ude00 is one") == ["xxbos", "a", "pair", "\U0001F600", "is", "one"]
     assert tok.tokenize("cafe\u0301") == tok.tokenize("caf\u00e9") == ["xxbos", "caf\u00e9"]
 
 
@@ -250,6 +255,25 @@ def test_a_long_text_is_tokenised_in_pieces_with_the_tokens_of_the_whole(kind, s
     else:
         ids = encode_texts(texts, cfg, None, sp)
         assert len(ids) == len(whole) and all(np.array_equal(a, r) for a, r in zip(ids, whole, strict=True))
+
+
+def test_tokenizer_settings_are_checked_when_made_not_after_tokenising():
+    from ulmfit.io import UlmfitError
+
+    for bad in ({"max_vocab": 5}, {"min_freq": 0}, {"sp_vocab_size": 3}):
+        with pytest.raises(UlmfitError, match=f"TokenizerConfig.{next(iter(bad))} must be"):
+            TokenizerConfig(**bad)
+
+
+def test_a_long_text_of_words_that_start_with_punctuation_is_still_cut_into_pieces(tok, monkeypatch):
+    """Pieces start before a letter or digit where they can; a text with no such word is cut as
+    before that rule, not tokenised whole."""
+    from ulmfit.text import tokenize as t
+
+    text = " ".join(f'"w{i}" ({i}' for i in range(400))
+    monkeypatch.setattr(t, "PIECE_CHARS", 500)
+    assert len(list(t._pieces([text]))) > 5
+    assert t.tokenize_in_process(tok, [text])[0] == tok.tokenize(text)
 
 
 def test_a_vocabulary_cap_with_no_room_for_words_is_refused():

@@ -189,7 +189,8 @@ def build_corpus(
                      if rules_of(old) != RULES_VERSION else ")")
         except (OSError, ValueError, AttributeError, TypeError):
             what = ""
-        raise UlmfitError(f"{final} already holds tokens of another corpus or other settings{what}; "
+        raise UlmfitError(f"{final} already holds tokens of another corpus, other settings or other tokeniser "
+                          f"rules{what}; "
                           "pass --overwrite to replace them, or choose another --out")
 
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +312,8 @@ def corpus_key(
     h.update(json.dumps({
         "format_version": FORMAT_VERSION, "source": str(path), "fmt": fmt,
         "column": _column_str(column), "encoding": encoding, "tokenizer": tok_cfg.to_dict(),
-        **({"rules": rules} if rules >= 2 else {}), "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
+        **({"rules": rules} if rules >= 2 else {}),
+        "vocab": _sha256_text("\n".join(vocab.itos)) if vocab is not None else None,
         "sp_model": _sha256_file(sp_model) if sp_model is not None else None,
         **({"keep": _sha256_text("\n".join(keep.itos))} if keep is not None else {}),
     }, sort_keys=True).encode())

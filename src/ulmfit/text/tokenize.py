@@ -45,6 +45,12 @@ class TokenizerConfig:
     sp_sample_chars: int = 20_000_000  # text used to train SentencePiece
     lower: bool = True
 
+    def __post_init__(self):  # checked before a corpus is tokenised, not after
+        for name, low in (("max_vocab", len(SPECIAL_TOKENS) + 1), ("min_freq", 1), ("sp_vocab_size", 10)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise UlmfitError(f"TokenizerConfig.{name} must be a whole number of at least {low}, "
+                                  f"not {getattr(self, name)!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -57,7 +63,7 @@ class TokenizerConfig:
 # ---------------------------------------------------------------------------------------------
 # Rules on raw text (before splitting into words)
 
-_BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+_BR = re.compile(r"<\s*/?\s*br\b[^<>]{0,200}>", re.IGNORECASE)  # also "</br>" and <br clear="all">
 # An HTML tag: a known element name and attributes written name=value (a bare word is not
 # taken as an attribute), so "a<b and b>c" or "I rated it <meh>" keep their words.
 _TAG_NAMES = (
@@ -66,11 +72,14 @@ _TAG_NAMES = (
     "figcaption|figure|font|footer|form|frame|frameset|h[1-6]|head|header|hr|html|i|iframe|img|input|ins|kbd|"
     "label|legend|li|link|main|mark|marquee|meta|nav|nobr|noscript|object|ol|option|p|param|pre|q|s|samp|"
     "script|section|select|small|source|span|strike|strong|style|sub|summary|sup|table|tbody|td|textarea|"
-    "tfoot|th|thead|title|tr|tt|u|ul|var|video|wbr"
+    "tfoot|th|thead|time|title|tr|tt|u|ul|var|video|wbr"
 )
+# attributes written without a value ("<td nowrap>"): only these names, so "<b and b>" stays text
+_BARE_ATTRS = ("async|autofocus|autoplay|checked|compact|controls|defer|disabled|hidden|ismap|loop|multiple|muted|"
+               "noshade|novalidate|nowrap|open|readonly|required|reversed|selected")
 _TAG = re.compile(
-    r"</(?:%s)\s*>|<(?:%s)(?:\s+[A-Za-z_:][-\w:.]*\s*=\s*(?:\"[^\"<>]{0,1000}\"|'[^'<>]{0,1000}'|[^\s\"'<>=]{1,1000}))*\s*/?>"
-    % (_TAG_NAMES, _TAG_NAMES), re.IGNORECASE)
+    r"</(?:%s)\s*>|<(?:%s)(?:\s+(?:[A-Za-z_:][-\w:.]*\s*=\s*(?:\"[^\"<>]{0,4000}\"|'[^'<>]{0,4000}'|[^\s\"'<>]{1,4000})"
+    r"|(?:%s)(?![-\w:.])))*\s*/?>" % (_TAG_NAMES, _TAG_NAMES, _BARE_ATTRS), re.IGNORECASE)
 _UNK_MARK = re.compile(r"<unk>")  # WikiText's unknown-word marker
 # Characters that would make one word two or vanish on screen: a byte-order mark inside the text
 # (files joined with cat), a zero-width space; lone surrogates (a JSON escape of half an emoji, bytes
@@ -97,7 +106,9 @@ def fix_html(text: str) -> str:
     """Undo the HTML and WikiText escapes that scraped text is full of."""
     # Unescape first, so "&amp;" becomes one "&" (not "&&") and "&lt;br /&gt;" is a line break.
     text = html.unescape(text)
-    text = _SURROGATE.sub("\ufffd", _INVISIBLE.sub("", text))
+    text = _INVISIBLE.sub("", text)
+    if _SURROGATE.search(text):  # a pair of them is the character it encodes; one alone is U+FFFD
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if not unicodedata.is_normalized("NFC", text):  # "café" typed as e + combining accent is "café"
         text = unicodedata.normalize("NFC", text)
     text = _STRAY_ENTITY.sub(lambda m: _STRAY[m.group(1)], text)
@@ -404,12 +415,13 @@ CHUNK_CHARS = 4_000_000
 _CUTS = (re.compile(r"\n\s*"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))  # paragraph, sentence, word
 
 
-def _safe_cut(t: str, start: int, end: int) -> bool:
+def _safe_cut(t: str, start: int, end: int, lenient: bool = False) -> bool:
     """Whether ending a piece at the whitespace t[start:end] gives the tokens of the whole text:
     the words on either side, as the text rules leave them, are not the same word (a run of
     repeats becomes one xxwrep), hold no markup or escape ("@-@", entities, a literal backslash-n),
-    the next piece starts with a letter or digit, and the cut is not inside an HTML tag (tags span
-    spaces)."""
+    the next piece starts with a letter or digit (unless `lenient`: spaCy splits a few words that
+    start with punctuation by the word before them), and the cut is not inside an HTML tag (tags
+    span spaces)."""
     raw_before, raw_after = t[max(0, start - 300):start], t[end:end + 300]
     before, after = raw_before.rsplit(None, 1), raw_after.split(None, 1)
     if not before or not after or before[-1] == after[0]:
@@ -425,7 +437,7 @@ def _safe_cut(t: str, start: int, end: int) -> bool:
     after = pre_rules(raw_after, word_repeats=False).split(None, 1)
     # spaCy splits a word that starts with punctuation by what came before it (":)x" is ":)" "x"
     # alone, ":" ")" "x" after a ")"), so a piece starts at a word that starts with a letter or digit
-    return bool(before and after) and before[-1] != after[0] and after[0][:1].isalnum()
+    return bool(before and after) and before[-1] != after[0] and (lenient or after[0][:1].isalnum())
 
 
 def _cut(t: str, lo: int, hi: int) -> int:
@@ -433,10 +445,12 @@ def _cut(t: str, lo: int, hi: int) -> int:
     there, else sentence end, else space (`_safe_cut`); if there is none (a run of one repeated
     word, a text without spaces), the first safe space after hi, else the end of the text."""
     window = t[lo:hi]
-    for pattern in _CUTS:
-        for m in reversed(list(pattern.finditer(window))):
-            if _safe_cut(t, lo + m.start(), lo + m.end()):
-                return lo + m.start()
+    for lenient in (False, True):  # a text whose every word starts with punctuation ('"word"', "(1") has
+        for pattern in _CUTS:      # no cut before a letter: it is cut as before that rule, not kept whole
+            found = list(pattern.finditer(window))
+            for m in reversed(found if lenient else found[-200:]):  # (the strict pass: the last 200)
+                if _safe_cut(t, lo + m.start(), lo + m.end(), lenient):
+                    return lo + m.start()
     for m in _CUTS[-1].finditer(t, hi):
         if _safe_cut(t, m.start(), m.end()):
             return m.start()
