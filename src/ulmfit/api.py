@@ -176,6 +176,16 @@ def _build_corpus_once(*args, progress: bool = True, **kwargs):
     return build_corpus(*args, progress=False, **kwargs)
 
 
+def _run_tokens(out: Path, how: str, what: str, *args, **kwargs):
+    """`_build_corpus_once` for the run in `out`; a resumed run whose tokens were made by earlier
+    tokeniser rules and are gone is refused with how its weights can go on (`how`)."""
+    try:
+        return _build_corpus_once(*args, **kwargs)
+    except OlderRules as e:
+        raise UlmfitError(f"cannot resume {out}: {what}{e}. Its weights can go on in a new run, on tokens of these "
+                          f"rules: `{how}`") from None
+
+
 def _split(data, valid_frac: float, seed: int, max_valid_tokens: int | None):
     train, valid = data.split(valid_frac, seed, max_valid_tokens)
     return train, valid
@@ -477,15 +487,10 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
                    f"{RULES_VERSION}): text tokenised now (--valid, fine-tuning, prediction) may differ a little; "
                    "`ulmfit corpus tokenize ... --overwrite` makes it again with these", progress)
     else:
-        try:
-            data, info = _build_corpus_once(corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                                            n_workers=n_workers, progress=progress,
-                                            vocab=init[2] if init else run_vocab,
-                                            sp_model=str(init_sp) if init and init_sp.exists() else run_sp,
-                                            rules=rules)
-        except OlderRules as e:
-            raise UlmfitError(f"cannot resume {out}: {e}. Its weights can go on in a new run, on tokens of these "
-                              f"rules: `ulmfit pretrain CORPUS --init-from {out} --out NEW`") from None
+        data, info = _run_tokens(out, f"ulmfit pretrain CORPUS --init-from {out} --out NEW", "",
+                                 corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding, n_workers=n_workers,
+                                 progress=progress, vocab=init[2] if init else run_vocab,
+                                 sp_model=str(init_sp) if init and init_sp.exists() else run_sp, rules=rules)
     vocab, sp_model = data.vocab, info
     fingerprint = data.fingerprint()  # recorded with the run, and compared when it resumes
     if init is not None and vocab.itos != init[2].itos:
@@ -510,12 +515,10 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
             if valid.vocab.itos != vocab.itos:
                 raise UlmfitError(f"{valid_source} was tokenised with another vocabulary than the corpus")
         else:
-            try:  # its own rules: a new run on an older token folder tokenises --valid with today's
-                valid, _ = _build_corpus_once(valid_source, tok_cfg, vocab=vocab, sp_model=sp_model,
-                                              n_workers=n_workers, progress=progress, rules=valid_rules)
-            except OlderRules as e:
-                raise UlmfitError(f"cannot resume {out}: the held-out text {valid_source}: {e}. Its weights can go "
-                                  f"on in a new run: `ulmfit pretrain CORPUS --init-from {out} --out NEW`") from None
+            # its own rules: a new run on an older token folder tokenises --valid with today's
+            valid, _ = _run_tokens(out, f"ulmfit pretrain CORPUS --init-from {out} --out NEW",
+                                   f"the held-out text {valid_source}: ", valid_source, tok_cfg, vocab=vocab,
+                                   sp_model=sp_model, n_workers=n_workers, progress=progress, rules=valid_rules)
         train = data
     else:
         train, valid = _split(data, valid_frac, train_cfg.seed, max_valid_tokens)
@@ -648,14 +651,11 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     # words seen min_freq times. Subword: the pretrained pieces are kept.
     word = tok_cfg.kind != "subword"
     rules = rules_of(saved["data"]) if resume else RULES_VERSION  # a resumed run keeps its tokens
-    try:
-        data, info = _build_corpus_once(texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
-                                        vocab=None if word else base_vocab, keep=base_vocab if word else None,
-                                        sp_model=str(base_sp) if base_sp else None, n_workers=n_workers,
-                                        progress=progress, rules=rules)
-    except OlderRules as e:
-        raise UlmfitError(f"cannot resume {out}: {e}. Its weights can go on in a new run, on tokens of these rules: "
-                          f"`ulmfit finetune-lm TEXT --from {out} --out NEW`") from None
+    data, info = _run_tokens(out, f"ulmfit finetune-lm TEXT --from {out} --out NEW", "",
+                             texts, tok_cfg, fmt=fmt, column=column, encoding=encoding,
+                             vocab=None if word else base_vocab, keep=base_vocab if word else None,
+                             sp_model=str(base_sp) if base_sp else None, n_workers=n_workers, progress=progress,
+                             rules=rules)
     if resume:
         keep_base_vocab = saved.get("keep_base_vocab", "no")
     if word and (keep_base_vocab == "yes" or (keep_base_vocab == "auto" and data.n_tokens() < KEEP_BASE_VOCAB_BELOW)):

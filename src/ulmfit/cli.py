@@ -967,7 +967,7 @@ def _exit_torchrun_worker(rc: int) -> None:
         from .train import distributed as dist_
 
         try:
-            dist_._shutdown()
+            dist_.shutdown()
         except Exception:  # noqa: BLE001 - a partner already gone; nothing is left to hand over
             pass
     for stream in (sys.stdout, sys.stderr):

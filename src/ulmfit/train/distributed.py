@@ -32,7 +32,7 @@ def init_from_env(device: str | None = None) -> tuple[int, int, int]:
         dist.init_process_group(backend, timeout=timedelta(hours=24))
         # Left to the interpreter's exit, a live gloo group can abort a process ("terminate called
         # without an active exception") when the other one has already closed its sockets.
-        atexit.register(_shutdown)
+        atexit.register(shutdown)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
@@ -46,7 +46,8 @@ def single_process_only(what: str) -> None:
                           "are the commands that train across processes)")
 
 
-def _shutdown() -> None:
+def shutdown() -> None:
+    """Close the process group (at exit; the command line's torchrun workers call it themselves)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
