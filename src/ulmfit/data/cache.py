@@ -208,7 +208,8 @@ def build_corpus(
             print(f"warning: skipped {meta['n_skipped']} document(s) of {path} that have no tokens "
                   "(empty, or only markup)", file=sys.stderr)
         meta.update(
-            key=key, format_version=FORMAT_VERSION, rules=RULES_VERSION, source=str(path), fmt=fmt,
+            key=key, format_version=FORMAT_VERSION, rules=RULES_VERSION, source=str(path),
+            source_files=_source_signature(path), fmt=fmt,
             column=_column_str(column), encoding=encoding, tokenizer=tok_cfg.to_dict(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
@@ -231,6 +232,45 @@ def build_corpus(
     say(f"cached {meta['n_tokens']:,} tokens of {meta['n_docs']:,} documents at {final}")
     data = load_corpus_dir(final)
     return data, data.sp_model
+
+
+def _source_signature(path: Path) -> str:
+    """sha256 of the source files' names, sizes and mtimes (a changed source makes a cache stale)."""
+    h = hashlib.sha256()
+    for line in _source_lines(path):
+        h.update(line)
+    return h.hexdigest()
+
+
+def cached_corpora(root: str | os.PathLike | None = None) -> list[dict]:
+    """The token caches in the cache folder (`ulmfit corpus cache`): for each its folder, source,
+    tokens, bytes, when it was made, and `stale`, why no run will use it again (None: it may be)."""
+    root = Path(root) if root is not None else cache_root() / "corpora"
+    found = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not d.is_dir() or BUILDING in d.name:  # a build in progress, or one killed (swept by builds)
+            continue
+        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        try:
+            meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError
+        except (OSError, ValueError):
+            found.append({"folder": d, "source": None, "n_tokens": None, "bytes": size, "created": None,
+                          "stale": "no readable meta.json"})
+            continue
+        src, stale = meta.get("source"), None
+        if rules_of(meta) != RULES_VERSION:
+            stale = f"made by the tokeniser rules of an earlier ulmfit (version {rules_of(meta)})"
+        elif meta.get("format_version") != FORMAT_VERSION:
+            stale = "an older cache format"
+        elif not src or not Path(src).exists():
+            stale = "its source is gone"
+        elif meta.get("source_files") and meta["source_files"] != _source_signature(Path(src)):
+            stale = "its source has changed since"
+        found.append({"folder": d, "source": src, "n_tokens": meta.get("n_tokens"), "bytes": size,
+                      "created": meta.get("created"), "stale": stale})
+    return found
 
 
 class OlderRules(UlmfitError):
@@ -317,10 +357,15 @@ def corpus_key(
         "sp_model": _sha256_file(sp_model) if sp_model is not None else None,
         **({"keep": _sha256_text("\n".join(keep.itos))} if keep is not None else {}),
     }, sort_keys=True).encode())
+    for line in _source_lines(path):
+        h.update(line)
+    return h.hexdigest()
+
+
+def _source_lines(path: Path) -> Iterator[bytes]:
     for p in source_files(path):
         st = p.stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+        yield f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape")
 
 
 def _column_str(column) -> str | None:
