@@ -53,6 +53,8 @@ VARIANTS = {
     "ep4-lr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": tuple(2 * x for x in FASTAI_LRS)},
     "ep4-lastlr2x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": FASTAI_LRS[:3] + (2e-3,)},
     "ep4-lastlr4x": {"stage_epochs": (1, 1, 1, 4), "stage_lrs": FASTAI_LRS[:3] + (4e-3,)},
+    # the published ULMFiT scripts' classifier weight decay (L2 1e-6) in place of fastai v1's decoupled 0.01
+    "wd1e-6": {"wd": 1e-6},
 }
 
 
