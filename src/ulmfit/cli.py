@@ -309,14 +309,16 @@ def cmd_corpus_cache(a) -> int:
     if not entries:
         print(f"no token caches in {root}")
         return 0
-    remove = [e for e in entries if a.remove_all or (a.remove_stale and e["stale"])]
+    remove = []
     for e in entries:
         what = f"{e['n_tokens']:,} tokens of {e['source']}" if e["n_tokens"] is not None else "?"
         status = f"stale: {e['stale']}" if e["stale"] else "current"
+        gone = a.remove_all or (a.remove_stale and bool(e["stale"]))
         print(f"{e['folder'].name}  {e['bytes'] / 1e6:9,.1f} MB  {what}  ({status}"
-              + (f"; made {e['created']}" if e["created"] else "") + ")" + ("  removed" if e in remove else ""))
-        if e in remove:
+              + (f"; made {e['created']}" if e["created"] else "") + ")" + ("  removed" if gone else ""))
+        if gone:
             shutil.rmtree(e["folder"], ignore_errors=True)
+            remove.append(e)
     total, stale = sum(e["bytes"] for e in entries), sum(e["bytes"] for e in entries if e["stale"])
     freed = sum(e["bytes"] for e in remove)
     print(f"{len(entries)} cache(s) in {root}, {total / 1e6:,.1f} MB; {stale / 1e6:,.1f} MB of them stale"
@@ -981,18 +983,19 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun every process runs this; process 0 speaks for them all (the others would
     # print each message and error again), and a process whose partner stopped says so in a line.
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if from_command_line and world > 1:
+    torchrun_worker = from_command_line and world > 1  # its process ends with this command
+    if torchrun_worker:
         from .train.loop import STOPPING_ENDS_PROCESS
 
         STOPPING_ENDS_PROCESS["torchrun_cli"] = True
     with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext():
         rc = _run_command(parser, a, rank, world)
-    if from_command_line and world > 1:
-        _exit_torchrun_worker(rc)
+    if torchrun_worker:
+        _exit_torchrun_worker(rc, rank)
     return rc
 
 
-def _exit_torchrun_worker(rc: int) -> None:
+def _exit_torchrun_worker(rc: int, rank: int) -> None:
     """End a torchrun process without the interpreter's teardown. About one finished job in 20 had
     a process abort there ("terminate called without an active exception", no Python frame left:
     a C++ thread of torch's gloo machinery destroyed while still running), so torchrun reported a
@@ -1010,7 +1013,7 @@ def _exit_torchrun_worker(rc: int) -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe: nothing more can reach it
             pass
-    if rc not in (0, 130) and int(os.environ.get("RANK", "0")):
+    if rc not in (0, 130) and rank:
         # Process 0 says what went wrong for all of them, and torchrun stops the others as soon as
         # one ends: a process 1 that failed as fast as process 0 had it killed before it printed.
         time.sleep(TORCHRUN_ERROR_GRACE_S)
