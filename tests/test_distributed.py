@@ -30,11 +30,18 @@ def _torchrun(tmp_path, corpus, cfg_args: str):
         "LMTrainer.fit = fit\n"
         f"cfg = LMTrainConfig({cfg_args})\n"
         "pretrain(sys.argv[1], sys.argv[2], preset='tiny', train_cfg=cfg, progress=False, n_workers=1, device='cpu')\n"
+        # the group must close before the interpreter's exit: gloo threads left to it can abort the process
+        "d.shutdown()\n"
+        "import os\n"
+        "tasks = '/proc/self/task'\n"
+        "names = [open(f'{tasks}/{t}/comm').read() for t in os.listdir(tasks)] if os.path.isdir(tasks) else []\n"
+        "print('GLOO_THREADS', sum('gloo' in n for n in names), flush=True)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(corpus),
                         str(tmp_path / "lm")], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("GLOO_THREADS 0") == 2, r.stdout  # both processes' gloo threads ended
     lines = sorted(l.split() for l in r.stdout.splitlines() if l.startswith("RANK"))
     assert [l[1] for l in lines] == ["0", "1"]
     assert lines[0][2] == lines[1][2]  # identical weights in both processes

@@ -27,13 +27,30 @@ def init_from_env(device: str | None = None) -> tuple[int, int, int]:
     if not dist.is_initialized():
         on_gpu = torch.cuda.is_available() and (device is None or str(device) == "auto" or str(device).startswith("cuda"))
         backend = "nccl" if on_gpu else "gloo"  # --device cpu on a GPU machine: CPU tensors, gloo
+        _bind_world_defaults_early()
         # Process 0 tokenises the corpus (hours for a WikiText-103-sized one not tokenised before
         # with `ulmfit corpus tokenize`), validates and checkpoints while the others wait.
         dist.init_process_group(backend, timeout=timedelta(hours=24))
-        # Left to the interpreter's exit, a live gloo group can abort a process ("terminate called
-        # without an active exception") when the other one has already closed its sockets.
+        # Closed before the interpreter's exit: gloo's worker threads must end while Python still
+        # runs (see _bind_world_defaults_early).
         atexit.register(shutdown)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _bind_world_defaults_early() -> None:
+    """Import torch.distributed.nn.functional before the process group starts.
+
+    Its functions take `group=group.WORLD` as a default argument, evaluated when the module is
+    first imported; torch imports it lazily (building the first optimizer imports torch._dynamo,
+    which imports it). Imported after init_process_group, those defaults keep the world group alive
+    for the life of the process: destroy_process_group then cannot free it, gloo's worker threads
+    outlive it, and one of them releasing a finished collective while the interpreter exits aborts
+    the process ("terminate called without an active exception"). Imported first, the defaults
+    are None."""
+    try:
+        import torch.distributed.nn.functional  # noqa: F401
+    except ImportError:  # a build without it has nothing to hold the group either
+        pass
 
 
 def single_process_only(what: str) -> None:
