@@ -34,9 +34,9 @@ optimizer steps (see ``clf_config``).
 Usage::
 
     .venv/bin/pip install -r bench/requirements-baselines.txt -c bench/constraints.txt
-    .venv/bin/python bench/accuracy.py main --datasets rotten-tomatoes
+    .venv/bin/python bench/accuracy.py main --datasets rotten-tomatoes bbc-news 20newsgroups --seeds 0 1 2
     .venv/bin/python bench/accuracy.py sizes --datasets rotten-tomatoes --seeds 0 1 2
-    .venv/bin/python bench/accuracy.py ablations --datasets rotten-tomatoes
+    .venv/bin/python bench/accuracy.py ablations --datasets rotten-tomatoes --seeds 0 1 2
     .venv/bin/python bench/accuracy.py lms --datasets 20newsgroups  # run again until done
     .venv/bin/python bench/accuracy.py report            # rewrites the accuracy section of BENCHMARKS.md
 """
@@ -856,6 +856,11 @@ def report(results: Results, bench_md: Path, plot: Path) -> str:
                 delta = "" if rs is full_rows or not diffs else (
                     f"{100 * statistics.mean(diffs):+.2f}" + (f" (seeds: {', '.join(f'{100 * x:+.1f}' for x in diffs)})"
                                                              if len(diffs) > 1 else ""))
+                shown = full_rows if src == full_src else _main_rows(rows, d, src[1])[0]  # the tables' rows
+                older = [ref[id(r)] for r in same_lm if not any(ref[id(r)] is f for f in shown)]
+                if diffs and older and rs is not full_rows:  # the reference is not a row the tables show
+                    delta += (" (against the same seed's earlier reference with this row's LM recipe: "
+                              + ", ".join(f"{100 * h['accuracy']:.2f}" for h in older) + ")")
                 if rs is not full_rows and not diffs and len(same_lm) < len(paired):
                     delta = "n/a: no reference run of this seed had the same LM and classifier recipes"
                 lines.append(f"| {m} | {_cell([r['accuracy'] for r in rs])} | {delta} | "

@@ -245,7 +245,12 @@ def report(rows: list[dict]) -> str:
             best = [max(e["test_accuracy"] for e in r["epochs"]) for r in rs]
             lines.append(f"| (oracle: best test epoch) | {fmt(best)} | | | |")
         pairs = [(f, b) for f in of for b in of if not f["backwards"] and b["backwards"] and f["seed"] == b["seed"]]
-        if pairs:
+        missing = [r["dir"] for p in pairs for r in p if not (Path(r["dir"]) / "test_probs.npy").is_file()]
+        if missing:  # the probabilities live in each run's cache folder, not in the repository
+            lines.append(f"\n{prefix}{size} labels, forward + backward ensemble: not recomputed, the runs' test "
+                         f"probabilities are not on this machine (e.g. {missing[0]}/test_probs.npy; `run` again "
+                         "with a new --results to make them)\n")
+        elif pairs:
             pairs.sort(key=lambda p: p[0]["seed"])
             lines.append(f"\n{prefix}{size} labels, forward + backward ensemble ({len(pairs)} seeds)\n")
             lines.append("| rule | test accuracy | test macro-F1 | collapsed runs (macro-F1 < 0.45) |")
