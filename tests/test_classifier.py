@@ -194,8 +194,9 @@ def test_predictions_come_back_in_input_order_and_survive_a_round_trip(trained, 
     task, _ = trained
     clf = TextClassifier.load(task / "clf")
     # the second text is long (several BPTT chunks) with the cue density of the training texts
+    # (the last, not one word alone: "terrible" by itself sits near p=0.49 in fp32, too close to call)
     texts = ["a great and wonderful film", "the actors did their work in a boring city story " * 12, "superb",
-             "terrible"]
+             "terrible and boring"]
     p = clf.predict_proba(texts)
     one_by_one = np.concatenate([clf.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(p, one_by_one, atol=1e-5)
@@ -1070,7 +1071,8 @@ def test_predict_keeps_one_row_per_line_and_reads_standard_input_in_its_encoding
     assert main(["predict", str(tmp_path / "cr.txt"), *model]) == 0
     assert len(capsys.readouterr().out.strip().split("\n")) == 3
     for encoding in ("latin-1", "utf-16"):
-        stdin = io.TextIOWrapper(io.BytesIO("caf\u00e9 superb\nterrible\n".encode(encoding)), encoding="utf-8")
+        stdin = io.TextIOWrapper(io.BytesIO("caf\u00e9 superb\nterrible and boring\n".encode(encoding)),
+                                 encoding="utf-8")
         monkeypatch.setattr(sys, "stdin", stdin)
         assert main(["predict", "-", *model, "--encoding", encoding]) == 0
         assert [json.loads(r)["label"] for r in capsys.readouterr().out.strip().split("\n")] == ["pos", "neg"]
