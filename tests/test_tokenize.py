@@ -115,6 +115,14 @@ def test_detokenize_leaves_a_repeat_marker_with_no_ascii_count():
     assert detokenize(["xxbos", "xxrep", "\u00b2", "o"]) == "\u00b2 o"
 
 
+def test_detokenize_puts_quotes_and_brackets_against_what_they_enclose():
+    tok = WordTokenizer(TokenizerConfig())
+    for text in ["They said 'hello' to me.", 'He said "yes" and left (really).', '"Quoted" at the start',
+                 "the students' books and the teachers' pens", "rock n' roll", "a [b] {c}, it's John's."]:
+        assert detokenize(tok.tokenize(text)) == text
+    assert detokenize(["a", '"', "b"]) == 'a "b'  # an unclosed quote still opens
+
+
 def test_detokenize_restores_case():
     assert detokenize(["xxbos", "xxmaj", "the", "xxup", "cat", "sat", "."]) == "The CAT sat."
 

@@ -355,10 +355,40 @@ def detokenize(tokens: Sequence[str], subword: bool | None = None) -> str:
             continue
         out.append(w)
         i += 1
-    return _NO_SPACE_BEFORE.sub(r"\1", " ".join(out))
+    return _join_words(out)
 
 
 _NO_SPACE_BEFORE = re.compile(r" ([.,!?;:')\]}]|n't|'s|'re|'ll|'ve|'m|'d)")
+
+
+def _join_words(words: list[str]) -> str:
+    """Words joined by spaces, except before closing punctuation and clitics, after opening
+    brackets, and inside quotes: a `"` opens and closes in turn; a lone `'` opens a quote when
+    another lone one follows and it does not end a word in s or n (the students' books, rock n'
+    roll), closes an open one, and otherwise ends the word before it."""
+    text, glue_next, double_open, single_open = "", True, False, False
+    singles_left = words.count("'")
+    for k, w in enumerate(words):
+        space, glue_next = not glue_next, False
+        if w == '"':
+            space = space and not double_open
+            glue_next = not double_open
+            double_open = not double_open
+        elif w == "'":
+            singles_left -= 1
+            prev = words[k - 1] if k else ""
+            if single_open:
+                space, single_open = False, False
+            elif singles_left and not prev[-1:].lower() in ("s", "n") and k + 1 < len(words):
+                glue_next, single_open = True, True
+            else:
+                space = False
+        elif _NO_SPACE_BEFORE.match(" " + w):
+            space = False
+        if w in ("(", "[", "{"):
+            glue_next = True
+        text += (" " if space else "") + w
+    return text
 
 
 def join_continuation(prompt: str, continuation: str, glue: bool = False) -> str:
