@@ -23,6 +23,15 @@ def load_bench():
     return _load_bench
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _never_the_users_cache(tmp_path_factory):
+    """Module and session fixtures run before `_isolated_cache`: they get the run's own cache, never
+    the ~/.cache/ulmfit of whoever runs the tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ULMFIT_CACHE", str(tmp_path_factory.mktemp("run-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own token cache, so tests never see each other's corpora."""

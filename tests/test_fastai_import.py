@@ -54,15 +54,14 @@ def fastai_files(lm_dir, folder, *, specials=V1_SPECIALS, fake=3, learner=False,
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
     """One small language model for the module (its files are only read)."""
-    import os
-
     from conftest import make_corpus
 
     d = tmp_path_factory.mktemp("fastai_import")
-    os.environ["ULMFIT_CACHE"] = str(d / "cache")  # module fixtures run before the per-test cache is set
-    make_corpus(d / "corpus.txt")
-    assert main(["pretrain", str(d / "corpus.txt"), "--out", str(d / "lm"), "--preset", "tiny", "--epochs", "1",
-                 "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the per-test cache is set
+        mp.setenv("ULMFIT_CACHE", str(d / "cache"))
+        make_corpus(d / "corpus.txt")
+        assert main(["pretrain", str(d / "corpus.txt"), "--out", str(d / "lm"), "--preset", "tiny", "--epochs", "1",
+                     "--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]) == 0
     return d / "lm"
 
 
