@@ -67,6 +67,9 @@ def main(argv=None) -> None:
     ap.add_argument("--lm-epochs", type=int, default=None,
                     help="fine-tune the LM for up to this many epochs (early stopping, patience 1) instead of "
                          "accuracy.py's LM_EPOCHS; cached as lm-all-eN")
+    ap.add_argument("--lm-wd", type=float, default=None,
+                    help="fine-tune the LM with this weight decay (decoupled, AdamW) instead of the library's "
+                         "0.01; cached as lm-all-wdX (the published scripts used 1e-7, as L2)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -82,25 +85,27 @@ def main(argv=None) -> None:
     if a.results.exists():
         for line in a.results.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["dataset"], r["direction"], r["seed"], r.get("lm_epochs"), r["variant"]))
+            done.add((r["dataset"], r["direction"], r["seed"], r.get("lm_epochs"), r.get("lm_wd"), r["variant"]))
     folder, train, test = A.load_dataset(a.dataset)
     bw = a.direction == "bwd"
-    if a.lm_epochs:
-        lm_dir, lm_info = A.finetuned_lm(a.dataset, bw, folder / "train.csv", f"all-e{a.lm_epochs}",
-                                         epochs=a.lm_epochs)
-    else:
-        lm_dir, lm_info = A.finetuned_lm(a.dataset, bw, folder / "train.csv", "all")
+    over = {"epochs": a.lm_epochs} if a.lm_epochs else {}
+    tag = "all" + (f"-e{a.lm_epochs}" if a.lm_epochs else "")
+    if a.lm_wd is not None:
+        over["wd"], tag = a.lm_wd, tag + f"-wd{a.lm_wd:g}"
+    lm_dir, lm_info = A.finetuned_lm(a.dataset, bw, folder / "train.csv", tag, **over)
     for v in a.variants:
-        if (a.dataset, a.direction, a.seed, a.lm_epochs, v) in done:
+        if (a.dataset, a.direction, a.seed, a.lm_epochs, a.lm_wd, v) in done:
             print(f"skip {v} (in {a.results})")
             continue
         cfg = A.clf_config(len(train), a.seed, backwards=bw, **VARIANTS[v])
-        out = A.WORK / a.dataset / (f"sweep-{a.direction}-s{a.seed}-{v}" + (f"-lm{a.lm_epochs}" if a.lm_epochs else ""))
+        out = A.WORK / a.dataset / (f"sweep-{a.direction}-s{a.seed}-{v}" + (f"-lm{a.lm_epochs}" if a.lm_epochs else "")
+                                    + (f"-lmwd{a.lm_wd:g}" if a.lm_wd is not None else ""))
         t0 = time.time()
         r = A.train_and_eval(lm_dir, train, test, out, cfg)
         hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
         best = next(h for h in hist if h["epoch"] == r["best_epoch"])
         row = {"dataset": a.dataset, "direction": a.direction, "seed": a.seed, "variant": v, "lm_epochs": a.lm_epochs,
+               **({"lm_wd": a.lm_wd} if a.lm_wd is not None else {}),
                "lm_perplexity": lm_info.get("valid_perplexity"), "lm_epochs_run": lm_info.get("epochs_run"),
                "overrides": {k: list(x) if isinstance(x, tuple) else x for k, x in VARIANTS[v].items()},
                "valid_accuracy": best["valid_accuracy"], "valid_macro_f1": best["valid_macro_f1"],
