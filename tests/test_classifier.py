@@ -157,13 +157,11 @@ def write_task(path, n, seed, labels=("neg", "pos"), skew=None):
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     d = tmp_path_factory.mktemp("task")
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the per-test cache is set
-        mp.setenv("ULMFIT_CACHE", str(d / "cache"))
-        write_task(d / "train.csv", 300, 0)
-        write_task(d / "test.csv", 120, 1)
-        pretrain(d / "train.csv", d / "lm", preset="tiny", progress=False, n_workers=1,
-                 train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, save_every_minutes=1e9),
-                 fmt="csv", column="text")
+    write_task(d / "train.csv", 300, 0)
+    write_task(d / "test.csv", 120, 1)
+    pretrain(d / "train.csv", d / "lm", preset="tiny", progress=False, n_workers=1,
+             train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, save_every_minutes=1e9),
+             fmt="csv", column="text")
     return d
 
 
@@ -173,10 +171,8 @@ FAST = dict(bs=16, stage_groups=(1, 0), stage_epochs=(1, 4), stage_lrs=(2e-2, 1e
 
 @pytest.fixture(scope="module")
 def trained(task):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ULMFIT_CACHE", str(task / "cache"))
-        res = train_classifier(task / "lm", task / "train.csv", task / "clf", cfg=ClassifierTrainConfig(**FAST),
-                               progress=False, n_workers=1)
+    res = train_classifier(task / "lm", task / "train.csv", task / "clf", cfg=ClassifierTrainConfig(**FAST),
+                           progress=False, n_workers=1)
     return task, res
 
 

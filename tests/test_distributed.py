@@ -108,7 +108,7 @@ def test_process_0_saves_when_its_partner_is_killed_alone(tmp_path, corpus):
     lm = tmp_path / "lm"
     args = ["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "3", "--bs", "4", "--bptt",
             "16", "--workers", "1", "--quiet"]
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "ulmfit", *args]
+    two = [str(torchrun), "--standalone", "--nproc_per_node=2"]
     # the command line, with process 1 killing itself (SIGKILL, as the kernel's OOM killer does) at a
     # fixed step of the second epoch, while process 0 trains on: no race with the end of the run
     script = tmp_path / "killed.py"
@@ -125,7 +125,7 @@ def test_process_0_saves_when_its_partner_is_killed_alone(tmp_path, corpus):
         "from ulmfit.cli import main\n"
         "raise SystemExit(main())\n"
     )
-    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), *args], capture_output=True,
+    p = subprocess.run([*two, str(script), *args], capture_output=True,
                        text=True, env={**env, "ULMFIT_JEMALLOC": "0"}, timeout=300)  # no re-exec without the patch
     assert p.returncode != 0
     err = p.stderr
@@ -134,7 +134,7 @@ def test_process_0_saves_when_its_partner_is_killed_alone(tmp_path, corpus):
     assert (state["epoch"], state["batch"]) == (1, 3)  # the last step both processes finished
     assert (f"everything up to step {state['step']} is saved" in err or f"interrupted at step {state['step']};" in err) \
         and "--resume" in err, err[-3000:]
-    r = subprocess.run(cmd[:4] + ["-m", "ulmfit", "pretrain", "--resume", str(lm), "--quiet"], capture_output=True,
+    r = subprocess.run([*two, "-m", "ulmfit", "pretrain", "--resume", str(lm), "--quiet"], capture_output=True,
                        text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((lm / "train_state.json").read_text())["epoch"] == 3
