@@ -16,7 +16,7 @@ def _torchrun(tmp_path, corpus, cfg_args: str):
         pytest.skip("torchrun not installed")
     script = tmp_path / "train.py"
     script.write_text(
-        "import hashlib, sys, torch\n"
+        "import hashlib, os, sys, torch\n"
         "from ulmfit.api import pretrain\n"
         "from ulmfit.train.loop import LMTrainConfig, LMTrainer\n"
         "from ulmfit.train import distributed as d\n"
@@ -24,18 +24,18 @@ def _torchrun(tmp_path, corpus, cfg_args: str):
         "def fit(self):\n"
         "    r = orig(self)\n"
         "    h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in self.model.parameters()))\n"
-        "    print(f'RANK {d.rank_world()[0]} {h.hexdigest()} {self.tokens} {self.step} {self._budget_batches()}',"
-        " flush=True)\n"
+        # one os.write per line: both processes share the pipe, and print() writes a line in pieces
+        "    os.write(1, f'RANK {d.rank_world()[0]} {h.hexdigest()} {self.tokens} {self.step} "
+        "{self._budget_batches()}\\n'.encode())\n"
         "    return r\n"
         "LMTrainer.fit = fit\n"
         f"cfg = LMTrainConfig({cfg_args})\n"
         "pretrain(sys.argv[1], sys.argv[2], preset='tiny', train_cfg=cfg, progress=False, n_workers=1, device='cpu')\n"
         # the group must close before the interpreter's exit: gloo threads left to it can abort the process
         "d.shutdown()\n"
-        "import os\n"
         "tasks = '/proc/self/task'\n"
         "names = [open(f'{tasks}/{t}/comm').read() for t in os.listdir(tasks)] if os.path.isdir(tasks) else []\n"
-        "print('GLOO_THREADS', sum('gloo' in n for n in names), flush=True)\n"
+        "os.write(1, f\"GLOO_THREADS {sum('gloo' in n for n in names)}\\n\".encode())\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(corpus),
