@@ -359,9 +359,12 @@ def test_catalogue():
 
 def test_main_data_get_and_list(fake_fetch, tmp_path, capsys):
     assert ds.main_data(["get", "20newsgroups", "--cache", str(tmp_path / "c"), "--quiet"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == str(tmp_path / "c" / "20newsgroups")
-    assert "3 examples" in out[1] and "2 examples" in out[1] and "2 classes" in out[1]
+    # standard output is the folder alone, so that D=$(ulmfit data get NAME) is a path
+    assert capsys.readouterr().out == str(tmp_path / "c" / "20newsgroups") + "\n"
+    assert ds.main_data(["get", "20newsgroups", "--cache", str(tmp_path / "c")]) == 0  # prepared: no fetch
+    got = capsys.readouterr()
+    assert got.out == str(tmp_path / "c" / "20newsgroups") + "\n"
+    assert "3 examples" in got.err and "2 examples" in got.err and "2 classes" in got.err and "train with:" in got.err
     assert ds.main_data(["list", "--cache", str(tmp_path / "c")]) == 0
     listing = capsys.readouterr().out
     for name, info in ds.DATASETS.items():

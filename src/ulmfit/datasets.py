@@ -752,11 +752,13 @@ def main_data(argv: list[str] | None = None) -> int:
         if a.action == "get":
             folder = get(a.name, a.cache, progress=not a.quiet)
             meta = _read_info(folder) or {}
-            print(folder)
-            print(f"train.csv: {meta.get('n_train', 0):,} examples, test.csv: {meta.get('n_test', 0):,} examples, "
-                  f"{meta.get('n_classes', 0)} classes ({meta.get('package')} {meta.get('version')})")
-            print(f"train with: ulmfit train-classifier {folder / 'train.csv'} --out DIR; "
-                  f"evaluate with: ulmfit evaluate {folder / 'test.csv'} --model DIR")
+            print(folder)  # standard output holds the folder alone: D=$(ulmfit data get NAME)
+            if not a.quiet:
+                print(f"train.csv: {meta.get('n_train', 0):,} examples, test.csv: {meta.get('n_test', 0):,} examples, "
+                      f"{meta.get('n_classes', 0)} classes ({meta.get('package')} {meta.get('version')})",
+                      file=sys.stderr)
+                print(f"train with: ulmfit train-classifier {folder / 'train.csv'} --out DIR; "
+                      f"evaluate with: ulmfit evaluate {folder / 'test.csv'} --model DIR", file=sys.stderr)
             return 0
         if a.action == "list":
             root = datasets_dir(a.cache)
