@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 import random
 import re
 
@@ -1255,6 +1256,28 @@ def test_evaluate_writes_its_report_before_printing_and_refuses_a_report_that_wo
     rep = TextClassifier.load([tmp_path / "a" / "clf", tmp_path / "b" / "clf"]).evaluate(
         load_labeled(task / "test.csv"))
     assert sorted(rep["members"]) == sorted(str(tmp_path / r / "clf") for r in "ab")
+
+
+def test_evaluate_report_to_standard_output_or_through_a_link(trained, tmp_path, capsys):
+    """`--report -` puts the JSON alone on standard output (the summary on standard error); a report
+    path that is a link (as /dev/stdout is) is written through, never replaced by a plain file."""
+    task, _ = trained
+    args = ["evaluate", str(task / "test.csv"), "--model", str(task / "clf"), "--quiet"]
+    assert main([*args, "--report", "-"]) == 0
+    got = capsys.readouterr()
+    rep = json.loads(got.out)
+    assert rep["n"] == 120 and 0 <= rep["accuracy"] <= 1
+    assert f"accuracy {rep['accuracy']:.4f}" in got.err
+    assert not (Path.cwd() / "-").exists() and not (Path.cwd() / "-.png").exists()
+    target = tmp_path / "elsewhere.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert main([*args, "--report", str(link)]) == 0
+    assert link.is_symlink() and json.loads(target.read_text())["n"] == 120
+    got = capsys.readouterr()  # the link may be standard output itself: the summary goes to standard error
+    assert got.out == "" and "accuracy" in got.err
+    assert not (tmp_path / "link.png").exists()  # no figure beside a link, a pipe or a device
 
 
 def test_macro_f1_counts_a_class_that_is_predicted_but_absent_from_the_data():

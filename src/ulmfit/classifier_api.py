@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, owns_out
+from .io import FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, owns_out, written_through
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -575,11 +575,19 @@ def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | 
     return rep
 
 
-def write_report(rep: dict, report) -> None:
-    """An evaluation report as JSON, and its confusion matrix as a PNG beside it."""
+def write_report(rep: dict, report) -> Path | None:
+    """An evaluation report as JSON, and its confusion matrix as a PNG beside it; returns the PNG's
+    path. A link, pipe or device (/dev/stdout) is written through, and gets no PNG beside it."""
     report = Path(report)
     if report.is_dir():
         raise UlmfitError(f"--report {report} is a folder; give a file name (e.g. {report / 'eval_report.json'})")
+    if written_through(report):
+        with open(report, "w", encoding="utf-8") as f:
+            f.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+        return None
     atomic_write_json(report, rep)
-    if "confusion_matrix" in rep:
-        plot_confusion(rep["confusion_matrix"], rep["labels"], report.with_suffix(".png"))
+    if "confusion_matrix" not in rep:
+        return None
+    png = report.with_suffix(".png")
+    plot_confusion(rep["confusion_matrix"], rep["labels"], png)
+    return png

@@ -409,9 +409,16 @@ def cmd_train_classifier(a) -> int:
 
 def cmd_evaluate(a) -> int:
     from .classifier_api import evaluate, write_report
-    from .train.metrics import format_confusion
+    from .io import written_through
 
+    to_stdout = a.report == "-"  # the JSON report on standard output, the summary on standard error
     report = a.report or str(Path(a.model[0]) / "eval_report.json")
+    if to_stdout:
+        rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
+                       device=a.device)
+        _print_evaluation(rep, sys.stderr)
+        print(json.dumps(rep, indent=2, sort_keys=True))
+        return 0
     if a.report and Path(a.report).is_dir():
         raise UlmfitError(f"--report {a.report} is a folder; give a file name")
     if Path(report).suffix.lower() == ".png":
@@ -422,37 +429,49 @@ def cmd_evaluate(a) -> int:
     rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
                    device=a.device)
     try:  # before the figures are printed: a reader of them that quits early (`| head`) loses no report
-        write_report(rep, report)
+        png = write_report(rep, report)
         failed = None
     except OSError as e:
         failed = e
-    print(f"{rep['n']:,} examples from {rep['data']}")
-    multi = "exact_match" in rep  # multi-label: "accuracy" is the share of texts with all labels right
-    score = "exact match" if multi else "accuracy"
-    if "members" in rep:
-        for name, acc in rep["members"].items():
-            print(f"  {name}: {score} {acc:.4f}")
-        print(f"ensemble of {len(rep['members'])}:")
-    if multi:
-        print(f"exact match {rep['exact_match']:.4f} (texts with all their labels right)  micro-F1 "
-              f"{rep['micro_f1']:.4f}  macro-F1 {rep['macro_f1']:.4f}  (threshold {rep['threshold']:g})")
-    else:
-        print(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}")
-    if multi or "confusion_matrix" in rep:
-        width = max(len(x) for x in rep["labels"])
-        for name, r in rep["per_class"].items():
-            print(f"  {name:<{width}}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1']:.3f}  "
-                  f"n {r['support']}")
-        if "confusion_matrix" in rep:
-            print(format_confusion(rep["confusion_matrix"], rep["labels"]))
+    # a report sent through a link, pipe or device (/dev/stdout) may be where standard output goes:
+    # the summary then goes to standard error, as with --report -
+    _print_evaluation(rep, sys.stderr if written_through(report) else sys.stdout)
     if failed is not None:  # said after the figures: a report that cannot be written loses none of them
         if a.report:
             raise UlmfitError(f"could not write the report to {report} ({failed})") from None
         print(f"note: could not write the report beside the model ({failed}); pass --report FILE", file=sys.stderr)
         return 0
-    print(f"report written to {report}" + (f" (confusion matrix: {Path(report).with_suffix('.png')})"
-                                           if "confusion_matrix" in rep else ""))
+    if not written_through(report):  # /dev/stdout, a pipe: the report itself is the output
+        print(f"report written to {report}" + (f" (confusion matrix: {png})" if png else ""))
     return 0
+
+
+def _print_evaluation(rep: dict, file) -> None:
+    """The figures of an evaluation report, for people."""
+    from .train.metrics import format_confusion
+
+    def say(*a):
+        print(*a, file=file)
+
+    say(f"{rep['n']:,} examples from {rep['data']}")
+    multi = "exact_match" in rep  # multi-label: "accuracy" is the share of texts with all labels right
+    score = "exact match" if multi else "accuracy"
+    if "members" in rep:
+        for name, acc in rep["members"].items():
+            say(f"  {name}: {score} {acc:.4f}")
+        say(f"ensemble of {len(rep['members'])}:")
+    if multi:
+        say(f"exact match {rep['exact_match']:.4f} (texts with all their labels right)  micro-F1 "
+            f"{rep['micro_f1']:.4f}  macro-F1 {rep['macro_f1']:.4f}  (threshold {rep['threshold']:g})")
+    else:
+        say(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}")
+    if multi or "confusion_matrix" in rep:
+        width = max(len(x) for x in rep["labels"])
+        for name, r in rep["per_class"].items():
+            say(f"  {name:<{width}}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  f1 {r['f1']:.3f}  "
+                f"n {r['support']}")
+        if "confusion_matrix" in rep:
+            say(format_confusion(rep["confusion_matrix"], rep["labels"]))
 
 
 def cmd_predict(a) -> int:
@@ -509,7 +528,7 @@ def cmd_predict(a) -> int:
 
     from tqdm.auto import tqdm
 
-    from .io import atomic_path
+    from .io import atomic_path, written_through
     from .train.loop import sigterm_as_interrupt
 
     n = empty = 0
@@ -517,7 +536,7 @@ def cmd_predict(a) -> int:
         # SIGTERM (systemd, Kubernetes, `timeout`) stops it as Ctrl-C does: an unfinished --out is removed
         stack.enter_context(sigterm_as_interrupt())
         target = Path(a.out) if a.out else None
-        if target is not None and (not target.exists() or (target.is_file() and not target.is_symlink())):
+        if target is not None and not written_through(target):
             # written whole or not at all: an interrupted run leaves an older file as it was
             out = stack.enter_context(open(stack.enter_context(atomic_path(target)), "w", encoding="utf-8",
                                            newline=""))
@@ -850,7 +869,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of the confusion matrix.")
     s.add_argument("data", help="labeled data (same formats as train-classifier)")
     s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
-    s.add_argument("--report", default=None, help="JSON report path (default: MODEL/eval_report.json)")
+    s.add_argument("--report", default=None,
+                   help="JSON report path, its confusion matrix written beside it as .png (default: "
+                        "MODEL/eval_report.json); '-' prints the JSON on standard output and the summary on "
+                        "standard error")
     s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_labeled_args(s)

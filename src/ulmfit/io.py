@@ -137,6 +137,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
 
 
+def written_through(path: str | os.PathLike) -> bool:
+    """Whether an output goes through `path` as it is, not by replacing it: a link (/dev/stdout is one),
+    a pipe or a device. Renaming a finished file onto such a path would replace the link or the device
+    node with a plain file, and the output would never reach where the user sent it."""
+    path = Path(path)
+    return path.is_symlink() or (path.exists() and not path.is_file())
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
