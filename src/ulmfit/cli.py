@@ -526,9 +526,8 @@ def cmd_predict(a) -> int:
         if block:
             yield block
 
-    from tqdm.auto import tqdm
-
     from .io import atomic_path, written_through
+    from .progress import progress_bar
     from .train.loop import sigterm_as_interrupt
 
     n = empty = 0
@@ -549,7 +548,7 @@ def cmd_predict(a) -> int:
             w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
         # a bar of texts where there is more than one block (a long text's tokens have a bar of their own)
         few = total is not None and total <= PREDICT_BLOCK
-        bar = stack.enter_context(tqdm(total=total, desc="predicting", unit=" texts", disable=a.quiet or few,
+        bar = stack.enter_context(progress_bar(total=total, desc="predicting", unit=" texts", disable=a.quiet or few,
                                        delay=1.0))
         # In blocks: memory stays bounded on any input, and standard output gets each block's rows
         # (in input order) as soon as they are known.

@@ -475,7 +475,7 @@ def _doc_events(pieces: Iterable[tuple[list, bool]]) -> Iterator[tuple[str, list
 
 
 def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress, keep: Vocab | None = None) -> dict:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     # A long document comes in pieces, written as they come: its tokens are never all in memory.
     events = _doc_events(tokenize_parallel(docs(), tok_cfg, n_workers=n_workers, desc="tokenizing",
@@ -508,7 +508,7 @@ def _build_word(docs, tok_cfg, vocab, tmp: Path, n_workers, progress, keep: Voca
 
         def numericalised() -> Iterator[tuple[str, list[int]]]:
             with open(tok_file, encoding="utf-8", newline="\n") as f:
-                for line in tqdm(f, total=n_lines, desc="numericalizing", unit=" lines",
+                for line in progress_bar(f, total=n_lines, desc="numericalizing", unit=" lines",
                                  disable=not progress):
                     more = line.startswith("\t")
                     yield ("more" if more else "add"), vocab.numericalize(line.strip("\t\n").split(" "))

@@ -573,12 +573,12 @@ def _parallel_pieces(texts, config, sp_model, n_workers, chunk_docs, desc, progr
     """tokenize_parallel's work: (result, starts a text) for every piece, in input order."""
     from collections import deque
 
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     n_workers = n_workers or default_workers()
     chunks = _chunks(_pieces(texts), chunk_docs)
     # counted in characters, which a single long text also advances; the postfix counts texts
-    bar = tqdm(desc=desc, unit=" chars", unit_scale=True, disable=not progress, smoothing=0.1)
+    bar = progress_bar(desc=desc, unit=" chars", unit_scale=True, disable=not progress, smoothing=0.1)
     n_done = 0
 
     def done(chunk, starts, results):

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..progress import progress_bar
+
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl, atomic_group, trim_jsonl
 from .finetune import freeze_to
@@ -198,7 +200,7 @@ def predict_probs(model, seqs: list, bs: int = 64, pad_id: int = 1, device=None,
     out = np.zeros((len(seqs), model.head_cfg.n_classes), dtype=np.float32)
     # counted in tokens, the work each batch is: the longest documents come first, and a bar of
     # batches would promise an early end that the long ones never keep; shown after a second only
-    bar = tqdm(total=sum(max(1, len(s)) for s in seqs), desc=desc, unit=" tokens", unit_scale=True,
+    bar = progress_bar(total=sum(max(1, len(s)) for s in seqs), desc=desc, unit=" tokens", unit_scale=True,
                disable=not progress, leave=False, delay=1.0)
     with autocast_ctx(use_bf16, device):
         for b, ids, lens in _length_sorted_batches(seqs, bs, pad_id, device):
@@ -413,6 +415,7 @@ class ClassifierTrainer:
         labels = np.asarray(self.train_data.labels)
         t_start, last_save = time.time(), time.time()
         before = None  # (batch, random state, buffers) at the start of the current batch
+        bar = None
         n_stages = len(cfg.stage_groups)
         total_epochs = sum(cfg.stage_epochs)
         ckpt.check_free_space(self.out, model, 4)  # best weights, Adam's two moments, the last weights
@@ -431,8 +434,8 @@ class ClassifierTrainer:
                         model.train()
                         desc = (f"stage {self.stage + 1}/{n_stages} ({'all groups' if not top else f'top {top}'})"
                                 f" epoch {self.epoch + 1}/{total_epochs}")
-                        bar = tqdm(total=len(batches), initial=self.batch, desc=desc, unit="batch",
-                                   disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
+                        bar = progress_bar(total=len(batches), initial=self.batch, desc=desc, unit="batch",
+                                           disable=not self.progress, dynamic_ncols=True)
                         run = self.run_loss if self.batch > 0 else None  # resumed inside this epoch
                         for bi in range(self.batch, len(batches)):
                             # an interrupted batch is redone from the same dropout masks and BatchNorm statistics
@@ -451,7 +454,7 @@ class ClassifierTrainer:
                                 self.run_loss = run  # saved with the state (a save inside the epoch)
                             bar.update(1)
                             if bi % 5 == 0:
-                                bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}")
+                                bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}", refresh=False)
                             if (time.time() - last_save) / 60 >= cfg.save_every_minutes:
                                 self.elapsed += time.time() - t_start
                                 t_start = time.time()
@@ -496,6 +499,8 @@ class ClassifierTrainer:
                     self.stage += 1
                     self.stage_epoch = 0
             except KeyboardInterrupt:
+                if bar is not None:  # its line ends here, so that what is said next starts a line of its own
+                    bar.close()
                 if before is not None and before[0] == self.batch:  # stopped inside a batch it will redo
                     ckpt.set_rng_state(before[1])
                     with torch.no_grad():

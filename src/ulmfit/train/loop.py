@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..progress import progress_bar
+
 from .. import checkpoint as ckpt
 from ..io import TrainingInterrupted, UlmfitError, append_jsonl, atomic_group, trim_jsonl
 from ..model.heads import AWDLSTMLanguageModel
@@ -252,7 +254,7 @@ def evaluate_lm(model: AWDLSTMLanguageModel, stream, use_bf16: bool = False, dev
     loss_sum, correct, n = 0.0, 0, 0
     it = stream.iter_epoch(0)
     if progress:
-        it = tqdm(it, total=stream.n_batches(0), desc="evaluating", unit="batch", leave=False)
+        it = progress_bar(it, total=stream.n_batches(0), desc="evaluating", unit="batch", leave=False)
     with autocast_ctx(use_bf16, device):
         for x, y, _ in it:
             x, y = x.to(device), y.to(device)
@@ -456,6 +458,7 @@ class LMTrainer:
         result: dict = {}
         stop = False
         state_before = None
+        bar = None
         if self.main:
             # weights and Adam's two moments, and the best epoch's weights under early stopping
             ckpt.check_free_space(self.out, model, 3 + bool(cfg.patience))
@@ -477,9 +480,9 @@ class LMTrainer:
                         model.encoder.state = [(h.to(self.device), c.to(self.device)) for h, c in self._resume_hidden]
                         self._resume_hidden = None
                     n_batches = self._n_batches(self.epoch)
-                    bar = tqdm(total=n_batches, initial=self.batch, disable=not self.progress, unit="batch",
+                    bar = progress_bar(total=n_batches, initial=self.batch, disable=not self.progress, unit="batch",
                                desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (" (top group only)" if frozen else ""),
-                               mininterval=1.0, dynamic_ncols=True)
+                               dynamic_ncols=True)
                     run_loss, run_n, t0, tok0 = 0.0, 0, time.time(), 0
                     if self.batch > 0 and self.run_loss is not None:  # resumed inside this epoch
                         run_loss, run_n = self.run_loss, 1
@@ -524,7 +527,7 @@ class LMTrainer:
                         bar.update(1)
                         if run_n % 10 == 0 or run_n == 1:
                             bar.set_postfix(loss=f"{run_loss:.3f}", ppl=f"{math.exp(min(run_loss, 50)):.1f}",
-                                            tok_s=f"{tok0 / max(dt, 1e-9):,.0f}", lr=f"{lr:.2e}")
+                                            tok_s=f"{tok0 / max(dt, 1e-9):,.0f}", lr=f"{lr:.2e}", refresh=False)
                         if cfg.max_minutes and (self.elapsed_run + time.time() - t_start) / 60 >= cfg.max_minutes:
                             stop = True
                         if self.world > 1 and cfg.max_minutes:
@@ -575,6 +578,8 @@ class LMTrainer:
             except (KeyboardInterrupt, dist_.PartnerLost) as e:
                 # torchrun sends SIGTERM to the survivors of a lost process: it must not cut this save short
                 ignore_stop_signals()
+                if bar is not None:  # its line ends here, so that what is said next starts a line of its own
+                    bar.close()
                 if state_before is not None:  # the weights were not updated: redo this batch on resume
                     model.encoder.state = state_before
                     ckpt.set_rng_state(rng_before)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from .finetune import lm_layer_groups, param_groups
 from .loop import autocast_ctx
@@ -34,7 +34,7 @@ def lr_find(model, stream, *, start_lr: float = 1e-7, end_lr: float = 10.0, num:
     model.train()
     model.reset()
     it = stream.iter_epoch(0)
-    bar = tqdm(total=num, desc="lr range test", unit="batch", disable=not progress)
+    bar = progress_bar(total=num, desc="lr range test", unit="batch", disable=not progress)
     try:
         for i in range(num):
             try:
@@ -59,7 +59,7 @@ def lr_find(model, stream, *, start_lr: float = 1e-7, end_lr: float = 10.0, num:
             losses.append(smooth)
             best = min(best, smooth)
             bar.update(1)
-            bar.set_postfix(lr=f"{lr:.1e}", loss=f"{smooth:.3f}")
+            bar.set_postfix(lr=f"{lr:.1e}", loss=f"{smooth:.3f}", refresh=False)
             if not math.isfinite(smooth) or smooth > 4 * best:
                 break
     finally:

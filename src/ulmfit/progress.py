@@ -1,0 +1,31 @@
+"""Progress bars: tqdm, redrawn at most every second on a terminal and every 30 seconds in a log.
+
+A bar writes its whole line again at each redraw. On a terminal that is what one wants; where
+standard error is a file or a pipe (CI logs, `nohup`, `2> log`) the redraws pile up on one line
+(a bar redrawn each second is 100 KB an hour), so there a bar is redrawn twice a minute: the log
+still shows where a long run is and how fast it goes. ``mininterval`` given by a caller wins.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+TERMINAL_INTERVAL_S = 1.0
+LOG_INTERVAL_S = 30.0
+
+
+def _interactive(file) -> bool:
+    if "ipykernel" in sys.modules:  # a notebook: tqdm.auto draws a widget, not lines of text
+        return True
+    try:
+        return bool((file or sys.stderr).isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def progress_bar(*args, **kwargs) -> tqdm:
+    """tqdm(*args, **kwargs) with a redraw interval that suits where the bar is written."""
+    kwargs.setdefault("mininterval", TERMINAL_INTERVAL_S if _interactive(kwargs.get("file")) else LOG_INTERVAL_S)
+    return tqdm(*args, **kwargs)
