@@ -548,3 +548,18 @@ def test_a_validation_text_tokenised_with_the_corpus_vocabulary_validates_a_pret
     assert main(["pretrain", str(tmp_path / "tok"), "--out", str(tmp_path / "lm2"), "--valid", str(tmp_path / "own"),
                  *small]) == 2
     assert "another vocabulary" in capsys.readouterr().err
+
+
+def test_standard_output_in_a_locale_that_cannot_encode_a_label_is_written_in_utf8():
+    """A label like 'très_bon 😀' printed under an ASCII locale ended predict in UnicodeEncodeError;
+    piped or redirected, standard output is now UTF-8, as --out files are."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING")}
+    env.update(LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")  # Python's own fixes for the C locale, off
+    # written with escapes: the -c argument itself is read in the locale
+    code = "from ulmfit.cli import _stdout_that_encodes_any_text as f; {} print('tr\\u00e8s_bon \\U0001F600')"
+    before = subprocess.run([sys.executable, "-c", code.format("")], capture_output=True, env=env)
+    if before.returncode == 0:
+        pytest.skip("this Python writes UTF-8 to standard output in the C locale anyway")
+    assert b"UnicodeEncodeError" in before.stderr
+    after = subprocess.run([sys.executable, "-c", code.format("f();")], capture_output=True, env=env)
+    assert after.returncode == 0 and after.stdout.decode("utf-8") == "très_bon 😀\n", after.stderr

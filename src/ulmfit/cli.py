@@ -983,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if from_command_line else argv)
     if from_command_line:
         maybe_reexec_with_jemalloc(argv)
+        _stdout_that_encodes_any_text()
     if argv and argv[0] == "data":  # its own sub-commands and --help live in ulmfit.datasets
         import signal
 
@@ -1014,6 +1015,25 @@ def main(argv: list[str] | None = None) -> int:
     if torchrun_worker:
         _exit_torchrun_worker(rc, rank)
     return rc
+
+
+def _stdout_that_encodes_any_text() -> None:
+    """Labels, texts and predictions can hold any character; a locale whose encoding cannot write
+    them (ASCII, Latin-1) would end a run in UnicodeEncodeError at the first such label. Where
+    standard output is a file or a pipe it is written in UTF-8, as --out files are; on a terminal
+    a character it cannot show is written as an escape (\\u00e9). PYTHONIOENCODING, if set, is the
+    user's choice and is kept."""
+    out = sys.stdout
+    enc = (getattr(out, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if enc in ("utf8", "utf8sig") or os.environ.get("PYTHONIOENCODING") or not hasattr(out, "reconfigure"):
+        return
+    try:
+        if out.isatty():
+            out.reconfigure(errors="backslashreplace")
+        else:
+            out.reconfigure(encoding="utf-8")
+    except (OSError, ValueError):  # closed, or already written to in another encoding
+        pass
 
 
 def _exit_torchrun_worker(rc: int, rank: int) -> None:
