@@ -64,7 +64,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 DATASETS = ["rotten-tomatoes", "bbc-news", "20newsgroups"]
 SIZES = [100, 200, 500, 1000]
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "accuracy.jsonl"
-WORK = Path(os.environ.get("ULMFIT_BENCH_DIR", Path.home() / ".cache" / "ulmfit" / "bench" / "accuracy"))
+# the library's cache ($ULMFIT_CACHE, else ~/.cache/ulmfit) unless ULMFIT_BENCH_DIR names another place
+WORK = Path(os.environ.get("ULMFIT_BENCH_DIR",
+                           Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit")) / "bench" / "accuracy"))
 MARK_BEGIN, MARK_END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 
 
@@ -603,6 +605,9 @@ def exp_sizes(ds: str, results: Results, seeds: list[int], sizes: list[int], met
                 shutil.rmtree(d, ignore_errors=True)  # keep the cache small; results are in the JSONL
 
 
+MAIN_METHODS = ["ulmfit-fwd", "ulmfit-bwd", "ulmfit-ens", "scratch", "tfidf", "minilm", "fasttext"]
+SIZE_METHODS = ["ulmfit-semi", "ulmfit-semi-bwd", "ulmfit-semi-ens", "ulmfit-sup", "scratch", "tfidf", "minilm", "setfit",
+                "fasttext"]
 ABLATIONS = ["full", "scratch", "nolmft", "nodiscr", "clf-full", "clf-last", "nostlr", "vocab", "vocab-bwd",
              "vocab-ens"]
 VOCAB_ABLATIONS = {"vocab", "vocab-bwd", "vocab-ens"}  # the ones `--lm-rounds` may shorten: their rows say so
@@ -919,10 +924,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     ap.add_argument("--methods", default=None,
-                    help="comma-separated subset (main: ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,"
-                         "fasttext; sizes: ulmfit-semi,ulmfit-semi-bwd,ulmfit-semi-ens,ulmfit-sup,scratch,tfidf,minilm,setfit,"
-                         "fasttext; "
-                         "ablations: " + ",".join(ABLATIONS) + ")")
+                    help="comma-separated subset (main: " + ",".join(MAIN_METHODS) + "; sizes: "
+                         + ",".join(SIZE_METHODS) + "; ablations: " + ",".join(ABLATIONS) + ")")
     ap.add_argument("--rerun", action="store_true",
                     help="train runs again even when the results file has them (the report uses the latest)")
     ap.add_argument("--lm-rounds", type=int, default=None,
@@ -932,6 +935,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-md", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "sample_efficiency.png")
     a = ap.parse_args(argv)
+    known = {"main": MAIN_METHODS, "sizes": SIZE_METHODS, "ablations": ABLATIONS}.get(a.experiment)
+    if a.methods and known is not None:  # a misspelt method would otherwise run nothing, silently
+        unknown = sorted(set(a.methods.split(",")) - set(known))
+        if unknown:
+            ap.error(f"unknown {a.experiment} method(s) {unknown}; choose from {','.join(known)}")
     results = Results(a.results, rerun=a.rerun)
     if a.lm_rounds is not None:
         if a.lm_rounds < 1:
@@ -953,18 +961,11 @@ def main(argv=None) -> int:
         if a.experiment == "lms":
             exp_lms(ds)
         elif a.experiment == "main":
-            methods = (a.methods or "ulmfit-fwd,ulmfit-bwd,ulmfit-ens,scratch,tfidf,minilm,fasttext").split(",")
-            exp_main(ds, results, a.seeds, methods)
+            exp_main(ds, results, a.seeds, a.methods.split(",") if a.methods else MAIN_METHODS)
         elif a.experiment == "sizes":
-            methods = (a.methods or "ulmfit-semi,ulmfit-semi-bwd,ulmfit-semi-ens,ulmfit-sup,scratch,tfidf,minilm,setfit,"
-                                    "fasttext").split(",")
-            exp_sizes(ds, results, a.seeds, a.sizes, methods)
+            exp_sizes(ds, results, a.seeds, a.sizes, a.methods.split(",") if a.methods else SIZE_METHODS)
         else:
-            methods = a.methods.split(",") if a.methods else ABLATIONS
-            unknown = sorted(set(methods) - set(ABLATIONS))
-            if unknown:
-                ap.error(f"unknown ablation(s) {unknown}; choose from {','.join(ABLATIONS)}")
-            exp_ablations(ds, results, a.seeds, methods)
+            exp_ablations(ds, results, a.seeds, a.methods.split(",") if a.methods else ABLATIONS)
     return 0
 
 

@@ -47,11 +47,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from ulmfit.cli import JEMALLOC_CONF, allocator_env  # noqa: E402
-from ulmfit.io import UlmfitError  # noqa: E402
+from ulmfit.io import UlmfitError, cache_root  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "allocator_memory.jsonl"
-CACHE = Path.home() / ".cache" / "ulmfit"
-BENCH_LM = CACHE / "bench" / "accuracy" / "rotten-tomatoes" / "lm-all-fwd"
+CACHE = cache_root()  # $ULMFIT_CACHE or ~/.cache/ulmfit, as the library's
+# the accuracy benchmark's fine-tuned LM, where bench/accuracy.py keeps it (ULMFIT_BENCH_DIR, as there)
+BENCH_LM = Path(os.environ.get("ULMFIT_BENCH_DIR", CACHE / "bench" / "accuracy")) / "rotten-tomatoes" / "lm-all-fwd"
 CONFS = {"keep": JEMALLOC_CONF, "decay": "dirty_decay_ms:10000,muzzy_decay_ms:0", "glibc": None}
 
 
@@ -144,7 +145,7 @@ def run_one(job: str, allocator: str, every: float, lm: Path | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", nargs="+", default=["finetune-lm", "train-classifier"])
     ap.add_argument("--allocators", nargs="+", default=["keep", "decay"], choices=sorted(CONFS))
     ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples (default 5)")
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {job} | {alloc} | {row['rc']} | {row['wall_s']:.0f} | {row['peak_rss_mb']} | {quart} | "
                   f"{', '.join(str(t) for t in row['epoch_end_s']) or '-'} |", flush=True)
     print(f"\ncommand: .venv/bin/python bench/allocator_memory.py --jobs {' '.join(a.jobs)} "
-          f"--allocators {' '.join(a.allocators)}")
+          f"--allocators {' '.join(a.allocators)} --every {a.every:g}" + (f" --lm {a.lm}" if a.lm else "")
+          + (f" --results {a.results}" if a.results != RESULTS else ""))
     return 0
 
 

@@ -33,7 +33,8 @@ VARIANTS = ["off", "on"]
 def machine() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-        kv = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        # keys end in tabs in /proc/cpuinfo ("model name\t: ..."): stripped, or none would match
+        kv = {k.strip(): v for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
         return (f"{kv.get('model name', '?').strip()} family {kv.get('cpu family', '?').strip()} "
                 f"model {kv.get('model', '?').strip()}")
     except OSError:

@@ -49,7 +49,7 @@ def measure(train, n_docs: int, lm=None, repeats: int = 1, do_train: bool = True
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="rotten-tomatoes", choices=A.DATASETS)
     ap.add_argument("--n", type=int, default=None, help="training texts (default: all)")
     ap.add_argument("--lm", type=Path, default=None, help="LM folder (default: the shipped model)")

@@ -162,8 +162,9 @@ def worker_ulmfit(work: Path, out: Path) -> dict:
     res["lm_perplexity"] = r.get("valid_perplexity")
     res["vocab"] = len((out / "lm" / "vocab.txt").read_text(encoding="utf-8").splitlines())
     t = time.time()
-    train_classifier(out / "lm", work / "train.csv", out / "clf", cfg=ClassifierTrainConfig(bs=CLF_BS),
-                     progress=False, overwrite=True)
+    # min_last_steps=0: the last stage runs its 2 epochs, as fastai's does, whatever --n-train is
+    train_classifier(out / "lm", work / "train.csv", out / "clf",
+                     cfg=ClassifierTrainConfig(bs=CLF_BS, min_last_steps=0), progress=False, overwrite=True)
     res["clf_s"] = time.time() - t
     t = time.time()
     rep = TextClassifier.load([out / "clf"]).evaluate(read_labeled(work / "test.csv"))
@@ -290,6 +291,9 @@ def spawn(variant: str, work: Path, fastai_python: str, timeout: float) -> dict:
 
 
 def run(args) -> int:
+    from fastai_env import check_fastai_python
+
+    check_fastai_python(args.fastai_python)
     work = Path(args.work)
     info = prepare(work, args.n_train, args.seed)
     print(f"prepared: {info}", flush=True)
@@ -346,7 +350,10 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
-    r.add_argument("--work", default=os.path.expanduser("~/.cache/ulmfit-bench/fastai-compare"))
+    r.add_argument("--work", default=str(Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit"))
+                                         / "bench" / "fastai-compare"),
+                   help="where the models and runs go (default: the library's cache, $ULMFIT_CACHE or "
+                        "~/.cache/ulmfit, under bench/fastai-compare)")
     r.add_argument("--n-train", type=int, default=3000)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--reps", type=int, default=3)

@@ -105,6 +105,9 @@ def main(argv=None) -> int:
         return 0
     if not a.fastai_python:
         p.error("--fastai-python is required")
+    from fastai_env import check_fastai_python
+
+    check_fastai_python(a.fastai_python)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         subprocess.run([a.fastai_python, __file__, "--role", "make", "--work", str(work)], check=True)

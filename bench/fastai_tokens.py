@@ -65,9 +65,11 @@ def main(argv=None) -> int:
     if a.fastai_side:
         fastai_side(a.fastai_side[0], int(a.fastai_side[1]), a.fastai_side[2])
         return 0
+    from fastai_env import check_fastai_python
     from ulmfit import datasets
     from ulmfit.text.tokenize import TokenizerConfig, WordTokenizer
 
+    check_fastai_python(a.fastai_python)
     tok = WordTokenizer(TokenizerConfig())
     with tempfile.TemporaryDirectory() as work:
         for name in a.datasets:

@@ -558,3 +558,29 @@ def test_an_interrupted_run_stops_the_benchmark_with_its_own_advice(acc, tmp_pat
     with pytest.raises(SystemExit, match="Run the same bench/accuracy.py command again") as e:
         acc._guard(res, _row(method="ulmfit-bwd"), stopped)
     assert "--resume" not in str(e.value) and not res.rows
+
+
+def test_a_misspelt_method_is_refused_before_anything_runs(acc, monkeypatch, tmp_path, capsys):
+    ran = []
+    monkeypatch.setattr(acc, "_maybe_jemalloc", lambda: ran.append("started"))
+    for experiment, methods, says in (("main", "tfidf,ulmfit-fw", "unknown main method(s) ['ulmfit-fw']"),
+                                      ("sizes", "setfit,ulmfit-sem", "unknown sizes method(s) ['ulmfit-sem']"),
+                                      ("ablations", "nope", "unknown ablations method(s) ['nope']")):
+        with pytest.raises(SystemExit):
+            acc.main([experiment, "--methods", methods, "--results", str(tmp_path / "r.jsonl")])
+        assert says in capsys.readouterr().err
+    assert ran == [] and not (tmp_path / "r.jsonl").exists()
+
+
+def test_the_benchmarks_keep_their_models_in_the_library_cache(load_bench, monkeypatch, tmp_path):
+    """ULMFIT_CACHE moves the benchmarks' models and embeddings with the library's cache (they went to
+    ~/.cache/ulmfit whatever it said); ULMFIT_BENCH_DIR still names the accuracy benchmark's folder."""
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "c"))
+    monkeypatch.delenv("ULMFIT_BENCH_DIR", raising=False)
+    assert load_bench("accuracy").WORK == tmp_path / "c" / "bench" / "accuracy"
+    assert load_bench("baselines").MINILM_CACHE == tmp_path / "c" / "bench" / "minilm"
+    alloc = load_bench("allocator_memory")
+    assert alloc.CACHE == tmp_path / "c" and alloc.BENCH_LM.parent.parent == tmp_path / "c" / "bench" / "accuracy"
+    monkeypatch.setenv("ULMFIT_BENCH_DIR", str(tmp_path / "b"))
+    assert load_bench("accuracy").WORK == tmp_path / "b"
+    assert load_bench("allocator_memory").BENCH_LM == tmp_path / "b" / "rotten-tomatoes" / "lm-all-fwd"

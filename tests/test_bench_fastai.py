@@ -75,3 +75,18 @@ def test_token_comparison_counts_texts_tokens_and_kinds_of_difference(load_bench
     res = ft.compare(ours, theirs, top=5)
     assert (res["docs_identical"], res["tokens"], res["tokens_differing"]) == (1, 9, 1 + 4)
     assert dict(res["most_common"]) == {"'xxmaj' -> fastai ''": 1, "'2000' -> fastai '2 xxrep 3 0'": 1}
+
+
+def test_the_fastai_scripts_say_how_to_make_fastai_s_environment_when_it_is_missing(load_bench, tmp_path):
+    import sys
+
+    env = load_bench("fastai_env")
+    with pytest.raises(SystemExit, match="no such Python(.|\n)*pip install fastai"):
+        env.check_fastai_python(str(tmp_path / "nowhere" / "python"))
+    try:
+        import fastai  # noqa: F401
+        return  # this environment has fastai: the second case cannot be made here
+    except ImportError:
+        pass
+    with pytest.raises(SystemExit, match="fastai does not import there(.|\n)*pip install fastai"):
+        env.check_fastai_python(sys.executable)
