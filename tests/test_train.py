@@ -889,6 +889,7 @@ def test_an_interrupt_is_a_keyboard_interrupt_not_an_error_that_except_exception
     assert main(args) == 130
     err = capsys.readouterr().err
     assert "interrupted at step 3" in err and "--resume" in err and "error:" not in err
+    assert "resume=True" not in err  # the Python API's advice is for the Python API's users
     monkeypatch.undo()
     assert main(args + ["--resume"]) == 0
 

@@ -1078,7 +1078,9 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         return 2
     except TrainingInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved: where, and how to go on
         if not rank:
-            print(str(e), file=sys.stderr)
+            from .train.loop import PYTHON_RESUME
+
+            print(str(e).replace(PYTHON_RESUME, ""), file=sys.stderr)  # advice for the Python API's users
         return 130
     except RuntimeError as e:
         if world > 1 and rank:  # a collective whose partner is gone: "Connection closed by peer"

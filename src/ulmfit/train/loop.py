@@ -145,7 +145,8 @@ def keeps_callers_rng(fn):
     return run
 
 
-RESUME_ADVICE = "Continue with the same command and --resume (from Python: the same call with resume=True)."
+PYTHON_RESUME = " (from Python: the same call with resume=True)"  # left out by the command line
+RESUME_ADVICE = f"Continue with the same command and --resume{PYTHON_RESUME}."
 
 
 def interrupted_message(step: int, out) -> str:
