@@ -21,6 +21,15 @@ def test_a_bar_is_redrawn_every_second_on_a_terminal_and_every_30_seconds_in_a_l
     assert progress.progress_bar(total=3, file=io.StringIO(), mininterval=0.5).mininterval == 0.5  # the caller's
 
 
+def test_a_bar_that_erases_itself_on_a_terminal_ends_its_line_in_a_log():
+    for file, ends in ((_Terminal(), "\r"), (io.StringIO(), "\n")):
+        bar = progress.progress_bar(total=3, file=file, leave=False)
+        bar.update(3)
+        bar.close()
+        assert file.getvalue().endswith(ends), repr(file.getvalue()[-100:])
+    assert "3/3" in file.getvalue().split("\r")[-1]  # the log keeps the total
+
+
 def test_training_into_a_log_redraws_its_bar_a_few_times_not_at_every_postfix(tmp_path, corpus, capsys):
     # set_postfix used to force a redraw every 10 batches, past the interval: a log line per second
     cfg = LMTrainConfig(epochs=1, bs=4, bptt=8, lr=1e-2, lr_div=1.0, save_every_minutes=1e9)

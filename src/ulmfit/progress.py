@@ -4,6 +4,8 @@ A bar writes its whole line again at each redraw. On a terminal that is what one
 standard error is a file or a pipe (CI logs, `nohup`, `2> log`) the redraws pile up on one line
 (a bar redrawn each second is 100 KB an hour), so there a bar is redrawn twice a minute: the log
 still shows where a long run is and how fast it goes. ``mininterval`` given by a caller wins.
+A bar that erases itself when done (``leave=False``) cannot erase anything in a log, where it left
+a carriage return and a line of spaces; there it ends its line instead, and the log keeps its total.
 """
 
 from __future__ import annotations
@@ -27,5 +29,8 @@ def _interactive(file) -> bool:
 
 def progress_bar(*args, **kwargs) -> tqdm:
     """tqdm(*args, **kwargs) with a redraw interval that suits where the bar is written."""
-    kwargs.setdefault("mininterval", TERMINAL_INTERVAL_S if _interactive(kwargs.get("file")) else LOG_INTERVAL_S)
+    interactive = _interactive(kwargs.get("file"))
+    kwargs.setdefault("mininterval", TERMINAL_INTERVAL_S if interactive else LOG_INTERVAL_S)
+    if not interactive:
+        kwargs["leave"] = True
     return tqdm(*args, **kwargs)
