@@ -563,3 +563,40 @@ def test_standard_output_in_a_locale_that_cannot_encode_a_label_is_written_in_ut
     assert b"UnicodeEncodeError" in before.stderr
     after = subprocess.run([sys.executable, "-c", code.format("f();")], capture_output=True, env=env)
     assert after.returncode == 0 and after.stdout.decode("utf-8") == "très_bon 😀\n", after.stderr
+
+
+def test_a_shipped_model_is_named_by_its_name_and_lr_find_never_writes_into_the_package(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from ulmfit.cli import _lm_dir
+    from ulmfit.pretrained import WEIGHTS_DIR
+
+    monkeypatch.chdir(tmp_path)
+    assert _lm_dir("general-en-bwd") == str(WEIGHTS_DIR / "general-en-bwd")
+    assert _lm_dir("some/folder") == "some/folder"
+    (tmp_path / "general-en-fwd").mkdir()
+    assert _lm_dir("general-en-fwd") == "general-en-fwd"  # a folder of that name, here, wins
+    (tmp_path / "general-en-fwd").rmdir()
+    (tmp_path / "t.txt").write_text("".join(f"The film was good and the cast was great {i}.\n" for i in range(200)))
+    before = sorted(p.name for p in (WEIGHTS_DIR / "general-en-fwd").iterdir())
+    assert main(["lr-find", "--model", "general-en-fwd", "t.txt", "--num", "5", "--bs", "4", "--bptt", "8",
+                 "--quiet", "--workers", "1"]) == 0
+    assert "plot written to lr_find-general-en-fwd.png" in capsys.readouterr().out
+    assert (tmp_path / "lr_find-general-en-fwd.png").exists()
+    assert sorted(p.name for p in (WEIGHTS_DIR / "general-en-fwd").iterdir()) == before
+
+
+def test_lr_find_beside_a_read_only_model_keeps_its_suggestion_and_says_where_to_write(tmp_path, tiny_lm,
+                                                                                        monkeypatch, capsys):
+    import ulmfit.train.lr_find as lf
+
+    def read_only(res, out):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(lf, "plot_lr_find", read_only)
+    args = ["lr-find", "--model", str(tiny_lm), str(tmp_path / "corpus.txt"), "--num", "20", "--bs", "8", "--bptt",
+            "16", "--quiet", "--workers", "1"]
+    assert main(args) == 0  # the range test's result is its suggestion, printed before the plot
+    got = capsys.readouterr()
+    assert "could not write the plot beside the model" in got.err and "--out FILE" in got.err
+    assert main(args + ["--out", str(tmp_path / "p.png")]) == 2  # a place the user chose: an error
+    assert "could not write the plot to" in capsys.readouterr().err

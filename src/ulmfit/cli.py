@@ -260,7 +260,14 @@ def cmd_lr_find(a) -> int:
     if not 0 < a.start_lr < a.end_lr:
         raise UlmfitError(f"the range test goes up from --start-lr to --end-lr, both above 0 (given {a.start_lr:g} "
                           f"and {a.end_lr:g})")
-    out = Path(a.out) if a.out else Path(a.model) / "lr_find.png"
+    from .pretrained import WEIGHTS_DIR
+
+    if a.out:
+        out = Path(a.out)
+    elif Path(a.model).resolve().parent == WEIGHTS_DIR.resolve():  # never into the installed package
+        out = Path(f"lr_find-{Path(a.model).name}.png")
+    else:
+        out = Path(a.model) / "lr_find.png"
     if out.is_dir():
         raise UlmfitError(f"--out {out} is a folder; give a file name for the plot (e.g. {out / 'lr_find.png'})")
     lm = LanguageModel.load(a.model, "cpu")  # the range test runs on the CPU
@@ -278,7 +285,13 @@ def cmd_lr_find(a) -> int:
               "start lower (--start-lr)")
     else:
         print("no suggestion: too few steps (--num)")
-    plot_lr_find(res, out)
+    try:
+        plot_lr_find(res, out)
+    except OSError as e:  # a read-only model folder: the suggestion above is the result, the plot a picture of it
+        if a.out:
+            raise UlmfitError(f"could not write the plot to {out} ({e})") from None
+        print(f"note: could not write the plot beside the model ({e}); pass --out FILE", file=sys.stderr)
+        return 0
     print(f"plot written to {out}")
     return 0
 
@@ -679,8 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="rotten-tomatoes", choices=["rotten-tomatoes", "bbc-news", "20newsgroups"],
                    help="the benchmark to run on (default: rotten-tomatoes, the one that fits 10 minutes)")
     s.add_argument("--out", default="ulmfit-demo", help="where the models go (default: ./ulmfit-demo)")
-    s.add_argument("--lm", default=None, help="start from this language model instead of the shipped one")
-    s.add_argument("--lm-bwd", default=None,
+    s.add_argument("--lm", default=None, type=_lm_dir,
+                   help="start from this language model instead of the shipped one")
+    s.add_argument("--lm-bwd", default=None, type=_lm_dir,
                    help="with --lm: the backward language model for the ensemble (default: the shipped one "
                         "when --lm is not given; without it, --lm trains the forward model alone)")
     s.add_argument("--ensemble", choices=["auto", "on", "off"], default="auto",
@@ -727,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "learning rates and slanted triangular schedules; the first --freeze-epochs train "
                                    "only the embedding/decoder so words new to the model get vectors.")
     s.add_argument("texts", nargs="?", help="the target text: folder, text file, CSV/TSV/JSONL (labels are ignored)")
-    s.add_argument("--from", dest="from_dir",
+    s.add_argument("--from", dest="from_dir", type=_lm_dir,
                    help="the pretrained model directory (default: the shipped general-English model, "
                         "the backward one with --backwards)")
     s.add_argument("--freeze-epochs", type=int, default=1, help="epochs that train only the top group (default: 1)")
@@ -749,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Loss, perplexity, bits per token and next-token accuracy on a text.")
     s.add_argument("texts", help="folder, text file, WikiText file or CSV/TSV/JSONL, or the tokens of one that "
                                  "`ulmfit corpus tokenize TEXT --vocab-from MODEL` wrote")
-    s.add_argument("--model", required=True, help="the language model directory")
+    s.add_argument("--model", required=True, type=_lm_dir,
+                   help="the language model directory, or general-en-fwd / general-en-bwd for a shipped one")
     s.add_argument("--bs", type=positive_int, default=16,
                    help="parallel text streams; each starts without context, so fewer give a slightly lower "
                         "perplexity on a short text: compare figures at the same --bs (default: 16)")
@@ -762,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="continue a prompt by sampling from a language model",
                        description="Temperature / top-k sampling from a forward language model, for a sanity look.")
     s.add_argument("prompt", help="the text to continue (may be empty)")
-    s.add_argument("--model", required=True, help="the language model directory")
+    s.add_argument("--model", required=True, type=_lm_dir,
+                   help="the language model directory, or general-en-fwd / general-en-bwd for a shipped one")
     s.add_argument("--tokens", type=positive_int, default=50, help="tokens to sample (default: 50)")
     s.add_argument("--temperature", type=float, default=0.8,
                    help="above 0: below 1 samples likelier words, above 1 more varied ones; --top-k 1 picks the "
@@ -779,8 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Raise the learning rate exponentially over --num batches of the text, record "
                                    "the smoothed loss and suggest a rate. The model is not changed.")
     s.add_argument("texts", help="text to run the test on")
-    s.add_argument("--model", required=True, help="the language model directory")
-    s.add_argument("--out", help="PNG to write (default: MODEL/lr_find.png)")
+    s.add_argument("--model", required=True, type=_lm_dir,
+                   help="the language model directory, or general-en-fwd / general-en-bwd for a shipped one")
+    s.add_argument("--out", help="PNG to write (default: MODEL/lr_find.png; for a shipped model ./lr_find-NAME.png)")
     s.add_argument("--start-lr", type=float, default=1e-7, help="the first rate tried (default: 1e-7)")
     s.add_argument("--end-lr", type=float, default=10.0, help="the last rate tried (default: 10)")
     s.add_argument("--num", type=_int_at_least(5), default=100, help="batches (default: 100)")
@@ -797,7 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "documents are read with BPT3C. A stratified validation split (or --valid) picks "
                                    "the best epoch (when it holds over 200 examples; see --select).")
     s.add_argument("data", nargs="?", help="labeled training data: CSV/TSV/JSONL, a folder per class, fastai CSV, TREC")
-    s.add_argument("--lm", default=None, help="the language model directory (usually from finetune-lm; default: the "
+    s.add_argument("--lm", default=None, type=_lm_dir,
+                   help="the language model directory (usually from finetune-lm; default: the "
                                               "shipped general-English model, the backward one with --backwards)")
     s.add_argument("--out", help="the classifier directory to write")
     s.add_argument("--valid", default=None, help="separate labeled validation data (default: hold out --valid-frac)")
@@ -1034,6 +1052,16 @@ def _stdout_that_encodes_any_text() -> None:
             out.reconfigure(encoding="utf-8")
     except (OSError, ValueError):  # closed, or already written to in another encoding
         pass
+
+
+def _lm_dir(value: str) -> str:
+    """A language model argument: a folder, or the name of a shipped model (general-en-fwd,
+    general-en-bwd), which lives inside the installed package; a folder of that name here wins."""
+    from .pretrained import SHIPPED, WEIGHTS_DIR
+
+    if value in SHIPPED.values() and not os.path.exists(value):
+        return str(WEIGHTS_DIR / value)
+    return value
 
 
 def _exit_torchrun_worker(rc: int, rank: int) -> None:
