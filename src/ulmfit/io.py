@@ -6,6 +6,7 @@ so an interrupted run or a full disk never leaves a half-written file where a go
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
@@ -188,7 +189,33 @@ def trim_jsonl(path: str | os.PathLike, max_step: int) -> int:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit"))
+    """$ULMFIT_CACHE (a leading ~ is the home folder; empty is unset), else ~/.cache/ulmfit."""
+    env = os.environ.get("ULMFIT_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ulmfit"
+
+
+def cache_unwritable(path, e: OSError) -> UlmfitError | None:
+    """The error to raise when a cache folder cannot be written (a read-only or missing home, a
+    service account): it names the folder and the fix, where errno text alone would not."""
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return None
+    return UlmfitError(f"cannot write the cache folder {path} ({e.strerror}); set ULMFIT_CACHE to a folder you can "
+                       "write, e.g. ULMFIT_CACHE=/tmp/ulmfit-cache")
+
+
+def writable_cache_dir(path) -> Path:
+    """`path` made (with its parents) and writable, or a clear UlmfitError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    except OSError as e:
+        err = cache_unwritable(path, e)
+        if err is None:
+            raise
+        raise err from None
+    return path
 
 
 # One training run per output folder. A second process writing into a folder that a run is still

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..io import UlmfitError, atomic_write_json, cache_root, read_json
+from ..io import UlmfitError, atomic_write_json, cache_root, read_json, writable_cache_dir
 from ..text.tokenize import (RULES_VERSION, SubwordTokenizer, TokenizerConfig, make_tokenizer,
                              tokenize_in_process, tokenize_parallel)
 from ..text.vocab import Vocab
@@ -193,7 +193,7 @@ def build_corpus(
                           f"rules{what}; "
                           "pass --overwrite to replace them, or choose another --out")
 
-    final.parent.mkdir(parents=True, exist_ok=True)
+    writable_cache_dir(final.parent)
     for gone, size in sweep_stale_builds(final.parent):
         say(f"removed {gone}, the unfinished build of a run that was killed ({size / 1e6:,.1f} MB)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{BUILDING}", dir=final.parent))
