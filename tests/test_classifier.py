@@ -854,6 +854,24 @@ def test_predict_drops_a_byte_order_mark_and_checks_its_paths(trained, tmp_path,
     assert written.count(b"\n") == 3 and b"\r" not in written  # rows end as on this system, not in CRLF
 
 
+
+def test_predict_refuses_an_out_it_cannot_write_before_labeling_anything(trained, tmp_path, monkeypatch, capsys):
+    import os
+
+    import ulmfit.classifier_api as capi
+
+    task, _ = trained
+    (tmp_path / "plain.txt").write_text("a wonderful film\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(ro) else real(p, mode, **k))
+    monkeypatch.setattr(capi.TextClassifier, "load", lambda *a, **k: pytest.fail("loaded the model first"))
+    assert main(["predict", str(tmp_path / "plain.txt"), "--model", str(task / "clf"), "--out",
+                 str(ro / "sub" / "p.csv")]) == 2
+    assert f"cannot write into {ro}" in capsys.readouterr().err
+
+
 # ----- the Python API with the inputs a user would try (found by a black-box audit) -----
 
 def test_a_single_string_or_a_non_string_item_is_refused_not_split_into_characters(trained):

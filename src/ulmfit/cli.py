@@ -491,7 +491,12 @@ def cmd_predict(a) -> int:
     import csv as _csv
 
     from .classifier_api import TextClassifier
+    from .io import written_through
 
+    if a.out and not written_through(a.out):  # checked before the texts are labeled, not after
+        there = next(p for p in (Path(a.out).absolute().parent, *Path(a.out).absolute().parents) if p.exists())
+        if not os.access(there, os.W_OK):
+            raise UlmfitError(f"--out {a.out}: cannot write into {there}; choose a folder you can write")
     clf = TextClassifier.load(a.model, a.device)
     import codecs
 
