@@ -415,3 +415,24 @@ def test_a_token_cache_that_cannot_be_written_says_so_and_how_to_fix_it(monkeypa
         writable_cache_dir(tmp_path / "corpora")
     monkeypatch.undo()
     assert writable_cache_dir(tmp_path / "corpora").is_dir()
+
+
+def test_a_run_whose_cache_cannot_be_written_tokenises_into_a_folder_of_its_own(corpus, monkeypatch, capsys):
+    """A service account with a read-only home: lm-eval, finetune-lm and pretrain still run, their
+    tokens in a temporary folder that the process removes at exit, and say so."""
+    import ulmfit.data.cache as cache
+    from ulmfit.io import UlmfitError, cache_root
+
+    real = cache.writable_cache_dir
+
+    def read_only(path):
+        if str(path).startswith(str(cache_root())):
+            raise UlmfitError(f"cannot write the cache folder {path} (Permission denied); set ULMFIT_CACHE")
+        return real(path)
+
+    monkeypatch.setattr(cache, "writable_cache_dir", read_only)
+    data, _ = cache.build_corpus(corpus, WORD, progress=False)
+    assert data.n_tokens() > 0
+    assert "This run keeps its tokens in" in capsys.readouterr().err
+    assert not (cache_root() / "corpora").exists() or not any((cache_root() / "corpora").iterdir())
+    assert cache.run_scratch_dir().is_dir() and any((cache.run_scratch_dir() / "corpora").iterdir())

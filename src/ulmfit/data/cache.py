@@ -130,6 +130,19 @@ class TokenIds:
 # Building
 
 
+_SCRATCH: list[Path] = []
+
+
+def run_scratch_dir() -> Path:
+    """A temporary folder for this process's token caches, removed at exit (when the cache cannot be written)."""
+    if not _SCRATCH:
+        import atexit
+
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="ulmfit-cache-")))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]
+
+
 def build_corpus(
     source: str | os.PathLike,
     tok_cfg: TokenizerConfig,
@@ -193,7 +206,16 @@ def build_corpus(
                           f"rules{what}; "
                           "pass --overwrite to replace them, or choose another --out")
 
-    writable_cache_dir(final.parent)
+    try:
+        writable_cache_dir(final.parent)
+    except UlmfitError as e:
+        if cache_dir is not None:  # a folder the user named
+            raise
+        # the shared cache cannot be written (a read-only or missing home: a service account): the
+        # run goes on with its tokens in a folder of its own, removed when the process ends
+        final = run_scratch_dir() / "corpora" / key[:16]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        print(f"note: {e}. This run keeps its tokens in {final.parent.parent} until it ends", file=sys.stderr)
     for gone, size in sweep_stale_builds(final.parent):
         say(f"removed {gone}, the unfinished build of a run that was killed ({size / 1e6:,.1f} MB)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{BUILDING}", dir=final.parent))
