@@ -64,9 +64,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 DATASETS = ["rotten-tomatoes", "bbc-news", "20newsgroups"]
 SIZES = [100, 200, 500, 1000]
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "accuracy.jsonl"
+from ulmfit.io import cache_root  # noqa: E402  (light: no torch)
+
 # the library's cache ($ULMFIT_CACHE, else ~/.cache/ulmfit) unless ULMFIT_BENCH_DIR names another place
-WORK = Path(os.environ.get("ULMFIT_BENCH_DIR",
-                           Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit")) / "bench" / "accuracy"))
+WORK = Path(os.environ.get("ULMFIT_BENCH_DIR") or cache_root() / "bench" / "accuracy").expanduser()
 MARK_BEGIN, MARK_END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 
 

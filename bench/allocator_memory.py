@@ -52,7 +52,8 @@ from ulmfit.io import UlmfitError, cache_root  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "allocator_memory.jsonl"
 CACHE = cache_root()  # $ULMFIT_CACHE or ~/.cache/ulmfit, as the library's
 # the accuracy benchmark's fine-tuned LM, where bench/accuracy.py keeps it (ULMFIT_BENCH_DIR, as there)
-BENCH_LM = Path(os.environ.get("ULMFIT_BENCH_DIR", CACHE / "bench" / "accuracy")) / "rotten-tomatoes" / "lm-all-fwd"
+BENCH_LM = Path(os.environ.get("ULMFIT_BENCH_DIR") or CACHE / "bench" / "accuracy").expanduser() / "rotten-tomatoes" \
+    / "lm-all-fwd"
 CONFS = {"keep": JEMALLOC_CONF, "decay": "dirty_decay_ms:10000,muzzy_decay_ms:0", "glibc": None}
 
 

@@ -56,7 +56,8 @@ C_FIXED = 4.0
 SETFIT_MAX_LABELS = 1000
 MINILM_MAX_TOKENS = 256
 MINILM_BATCH = 64
-MINILM_CACHE = Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit")) / "bench" / "minilm"
+# the library's cache, by its rules (ulmfit.io.cache_root: ~ expanded, empty is unset)
+MINILM_CACHE = Path(os.environ.get("ULMFIT_CACHE", "").strip() or "~/.cache/ulmfit").expanduser() / "bench" / "minilm"
 # Part of every cache key: change it when the encoding changes (model, pooling, truncation).
 _MINILM_TAG = f"all-MiniLM-L6-v2|mean|l2|max{MINILM_MAX_TOKENS}|v1"
 # A missing package is reported with this prefix: bench/accuracy.py then retries the run next time

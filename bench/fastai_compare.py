@@ -350,8 +350,10 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
-    r.add_argument("--work", default=str(Path(os.environ.get("ULMFIT_CACHE", Path.home() / ".cache" / "ulmfit"))
-                                         / "bench" / "fastai-compare"),
+    # the library's cache by its rules (~ expanded, empty is unset); this file also runs under fastai's
+    # Python, which has no ulmfit to import
+    cache = Path(os.environ.get("ULMFIT_CACHE", "").strip() or "~/.cache/ulmfit").expanduser()
+    r.add_argument("--work", default=str(cache / "bench" / "fastai-compare"),
                    help="where the models and runs go (default: the library's cache, $ULMFIT_CACHE or "
                         "~/.cache/ulmfit, under bench/fastai-compare)")
     r.add_argument("--n-train", type=int, default=3000)

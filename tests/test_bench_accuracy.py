@@ -584,3 +584,11 @@ def test_the_benchmarks_keep_their_models_in_the_library_cache(load_bench, monke
     monkeypatch.setenv("ULMFIT_BENCH_DIR", str(tmp_path / "b"))
     assert load_bench("accuracy").WORK == tmp_path / "b"
     assert load_bench("allocator_memory").BENCH_LM == tmp_path / "b" / "rotten-tomatoes" / "lm-all-fwd"
+    # by the library's rules: ~ is the home folder, an empty setting is no setting
+    monkeypatch.delenv("ULMFIT_BENCH_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for value, root in (("~/c2", tmp_path / "home" / "c2"), ("", tmp_path / "home" / ".cache" / "ulmfit")):
+        monkeypatch.setenv("ULMFIT_CACHE", value)
+        assert load_bench("accuracy").WORK == root / "bench" / "accuracy"
+        assert load_bench("baselines").MINILM_CACHE == root / "bench" / "minilm"
+        assert load_bench("allocator_memory").BENCH_LM == root / "bench" / "accuracy" / "rotten-tomatoes" / "lm-all-fwd"

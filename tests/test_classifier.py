@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 import random
 import re
@@ -1472,3 +1473,23 @@ def test_the_same_call_with_resume_names_nothing_ignored_when_its_config_was_siz
         with pytest.raises(TrainingInterrupted):
             train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=c, resume=True, n_workers=1)
     assert "ignored" not in capsys.readouterr().out
+
+
+def test_a_report_to_standard_output_redirected_to_a_file_is_appended_not_cut(trained, tmp_path):
+    """`ulmfit evaluate ... --report /dev/stdout >> all.json` twice: both reports stay (reopening the
+    file that standard output goes to with "w" had cut it to the last one)."""
+    import subprocess
+    import sys
+
+    task, _ = trained
+    out = tmp_path / "all.json"
+    out.write_text("previous\n")
+    cmd = [sys.executable, "-m", "ulmfit", "evaluate", str(task / "test.csv"), "--model", str(task / "clf"),
+           "--report", "/dev/stdout", "--quiet"]
+    if not os.path.exists("/dev/stdout"):
+        pytest.skip("no /dev/stdout here")
+    for _ in range(2):
+        with open(out, "a") as f:
+            assert subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, timeout=300).returncode == 0
+    text = out.read_text()
+    assert text.startswith("previous\n") and text.count('"n": 120') == 2

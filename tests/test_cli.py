@@ -573,6 +573,15 @@ def test_a_shipped_model_is_named_by_its_name_and_lr_find_never_writes_into_the_
     monkeypatch.chdir(tmp_path)
     assert _lm_dir("general-en-bwd") == str(WEIGHTS_DIR / "general-en-bwd")
     assert _lm_dir("some/folder") == "some/folder"
+    from ulmfit.cli import build_parser
+
+    p = build_parser()  # every option that takes a language model
+    assert p.parse_args(["pretrain", "c.txt", "--init-from", "general-en-fwd"]).init_from == \
+        str(WEIGHTS_DIR / "general-en-fwd")
+    assert p.parse_args(["corpus", "tokenize", "c.txt", "--out", "t", "--vocab-from", "general-en-bwd"]).vocab_from \
+        == str(WEIGHTS_DIR / "general-en-bwd")
+    assert p.parse_args(["finetune-lm", "c.txt", "--from", "general-en-bwd"]).from_dir == str(WEIGHTS_DIR / "general-en-bwd")
+    assert p.parse_args(["train-classifier", "l.csv", "--lm", "general-en-fwd"]).lm == str(WEIGHTS_DIR / "general-en-fwd")
     (tmp_path / "general-en-fwd").mkdir()
     assert _lm_dir("general-en-fwd") == "general-en-fwd"  # a folder of that name, here, wins
     (tmp_path / "general-en-fwd").rmdir()

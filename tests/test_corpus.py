@@ -436,3 +436,8 @@ def test_a_run_whose_cache_cannot_be_written_tokenises_into_a_folder_of_its_own(
     assert "This run keeps its tokens in" in capsys.readouterr().err
     assert not (cache_root() / "corpora").exists() or not any((cache_root() / "corpora").iterdir())
     assert cache.run_scratch_dir().is_dir() and any((cache.run_scratch_dir() / "corpora").iterdir())
+    # the processes of a torchrun job share one cache (process 0 builds it): no folders of their own,
+    # each tokenising it all, but the error that says what to do
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UlmfitError, match="set ULMFIT_CACHE"):
+        cache.build_corpus(corpus, WORD, progress=False)

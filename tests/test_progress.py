@@ -19,6 +19,9 @@ def test_a_bar_is_redrawn_every_second_on_a_terminal_and_every_30_seconds_in_a_l
     assert progress.progress_bar(total=3, file=_Terminal()).mininterval == progress.TERMINAL_INTERVAL_S == 1.0
     assert progress.progress_bar(total=3, file=io.StringIO()).mininterval == progress.LOG_INTERVAL_S == 30.0
     assert progress.progress_bar(total=3, file=io.StringIO(), mininterval=0.5).mininterval == 0.5  # the caller's
+    # nor sooner through tqdm's monitor thread, which forces a redraw after maxinterval (10 s by default)
+    assert progress.progress_bar(total=3, file=io.StringIO()).maxinterval == 30.0
+    assert progress.progress_bar(total=3, file=_Terminal()).maxinterval == 10.0
 
 
 def test_a_bar_that_erases_itself_on_a_terminal_ends_its_line_in_a_log():

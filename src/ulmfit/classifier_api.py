@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, owns_out, written_through
+from .io import FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, is_stdout, owns_out, written_through
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -582,8 +583,12 @@ def write_report(rep: dict, report) -> Path | None:
     if report.is_dir():
         raise UlmfitError(f"--report {report} is a folder; give a file name (e.g. {report / 'eval_report.json'})")
     if written_through(report):
-        with open(report, "w", encoding="utf-8") as f:
-            f.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+        if is_stdout(report):
+            sys.stdout.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+            sys.stdout.flush()
+        else:
+            with open(report, "w", encoding="utf-8") as f:
+                f.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
         return None
     atomic_write_json(report, rep)
     if "confusion_matrix" not in rep:

@@ -544,7 +544,7 @@ def cmd_predict(a) -> int:
         if block:
             yield block
 
-    from .io import atomic_path, written_through
+    from .io import atomic_path, is_stdout, written_through
     from .progress import progress_bar
     from .train.loop import sigterm_as_interrupt
 
@@ -557,7 +557,7 @@ def cmd_predict(a) -> int:
             # written whole or not at all: an interrupted run leaves an older file as it was
             out = stack.enter_context(open(stack.enter_context(atomic_path(target)), "w", encoding="utf-8",
                                            newline=""))
-        elif target is not None:  # a link, a pipe, /dev/stdout: written through, as given
+        elif target is not None and not is_stdout(target):  # a link, a pipe, a device: written through
             out = stack.enter_context(open(target, "w", encoding="utf-8", newline=""))
         else:
             out = sys.stdout
@@ -730,8 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_args(s)
     s.add_argument("--drop-mult", type=float, default=1.0, help="scales all dropout probabilities (default: 1)")
     s.add_argument("--valid-frac", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
-    s.add_argument("--init-from", default=None,
-                   help="start from the weights of this language model (e.g. the shipped one) instead of random "
+    s.add_argument("--init-from", default=None, type=_lm_dir,
+                   help="start from the weights of this language model (e.g. general-en-fwd, the shipped one) instead of random "
                         "ones: pretraining continues on CORPUS with the model's vocabulary, a new optimizer and "
                         "schedule; the earlier runs are kept on record in config.json")
     s.add_argument("--valid", default=None,
@@ -938,7 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true",
                    help="replace the tokens of another corpus or other settings already in --out "
                         "(the same corpus and settings are reused as they are)")
-    c.add_argument("--vocab-from", default=None,
+    c.add_argument("--vocab-from", default=None, type=_lm_dir,
                    help="reuse the vocabulary and tokenizer of this token folder or model (e.g. for a validation text)")
     _add_tokenizer_args(c)
     _add_data_args(c, "the corpus")

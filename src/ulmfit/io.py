@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import os
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -144,6 +145,16 @@ def written_through(path: str | os.PathLike) -> bool:
     node with a plain file, and the output would never reach where the user sent it."""
     path = Path(path)
     return path.is_symlink() or (path.exists() and not path.is_file())
+
+
+def is_stdout(path: str | os.PathLike) -> bool:
+    """Whether `path` is this process's standard output (/dev/stdout, /proc/self/fd/1, or the file it
+    is redirected to). Opened again with "w" that file would be cut to nothing: `>> all.json` would
+    keep only the last run; such output is written to sys.stdout instead."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such path, or no real standard output (pytest)
+        return False
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:

@@ -31,6 +31,8 @@ def progress_bar(*args, **kwargs) -> tqdm:
     """tqdm(*args, **kwargs) with a redraw interval that suits where the bar is written."""
     interactive = _interactive(kwargs.get("file"))
     kwargs.setdefault("mininterval", TERMINAL_INTERVAL_S if interactive else LOG_INTERVAL_S)
+    # tqdm's monitor thread forces a redraw after maxinterval (10 s) without one: not sooner than asked
+    kwargs.setdefault("maxinterval", max(10.0, kwargs["mininterval"]))
     if not interactive:
         kwargs["leave"] = True
     return tqdm(*args, **kwargs)

@@ -209,7 +209,9 @@ def build_corpus(
     try:
         writable_cache_dir(final.parent)
     except UlmfitError as e:
-        if cache_dir is not None:  # a folder the user named
+        if cache_dir is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # a folder the user named; or processes of a torchrun job, which share one cache folder
+            # (process 0 builds it, the others read it): folders of their own would each tokenise it all
             raise
         # the shared cache cannot be written (a read-only or missing home: a service account): the
         # run goes on with its tokens in a folder of its own, removed when the process ends
