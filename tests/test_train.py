@@ -572,6 +572,11 @@ def test_a_run_that_fails_on_its_inputs_leaves_no_empty_out_folder(tmp_path, cor
     with pytest.raises(UlmfitError):
         pretrain(tmp_path / "empty.txt", tmp_path / "mine", preset="tiny", progress=False, n_workers=1)
     assert (tmp_path / "mine").is_dir()
+    # nor the empty parents made for a nested --out, up to the first folder that was there
+    with pytest.raises(UlmfitError):
+        pretrain(tmp_path / "empty.txt", tmp_path / "mine" / "a" / "b" / "lm", preset="tiny", progress=False,
+                 n_workers=1)
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "a").exists()
 
 
 def test_pretraining_continues_from_a_finished_model_with_its_vocabulary(tmp_path, corpus):

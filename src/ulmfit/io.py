@@ -373,8 +373,8 @@ def owns_out(fn):
     """A training function that writes into `out`: while it runs, it holds the folder against
     other processes (`io.claim_out`: a second run there is refused, not interleaved). A run that
     fails before its first file (on its inputs: a missing base model, an empty or undecodable text)
-    leaves no empty --out folder behind; a folder that was already there, or that holds anything,
-    stays."""
+    leaves no empty --out folder behind, nor the empty parents made for it (--out a/b/new); a folder
+    that was already there, or that holds anything, stays."""
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -383,6 +383,7 @@ def owns_out(fn):
         bound.apply_defaults()
         out = Path(bound.arguments["out"])
         fresh = not bound.arguments.get("resume", False) and not out.exists()
+        new_parents = [p for p in out.absolute().parents if not p.exists()] if fresh else []  # nearest first
         # a folder that exists is held from the start, so that a live run there is named before
         # anything else is checked; a new one from when it is made (`writable_out`)
         claimed = is_main_process() and out.is_dir() and claim_out(out)
@@ -391,10 +392,11 @@ def owns_out(fn):
         except BaseException:
             if fresh and is_main_process() and out.is_dir() and not holds_files(out):
                 release_out(out)
-                try:
-                    out.rmdir()
-                except OSError:
-                    pass
+                for folder in (out, *new_parents):  # only folders this call made, and only while empty
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
             raise
         finally:
             if claimed or fresh:
