@@ -898,7 +898,7 @@ def test_labels_in_memory_may_be_numbers_and_evaluate_like_a_files_labels(task, 
     rep = TextClassifier.load(tmp_path / "c").evaluate(
         LabeledTexts(test.texts, np.array([int(lab == "pos") for lab in test.labels]), "numpy ints"))
     assert rep["labels"] == ["0", "1"] and rep["accuracy"] > 0.8
-    with pytest.raises(UlmfitError, match="example 1 has no label"):
+    with pytest.raises(UlmfitError, match="example 2 has no label"):
         LabeledTexts(["a", "b"], ["x", None], "mem")
     with pytest.raises(UlmfitError, match=r"texts\[0\] is int"):
         LabeledTexts([5, "b"], ["x", "y"], "mem")
@@ -916,7 +916,7 @@ def test_bad_arguments_to_the_classifier_api_are_clear_errors(trained, tmp_path)
     with pytest.raises(UlmfitError, match="path of a file or folder, not list.*LabeledTexts"):
         train_classifier(task / "lm", [("great", "pos")], tmp_path / "c")
     assert not (tmp_path / "c").exists()  # refused before anything was written
-    with pytest.raises(UlmfitError, match="example 1 has an empty text"):  # as a file's reader refuses it
+    with pytest.raises(UlmfitError, match="example 2 has an empty text"):  # as a file's reader refuses it
         train_classifier(task / "lm", LabeledTexts(["great", "  ", "awful"], ["pos", "pos", "neg"], "m"), tmp_path / "c")
     one_each = LabeledTexts(["great film", "awful film"], ["pos", "neg"], "two")
     with pytest.raises(UlmfitError, match="validation split of 2 examples is empty.*--valid-frac 0"):

@@ -384,3 +384,36 @@ def test_review_spreadsheet_and_pandas_habits_still_read(tmp_path):
     d = read_labeled(write(tmp_path / "br.txt", "[Music] good movie\tpos\nbad\tneg\n"), header=False,
                      text_col="0", label_col="1")
     assert d.texts == ["[Music] good movie", "bad"]
+
+
+def test_labels_equal_as_numbers_have_one_order_whatever_the_hash_seed():
+    """'1' and '01' sorted by their number alone followed the set's hash order: the saved label list,
+    the validation split and a resumed run's label check changed with PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from ulmfit.data.labeled import sort_labels; print(sort_labels(['2', '1', '01', '-0', '0', '007', '7']))"
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert seen == {"['-0', '0', '01', '1', '2', '007', '7']\n"}
+
+
+def test_a_labels_spelling_is_one_class_and_nan_or_infinity_is_no_label(tmp_path):
+    from ulmfit.data.labeled import label_name
+
+    assert label_name("cafe\u0301") == label_name("caf\u00e9") == "caf\u00e9"  # one class, however typed
+    assert label_name("+1.0") == "+1" and label_name("-1.0") == "-1" and label_name("1.0") == "1"
+    (tmp_path / "nan.jsonl").write_text('{"text": "good", "label": NaN}\n{"text": "bad", "label": "neg"}\n')
+    with pytest.raises(UlmfitError, match="no label|empty label|has no"):
+        read_labeled(tmp_path / "nan.jsonl")
+    (tmp_path / "inf.jsonl").write_text('{"text": "good", "label": Infinity}\n{"text": "bad", "label": "neg"}\n')
+    with pytest.raises(UlmfitError, match="Infinity|inf is not a label"):
+        read_labeled(tmp_path / "inf.jsonl")
+
+
+def test_a_confusion_matrix_draws_dollar_signs_in_labels_as_text(tmp_path):
+    from ulmfit.train.metrics import plot_confusion
+
+    plot_confusion([[3, 1], [0, 2]], ["10%+ of $", "under $5"], tmp_path / "cm.png")  # was a mathtext ValueError
+    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"

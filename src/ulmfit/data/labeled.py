@@ -28,6 +28,7 @@ import os
 import random
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -56,8 +57,8 @@ def _memory_label(lab, i: int, source: str):
     if hasattr(lab, "item") and getattr(lab, "ndim", 1) == 0:  # a numpy scalar
         lab = lab.item()
     if lab is None or (isinstance(lab, float) and lab != lab):
-        raise UlmfitError(f"{source}: example {i} has no label ({lab})")
-    return _label_str(lab, f"{source}: example {i}")
+        raise UlmfitError(f"{source}: example {i + 1} has no label ({lab})")
+    return _label_str(lab, f"{source}: example {i + 1}")
 
 
 @dataclass
@@ -128,7 +129,9 @@ def sort_labels(labels: Iterable[str]) -> list[str]:
     """Sorted distinct labels; "2" before "10" when all of them are integers."""
     uniq = set(labels)
     if uniq and all(re.fullmatch(r"-?\d+", x) for x in uniq):
-        return sorted(uniq, key=int)
+        # "1" and "01" are equal as numbers: the text breaks the tie, or their order (and with it the
+        # validation split and a resumed run's label check) would follow the set's hash order
+        return sorted(uniq, key=lambda x: (int(x), x))
     return sorted(uniq)
 
 
@@ -264,7 +267,7 @@ def validate_training(data: LabeledTexts) -> None:
         raise UlmfitError(f"{data.source}: no training examples")
     empty = next((i for i, t in enumerate(data.texts) if not t.strip()), None)
     if empty is not None:
-        raise UlmfitError(f"{data.source}: example {empty} has an empty text; drop such examples first")
+        raise UlmfitError(f"{data.source}: example {empty + 1} has an empty text; drop such examples first")
     check_one_class(data, "training")
 
 
@@ -414,6 +417,10 @@ def _label_str(x, where: str) -> str:
         return ""
     if isinstance(x, bool):
         return "true" if x else "false"
+    if isinstance(x, float) and not math.isfinite(x):  # JSON's NaN (Python's json writes it) or Infinity
+        if x != x:
+            return ""  # no label, as null
+        raise UlmfitError(f"{where}: {x} is not a label")
     if isinstance(x, float) and x.is_integer():
         return str(int(x))
     if isinstance(x, (str, int, float)):
@@ -426,7 +433,12 @@ def label_name(s: str) -> str:
     pandas writes 0/1 labels with NaNs as 0.0/1.0) as "1", the same label as "1" in another file
     and as the number 1.0 in JSON."""
     s = s.strip()
-    return str(int(s[: s.index(".")])) if _WHOLE_FLOAT.fullmatch(s) else s
+    if not s.isascii() and not unicodedata.is_normalized("NFC", s):  # "café" typed with a combining accent
+        s = unicodedata.normalize("NFC", s)
+    if _WHOLE_FLOAT.fullmatch(s):  # its sign as written: "+1.0" is the label "+1", "-1.0" is "-1"
+        head = s[: s.index(".")]
+        return ("+" if head.startswith("+") else "") + str(int(head))
+    return s
 
 
 def label_names_as_read(labels: list[str]) -> list[str]:

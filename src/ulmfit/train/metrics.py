@@ -80,8 +80,10 @@ def plot_confusion(cm, labels: list[str], path) -> None:
     ax = fig.subplots()
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
+    # a label is text, not mathtext: "$5-$10" was drawn as maths and "10%+ of $" stopped the plot
+    shown = [str(x).replace("$", r"\$") for x in labels]
+    ax.set_xticks(range(n), shown, rotation=45, ha="right")
+    ax.set_yticks(range(n), shown)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if n <= 25:
