@@ -417,3 +417,11 @@ def test_a_confusion_matrix_draws_dollar_signs_in_labels_as_text(tmp_path):
 
     plot_confusion([[3, 1], [0, 2]], ["10%+ of $", "under $5"], tmp_path / "cm.png")  # was a mathtext ValueError
     assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_list_among_plain_labels_says_the_data_is_read_as_multi_label(tmp_path, capsys):
+    rows = [{"text": f"t {i}", "label": "pos" if i % 2 else "neg"} for i in range(20)] + [{"text": "x", "label": ["pos"]}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d = read_labeled(tmp_path / "d.jsonl")
+    assert d.labels[0] == ["neg"]  # multi-label, as before
+    assert "1 of 21 labels are lists, so the data is read as multi-label" in capsys.readouterr().err

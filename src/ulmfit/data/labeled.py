@@ -384,6 +384,10 @@ def _collect(records: Iterable, source: str, sep: str | None, skip_empty: bool) 
         skipped = f" ({n_skipped} empty text(s) skipped)" if n_skipped else ""
         raise UlmfitError(f"{source}: no examples{skipped}")
     multi = sep is not None or any(isinstance(lab, list) for lab in labels)
+    n_lists = sum(isinstance(lab, list) for lab in labels)
+    if sep is None and 0 < n_lists < len(labels):  # one list among plain labels makes it all multi-label
+        print(f"note: {source}: {n_lists:,} of {len(labels):,} labels are lists, so the data is read as "
+              "multi-label (a plain label is a set of one)", file=sys.stderr)
     data = LabeledTexts(texts, labels, source, lines, files or None, n_skipped)
     # multi-label: LabeledTexts made a lone string a one-label list and "" no label
     if not multi and first_empty_label is not None:
