@@ -420,7 +420,8 @@ def test_a_confusion_matrix_draws_dollar_signs_in_labels_as_text(tmp_path):
 
 
 def test_one_list_among_plain_labels_says_the_data_is_read_as_multi_label(tmp_path, capsys):
-    rows = [{"text": f"t {i}", "label": "pos" if i % 2 else "neg"} for i in range(20)] + [{"text": "x", "label": ["pos"]}]
+    rows = [{"text": f"t {i}", "label": "pos" if i % 2 else "neg"} for i in range(20)]
+    rows.append({"text": "x", "label": ["pos"]})
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     d = read_labeled(tmp_path / "d.jsonl")
     assert d.labels[0] == ["neg"]  # multi-label, as before
