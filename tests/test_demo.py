@@ -355,3 +355,43 @@ def test_the_demo_command_resumes_with_its_out_folder(tmp_path, capsys):
     assert main(["demo", "--resume", "--out", str(tmp_path / "d"), "--dataset", "bbc-news", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "holds no demo" in err and "ignored: --dataset" in err and "--quiet" not in err
+
+
+def test_the_demo_checks_its_out_folder_before_it_times_anything(tmp_path, capsys):
+    """A file, a folder of other files and an interrupted demo are refused (the last two unless
+    --overwrite); a finished demo is replaced whole, so none of it stays beside the new one."""
+    from ulmfit.demo import DEMO_STATE, check_demo_out
+    from ulmfit.io import release_out
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UlmfitError, match="is a file"):
+        check_demo_out(tmp_path / "afile", overwrite=False)
+    other = tmp_path / "other"
+    (other / "lm").mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UlmfitError, match="holds files that are not a demo's.*--overwrite"):
+        check_demo_out(other, overwrite=False)
+    assert (other / "notes.txt").read_text() == "mine" and (other / "lm").is_dir()
+    cut = tmp_path / "cut"
+    (cut / "lm").mkdir(parents=True)
+    (cut / DEMO_STATE).write_text(json.dumps({"args": {}, "done": [], "finished": False}))
+    with pytest.raises(UlmfitError, match="holds an interrupted demo.*--resume.*--overwrite"):
+        check_demo_out(cut, overwrite=False)
+    assert (cut / "lm").is_dir()
+    done = tmp_path / "done"
+    for d in ("lm", "classifier", "lm-bwd"):
+        (done / d).mkdir(parents=True)
+        (done / d / "config.json").write_text("{}")
+    (done / "demo_summary.json").write_text("{}")
+    (done / DEMO_STATE).write_text(json.dumps({"args": {}, "done": ["lm", "classifier"], "finished": True}))
+    (done / "keep.txt").write_text("not the demo's")
+    check_demo_out(done, overwrite=False)
+    release_out(done)
+    assert "replacing the finished demo" in capsys.readouterr().out
+    assert sorted(p.name for p in done.iterdir()) == ["keep.txt"]
+    check_demo_out(cut, overwrite=True)  # started over when told so
+    release_out(cut)
+    assert not (cut / "lm").exists()
+    check_demo_out(tmp_path / "new" / "demo", overwrite=False)  # made, and writable
+    release_out(tmp_path / "new" / "demo")
+    assert (tmp_path / "new" / "demo").is_dir()

@@ -624,7 +624,7 @@ def cmd_demo(a) -> int:
     if a.minutes < 0:
         raise UlmfitError(f"--minutes must be positive (or 0 for no budget), not {a.minutes:g}")
     run_demo(a.out, a.dataset, lm=a.lm, lm_bwd=a.lm_bwd, lm_epochs=a.lm_epochs, max_train=a.max_train,
-             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble, resume=a.resume)
+             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble, resume=a.resume, overwrite=a.overwrite)
     return 0
 
 
@@ -716,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue the interrupted demo in --out with its saved settings and plan (the other "
                         "options are not used): finished steps are kept, the interrupted one continues")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds an interrupted demo or other files (a finished demo "
+                        "there is replaced without it)")
     s.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
     s.set_defaults(fn=cmd_demo)
 

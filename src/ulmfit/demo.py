@@ -176,6 +176,45 @@ def read_demo_state(out: Path) -> dict:
     return state
 
 
+DEMO_FILES = ("demo_summary.json", DEMO_STATE)  # besides the STAGES' folders
+
+
+def check_demo_out(out: Path, overwrite: bool) -> None:
+    """Before anything is timed or trained: `out` must be a folder this demo may fill. A finished
+    demo there is replaced (running the README's command again runs the demo again), all of it
+    first, so that none of it stays beside the new one; an interrupted demo is kept unless
+    `overwrite` (it would be lost: `--resume` continues it); a folder of other files is refused
+    unless `overwrite`; a place that cannot be written is refused now, not after the timing."""
+    import shutil
+
+    from .api import writable_out
+    from .io import UlmfitError, holds_files, read_json
+
+    if out.exists() and not out.is_dir():
+        raise UlmfitError(f"--out {out} is a file; give a folder for the demo's models")
+    if out.is_dir() and holds_files(out):
+        if not (out / DEMO_STATE).exists():
+            if not overwrite:
+                raise UlmfitError(f"--out {out} holds files that are not a demo's; choose another folder, or pass "
+                                  "--overwrite to train into it anyway")
+        else:
+            try:
+                finished = bool(read_json(out / DEMO_STATE).get("finished"))
+            except (UlmfitError, AttributeError):  # damaged: nothing to resume from
+                finished = True
+            if not finished and not overwrite:
+                raise UlmfitError(f"{out} holds an interrupted demo: continue it with `ulmfit demo --resume --out "
+                                  f"{out}`, or start it over with --overwrite")
+            print(f"note: replacing the {'finished' if finished else 'interrupted'} demo in {out}", flush=True)
+            for name in (*STAGES, *DEMO_FILES):
+                path = out / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+    writable_out(out, create=True)  # and held from now on (released when the demo returns)
+
+
 def finished_result(run: Path) -> dict:
     """What a finished training run in `run` returned, from its saved record: the kept epoch's
     (with early stopping, the best one; else the last)."""
@@ -192,7 +231,7 @@ def finished_result(run: Path) -> dict:
 
 @owns_out
 def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=None, data_dir=None, lm_epochs: int = 3,
-             max_train: int | None = None, progress: bool = True, overwrite: bool = True,
+             max_train: int | None = None, progress: bool = True, overwrite: bool = False,
              minutes: float | None = 10.0, ensemble: str = "auto", resume: bool = False) -> dict:
     """Run the demo. `lm_epochs`: the most full LM epochs; with a time budget of `minutes` (None or
     0: no budget) the frozen first epoch decides how many of them fit. `ensemble`: "auto" adds the
@@ -216,6 +255,8 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     from . import checkpoint as ckpt
 
     out = Path(out)
+    if not resume:
+        check_demo_out(out, overwrite)
     state = read_demo_state(out) if resume else {}
     if resume:
         a = state["args"]
@@ -340,7 +381,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     lm_cfg = LMTrainConfig(freeze_epochs=1, freeze_lr=1e-2, epochs=lm_epochs, lr=4e-3, bs=32, patience=1)
     try:
         lm_res = stage("lm", lambda again: finetune_lm(
-            lm_dir, train_csv, out / "lm", fmt="csv", column="text", overwrite=overwrite and not again, resume=again,
+            lm_dir, train_csv, out / "lm", fmt="csv", column="text", overwrite=not again, resume=again,
             progress=progress, plan_epochs=plan_epochs if budget_s else None, train_cfg=lm_cfg))
         if budget_s:  # the plan (made now, or before an interruption: then saved)
             both = plan.get("ensemble", both)
@@ -348,7 +389,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         step(3, "train the classifier with gradual unfreezing (ULMFiT stage 3)")
         n_clf = plan.get("classifier_docs", max_train)
         stage("classifier", lambda again: train_classifier(
-            out / "lm", train_csv, out / "classifier", cfg=clf_cfg, overwrite=overwrite and not again, resume=again,
+            out / "lm", train_csv, out / "classifier", cfg=clf_cfg, overwrite=not again, resume=again,
             progress=progress, max_train=n_clf))
 
         models, bwd_res = [out / "classifier"], {}
@@ -371,11 +412,11 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
                 step(4, f"the backward model, for ULMFiT's forward + backward ensemble: fine-tune {bwd_dir.name} "
                         f"(1 frozen + {k} epochs) and train its classifier")
                 bwd_res = stage("lm-bwd", lambda again: finetune_lm(
-                    bwd_dir, train_csv, out / "lm-bwd", fmt="csv", column="text", overwrite=overwrite and not again,
+                    bwd_dir, train_csv, out / "lm-bwd", fmt="csv", column="text", overwrite=not again,
                     resume=again, progress=progress, train_cfg=replace(lm_cfg, epochs=k, backwards=True)))
                 stage("classifier-bwd", lambda again: train_classifier(
                     out / "lm-bwd", train_csv, out / "classifier-bwd", cfg=replace(clf_cfg, backwards=True),
-                    overwrite=overwrite and not again, resume=again, progress=progress, max_train=n_clf))
+                    overwrite=not again, resume=again, progress=progress, max_train=n_clf))
                 models.append(out / "classifier-bwd")
             else:
                 step(4, "the backward model: skipped, the time budget has no room for it (--ensemble on runs it)")
