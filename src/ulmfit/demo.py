@@ -358,17 +358,20 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         if both:
             k, projected = kb or 1, with_b
         plan.update(epochs=k, epoch_s=round(epoch_s, 1), projected_s=round(projected, 1), ensemble=both)
-        msg = (f"  time budget: an LM epoch takes {epoch_s:.0f} s here, so {k} of at most {lm_epochs} full epochs "
-               f"fit the {minutes:g}-minute budget")
+        more = ""
         if both:
-            msg += " for each of the forward and the backward model"
+            more = " for each of the forward and the backward model"
         else:
             n, with_n = plan_classifier_docs(epoch_s, spent + k * epoch_s, budget_s, clf_s, clf_docs)
             if k == 1 and n is not None:  # the second lever, on a machine too slow for all the labels
                 projected = with_n
                 plan.update(classifier_docs=n, projected_s=round(projected, 1))
-                msg += f", and the classifier trains on a random {n:,} of the {clf_docs:,} labeled texts"
-        msg += f" (projected total {projected / 60:.1f} min)"
+                more = f", and the classifier trains on a random {n:,} of the {clf_docs:,} labeled texts"
+        # under a budget that nothing fits, the plan is the least the demo runs, and says so
+        fit = (f"fit the {minutes:g}-minute budget" if projected <= budget_s else
+               f"(none fits the {minutes:g}-minute budget: the least the demo runs)")
+        msg = (f"  time budget: an LM epoch takes {epoch_s:.0f} s here, so {k} of at most {lm_epochs} full epochs "
+               f"{fit}{more} (projected total {projected / 60:.1f} min)")
         if ensemble == "auto" and not both:
             msg += "; no room for the backward model as well: the forward model alone"
         if projected > budget_s:
