@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ulmfit.io import cache_root  # light: no torch
+
 # The MiniLM weights are bundled in a package: nothing may be fetched from a hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -56,8 +58,7 @@ C_FIXED = 4.0
 SETFIT_MAX_LABELS = 1000
 MINILM_MAX_TOKENS = 256
 MINILM_BATCH = 64
-# the library's cache, by its rules (ulmfit.io.cache_root: ~ expanded, empty is unset)
-MINILM_CACHE = Path(os.environ.get("ULMFIT_CACHE", "").strip() or "~/.cache/ulmfit").expanduser() / "bench" / "minilm"
+MINILM_CACHE = cache_root() / "bench" / "minilm"  # the library's cache, by its rules
 # Part of every cache key: change it when the encoding changes (model, pooling, truncation).
 _MINILM_TAG = f"all-MiniLM-L6-v2|mean|l2|max{MINILM_MAX_TOKENS}|v1"
 # A missing package is reported with this prefix: bench/accuracy.py then retries the run next time

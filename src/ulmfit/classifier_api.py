@@ -24,7 +24,8 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, is_stdout, owns_out, written_through
+from .io import (FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, is_stdout, owns_out,
+                 written_through)
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -578,17 +579,20 @@ def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | 
 
 def write_report(rep: dict, report) -> Path | None:
     """An evaluation report as JSON, and its confusion matrix as a PNG beside it; returns the PNG's
-    path. A link, pipe or device (/dev/stdout) is written through, and gets no PNG beside it."""
+    path. "-" is standard output; a link, pipe or device (/dev/stdout) is written through; neither
+    gets a PNG."""
+    to_stdout = str(report) == "-"
     report = Path(report)
-    if report.is_dir():
+    if not to_stdout and report.is_dir():
         raise UlmfitError(f"--report {report} is a folder; give a file name (e.g. {report / 'eval_report.json'})")
-    if written_through(report):
-        if is_stdout(report):
-            sys.stdout.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+    if to_stdout or written_through(report):
+        text = json.dumps(rep, indent=2, sort_keys=True) + "\n"
+        if to_stdout or is_stdout(report):  # never reopened: that would cut a file it is redirected to
+            sys.stdout.write(text)
             sys.stdout.flush()
         else:
             with open(report, "w", encoding="utf-8") as f:
-                f.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+                f.write(text)
         return None
     atomic_write_json(report, rep)
     if "confusion_matrix" not in rep:

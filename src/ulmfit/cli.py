@@ -424,37 +424,35 @@ def cmd_evaluate(a) -> int:
     from .classifier_api import evaluate, write_report
     from .io import written_through
 
-    to_stdout = a.report == "-"  # the JSON report on standard output, the summary on standard error
     report = a.report or str(Path(a.model[0]) / "eval_report.json")
-    if to_stdout:
-        rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
-                       device=a.device)
-        _print_evaluation(rep, sys.stderr)
-        print(json.dumps(rep, indent=2, sort_keys=True))
-        return 0
-    if a.report and Path(a.report).is_dir():
-        raise UlmfitError(f"--report {a.report} is a folder; give a file name")
-    if Path(report).suffix.lower() == ".png":
-        raise UlmfitError(f"--report {report}: the report is JSON, and its confusion matrix is written beside it "
-                          "as a .png of the same name; give a name ending in .json")
-    if _same_file(report, a.data):
-        raise UlmfitError(f"--report {report} is the evaluation data: the report would replace it; give another file")
+    if report != "-":  # "-": the JSON report on standard output
+        if a.report and Path(a.report).is_dir():
+            raise UlmfitError(f"--report {a.report} is a folder; give a file name")
+        if Path(report).suffix.lower() == ".png":
+            raise UlmfitError(f"--report {report}: the report is JSON, and its confusion matrix is written beside it "
+                              "as a .png of the same name; give a name ending in .json")
+        if _same_file(report, a.data):
+            raise UlmfitError(f"--report {report} is the evaluation data: the report would replace it; give another "
+                              "file")
     rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
                    device=a.device)
+    # the report is itself the output where it goes to standard output, or through a link, pipe or
+    # device (/dev/stdout): the summary then goes to standard error
+    through = report == "-" or written_through(report)
     try:  # before the figures are printed: a reader of them that quits early (`| head`) loses no report
         png = write_report(rep, report)
         failed = None
+    except BrokenPipeError:  # the reader of standard output left: ended as such (`_run_command`)
+        raise
     except OSError as e:
         failed = e
-    # a report sent through a link, pipe or device (/dev/stdout) may be where standard output goes:
-    # the summary then goes to standard error, as with --report -
-    _print_evaluation(rep, sys.stderr if written_through(report) else sys.stdout)
+    _print_evaluation(rep, sys.stderr if through else sys.stdout)
     if failed is not None:  # said after the figures: a report that cannot be written loses none of them
         if a.report:
             raise UlmfitError(f"could not write the report to {report} ({failed})") from None
         print(f"note: could not write the report beside the model ({failed}); pass --report FILE", file=sys.stderr)
         return 0
-    if not written_through(report):  # /dev/stdout, a pipe: the report itself is the output
+    if not through:
         print(f"report written to {report}" + (f" (confusion matrix: {png})" if png else ""))
     return 0
 
@@ -491,7 +489,7 @@ def cmd_predict(a) -> int:
     import csv as _csv
 
     from .classifier_api import TextClassifier
-    from .io import written_through
+    from .io import atomic_path, is_stdout, written_through
 
     if a.out and not written_through(a.out):  # checked before the texts are labeled, not after
         there = next(p for p in (Path(a.out).absolute().parent, *Path(a.out).absolute().parents) if p.exists())
@@ -544,7 +542,6 @@ def cmd_predict(a) -> int:
         if block:
             yield block
 
-    from .io import atomic_path, is_stdout, written_through
     from .progress import progress_bar
     from .train.loop import sigterm_as_interrupt
 
@@ -566,8 +563,8 @@ def cmd_predict(a) -> int:
             w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
         # a bar of texts where there is more than one block (a long text's tokens have a bar of their own)
         few = total is not None and total <= PREDICT_BLOCK
-        bar = stack.enter_context(progress_bar(total=total, desc="predicting", unit=" texts", disable=a.quiet or few,
-                                       delay=1.0))
+        bar = stack.enter_context(progress_bar(total=total, desc="predicting", unit=" texts",
+                                               disable=a.quiet or few, delay=1.0))
         # In blocks: memory stays bounded on any input, and standard output gets each block's rows
         # (in input order) as soon as they are known.
         for block in blocks():
@@ -734,8 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drop-mult", type=float, default=1.0, help="scales all dropout probabilities (default: 1)")
     s.add_argument("--valid-frac", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
     s.add_argument("--init-from", default=None, type=_lm_dir,
-                   help="start from the weights of this language model (e.g. general-en-fwd, the shipped one) instead of random "
-                        "ones: pretraining continues on CORPUS with the model's vocabulary, a new optimizer and "
+                   help="start from the weights of this language model (e.g. general-en-fwd, the shipped one) "
+                        "instead of random ones: pretraining continues on CORPUS with the model's vocabulary, a new optimizer and "
                         "schedule; the earlier runs are kept on record in config.json")
     s.add_argument("--valid", default=None,
                    help="a separate held-out text (or `corpus tokenize` folder made with the corpus vocabulary) "
@@ -824,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", nargs="?", help="labeled training data: CSV/TSV/JSONL, a folder per class, fastai CSV, TREC")
     s.add_argument("--lm", default=None, type=_lm_dir,
                    help="the language model directory (usually from finetune-lm; default: the "
-                                              "shipped general-English model, the backward one with --backwards)")
+                        "shipped general-English model, the backward one with --backwards)")
     s.add_argument("--out", help="the classifier directory to write")
     s.add_argument("--valid", default=None, help="separate labeled validation data (default: hold out --valid-frac)")
     s.add_argument("--valid-frac", type=float, default=0.1,

@@ -383,8 +383,8 @@ def _collect(records: Iterable, source: str, sep: str | None, skip_empty: bool) 
     if not texts:
         skipped = f" ({n_skipped} empty text(s) skipped)" if n_skipped else ""
         raise UlmfitError(f"{source}: no examples{skipped}")
-    multi = sep is not None or any(isinstance(lab, list) for lab in labels)
     n_lists = sum(isinstance(lab, list) for lab in labels)
+    multi = sep is not None or n_lists > 0
     if sep is None and 0 < n_lists < len(labels):  # one list among plain labels makes it all multi-label
         print(f"note: {source}: {n_lists:,} of {len(labels):,} labels are lists, so the data is read as "
               "multi-label (a plain label is a set of one)", file=sys.stderr)

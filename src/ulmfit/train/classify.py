@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..progress import progress_bar
-
 from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl, atomic_group, trim_jsonl
+from ..progress import progress_bar
 from .finetune import freeze_to
 from .loop import (TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt,
                    stop_deferred)
@@ -201,7 +200,7 @@ def predict_probs(model, seqs: list, bs: int = 64, pad_id: int = 1, device=None,
     # counted in tokens, the work each batch is: the longest documents come first, and a bar of
     # batches would promise an early end that the long ones never keep; shown after a second only
     bar = progress_bar(total=sum(max(1, len(s)) for s in seqs), desc=desc, unit=" tokens", unit_scale=True,
-               disable=not progress, leave=False, delay=1.0)
+                       disable=not progress, leave=False, delay=1.0)
     with autocast_ctx(use_bf16, device):
         for b, ids, lens in _length_sorted_batches(seqs, bs, pad_id, device):
             logits = model(ids, lens).float()
@@ -454,7 +453,8 @@ class ClassifierTrainer:
                                 self.run_loss = run  # saved with the state (a save inside the epoch)
                             bar.update(1)
                             if bi % 5 == 0:
-                                bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}", refresh=False)
+                                bar.set_postfix(loss=f"{run:.3f}", lr=f"{self.opt.param_groups[-1]['lr']:.1e}",
+                                                refresh=False)
                             if (time.time() - last_save) / 60 >= cfg.save_every_minutes:
                                 self.elapsed += time.time() - t_start
                                 t_start = time.time()

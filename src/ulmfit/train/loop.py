@@ -22,10 +22,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..progress import progress_bar
-
 from .. import checkpoint as ckpt
 from ..io import TrainingInterrupted, UlmfitError, append_jsonl, atomic_group, trim_jsonl
+from ..progress import progress_bar
 from ..model.heads import AWDLSTMLanguageModel
 from . import distributed as dist_
 from .finetune import freeze_to, lm_layer_groups, param_groups
@@ -482,8 +481,8 @@ class LMTrainer:
                         self._resume_hidden = None
                     n_batches = self._n_batches(self.epoch)
                     bar = progress_bar(total=n_batches, initial=self.batch, disable=not self.progress, unit="batch",
-                               desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (" (top group only)" if frozen else ""),
-                               dynamic_ncols=True)
+                                       desc=f"epoch {self.epoch + 1}/{self.total_epochs}"
+                                       + (" (top group only)" if frozen else ""), dynamic_ncols=True)
                     run_loss, run_n, t0, tok0 = 0.0, 0, time.time(), 0
                     if self.batch > 0 and self.run_loss is not None:  # resumed inside this epoch
                         run_loss, run_n = self.run_loss, 1

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..progress import progress_bar
 
+from ..progress import progress_bar
 from .finetune import lm_layer_groups, param_groups
 from .loop import autocast_ctx
 
