@@ -426,3 +426,23 @@ def test_one_list_among_plain_labels_says_the_data_is_read_as_multi_label(tmp_pa
     d = read_labeled(tmp_path / "d.jsonl")
     assert d.labels[0] == ["neg"]  # multi-label, as before
     assert "1 of 21 labels are lists, so the data is read as multi-label" in capsys.readouterr().err
+
+
+def test_headerless_csv_whose_first_label_is_rare_keeps_its_first_row(tmp_path, capsys):
+    # the first example's label occurs nowhere else, but its text is a sentence: data, not a header
+    f = write(tmp_path / "d.csv", "sport,The match ended in a draw after extra time\n"
+                                  "tech,A new chip doubles the speed of phones\ntech,Another chip\n")
+    d = read_labeled(f, text_col="1", label_col="0")
+    assert d.labels == ["sport", "tech", "tech"] and d.lines == [1, 2, 3]
+    assert "column names" not in capsys.readouterr().err
+
+
+def test_guessed_header_is_said_with_how_to_refuse_it(tmp_path, capsys):
+    f = write(tmp_path / "d.csv", "topic,body\ntech,A new chip doubles the speed\nsport,A draw\n")
+    d = read_labeled(f, text_col="1", label_col="0")
+    assert d.labels == ["tech", "sport"]
+    err = capsys.readouterr().err
+    assert "read its first row ('topic', 'body') as column names" in err and "--no-header" in err
+    # named columns settle it: nothing to say
+    assert read_labeled(f, text_col="body", label_col="topic").labels == ["tech", "sport"]
+    assert "column names" not in capsys.readouterr().err

@@ -518,6 +518,10 @@ def _table_records(path: Path, encoding, delimiter, text_col, label_col, header,
     auto = header is None
     if auto:
         header = _first_row_is_header(first[1], [r for _, r in head], text_spec, label_spec)
+        if header and not _names_settle_header(first[1], text_spec, label_spec):  # a guess: say so
+            cells = ", ".join(repr(c.strip()[:30]) for c in first[1][:4]) + (", ..." if len(first[1]) > 4 else "")
+            print(f"note: {path}: read its first row ({cells}) as column names; if it is an example, "
+                  "pass --no-header (header=False from Python)", file=sys.stderr)
 
     if header:
         names = [h.strip() for h in first[1]]
@@ -554,14 +558,10 @@ def _first_row_is_header(first: list[str], following: list[list[str]], text_spec
     Column names given by the user settle it (a name needs a header row); so does a first row that
     holds them, or holds "text" and "label" when none are given. Otherwise the first row's label
     cell (column `label_col`, default 0) decides: it is data if it is a number or if it occurs again
-    as a label in the rows that follow, a header otherwise.
+    as a label in the rows that follow, or if a text cell is a sentence (over 5 words or 60
+    characters, longer than a column's name), a header otherwise.
     """
-    names = {c.strip() for c in first}
-    given = (text_spec or []) + (label_spec or [])
-    if given:
-        if all(c in names for c in given) or any(not c.isdigit() for c in given):
-            return True
-    elif "text" in names and "label" in names:
+    if _names_settle_header(first, text_spec, label_spec):
         return True
     idx = int(label_spec[0]) if label_spec else 0
     if idx >= len(first):
@@ -574,7 +574,23 @@ def _first_row_is_header(first: list[str], following: list[list[str]], text_spec
         return False
     except ValueError:
         pass
+    if text_spec and all(c.isdigit() for c in text_spec):
+        texts = [first[int(c)] for c in text_spec if int(c) < len(first)]
+    else:
+        texts = [c for i, c in enumerate(first) if i != idx]
+    if any(len(t.split()) > 5 or len(t) > 60 for t in texts):  # a sentence, not a column's name
+        return False
     return cell not in {r[idx].strip() for r in following if idx < len(r)}
+
+
+def _names_settle_header(first: list[str], text_spec, label_spec) -> bool:
+    """Whether the first row is a header for certain: it holds the columns named by the user (or
+    "text" and "label" when none are named), or a column was named (a name needs a header row)."""
+    names = {c.strip() for c in first}
+    given = (text_spec or []) + (label_spec or [])
+    if given:
+        return all(c in names for c in given) or any(not c.isdigit() for c in given)
+    return "text" in names and "label" in names
 
 
 def _resolve(spec: list[str], names: list[str], path: Path, hint: str) -> list[int]:
