@@ -446,3 +446,11 @@ def test_guessed_header_is_said_with_how_to_refuse_it(tmp_path, capsys):
     # named columns settle it: nothing to say
     assert read_labeled(f, text_col="body", label_col="topic").labels == ["tech", "sport"]
     assert "column names" not in capsys.readouterr().err
+
+
+def test_labels_differing_only_in_case_are_noted(tmp_path, capsys):
+    f = write(tmp_path / "d.csv", "text,label\ngood,Pos\nfine,pos\nbad,neg\n")
+    assert read_labeled(f).label_names() == ["Pos", "neg", "pos"]  # still three classes, as written
+    assert "labels that differ only in case are different classes: 'Pos' and 'pos'" in capsys.readouterr().err
+    read_labeled(write(tmp_path / "e.csv", "text,label\ngood,pos\nbad,neg\n"))
+    assert "differ only in case" not in capsys.readouterr().err

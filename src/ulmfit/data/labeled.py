@@ -394,7 +394,20 @@ def _collect(records: Iterable, source: str, sep: str | None, skip_empty: bool) 
         raise UlmfitError(f"{data.where(first_empty_label)}: empty label; every example needs one")
     if n_skipped:
         print(f"warning: skipped {n_skipped} example(s) of {source} with an empty text", file=sys.stderr)
+    _note_labels_alike(data.label_names(), source)
     return data
+
+
+def _note_labels_alike(names: list[str], source: str) -> None:
+    """Labels that differ only in case ('Pos' and 'pos') are different classes; most often that is a
+    typo in the data, so say so (once, with a few of them) rather than silently train two classes."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.casefold(), []).append(n)
+    alike = [g for g in groups.values() if len(g) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(map(repr, g)) for g in alike[:3]) + ("; ..." if len(alike) > 3 else "")
+        print(f"note: {source}: labels that differ only in case are different classes: {shown}", file=sys.stderr)
 
 
 def _norm_label(raw, sep: str | None, where: str):
