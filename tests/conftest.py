@@ -1,4 +1,5 @@
 import importlib.util
+import os
 import random
 import subprocess
 import sys
@@ -29,6 +30,11 @@ def _never_the_users_cache(tmp_path_factory):
     the ~/.cache/ulmfit of whoever runs the tests."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ULMFIT_CACHE", str(tmp_path_factory.mktemp("run-cache")))
+        # fp32 everywhere, so a test computes the same on every CI machine (the library picks bf16 by
+        # timing it, which varies by CPU and by load); the bf16 path has its own tests, and
+        # `ULMFIT_BF16=on python -m pytest` runs the whole suite in it
+        if "ULMFIT_BF16" not in os.environ:
+            mp.setenv("ULMFIT_BF16", "off")
         yield
 
 

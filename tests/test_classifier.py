@@ -189,6 +189,26 @@ def test_a_classifier_learns_a_small_task_far_above_chance(trained):
     assert cfg["kind"] == "classifier" and cfg["labels"] == ["neg", "pos"] and cfg["best_epoch"] >= 1
 
 
+def test_where_the_cpu_has_bf16_the_classifier_trains_and_predicts_in_it(task, tmp_path, monkeypatch):
+    import torch
+
+    from ulmfit.train.precision import bf16_supported, predicts_in_bf16
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no bf16 kernels; the library trains in fp32 here")
+    from ulmfit.train import classify
+
+    monkeypatch.setenv("ULMFIT_BF16", "on")  # the suite runs in fp32 otherwise (conftest)
+    real, used = classify.autocast_ctx, []
+    monkeypatch.setattr(classify, "autocast_ctx", lambda on, dev: used.append(on) or real(on, dev))
+    res = train_classifier(task / "lm", task / "train.csv", tmp_path / "clf", cfg=ClassifierTrainConfig(**FAST),
+                           progress=False, n_workers=1)
+    assert res["best_epoch"] >= 1
+    assert used and all(used)  # every training and validation step in bf16
+    assert predicts_in_bf16(json.loads((tmp_path / "clf" / "config.json").read_text()), torch.device("cpu"))
+    assert evaluate(tmp_path / "clf", task / "test.csv", progress=False)["accuracy"] > 0.85
+
+
 def test_predictions_come_back_in_input_order_and_survive_a_round_trip(trained, tmp_path):
     task, _ = trained
     clf = TextClassifier.load(task / "clf")
