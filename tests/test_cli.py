@@ -609,3 +609,23 @@ def test_lr_find_beside_a_read_only_model_keeps_its_suggestion_and_says_where_to
     assert "could not write the plot beside the model" in got.err and "--out FILE" in got.err
     assert main(args + ["--out", str(tmp_path / "p.png")]) == 2  # a place the user chose: an error
     assert "could not write the plot to" in capsys.readouterr().err
+
+
+def test_the_python_api_takes_a_shipped_model_by_its_name_too(tmp_path, tiny_lm, corpus, monkeypatch):
+    import shutil
+
+    import ulmfit.pretrained as pre
+    from ulmfit import LanguageModel
+    from ulmfit.api import finetune_lm, lm_eval
+
+    shipped = tmp_path / "weights"  # an installation whose shipped forward model is the tiny one
+    shutil.copytree(tiny_lm, shipped / "general-en-fwd")
+    monkeypatch.setattr(pre, "WEIGHTS_DIR", shipped)
+    monkeypatch.chdir(tmp_path)
+    assert LanguageModel.load("general-en-fwd").path == shipped / "general-en-fwd"
+    assert lm_eval("general-en-fwd", str(corpus), bs=4, bptt=16, progress=False)["perplexity"] > 1
+    finetune_lm("general-en-fwd", str(corpus), tmp_path / "ft", progress=False, n_workers=1,
+                train_cfg={"epochs": 1, "bs": 8, "bptt": 16})
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["finetuned_from"] == str((shipped / "general-en-fwd").resolve())
+    assert pre.resolve_model("no/such/folder") == "no/such/folder" and pre.resolve_model(None) is None

@@ -25,6 +25,7 @@ from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, de
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
+from .pretrained import resolve_model
 from .text.tokenize import BOS, RULES_VERSION, SPECIAL_TOKENS, TokenizerConfig, detokenize, join_continuation
 from .text.vocab import Vocab
 from .train.finetune import transfer_vocab
@@ -154,7 +155,7 @@ def tokenize_corpus(source, out, tok_cfg: TokenizerConfig, *, fmt="auto", column
     same corpus and settings is reused."""
     vocab = sp = None
     if vocab_from is not None:
-        vf = Path(vocab_from)
+        vf = Path(resolve_model(vocab_from))
         if not (vf / "vocab.txt").is_file():
             raise UlmfitError(f"{vf} has no vocab.txt to reuse")
         vocab = Vocab.load(vf / "vocab.txt")
@@ -438,7 +439,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
 
     train_cfg: an LMTrainConfig used as it is, or a dict of settings on top of those of `ulmfit
     pretrain` (LMTrainConfig.for_pretraining()); None: those settings."""
-    out = Path(out)
+    out, init_from = Path(out), resolve_model(init_from)
     if valid is not None and valid_source is not None:
         raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
     valid_source = valid if valid is not None else valid_source
@@ -610,6 +611,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         raise UlmfitError(f"{texts} is a token folder (`ulmfit corpus tokenize`): finetune-lm builds the target "
                           "text's vocabulary itself, with the base model's tokeniser, so give it the text"
                           + (f" ({source})" if source else "") + " instead; pretrain reads token folders")
+    from_dir = resolve_model(from_dir)
     if from_dir is None and not resume:  # as `ulmfit finetune-lm` without --from
         from .pretrained import default_lm
 
@@ -733,7 +735,7 @@ class LanguageModel:
     def load(cls, path, device: str | None = None) -> "LanguageModel":
         """A language model directory. `device`: "auto" (default: a CUDA GPU when there is one,
         else the CPU), "cpu", "cuda", "cuda:1"."""
-        dev = resolve_device(device)
+        dev, path = resolve_device(device), resolve_model(path)
         with torch.random.fork_rng(devices=[]):  # building the model draws initial weights: not from the caller's
             model, cfg, vocab = ckpt.load_model(path)
         return cls(model.to(dev), cfg, vocab, Path(path))

@@ -94,10 +94,10 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     same LabeledTexts again; either is checked to give the same split sizes."""
     from .api import (_check_out, clear_replaced_run, require_path, require_saved_run, resolve_device,
                       resumed_source, writable_out)
-    from .pretrained import default_lm
+    from .pretrained import default_lm, resolve_model
 
     single_process_only("train-classifier (a small model: one process trains it in minutes)")
-    out = Path(out)
+    out, lm = Path(out), resolve_model(lm)
     given_read_args, read_args = read_args, _read_args(read_args)
     given_cfg = cfg
     cfg = config_from(ClassifierTrainConfig, cfg, what="cfg")

@@ -1062,11 +1062,9 @@ def _stdout_that_encodes_any_text() -> None:
 def _lm_dir(value: str) -> str:
     """A language model argument: a folder, or the name of a shipped model (general-en-fwd,
     general-en-bwd), which lives inside the installed package; a folder of that name here wins."""
-    from .pretrained import SHIPPED, WEIGHTS_DIR
+    from .pretrained import resolve_model
 
-    if value in SHIPPED.values() and not os.path.exists(value):
-        return str(WEIGHTS_DIR / value)
-    return value
+    return str(resolve_model(value))
 
 
 def _exit_torchrun_worker(rc: int, rank: int) -> None:

@@ -17,6 +17,15 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {False: "general-en-fwd", True: "general-en-bwd"}
 
 
+def resolve_model(value):
+    """A model argument as given: a folder, or the name of a shipped model ("general-en-fwd",
+    "general-en-bwd"), which lives inside the installed package. A folder of that name in the
+    working directory wins; anything else comes back unchanged."""
+    if isinstance(value, str) and value in SHIPPED.values() and not Path(value).exists():
+        return WEIGHTS_DIR / value
+    return value
+
+
 def default_lm(backwards: bool = False) -> Path:
     """The directory of the shipped forward (or backward) language model."""
     path = WEIGHTS_DIR / SHIPPED[backwards]
