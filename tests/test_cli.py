@@ -629,3 +629,23 @@ def test_the_python_api_takes_a_shipped_model_by_its_name_too(tmp_path, tiny_lm,
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert saved["finetuned_from"] == str((shipped / "general-en-fwd").resolve())
     assert pre.resolve_model("no/such/folder") == "no/such/folder" and pre.resolve_model(None) is None
+
+
+def test_exit_statuses_follow_the_readme(capsys):
+    import argparse
+    import errno
+
+    from ulmfit.cli import _run_command
+    from ulmfit.io import UlmfitError
+
+    def fails(exc):
+        def fn(_):
+            raise exc
+        return argparse.Namespace(fn=fn)
+
+    assert _run_command(None, fails(UlmfitError("bad input")), 0, 1) == 2
+    assert _run_command(None, fails(OSError(errno.ENOSPC, "No space left on device")), 0, 1) == 2
+    assert "error: [Errno 28] No space left on device" in capsys.readouterr().err
+    assert _run_command(None, fails(KeyboardInterrupt()), 0, 1) == 130
+    with pytest.raises(ZeroDivisionError):  # an unexpected failure keeps its traceback (exit 1)
+        _run_command(None, fails(ZeroDivisionError()), 0, 1)

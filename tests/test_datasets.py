@@ -313,7 +313,7 @@ def test_the_data_command_ends_on_an_interrupt_or_a_bad_cache_path_with_a_line(f
     from ulmfit.cli import main
 
     (tmp_path / "afile").write_text("x")
-    assert main(["data", "get", "bbc-news", "--cache", str(tmp_path / "afile"), "--quiet"]) == 1
+    assert main(["data", "get", "bbc-news", "--cache", str(tmp_path / "afile"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "error: [Errno 17] File exists" in err and "Traceback" not in err
 

@@ -1125,8 +1125,8 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (OSError, LookupError, SafetensorError) as e:  # a path that is a file, a read-only folder, an
-        print(f"error: {e}", file=sys.stderr)              # unknown --encoding, a write safetensors failed
-        return 1
+        print(f"error: {e}", file=sys.stderr)              # unknown --encoding, a write safetensors failed:
+        return 2                                           # refused for a stated reason, like a UlmfitError
 
 
 # Options a resumed run still takes from the command line; the rest come from its saved config.
