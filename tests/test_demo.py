@@ -325,6 +325,27 @@ def test_a_demo_interrupted_just_after_a_step_ended_keeps_that_step_on_resume(tm
     assert summary["lm_perplexity"] == full["lm_perplexity"] and summary["ulmfit_accuracy"] == full["ulmfit_accuracy"]
 
 
+def test_a_demo_interrupted_while_testing_says_its_classifier_is_saved_and_resume_only_tests(
+        tmp_path, tiny_task, capsys, monkeypatch):
+    from ulmfit import classifier_api
+
+    kw = dict(lm=tmp_path / "lm", data_dir=tiny_task, progress=False, minutes=0, ensemble="off", lm_epochs=1)
+    with monkeypatch.context() as m:
+        def evaluate(*a, **k):
+            raise KeyboardInterrupt
+
+        m.setattr(classifier_api.TextClassifier, "evaluate", evaluate)
+        with pytest.raises(TrainingInterrupted, match=r"interrupted while testing; its trained classifier is saved "
+                                                      r"in .*classifier\. Test it with: ulmfit demo --out .*cut --resume"):
+            run_demo(tmp_path / "cut", "rotten-tomatoes", **kw)
+    capsys.readouterr()
+    summary = run_demo(tmp_path / "cut", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "lm: finished before the interruption, kept" in out
+    assert "classifier: finished before the interruption, kept" in out
+    assert 0 < summary["ulmfit_accuracy"] <= 1 and (tmp_path / "cut" / "demo_summary.json").exists()
+
+
 def test_a_demo_interrupted_in_its_language_model_keeps_its_plan_on_resume(tmp_path, tiny_task, capsys, monkeypatch):
     from ulmfit.train.loop import LMTrainer
 

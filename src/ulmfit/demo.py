@@ -432,17 +432,23 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
                                   f"is saved in {out}. Continue it with: ulmfit demo --out {out} --resume") from None
     step(steps - 1, "test accuracy, beside a TF-IDF + logistic regression baseline trained on the same labels")
     t = time.time()
-    clf = TextClassifier.load(models)
-    rep = clf.evaluate(test, progress=progress)
-    base = tfidf_baseline(sample_labeled(train, n_clf, clf_cfg.seed), test)  # the classifier's labels
-    times["evaluate"] = time.time() - t
+    try:
+        clf = TextClassifier.load(models)
+        rep = clf.evaluate(test, progress=progress)
+        base = tfidf_baseline(sample_labeled(train, n_clf, clf_cfg.seed), test)  # the classifier's labels
+        times["evaluate"] = time.time() - t
 
-    step(steps, "predictions")
-    shown = demo_examples(dataset, test)
-    texts = [t for t, _ in shown]
-    for (text, truth), label, p in zip(shown, clf.predict(texts), clf.predict_proba(texts)):
-        note = "" if truth is None else f"  [test label: {truth}]"
-        print(f"  {label:>8} ({p.max():.2f})  {_snippet(text)}{note}")
+        step(steps, "predictions")
+        shown = demo_examples(dataset, test)
+        texts = [t for t, _ in shown]
+        for (text, truth), label, p in zip(shown, clf.predict(texts), clf.predict_proba(texts)):
+            note = "" if truth is None else f"  [test label: {truth}]"
+            print(f"  {label:>8} ({p.max():.2f})  {_snippet(text)}{note}")
+    except (KeyboardInterrupt, TrainingInterrupted):  # training is done and saved: only the test is lost
+        raise TrainingInterrupted(
+            f"the demo was interrupted while testing; its trained classifier{'s are' if len(models) > 1 else ' is'} "
+            f"saved in {' and '.join(map(str, models))}. Test it with: ulmfit demo --out {out} --resume "
+            "(no training is redone)") from None
 
     total = time.time() - t_all
     summary = {
