@@ -583,6 +583,23 @@ def test_multi_label_training_predicts_sets_of_labels(trained, tmp_path):
                  "--out", str(tmp_path / "all.csv"), "--quiet"]) == 0
     rows = (tmp_path / "all.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["action|comedy|romance"] * 2  # every label clears 0
+    real_load = TextClassifier.load
+
+    def load_with_a_bar(*a, **k):  # a model whose label holds the CSV's joiner
+        c = real_load(*a, **k)
+        c.labels = ["action|adventure", *c.labels[1:]]
+        return c
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(TextClassifier, "load", load_with_a_bar)
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["predict", str(tmp_path / "in.txt"), "--model", str(tmp_path / "clf"), "--out",
+                         str(tmp_path / "bar.csv"), "--quiet"]) == 0
+        assert "some labels hold '|'" in err.getvalue() and "--output-format jsonl" in err.getvalue()
     with pytest.raises(SystemExit) as e:  # a usage error
         main(["predict", str(tmp_path / "in.txt"), "--model", str(tmp_path / "clf"), "--threshold", "2"])
     assert e.value.code == 2

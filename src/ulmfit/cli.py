@@ -561,6 +561,9 @@ def cmd_predict(a) -> int:
         w = _csv.writer(out, lineterminator="\n")  # one newline per row, as the JSONL rows and other tools write
         if a.output_format != "jsonl":
             w.writerow(["label"] + [f"p_{l}" for l in clf.labels])
+            if clf.multi_label and any("|" in l for l in clf.labels):
+                print("note: some labels hold '|', which joins a text's labels in the CSV; "
+                      "--output-format jsonl gives each text's labels as a list", file=sys.stderr)
         # a bar of texts where there is more than one block (a long text's tokens have a bar of their own)
         few = total is not None and total <= PREDICT_BLOCK
         bar = stack.enter_context(progress_bar(total=total, desc="predicting", unit=" texts",
