@@ -47,7 +47,6 @@ import argparse
 import csv
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 import statistics

@@ -675,7 +675,7 @@ class _RReader:
         elif t in (16, 19, 20):  # character vector, list, expression
             v = [self.item() for _ in range(self.length())]
         elif t == 238:  # ALTREP
-            info, state, attr = self.item(), self.item(), self.item()
+            info, state, _attr = self.item(), self.item(), self.item()
             name = info[0][1][1] if isinstance(info, list) and info and isinstance(info[0][1], tuple) else None
             if name == "compact_intseq":
                 n, start, step = state
