@@ -857,6 +857,46 @@ def test_a_failed_overwrite_run_leaves_the_old_run_as_it_was(trained, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()} == before  # metrics.jsonl too
 
 
+def test_an_overwrite_run_that_diverges_before_its_first_save_puts_the_old_run_back(trained, tmp_path):
+    import shutil
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "clf", ignore=shutil.ignore_patterns(".ulmfit-run.lock"))
+    (tmp_path / "clf" / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir()}
+    wild = ClassifierTrainConfig(**{**FAST, "stage_lrs": (1e10, 1e10)})
+    with pytest.raises(UlmfitError, match=r"the loss became nan at step \d+; nothing was saved\. Train again with "
+                                          r"lower learning rates .*; the run that --overwrite was to replace is back"):
+        train_classifier(task / "lm", task / "train.csv", tmp_path / "clf", cfg=wild, overwrite=True,
+                         progress=False, n_workers=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "clf").iterdir() if p.name != ".ulmfit-run.lock"} == before
+    # a fresh run that diverges leaves no folder with a first metrics line and nothing else
+    with pytest.raises(UlmfitError, match="nothing was saved"):
+        train_classifier(task / "lm", task / "train.csv", tmp_path / "new", cfg=wild, progress=False, n_workers=1)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_replacement_killed_before_its_first_save_gives_the_old_run_back_or_drops_it(tmp_path):
+    from ulmfit.api import REPLACED, clear_replaced_run, settle_replaced
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "notes.txt"):
+        (out / name).write_text(f"old {name}")
+    clear_replaced_run(out)  # --overwrite, its inputs read
+    assert sorted(p.name for p in out.iterdir()) == [REPLACED, "notes.txt"]
+    (out / "metrics.jsonl").write_text("new, step 0")  # then SIGKILL: nothing saved
+    clear_replaced_run(out)  # the next --overwrite: the old run was still the last saved one
+    (out / "metrics.jsonl").write_text("new, step 0")
+    assert settle_replaced(out) is True  # that one failed too: the old run is back, whole
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        n: f"old {n}" for n in ("config.json", "model.safetensors", "metrics.jsonl", "notes.txt")}
+    clear_replaced_run(out)
+    (out / "config.json").write_text("new")  # the new run's first checkpoint
+    assert settle_replaced(out) is False and not (out / REPLACED).exists()
+    assert (out / "config.json").read_text() == "new" and not (out / "model.safetensors").exists()
+
+
 def test_an_overwrite_run_clears_the_replaced_runs_files_and_keeps_the_users(trained, tmp_path):
     import shutil
 

@@ -649,3 +649,17 @@ def test_exit_statuses_follow_the_readme(capsys):
     assert _run_command(None, fails(KeyboardInterrupt()), 0, 1) == 130
     with pytest.raises(ZeroDivisionError):  # an unexpected failure keeps its traceback (exit 1)
         _run_command(None, fails(ZeroDivisionError()), 0, 1)
+
+
+def test_a_language_model_run_that_diverges_before_its_first_save_leaves_nothing_of_itself(tmp_path, tiny_lm,
+                                                                                         corpus, capsys):
+    small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1", "--lr", "1e10", "--freeze-lr", "1e10"]
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(tmp_path / "ft"), *small]) == 2
+    err = capsys.readouterr().err
+    assert "the loss became nan" in err and "nothing was saved. Train again with a lower --lr" in err
+    assert not (tmp_path / "ft").exists()  # it held a metrics.jsonl alone: neither resumable nor free
+    before = {p.name: p.read_bytes() for p in tiny_lm.iterdir() if p.name != ".ulmfit-run.lock"}
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(tiny_lm), "--overwrite",
+                 *small]) == 2
+    assert "the run that --overwrite was to replace is back" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tiny_lm.iterdir() if p.name != ".ulmfit-run.lock"} == before

@@ -86,10 +86,44 @@ RUN_FILES = ("metrics.jsonl", "best.safetensors", ckpt.STATE_J, ckpt.STATE_T, "e
              "eval_report.png", "lr_find.png")
 
 
+# The model's own files, which every save of a run rewrites.
+MODEL_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB, ckpt.SPM)
+# Where the files of the run that --overwrite replaces wait until the new run has its first checkpoint.
+REPLACED = ".ulmfit-replaced"
+
+
 def clear_replaced_run(out: Path) -> None:
-    """Delete the run files of the run that --overwrite replaces (other files in the folder stay)."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+    """Set aside the files of the run that --overwrite replaces (other files in the folder stay),
+    once the new run's inputs are read: the folder never holds files of both runs. They are
+    removed once the new run has saved its first checkpoint and put back if it ends before that
+    (a NaN at its first steps, a crash, Ctrl-C before anything was saved): `settle_replaced`."""
+    settle_replaced(out)  # a replacement killed (SIGKILL) before, that left its predecessor aside
+    names = [n for n in (*MODEL_FILES, *RUN_FILES) if (out / n).exists()]
+    if names:
+        aside = out / REPLACED
+        aside.mkdir()
+        for name in names:
+            os.replace(out / name, aside / name)
+
+
+def settle_replaced(out: Path) -> bool:
+    """Settle the run set aside by `clear_replaced_run`: dropped when the new run has saved a
+    checkpoint (its config.json), else put back in place of the new run's partial files. True
+    when the old run was put back."""
+    import shutil
+
+    aside = Path(out) / REPLACED
+    if not aside.is_dir():
+        return False
+    if (Path(out) / ckpt.CONFIG).exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
+    for name in (*MODEL_FILES, *RUN_FILES):
+        (Path(out) / name).unlink(missing_ok=True)
+    for p in aside.iterdir():
+        os.replace(p, Path(out) / p.name)
+    aside.rmdir()
+    return True
 
 
 def _fresh_metrics(out: Path, resume: bool) -> None:

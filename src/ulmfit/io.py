@@ -387,9 +387,16 @@ def owns_out(fn):
         # a folder that exists is held from the start, so that a live run there is named before
         # anything else is checked; a new one from when it is made (`writable_out`)
         claimed = is_main_process() and out.is_dir() and claim_out(out)
+        resume = bool(bound.arguments.get("resume", False))
+        had = _run_files(out) if out.is_dir() else set()
         try:
-            return fn(*args, **kwargs)
-        except BaseException:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            if is_main_process() and out.is_dir() and not resume:
+                restored = _undo_unsaved_run(out, had)
+                if restored and isinstance(e, UlmfitError):
+                    raise UlmfitError(f"{e}; the run that --overwrite was to replace is back in {out}, as it "
+                                      "was") from e
             if fresh and is_main_process() and out.is_dir() and not holds_files(out):
                 release_out(out)
                 for folder in (out, *new_parents):  # only folders this call made, and only while empty
@@ -401,8 +408,37 @@ def owns_out(fn):
         finally:
             if claimed or fresh:
                 release_out(out)
+        if is_main_process() and out.is_dir():
+            from .api import settle_replaced
+
+            settle_replaced(out)  # the new run saved: the run it replaced goes
+        return result
 
     return run
+
+
+def _run_files(out: Path) -> set[str]:
+    """The files of a model or run (api.MODEL_FILES, api.RUN_FILES) in `out`."""
+    from .api import MODEL_FILES, RUN_FILES
+
+    return {n for n in (*MODEL_FILES, *RUN_FILES) if (out / n).exists()}
+
+
+def _undo_unsaved_run(out: Path, had: set[str]) -> bool:
+    """A run that ended (failed, or was interrupted) before its first checkpoint leaves none of its
+    partial files (a metrics.jsonl with its first line) and, when it was to replace a run
+    (--overwrite), puts that run back (`api.settle_replaced`). True when a replaced run came back."""
+    from .api import settle_replaced
+    from .checkpoint import CONFIG
+
+    if (out / CONFIG).exists():
+        settle_replaced(out)  # it has a checkpoint: the one the error message calls the last good one
+        return False
+    if settle_replaced(out):
+        return True
+    for name in _run_files(out) - had:  # made by this run, which saved no checkpoint
+        (out / name).unlink(missing_ok=True)
+    return False
 
 
 def defaults_of(fn) -> dict:

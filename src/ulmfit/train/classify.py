@@ -28,8 +28,8 @@ from .. import checkpoint as ckpt
 from ..io import UlmfitError, append_jsonl, atomic_group, trim_jsonl
 from ..progress import progress_bar
 from .finetune import freeze_to
-from .loop import (TrainingInterrupted, autocast_ctx, interrupted_message, param_names, sigterm_as_interrupt,
-                   stop_deferred)
+from .loop import (TrainingInterrupted, autocast_ctx, diverged_advice, interrupted_message, param_names,
+                   sigterm_as_interrupt, stop_deferred)
 from .checks import Settings
 from .precision import bf16_pays
 from .metrics import classification_report, multilabel_report
@@ -359,8 +359,8 @@ class ClassifierTrainer:
             logits = self.model(ids.to(self.device), lens.to(self.device))
         loss = self._loss(logits, yb)
         if not torch.isfinite(loss):
-            raise UlmfitError(f"the loss became {float(loss)} at step {self.step}; lower the "
-                              "learning rates (the last good checkpoint is kept)")
+            raise UlmfitError(f"the loss became {loss.detach().item()} at step {self.step}; "
+                              + diverged_advice(self.out, "lower learning rates (--stage-lrs)"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip:

@@ -277,6 +277,16 @@ def param_names(model: torch.nn.Module) -> dict[int, str]:
     return names
 
 
+def diverged_advice(out: Path, lower: str) -> str:
+    """What a user does after the loss became NaN or infinite: --resume keeps a run's saved
+    settings, so lower rates need a new run (or, for a language model, training on from the last
+    good checkpoint with `finetune-lm --from`)."""
+    if (Path(out) / ckpt.CONFIG).exists():
+        return (f"the last good checkpoint is kept in {out}. Train again with {lower} and --overwrite "
+                "(--resume keeps the run's saved rates)")
+    return f"nothing was saved. Train again with {lower}"
+
+
 class LMTrainer:
     """Trains `model` on `train_stream`, validates on `valid_stream`, saves into `out`.
 
@@ -497,8 +507,8 @@ class LMTrainer:
                             loss, ce, _ = model.loss(x, y, cfg.ar_alpha, cfg.tar_beta)
                         if not torch.isfinite(loss):
                             raise UlmfitError(
-                                f"the loss became {float(loss)} at step {self.step}; lower --lr or raise --clip "
-                                "(the last good checkpoint is kept)"
+                                f"the loss became {loss.detach().item()} at step {self.step}; "
+                                + diverged_advice(self.out, "a lower --lr (or --clip)")
                             )
                         self.opt.zero_grad(set_to_none=True)
                         loss.backward()
