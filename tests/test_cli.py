@@ -351,6 +351,10 @@ def test_resume_says_which_given_options_it_ignores(tmp_path, corpus, capsys):
     assert main(["pretrain", str(corpus), "--resume", str(lm), "--epochs", "2", "--bs", "4", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "ignored: --bs" in err and "--epochs" not in err.split("ignored:")[1]  # CORPUS: where the data is
+    # a value given equal to the default is given all the same: the run keeps its own (--bs 8 here)
+    assert main(["pretrain", "--resume", str(lm), "--epochs", "3", "--bs", "64", "--lr=0.003", "--quiet"]) == 0
+    ignored = capsys.readouterr().err.split("ignored: ")[1].split("\n")[0].split(", ")
+    assert sorted(ignored) == ["--bs", "--lr"]
 
 
 def test_a_model_with_damaged_weights_or_config_is_refused_on_load(tmp_path, tiny_lm):

@@ -1036,6 +1036,12 @@ def test_settings_given_from_python_with_resume_are_said_to_be_ignored(tmp_path,
         with pytest.raises(TrainingInterrupted):
             pretrain(str(corpus), tmp_path / "lm", resume=True, n_workers=1, fmt="auto", valid_frac=0.05)
     assert "ignored" not in capsys.readouterr().out
+    with monkeypatch.context() as m:  # progress=False silences progress, not the news of an ignored setting
+        interrupt_at(m, 50)
+        with pytest.warns(UserWarning, match=r"resume=True continues the run with its saved settings; ignored: "
+                                             r"lr=1\.0 \(the run's: 0\.01\)"):
+            with pytest.raises(TrainingInterrupted):
+                pretrain(None, tmp_path / "lm", train_cfg={"lr": 1.0}, resume=True, n_workers=1, progress=False)
     from ulmfit.cli import main
 
     capsys.readouterr()

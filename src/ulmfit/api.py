@@ -385,9 +385,9 @@ def note_ignored_on_resume(given, saved_train: dict, progress: bool, kept=BUDGET
         kept = ()
     differ = [f"{k}={v!r} (the run's: {saved_train[k]!r})" for k, v in items
               if k not in kept and k in saved_train and ckpt.to_json_safe(v) != saved_train[k]]
-    if differ and progress:
-        print("note: resume=True continues the run with its saved settings; ignored: " + ", ".join(differ),
-              flush=True)
+    if differ:
+        _say_ignored("note: resume=True continues the run with its saved settings; ignored: " + ", ".join(differ),
+                     progress)
     return differ
 
 
@@ -409,10 +409,21 @@ def note_ignored_args(given: dict, saved: dict, progress: bool, defaults: dict) 
             same = _same_setting(v, saved[k])
         if not same:
             differ.append(f"{k}={str(v) if k in PATH_ARGS else v!r} (the run's: {saved[k]!r})")
-    if differ and progress:
-        print("note: resume=True continues the run with the data settings it was started with; ignored: "
-              + ", ".join(differ), flush=True)
+    if differ:
+        _say_ignored("note: resume=True continues the run with the data settings it was started with; ignored: "
+                     + ", ".join(differ), progress)
     return differ
+
+
+def _say_ignored(msg: str, progress: bool) -> None:
+    """Settings a resumed run ignores: printed with its progress, else a warning (progress=False
+    silences progress, not the news that a setting given did not take effect)."""
+    if progress:
+        print(msg, flush=True)
+    else:
+        import warnings
+
+        warnings.warn(msg.removeprefix("note: "), UserWarning, stacklevel=4)
 
 
 def _same_setting(a, b) -> bool:

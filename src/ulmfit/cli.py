@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io as _io
 import json
 import os
 import sys
@@ -1036,6 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
         from .train.loop import STOPPING_ENDS_PROCESS
 
         STOPPING_ENDS_PROCESS["torchrun_cli"] = True
+    if getattr(a, "resume", None):
+        _note_ignored_on_resume(parser, a, argv)
     with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext():
         rc = _run_command(parser, a, rank, world)
     if torchrun_worker:
@@ -1102,8 +1105,6 @@ TORCHRUN_ERROR_GRACE_S = 3.0
 def _run_command(parser, a, rank: int, world: int) -> int:
     from safetensors import SafetensorError
 
-    if getattr(a, "resume", None):
-        _note_ignored_on_resume(parser, a)
     try:
         return a.fn(a)
     except UlmfitError as e:
@@ -1142,19 +1143,43 @@ RESUME_OPTIONS = {  # the data argument, when given, is the data's new location 
 ALWAYS_OPTIONS = {"resume", "out", "quiet", "device", "workers", "fn", "command", "overwrite"}
 
 
-def _note_ignored_on_resume(parser: argparse.ArgumentParser, a) -> None:
+def _given_options(argv: list[str]) -> set[str]:
+    """The destinations of the options and arguments given on the command line, whatever their
+    values (`--lr 0.004` is given even where 0.004 is the default): argv parsed again with no
+    defaults, so that only what was typed lands in the namespace."""
+    p = build_parser()
+
+    def suppress(parser: argparse.ArgumentParser) -> None:
+        for act in parser._actions:
+            if isinstance(act, argparse._SubParsersAction):
+                for sub in act.choices.values():
+                    suppress(sub)
+            elif act.dest != "help":
+                act.default = argparse.SUPPRESS
+
+    suppress(p)
+    try:
+        with contextlib.redirect_stderr(_io.StringIO()):
+            return set(vars(p.parse_args(argv)))
+    except SystemExit:
+        return set()
+
+
+def _note_ignored_on_resume(parser: argparse.ArgumentParser, a, argv: list[str]) -> None:
     """Say which of the given arguments --resume ignores (the run goes on with its saved data and
-    settings), rather than let a user believe a new --bs or data file took effect."""
+    settings), rather than let a user believe a new --bs, --lr or data file took effect; one given
+    with its default value too (a run started with --lr 0.001 keeps it under `--resume --lr 0.004`)."""
     sub = next((act for act in parser._actions if isinstance(act, argparse._SubParsersAction)), None)
     cmd = sub.choices.get(a.command) if sub else None
     if cmd is None or a.command not in RESUME_OPTIONS:
         return
     keep = ALWAYS_OPTIONS | RESUME_OPTIONS[a.command]
+    given = _given_options(argv)
     ignored = []
     for act in cmd._actions:
         if act.dest in keep or act.dest == "help" or not hasattr(a, act.dest):
             continue
-        if getattr(a, act.dest) != act.default:
+        if act.dest in given or getattr(a, act.dest) != act.default:
             ignored.append(act.option_strings[-1] if act.option_strings else act.dest.upper())
     if ignored:
         print(f"note: --resume continues the run with its saved data and settings; ignored: {', '.join(ignored)}",
