@@ -86,6 +86,10 @@ def test_lm_eval_prints_perplexity_as_json(tmp_path, corpus, capsys):
     (["finetune-lm", "{tmp}/empty.txt", "--from", "{tmp}/nope", "--out", "{tmp}/o"], "not a model directory"),
     (["demo", "--minutes", "-5", "--out", "{tmp}/o"], "--minutes must be positive"),
     (["demo", "--lm-epochs", "0", "--out", "{tmp}/o"], "--lm-epochs must be at least 1"),
+    # a drop-mult that scales a dropout probability to 1 or more (a traceback from PyTorch before)
+    (["pretrain", "{tmp}/empty.txt", "--drop-mult", "5", "--out", "{tmp}/o"], "drop_mult must be below 4 here"),
+    (["train-classifier", "{tmp}/empty.txt", "--drop-mult", "2.5", "--out", "{tmp}/o"],
+     "drop_mult must be below 2 here"),
 ])
 def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_text("\n  \n")
@@ -667,3 +671,11 @@ def test_a_language_model_run_that_diverges_before_its_first_save_leaves_nothing
                  *small]) == 2
     assert "the run that --overwrite was to replace is back" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in tiny_lm.iterdir() if p.name != ".ulmfit-run.lock"} == before
+
+
+def test_finetune_refuses_a_drop_mult_that_makes_a_dropout_probability_reach_1(tmp_path, tiny_lm, corpus, capsys):
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(tmp_path / "ft"), "--drop-mult",
+                 "5", "--quiet", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: drop_mult: drop_mult must be below 4 here" in err and "Traceback" not in err
+    assert not (tmp_path / "ft").exists()

@@ -714,7 +714,10 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     fingerprint = data.fingerprint()  # recorded with the run, and compared when it resumes
     arch = base.cfg
     if drop_mult is not None:
-        arch = replace(arch, drop_mult=drop_mult)
+        try:
+            arch = replace(arch, drop_mult=drop_mult)
+        except ValueError as e:
+            raise UlmfitError(f"drop_mult: {e}") from None
     arch = replace(arch, vocab_size=len(vocab))
     torch.manual_seed(train_cfg.seed)
     model = AWDLSTMLanguageModel(arch)

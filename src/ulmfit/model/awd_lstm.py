@@ -43,6 +43,12 @@ def check_settings(obj, positive=(), rates=()) -> None:
             raise ValueError(f"{name} is a dropout probability, from 0 up to (not including) 1, not {getattr(obj, name)}")
 
 
+def too_much_dropout(drop_mult: float, top: float) -> str:
+    """The message for a drop_mult that scales the largest dropout probability `top` to 1 or more."""
+    return (f"drop_mult must be below {1 / top:.4g} here (it scales every dropout probability, and the largest, "
+            f"{top:g}, would be {top * drop_mult:.3g}: a probability must stay below 1), not {drop_mult:g}")
+
+
 @dataclass
 class AWDLSTMConfig:
     """Architecture and regularisation. Dropout defaults are the published LM values
@@ -66,6 +72,9 @@ class AWDLSTMConfig:
                        rates=("input_p", "hidden_p", "weight_p", "embed_p", "output_p"))
         if self.drop_mult < 0:
             raise ValueError(f"drop_mult must be at least 0, not {self.drop_mult}")
+        top = max(self.input_p, self.hidden_p, self.weight_p, self.embed_p, self.output_p)
+        if top * self.drop_mult >= 1:
+            raise ValueError(too_much_dropout(self.drop_mult, top))
         if not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"pad_id {self.pad_id} is not a token id of a {self.vocab_size}-token vocabulary")
 

@@ -109,6 +109,12 @@ class ClassifierTrainConfig:
         c.schedule_and_optimizer()
         for name in ("wd", "clip", "drop_mult"):
             c.number(name, 0)
+        from ..model.awd_lstm import too_much_dropout
+        from ..model.classifier import CLASSIFIER_DROPOUTS
+
+        top = max(CLASSIFIER_DROPOUTS.values())
+        if self.drop_mult * top >= 1:
+            raise UlmfitError(f"ClassifierTrainConfig: {too_much_dropout(self.drop_mult, top)}")
         c.integer("patience", 0)
         c.boolean("bf16", "backwards", "bn_recal")
         c.integer("seed")
