@@ -1570,3 +1570,33 @@ def test_a_report_to_standard_output_redirected_to_a_file_is_appended_not_cut(tr
             assert subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, timeout=300).returncode == 0
     text = out.read_text()
     assert text.startswith("previous\n") and text.count('"n": 120') == 2
+
+
+def test_a_kept_epoch_that_collapsed_or_fell_far_below_an_earlier_one_is_warned_about():
+    from ulmfit.classifier_api import training_warnings
+
+    def ep(e, f1, predicted=("neg", "pos")):
+        return {"epoch": e, "valid_macro_f1": f1, "valid_predicted": list(predicted), "valid_classes": 2}
+
+    assert training_warnings([ep(1, 0.6), ep(2, 0.8)], 2) == []
+    (w,) = training_warnings([ep(1, 0.45, ["pos"]), ep(2, 0.49, ["pos"])], 2)
+    assert "predicts 'pos' for every validation text" in w
+    (w,) = training_warnings([ep(1, 0.7), ep(2, 0.8), ep(3, 0.55)], 3)  # select=last after training diverged
+    assert "epoch kept (3) scores a macro-F1 of 0.550" in w and "epoch 2's 0.800" in w and "--select best" in w
+    assert training_warnings([ep(1, 0.7), ep(2, 0.8), ep(3, 0.55)], 2) == []  # the best kept: fine
+    assert training_warnings([{"epoch": 1, "valid_macro_f1": None}], 1) == []  # no validation data
+
+
+def test_a_classifier_that_learns_one_class_only_says_so(task, tmp_path):
+    import warnings
+
+    rows = ["text,label"] + [f"a film {i},common" for i in range(60)] + ["a film odd,rare"] * 2
+    (tmp_path / "skew.csv").write_text("\n".join(rows) + "\n")
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 1), "class_weights": "off"})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train_classifier(task / "lm", tmp_path / "skew.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1,
+                         valid_frac=0.5)
+    said = [str(w.message) for w in seen if "for every validation text" in str(w.message)]
+    assert len(said) == 1 and re.search(r"predicts '(common|rare)' for every validation text", said[0]), \
+        [str(w.message) for w in seen]

@@ -275,9 +275,44 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
         say(f"resuming {out} at step {trainer.step} (stage {trainer.stage + 1}, epoch {trainer.epoch + 1})")
     t0 = time.time()
     res = trainer.fit()
+    for msg in training_warnings(trainer.history, res.get("best_epoch")):
+        warn(msg, progress)
     res["wall_s"] = time.time() - t0
     res["out"] = str(out)
     return res
+
+
+def training_warnings(history: list[dict], kept_epoch: int | None) -> list[str]:
+    """What is wrong with the epoch a classifier run kept, seen on its validation texts: it predicts
+    one class for all of them (a collapse: too few examples of the others, or rates too high), or
+    it scores far below an earlier epoch (the last epoch kept, after training diverged)."""
+    epochs = [h for h in history if h.get("valid_macro_f1") is not None]
+    kept = next((h for h in epochs if h["epoch"] == kept_epoch), None)
+    if kept is None:
+        return []
+    out = []
+    predicted = kept.get("valid_predicted")
+    if predicted is not None and len(predicted) == 1 and kept.get("valid_classes", 0) > 1:
+        out.append(f"the classifier (epoch {kept['epoch']}) predicts '{predicted[0]}' for every validation text: it "
+                   "has learned no other class. Give it more examples of the others, or --class-weights on if "
+                   "it was off, or lower learning rates (--stage-lrs)")
+    best = max(epochs, key=lambda h: h["valid_macro_f1"])
+    if best["valid_macro_f1"] - kept["valid_macro_f1"] >= 0.1:
+        out.append(f"the epoch kept ({kept['epoch']}) scores a macro-F1 of {kept['valid_macro_f1']:.3f} on the "
+                   f"validation texts, far below epoch {best['epoch']}'s {best['valid_macro_f1']:.3f}: training "
+                   "went wrong late (rates too high?); `--select best` keeps the best epoch")
+    return out
+
+
+def warn(msg: str, progress: bool) -> None:
+    """A warning for the user: on standard error with a run's progress, else a Python warning
+    (progress=False silences progress, not news that the result is bad)."""
+    if progress:
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+    else:
+        import warnings
+
+        warnings.warn(msg, UserWarning, stacklevel=3)
 
 
 def _lm_tokenizer(lm_dir: Path, lm_cfg: dict) -> tuple[TokenizerConfig, str | None]:

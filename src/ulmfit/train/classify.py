@@ -489,6 +489,10 @@ class ClassifierTrainer:
                             rec = {"step": self.step, "epoch": self.epoch, "stage": self.stage + 1, "train_loss": run,
                                    "valid_loss": rep["loss"], "valid_accuracy": rep["accuracy"],
                                    "valid_macro_f1": rep["macro_f1"], "best": improved, "elapsed_s": self.elapsed}
+                            if "confusion_matrix" in rep:  # single-label: which classes it predicts at all
+                                cols = np.asarray(rep["confusion_matrix"]).sum(0)
+                                rec["valid_predicted"] = [rep["labels"][i] for i in np.nonzero(cols)[0]]
+                                rec["valid_classes"] = int((np.asarray(rep["confusion_matrix"]).sum(1) > 0).sum())
                             self.history.append(rec)
                             self.log(rec)
                             if self.progress:
@@ -519,5 +523,7 @@ class ClassifierTrainer:
             model.load_state_dict(self.best_state)
         self.save()
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), self.history[-1] if self.history else {})
-        return {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k.startswith("valid_")},
+        scores = {k: v for k, v in best.items()  # the classes predicted stay in metrics.jsonl
+                  if k.startswith("valid_") and k not in ("valid_predicted", "valid_classes")}
+        return {"best_epoch": self.best_epoch, **scores,
                 "epochs": self.epoch, "steps": self.step, "select": "last" if self.keep_last else "best"}
