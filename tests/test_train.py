@@ -611,6 +611,7 @@ def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_epoch(tmp
     res = pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=6, patience=2), progress=False,
                    n_workers=1)
     assert res["restored_best_epoch"] == 2 and res["valid_loss"] == 2.0
+    assert json.loads((tmp_path / "lm" / "config.json").read_text())["kept_epoch"] == 2  # export keeps it too
     state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
     assert state["epoch"] == 4 and state["best_epoch"] == 2  # epochs 5 and 6 never ran
     saved, _, _ = ckpt.load_model(tmp_path / "lm")
@@ -1129,3 +1130,36 @@ def test_a_budget_in_a_train_cfg_dict_given_with_resume_extends_the_run(tmp_path
     pretrain(corpus, tmp_path / "lm", train_cfg={"epochs": 3}, resume=True, progress=False, n_workers=1)
     state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
     assert state["epoch"] == 3  # was: the saved 2, without a word
+
+
+def test_a_language_model_that_got_worse_is_warned_about():
+    from ulmfit.api import lm_training_warnings
+
+    ep = [{"epoch": 1, "valid_loss": 4.0}, {"epoch": 2, "valid_loss": 3.5}]
+    assert lm_training_warnings(ep, 3.5, 3.9) == []
+    (w,) = lm_training_warnings(ep, 3.5, 3.2)  # fine-tuning ended above where it started
+    assert "made the language model worse" in w and "perplexity 24.5 before, 33.1 now" in w
+    (w,) = lm_training_warnings([*ep, {"epoch": 3, "valid_loss": 86.6}], 86.6, None)  # diverged late, kept last
+    assert "perplexity of e^87, far above epoch 2's 33.1" in w and "--patience 1" in w
+    assert lm_training_warnings([{"epoch": 1, "valid_loss": 3.0, "partial_epoch": 0.5}], 3.5, None) == []
+
+
+def test_finetune_warns_when_it_ends_worse_than_the_model_it_started_from(tmp_path, corpus, monkeypatch):
+    import itertools
+
+    import ulmfit.api as api
+    from ulmfit.train import loop
+
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    losses = itertools.chain([3.0], itertools.repeat(3.6))  # before fine-tuning, then every epoch: worse
+
+    def fake(*a, **k):
+        v = next(losses)
+        return {"loss": v, "perplexity": math.exp(v), "accuracy": 0.1, "tokens": 100}
+
+    monkeypatch.setattr(loop, "evaluate_lm", fake)
+    monkeypatch.setattr(api, "evaluate_lm", fake)
+    with pytest.warns(UserWarning, match=r"fine-tuning made the language model worse on the held-out text "
+                                         r"\(perplexity 20\.1 before, 36\.6 now\)"):
+        finetune_lm(tmp_path / "lm", str(corpus), tmp_path / "ft", progress=False, n_workers=1,
+                    train_cfg={"epochs": 1, "bs": 8, "bptt": 16, "patience": 0})

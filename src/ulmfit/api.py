@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -21,7 +22,7 @@ from . import checkpoint as ckpt
 from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
 from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
-                 is_main_process, owns_out, read_json, refuse_if_held)
+                 is_main_process, owns_out, read_json, refuse_if_held, warn)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -262,8 +263,9 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     extra["data"] = data_info
 
     def save_fn(step, history):  # the trainer's config: it holds the planned epochs, if planned
+        kept = {"kept_epoch": trainer.kept_epoch} if trainer.kept_epoch else {}  # early stopping kept an earlier one
         ckpt.save_model(out, model, vocab=vocab, tok_cfg=tok_cfg, sp_model=sp_model, train=trainer.cfg.to_dict(),
-                        history=history, step=step, extra=extra)
+                        history=history, step=step, extra={**extra, **kept})
 
     dev = resolve_device(device)
     model.to(dev)
@@ -314,9 +316,46 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
     finally:  # save_fn reads trainer.cfg: without this cycle the data's memory map closes on return
         trainer.save_fn = None
     result = dict(result)
+    if dist_.is_main():
+        for msg in lm_training_warnings(trainer.history, result.get("valid_loss"), _loss_before(out)):
+            warn(msg, progress)
     result["wall_s"] = time.time() - t0
     result["out"] = str(out)
     return result
+
+
+def _loss_before(out: Path) -> float | None:
+    """The validation loss finetune-lm measured before it trained (the first line of its metrics)."""
+    try:
+        with open(out / "metrics.jsonl", encoding="utf-8") as f:
+            first = json.loads(f.readline() or "{}")
+    except (OSError, ValueError):
+        return None
+    return first.get("valid_loss") if first.get("step") == 0 and first.get("epoch") == 0 else None
+
+
+def lm_training_warnings(history: list[dict], kept_loss: float | None, before_loss: float | None) -> list[str]:
+    """What is wrong with the language model a run kept, seen on its held-out text: worse than the
+    model fine-tuning started from, or far worse than an earlier epoch (training that diverged
+    late; the last epoch is kept unless --patience stops early and keeps the best)."""
+    if kept_loss is None or not math.isfinite(kept_loss):
+        return []
+    out = []
+    if before_loss is not None and kept_loss > before_loss:
+        out.append(f"fine-tuning made the language model worse on the held-out text (perplexity "
+                   f"{_ppl(before_loss)} before, {_ppl(kept_loss)} now): train again with a lower --lr (and "
+                   "--overwrite), or use the base model as it is")
+    epochs = [h for h in history if h.get("valid_loss") is not None and "partial_epoch" not in h]
+    best = min(epochs, key=lambda h: h["valid_loss"], default=None)
+    if best is not None and kept_loss > best["valid_loss"] * 1.1:
+        out.append(f"the model kept has a held-out perplexity of {_ppl(kept_loss)}, far above epoch "
+                   f"{best['epoch']}'s {_ppl(best['valid_loss'])}: training went wrong late (--lr too high?); "
+                   "--patience 1 stops there and keeps the best epoch")
+    return out
+
+
+def _ppl(loss: float) -> str:
+    return f"{math.exp(loss):.1f}" if loss < 50 else f"e^{loss:.0f}"
 
 
 def _train_cfg_from(saved: dict, overrides: dict) -> LMTrainConfig:

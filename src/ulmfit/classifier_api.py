@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import (FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, is_stdout, owns_out,
+from .io import (FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, is_stdout, owns_out, warn,
                  written_through)
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
@@ -302,17 +302,6 @@ def training_warnings(history: list[dict], kept_epoch: int | None) -> list[str]:
                    f"validation texts, far below epoch {best['epoch']}'s {best['valid_macro_f1']:.3f}: training "
                    "went wrong late (rates too high?); `--select best` keeps the best epoch")
     return out
-
-
-def warn(msg: str, progress: bool) -> None:
-    """A warning for the user: on standard error with a run's progress, else a Python warning
-    (progress=False silences progress, not news that the result is bad)."""
-    if progress:
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
-    else:
-        import warnings
-
-        warnings.warn(msg, UserWarning, stacklevel=3)
 
 
 def _lm_tokenizer(lm_dir: Path, lm_cfg: dict) -> tuple[TokenizerConfig, str | None]:

@@ -221,7 +221,7 @@ def cmd_finetune(a) -> int:
 def _summary(res: dict) -> None:
     print(f"language model saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl, "
           "train_state.*)")
-    keys = ["valid_loss", "valid_perplexity", "valid_accuracy", "tokens", "wall_s", "out"]
+    keys = ["valid_loss", "valid_perplexity", "valid_accuracy", "restored_best_epoch", "tokens", "wall_s", "out"]
     print(json.dumps({k: res[k] for k in keys if k in res}, indent=2))
 
 

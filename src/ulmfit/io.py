@@ -369,6 +369,17 @@ def is_main_process() -> bool:
     return is_main()
 
 
+def warn(msg: str, progress: bool) -> None:
+    """A warning for the user: on standard error with a run's progress, else a Python warning
+    (progress=False silences progress, not news that the result is bad)."""
+    if progress:
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+    else:
+        import warnings
+
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+
 def owns_out(fn):
     """A training function that writes into `out`: while it runs, it holds the folder against
     other processes (`io.claim_out`: a second run there is refused, not interleaved). A run that

@@ -339,6 +339,7 @@ class LMTrainer:
         self._budget: int | None = None
         self.best_loss: float | None = None  # early stopping (cfg.patience): lowest validation loss so far
         self.best_epoch = 0
+        self.kept_epoch: int | None = None  # set when the weights kept are an earlier epoch's
         self.bad_epochs = 0
         self.run_loss = None  # the current epoch's running train loss (kept in the state for a resume)
         self.best_state: dict | None = None
@@ -606,6 +607,7 @@ class LMTrainer:
                 raise TrainingInterrupted(interrupted_message(self.step, self.out)) from None
         if cfg.patience and self.best_state is not None and self.best_epoch != self.epoch:
             ckpt.load_weights(model, self.best_state, self.out / BEST_WEIGHTS)  # the lowest validation loss
+            self.kept_epoch = self.best_epoch  # the saved config says so (`api._run`)
             result = {**next((h for h in self.history if h.get("epoch") == self.best_epoch), result),
                       "restored_best_epoch": self.best_epoch}
             if self.progress:
