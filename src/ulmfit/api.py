@@ -12,6 +12,8 @@ import json
 import math
 import numbers
 import os
+import re
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +23,8 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
-from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
-                 is_main_process, owns_out, read_json, refuse_if_held, warn)
+from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, holds_out,
+                 is_main_process, owns_out, read_json, refuse_if_held, warn, OUT_LOCK)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -78,6 +80,8 @@ def writable_out(out: Path, create: bool) -> None:
     except OSError as e:
         raise UlmfitError(f"cannot write into --out {out} ({e.strerror or e}); choose a folder you can write to") from e
     claim_out(out)  # held until the training function returns (`io.owns_out`)
+    if holds_out(out):  # no other run of ours writes here: the half-written saves of a killed one go
+        sweep_partial_writes(out)
 
 
 # What a run or a command on its model leaves in the model's folder besides the files every save
@@ -135,10 +139,42 @@ def _fresh_metrics(out: Path, resume: bool) -> None:
 
 
 def require_saved_run(out: Path) -> None:
-    """--resume on a folder with nothing in it (a wrong path, or a run stopped before its first save)."""
-    if not out.is_dir() or not holds_files(out):
+    """--resume on a folder with no checkpoint in it (a wrong path, or a run stopped before its first
+    save, perhaps killed with a first metrics line or half-written files left)."""
+    if out.is_dir() and is_main_process():
+        settle_replaced(out)  # a replacement killed before its first save: the run it replaced is back
+    if not out.is_dir() or not (out / ckpt.CONFIG).exists():
         raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
                           "the path is wrong); start it again without --resume")
+
+
+# Files a killed run can leave before its first checkpoint, besides its lock: its first metrics
+# line (finetune-lm's validation before training) and the temporary files of a save cut short.
+_PARTIAL_WRITE = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _partial_writes(out: Path) -> list[Path]:
+    """The temporary files of saves a killed run left in `out` (`io.atomic_path` writes `.NAME.XXXX.tmp`
+    beside NAME): only for the files a run or its commands write."""
+    ours = {*MODEL_FILES, *RUN_FILES}
+    return [p for p in out.iterdir() if (m := _PARTIAL_WRITE.match(p.name)) and m.group(1) in ours and p.is_file()]
+
+
+def _unsaved_leftovers(out: Path) -> list[Path] | None:
+    """What a run killed before its first checkpoint left in `out`, when that is all the folder holds
+    (None: it holds something else, a model among it)."""
+    partial = set(_partial_writes(out))
+    left = [p for p in out.iterdir() if p.name != OUT_LOCK]
+    if not left or any(p.name != "metrics.jsonl" and p not in partial for p in left):
+        return None
+    return left
+
+
+def sweep_partial_writes(out: Path) -> None:
+    """Remove the temporary files of saves that a killed run left in `out` (this process holds the
+    folder, so no live run of ours writes them); they would stay, hidden, a checkpoint's size each."""
+    for p in _partial_writes(out):
+        p.unlink(missing_ok=True)
 
 
 def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
@@ -148,6 +184,17 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
         raise UlmfitError(f"--out {out} is a file, not a directory")
     if is_main_process():  # the other processes of a torchrun job would see process 0's own lock
         refuse_if_held(out)
+    if out.is_dir():
+        if is_main_process():
+            settle_replaced(out)  # a replacement killed before its first save: the run it replaced is back
+        left = _unsaved_leftovers(out)
+        if left:  # a run killed before its first checkpoint: nothing to resume, nothing to keep
+            if is_main_process():  # (the folder is not held by a live run: refuse_if_held)
+                for p in left:
+                    p.unlink(missing_ok=True)
+                print(f"note: removed {', '.join(sorted(p.name for p in left))} from {out}: what a run killed "
+                      "before its first save left there", file=sys.stderr)
+            return
     if out.exists() and holds_files(out) and not overwrite:
         raise UlmfitError(f"{out} already holds files; {choices}")
 
@@ -167,7 +214,8 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         if not (out / ckpt.STATE_J).exists():
             raise UlmfitError(
                 f"cannot resume: {out} holds no interrupted run ({ckpt.STATE_J} is missing). To keep training a "
-                f"finished or shipped model from its weights, use `ulmfit pretrain CORPUS --init-from {out} --out NEW`"
+                f"finished or shipped model from its weights, start a new run from it: `ulmfit finetune-lm TEXT --from "
+                f"{out} --out NEW` or `ulmfit pretrain CORPUS --init-from {out} --out NEW`"
             )
         return
     require_free_out(out, overwrite, "pass --resume to continue that run, --overwrite to replace it, "

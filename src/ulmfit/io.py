@@ -289,6 +289,11 @@ def refuse_if_held(out) -> None:
         raise in_use_error(out, who)
 
 
+def holds_out(out) -> bool:
+    """Whether this process holds `out` (`claim_out`)."""
+    return _lock_key(out) in _held_outs
+
+
 def claim_out(out) -> bool:
     """Hold `out` (an existing folder) for this process until `release_out`. Refuses, with who
     holds it, a folder that a live run holds. Returns whether this call took the lock (False: it was
