@@ -679,3 +679,45 @@ def test_finetune_refuses_a_drop_mult_that_makes_a_dropout_probability_reach_1(t
     err = capsys.readouterr().err
     assert "error: drop_mult: drop_mult must be below 4 here" in err and "Traceback" not in err
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_run_killed_before_its_first_save_neither_blocks_a_rerun_nor_is_resumed(tmp_path, tiny_lm, corpus, capsys):
+    """SIGKILL after finetune-lm's first metrics line (or during its first save) left a folder that
+    --resume called a finished model and a plain rerun called taken."""
+    ft = tmp_path / "ft"
+    ft.mkdir()
+    (ft / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "valid_loss": 5.0}\n')
+    (ft / ".model.safetensors.ab12cd34.tmp").write_bytes(b"half a save")
+    (ft / ".ulmfit-run.lock").write_text("")
+    assert main(["finetune-lm", "--resume", str(ft), "--quiet"]) == 2
+    assert "holds no saved run (the run stopped before its first save" in capsys.readouterr().err
+    small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1", "--epochs", "1"]
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), *small]) == 0
+    err = capsys.readouterr().err
+    assert "note: removed .model.safetensors.ab12cd34.tmp, metrics.jsonl from" in err
+    assert not list(ft.glob(".*.tmp")) and (ft / "config.json").exists()
+    # the temporary files of a save cut short are swept when a run resumes there too; others' stay
+    (ft / ".train_state.json.zz99yy88.tmp").write_text("{")
+    (ft / ".notes.txt.ab12cd34.tmp").write_text("not ours")
+    assert main(["finetune-lm", "--resume", str(ft), "--epochs", "2", "--quiet"]) == 0
+    assert sorted(p.name for p in ft.glob(".*.tmp")) == [".notes.txt.ab12cd34.tmp"]
+
+
+def test_sigterm_while_a_command_reads_its_data_ends_it_as_ctrl_c_does(tmp_path, corpus):
+    """Not only inside the training loops: SIGTERM during tokenising or loading killed the process
+    on the spot (exit 143, no message, the folder's lock left behind)."""
+    script = tmp_path / "term.py"
+    script.write_text(
+        "import os, signal, time, sys\n"
+        "import ulmfit.api as api\n"
+        "def pretrain(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "api.pretrain = pretrain\n"
+        "from ulmfit.cli import main\n"
+        "sys.argv[0] = 'ulmfit'\n"
+        "raise SystemExit(main())\n")
+    r = subprocess.run([sys.executable, str(script), "pretrain", str(corpus), "--out", str(tmp_path / "o"),
+                        "--preset", "tiny", "--quiet"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "ULMFIT_JEMALLOC": "0"})
+    assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stderr[-2000:]

@@ -1005,6 +1005,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (a scheduler, `timeout`, `docker stop`) ends a command as Ctrl-C does, at any moment:
+    while it reads and tokenises its data or loads a model too, not only in the training loops
+    (which save first: `train.loop.sigterm_as_interrupt`). Before, SIGTERM there killed the process
+    on the spot: no message, a lock and a half-built token cache left behind, exit 143."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if from_command_line else argv)
@@ -1039,7 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
         STOPPING_ENDS_PROCESS["torchrun_cli"] = True
     if getattr(a, "resume", None):
         _note_ignored_on_resume(parser, a, argv)
-    with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext():
+    with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext(), \
+            _sigterm_as_ctrl_c() if from_command_line else contextlib.nullcontext():
         rc = _run_command(parser, a, rank, world)
     if torchrun_worker:
         _exit_torchrun_worker(rc, rank)
