@@ -1600,3 +1600,20 @@ def test_a_classifier_that_learns_one_class_only_says_so(task, tmp_path):
     said = [str(w.message) for w in seen if "for every validation text" in str(w.message)]
     assert len(said) == 1 and re.search(r"predicts '(common|rare)' for every validation text", said[0]), \
         [str(w.message) for w in seen]
+
+
+def test_an_evaluation_report_and_its_plot_replace_the_previous_pair_together(trained, tmp_path, monkeypatch):
+    import ulmfit.classifier_api as capi
+
+    task, _ = trained
+    rep = evaluate(task / "clf", task / "test.csv", progress=False)
+    capi.write_report(rep, tmp_path / "r.json")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def plot_fails(*a, **k):  # as a kill or a full disk between the two writes
+        raise OSError("the plot could not be written")
+
+    monkeypatch.setattr(capi, "plot_confusion", plot_fails)
+    with pytest.raises(OSError):
+        capi.write_report({**rep, "n": 1}, tmp_path / "r.json")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no new JSON beside the old plot

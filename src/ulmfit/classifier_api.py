@@ -24,8 +24,8 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import (FinishedRun, UlmfitError, as_texts, atomic_write_json, defaults_of, is_stdout, owns_out, warn,
-                 written_through)
+from .io import (FinishedRun, UlmfitError, as_texts, atomic_group, atomic_write_json, defaults_of, is_stdout,
+                 owns_out, warn, written_through)
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
@@ -618,9 +618,10 @@ def write_report(rep: dict, report) -> Path | None:
             with open(report, "w", encoding="utf-8") as f:
                 f.write(text)
         return None
-    atomic_write_json(report, rep)
-    if "confusion_matrix" not in rep:
-        return None
-    png = report.with_suffix(".png")
-    plot_confusion(rep["confusion_matrix"], rep["labels"], png)
+    with atomic_group():  # the JSON and its PNG replace the previous pair together, never one of them
+        atomic_write_json(report, rep)
+        if "confusion_matrix" not in rep:
+            return None
+        png = report.with_suffix(".png")
+        plot_confusion(rep["confusion_matrix"], rep["labels"], png)
     return png
