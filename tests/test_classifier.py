@@ -1617,3 +1617,27 @@ def test_an_evaluation_report_and_its_plot_replace_the_previous_pair_together(tr
     with pytest.raises(OSError):
         capi.write_report({**rep, "n": 1}, tmp_path / "r.json")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no new JSON beside the old plot
+
+
+def test_an_unfinished_classifier_loads_with_a_warning_and_the_cli_says_it_in_a_line(trained, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    task, _ = trained
+    shutil.copytree(task / "clf", tmp_path / "clf", ignore=shutil.ignore_patterns(".ulmfit-run.lock"))
+    state = json.loads((tmp_path / "clf" / "train_state.json").read_text())
+    (tmp_path / "clf" / "train_state.json").write_text(json.dumps({**state, "stage": 0}))  # as a run stopped early
+    with pytest.warns(UserWarning, match=r"is a classifier run that has not finished \(interrupted in stage 1 of 2\)"
+                                         r".*train-classifier --resume"):
+        TextClassifier.load(tmp_path / "clf")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TextClassifier.load(task / "clf")  # a finished one: nothing to say
+    (tmp_path / "in.txt").write_text("a wonderful film\n")
+    r = subprocess.run([sys.executable, "-m", "ulmfit", "predict", str(tmp_path / "in.txt"), "--model",
+                        str(tmp_path / "clf"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr.startswith(f"warning: {tmp_path / 'clf'} is a classifier run that has not "
+                                                     "finished"), r.stderr

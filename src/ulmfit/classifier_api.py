@@ -27,6 +27,7 @@ from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read
 from .io import (FinishedRun, UlmfitError, as_texts, atomic_group, atomic_write_json, defaults_of, is_stdout,
                  owns_out, warn, written_through)
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
+from .pretrained import _unfinished_classifier
 from .text.tokenize import TokenizerConfig
 from .train.checks import config_from
 from .train.classify import (MAX_LAST_EPOCHS, SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer,
@@ -504,6 +505,12 @@ class TextClassifier:
             tok = TokenizerConfig.from_dict(cfg["tokenizer"])
             sp = str(d / ckpt.SPM) if tok.kind == "subword" else None
             members.append((model.to(dev), cfg, vocab, tok, sp, ckpt.classifier_reads_backwards(cfg), d))
+            unfinished = _unfinished_classifier(d, cfg)
+            if unfinished:  # loadable and usable, but not the model its run was to make
+                import warnings
+
+                warnings.warn(f"{d} {unfinished}: it predicts as it was where the run stopped; `ulmfit "
+                              f"train-classifier --resume {d}` finishes it", UserWarning, stacklevel=2)
         return cls(members, labels, bool(multi))
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,

@@ -1027,12 +1027,30 @@ def _sigterm_as_ctrl_c():
         signal.signal(signal.SIGTERM, before)
 
 
+def _show_our_warnings_as_lines() -> None:
+    """The library's own warnings (a model kept that scores badly, settings a resume ignores, an
+    unfinished model) read `warning: ...` on the command line, as its other messages do, not
+    `.../api.py:412: UserWarning: ...` with a line of its source; other packages' keep Python's form."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning and f"{os.sep}ulmfit{os.sep}" in str(filename):
+            print(f"warning: {message}", file=file or sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if from_command_line else argv)
     if from_command_line:
         maybe_reexec_with_jemalloc(argv)
         _stdout_that_encodes_any_text()
+        _show_our_warnings_as_lines()
     if argv and argv[0] == "data":  # its own sub-commands and --help live in ulmfit.datasets
         import signal
 
