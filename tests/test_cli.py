@@ -90,6 +90,9 @@ def test_lm_eval_prints_perplexity_as_json(tmp_path, corpus, capsys):
     (["pretrain", "{tmp}/empty.txt", "--drop-mult", "5", "--out", "{tmp}/o"], "drop_mult must be below 4 here"),
     (["train-classifier", "{tmp}/empty.txt", "--drop-mult", "2.5", "--out", "{tmp}/o"],
      "drop_mult must be below 2 here"),
+    # a language model's held-out share: 0 validated on a handful of tokens, 1 trained on next to nothing
+    (["pretrain", "{tmp}/empty.txt", "--valid-frac", "1", "--out", "{tmp}/o"], "must be above 0 and below 1, not 1.0"),
+    (["finetune-lm", "{tmp}/empty.txt", "--valid-frac", "0", "--out", "{tmp}/o"], "must be above 0 and below 1"),
 ])
 def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_text("\n  \n")

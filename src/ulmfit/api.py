@@ -270,6 +270,14 @@ def _run_tokens(out: Path, how: str, what: str, *args, **kwargs):
                           f"rules: `{how}`") from None
 
 
+def _check_valid_frac(valid_frac, hint: str) -> None:
+    """A language model validates on a held-out share of its text: above 0 (0 validated on a handful
+    of tokens and early-stopped on them) and below 1 (1 trained on a document or two)."""
+    if isinstance(valid_frac, bool) or not isinstance(valid_frac, numbers.Real) or not 0 < valid_frac < 1:
+        raise UlmfitError(f"valid_frac (--valid-frac), the share of the text held out to validate on, must be above 0 "
+                          f"and below 1, not {valid_frac!r}{hint}")
+
+
 def _split(data, valid_frac: float, seed: int, max_valid_tokens: int | None):
     train, valid = data.split(valid_frac, seed, max_valid_tokens)
     return train, valid
@@ -579,6 +587,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         require_path(corpus, "the corpus", IN_MEMORY_HINT)
     if not resume and init_from is None and preset not in PRESETS:
         raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if not resume and valid_source is None:
+        _check_valid_frac(valid_frac, "; --valid FILE (valid=) validates on another text")
     given_cfg = train_cfg
     train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
     if arch_overrides and not resume and init_from is None:  # checked before hours of tokenising
@@ -743,6 +753,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         raise UlmfitError(f"{texts} is a token folder (`ulmfit corpus tokenize`): finetune-lm builds the target "
                           "text's vocabulary itself, with the base model's tokeniser, so give it the text"
                           + (f" ({source})" if source else "") + " instead; pretrain reads token folders")
+    if not resume:
+        _check_valid_frac(valid_frac, "")
     from_dir = resolve_model(from_dir)
     if from_dir is None and not resume:  # as `ulmfit finetune-lm` without --from
         from .pretrained import default_lm
