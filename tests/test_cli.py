@@ -93,6 +93,9 @@ def test_lm_eval_prints_perplexity_as_json(tmp_path, corpus, capsys):
     # a language model's held-out share: 0 validated on a handful of tokens, 1 trained on next to nothing
     (["pretrain", "{tmp}/empty.txt", "--valid-frac", "1", "--out", "{tmp}/o"], "must be above 0 and below 1, not 1.0"),
     (["finetune-lm", "{tmp}/empty.txt", "--valid-frac", "0", "--out", "{tmp}/o"], "must be above 0 and below 1"),
+    (["pretrain", "{tmp}/empty.txt", "--lr", "inf", "--out", "{tmp}/o"], "lr must be a finite number, not inf"),
+    (["train-classifier", "{tmp}/empty.txt", "--stage-lrs", "inf", "1", "1", "1", "--out", "{tmp}/o"],
+     "stage_lrs[0] must be a finite number above 0, not inf"),
 ])
 def test_bad_input_gets_a_clear_one_line_error(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_text("\n  \n")

@@ -8,6 +8,7 @@ saves an untrained model without a word.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import fields
 
@@ -49,13 +50,16 @@ class Settings:
             self._fail(field, f"must be at least {lo}")
 
     def number(self, field: str, lo: float | None = None, hi: float | None = None, above: bool = False,
-               below: bool = False, none: bool = False) -> None:
-        """A real number in [lo, hi] (`above`: > lo, `below`: < hi)."""
+               below: bool = False, none: bool = False, infinite: bool = False) -> None:
+        """A real number in [lo, hi] (`above`: > lo, `below`: < hi); finite unless `infinite` (a
+        time that never comes: inf minutes)."""
         v = getattr(self.cfg, field)
         if v is None and none:
             return
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != v:
             self._fail(field, "must be a number" + (" or None" if none else ""))
+        if not infinite and v in (math.inf, -math.inf):
+            self._fail(field, "must be a finite number")
         if lo is not None and (v <= lo if above else v < lo):
             self._fail(field, f"must be {'above' if above else 'at least'} {lo:g}")
         if hi is not None and (v >= hi if below else v > hi):

@@ -102,8 +102,8 @@ class ClassifierTrainConfig:
                                   f"groups), not {g!r}")
             if isinstance(e, bool) or not isinstance(e, numbers.Integral) or e < 0:
                 raise UlmfitError(f"ClassifierTrainConfig: stage_epochs[{i}] must be a whole number >= 0, not {e!r}")
-            if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
-                raise UlmfitError(f"ClassifierTrainConfig: stage_lrs[{i}] must be a number above 0, not {lr!r}")
+            if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf"):
+                raise UlmfitError(f"ClassifierTrainConfig: stage_lrs[{i}] must be a finite number above 0, not {lr!r}")
         if sum(self.stage_epochs) < 1:
             raise UlmfitError("ClassifierTrainConfig: stage_epochs add up to 0; nothing would train")
         c.schedule_and_optimizer()
@@ -118,7 +118,7 @@ class ClassifierTrainConfig:
         c.integer("patience", 0)
         c.boolean("bf16", "backwards", "bn_recal")
         c.integer("seed")
-        c.number("save_every_minutes", 0)
+        c.number("save_every_minutes", 0, infinite=True)
         c.integer("min_last_steps", 0)
         c.integer("bn_recal_docs", 1)
 

@@ -84,8 +84,8 @@ class LMTrainConfig:
         c.boolean("bf16", "variable_bptt", "backwards")
         c.integer("seed")
         c.integer("max_tokens", 1, none=True)
-        c.number("max_minutes", 0, none=True)  # 0 or None: no time limit
-        c.number("save_every_minutes", 0)  # 0: a checkpoint after every step
+        c.number("max_minutes", 0, none=True, infinite=True)  # 0 or None: no time limit
+        c.number("save_every_minutes", 0, infinite=True)  # 0: a checkpoint after every step
         c.integer("log_every", 1)
         c.integer("eval_every", 0)
         c.integer("patience", 0)
