@@ -326,7 +326,7 @@ def test_resume_refuses_a_directory_without_a_run(tmp_path, corpus):
 def test_a_finished_run_can_be_extended_with_more_epochs(tmp_path, corpus):
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lm").iterdir()}
-    with pytest.raises(UlmfitError, match="finished run .*larger --epochs"):  # nothing to resume: said, not "saved"
+    with pytest.raises(UlmfitError, match=r"finished run \(1 epoch, .*--epochs above 1"):  # said, not "saved"
         pretrain(corpus, tmp_path / "lm", progress=False, resume=True, n_workers=1)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lm").iterdir()} == before
     pretrain(corpus, tmp_path / "lm", progress=False, resume=True, extend={"epochs": 2}, n_workers=1)
@@ -1163,3 +1163,12 @@ def test_finetune_warns_when_it_ends_worse_than_the_model_it_started_from(tmp_pa
                                          r"\(perplexity 20\.1 before, 36\.6 now\)"):
         finetune_lm(tmp_path / "lm", str(corpus), tmp_path / "ft", progress=False, n_workers=1,
                     train_cfg={"epochs": 1, "bs": 8, "bptt": 16, "patience": 0})
+
+
+def test_a_finished_fine_tuning_run_counts_its_epochs_as_epochs_does(tmp_path, corpus):
+    """It said 'a finished run (7 of 3 epochs)' to `--resume --epochs 2` on a run of 1 frozen + 6."""
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    finetune_lm(tmp_path / "lm", str(corpus), tmp_path / "ft", progress=False, n_workers=1,
+                train_cfg={"epochs": 2, "bs": 8, "bptt": 16, "patience": 0})
+    with pytest.raises(UlmfitError, match=r"finished run \(3 epochs: 1 frozen \+ 2, .*--epochs above 2"):
+        finetune_lm(None, None, tmp_path / "ft", resume=True, extend={"epochs": 1}, progress=False)

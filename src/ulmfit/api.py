@@ -354,11 +354,13 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
                               "--epochs/--max-tokens to finish it as planned, or give a larger budget")
         if done_now:
             # nothing left to train: refuse before anything is written, rather than "save" untouched files
-            raise FinishedRun(f"{out} holds a finished run ({trainer.epoch} of {trainer.total_epochs} epochs, "
-                              f"{trainer.tokens:,} tokens"
+            frozen = min(c.freeze_epochs or 0, trainer.epoch)  # --epochs counts the epochs after these
+            trained = f"{trainer.epoch} epoch{'s' if trainer.epoch != 1 else ''}" + (
+                f": {frozen} frozen + {trainer.epoch - frozen}" if frozen else "")
+            raise FinishedRun(f"{out} holds a finished run ({trained}, {trainer.tokens:,} tokens"
                               + (f" of a {c.max_tokens:,}-token budget" if c.max_tokens else "")
-                              + "); nothing to resume. To train it further, resume with a larger --epochs"
-                              + (" or --max-tokens" if c.max_tokens else ""))
+                              + f"); nothing to resume. To train it further, resume with --epochs above "
+                              f"{trainer.epoch - frozen}" + (" or a larger --max-tokens" if c.max_tokens else ""))
         if budget_changed and unfinished_before:
             _print(f"note: the new budget ({trainer.total_epochs} epochs"
                    + (f", {c.max_tokens:,} tokens" if c.max_tokens else "")
