@@ -2,6 +2,7 @@
 round, and clear errors (exit code 2, one line, no traceback) on bad input."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -727,3 +728,14 @@ def test_sigterm_while_a_command_reads_its_data_ends_it_as_ctrl_c_does(tmp_path,
                         "--preset", "tiny", "--quiet"], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "ULMFIT_JEMALLOC": "0"})
     assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stderr[-2000:]
+
+
+def test_a_batch_size_that_leaves_an_epoch_a_step_or_two_is_warned_about(tmp_path, corpus, capsys):
+    assert main(["pretrain", str(corpus), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1",
+                 "--bs", "500", "--bptt", "16", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"warning: --bs 500 splits the [\d,]+ training tokens into streams of about \d+ tokens: \d steps? "
+                     r"an epoch, too few to learn much; a smaller --bs \(about \d+\)", err), err
+    assert main(["pretrain", str(corpus), "--out", str(tmp_path / "lm2"), "--preset", "tiny", "--epochs", "1",
+                 "--bs", "8", "--bptt", "16", "--workers", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -292,6 +292,17 @@ def _streams(train, valid, cfg: LMTrainConfig):
     return train_stream, valid_stream
 
 
+def _warn_few_steps(stream, n_tokens: int, cfg: LMTrainConfig, progress: bool) -> None:
+    """A batch size so large for the text that an epoch is a step or two: the model barely trains
+    (it said nothing, and perplexity moved from 690 to 678)."""
+    steps = len(stream)
+    if steps < 10 and cfg.bs > 1:
+        better = max(1, n_tokens // (cfg.bptt * 20))
+        warn(f"--bs {cfg.bs} splits the {n_tokens:,} training tokens into streams of about {n_tokens // cfg.bs:,} "
+             f"tokens: {steps} step{'s' if steps != 1 else ''} an epoch, too few to learn much; a smaller --bs "
+             f"(about {better}) or more text trains it better", progress)
+
+
 def resolve_device(device: str | None) -> torch.device:
     """'auto' (default) picks a CUDA GPU when there is one (each torchrun process its own), else the CPU."""
     local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: each process on a GPU of its own
@@ -672,6 +683,8 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     _print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters "
            f"({model.cfg.emb_size}/{model.cfg.hidden_size}/{model.cfg.n_layers})", progress)
     ts, vs = _streams(train, valid, train_cfg)
+    if not resume and dist_.is_main():
+        _warn_few_steps(ts, train.n_tokens(), train_cfg, progress)
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
               "n_docs": data.n_docs(), "fingerprint": fingerprint, "valid_tokens": valid.n_tokens(),
@@ -840,6 +853,8 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
            f"({found:,} known to the pretrained model, {len(vocab) - found:,} new, started at the mean vector)",
            progress)
     ts, vs = _streams(train, valid, train_cfg)
+    if not resume and dist_.is_main():
+        _warn_few_steps(ts, train.n_tokens(), train_cfg, progress)
     _fresh_metrics(out, resume)
     if not resume and dist_.is_main():
         before = evaluate_lm(model, vs, train_cfg.bf16 and bf16_pays())
