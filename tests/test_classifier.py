@@ -1641,3 +1641,12 @@ def test_an_unfinished_classifier_loads_with_a_warning_and_the_cli_says_it_in_a_
                         str(tmp_path / "clf"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stderr.startswith(f"warning: {tmp_path / 'clf'} is a classifier run that has not "
                                                      "finished"), r.stderr
+
+
+def test_as_many_labels_as_texts_is_warned_about_before_training(task, tmp_path):
+    rows = ["text,label"] + [f"a film about thing {i},{i}" for i in range(60)] + ["another film,1"] * 2
+    (tmp_path / "ids.csv").write_text("\n".join(rows) + "\n")  # an id column read as the label
+    with pytest.warns(UserWarning, match=r"60 labels for \d+ training texts: most labels name a text or two.*"
+                                         r"--label-col"):
+        train_classifier(task / "lm", tmp_path / "ids.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
+                         progress=False, n_workers=1)

@@ -194,6 +194,10 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
                               "at least one training example); give validation data (--valid), or train on "
                               "every label with --valid-frac 0")
     validate_training(train_texts)
+    names = train_texts.label_names()
+    if not resume and len(names) >= 20 and len(names) > len(train_texts) / 2:
+        warn(f"{len(names):,} labels for {len(train_texts):,} training texts: most labels name a text or two, "
+             "too few to learn them; is the label column the one meant (--label-col)?", progress)
     sizes = (len(train_texts), len(valid_texts) if valid_texts is not None else 0)
     if resume and sizes != (s.get("n_train", sizes[0]), s.get("n_valid", sizes[1])):
         raise UlmfitError(f"cannot resume: {out} was trained on {s.get('n_train')} + {s.get('n_valid')} examples, "
