@@ -1650,3 +1650,22 @@ def test_as_many_labels_as_texts_is_warned_about_before_training(task, tmp_path)
                                          r"--label-col"):
         train_classifier(task / "lm", tmp_path / "ids.csv", tmp_path / "c", cfg=ClassifierTrainConfig(**FAST),
                          progress=False, n_workers=1)
+
+
+def test_patience_0_means_no_early_stopping_as_for_the_language_model(task, tmp_path):
+    """It stopped after the first epoch of the last stage (2 of 5 epochs), also under select=last."""
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 3), "patience": 0})
+    res = train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
+    assert res["epochs"] == 4
+
+
+def test_a_classifier_that_keeps_an_earlier_epoch_says_which(task, tmp_path, monkeypatch, capsys):
+    from ulmfit.train.classify import ClassifierTrainer
+
+    scores = iter([0.5, 0.8, 0.6, 0.6, 0.6])
+    monkeypatch.setattr(ClassifierTrainer, "evaluate",
+                        lambda self, data: {"loss": 0.5, "accuracy": 0.7, "macro_f1": next(scores)})
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 4), "patience": 2, "select": "best"})
+    res = train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=True, n_workers=1)
+    assert res["best_epoch"] == 2 and res["epochs"] == 4
+    assert "keeping epoch 2, the best validation macro-f1 (early stopping ended the run)" in capsys.readouterr().out

@@ -867,7 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation metric that picks the best epoch (default: macro_f1, which does not reward "
                         "predicting the majority class)")
     g.add_argument("--patience", type=int, default=3,
-                   help="last-stage epochs without improvement before stopping (default: 3)")
+                   help="last-stage epochs without improvement before stopping; 0: never (default: 3)")
     g.add_argument("--select", default="auto", choices=["auto", "best", "last"],
                    help="the epoch that becomes the model: best (validation score, early stopping), last (every "
                         "epoch runs), auto (default): last when the validation split has at most 200 examples")

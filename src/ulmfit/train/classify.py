@@ -61,7 +61,7 @@ class ClassifierTrainConfig:
     # picks the best epoch: macro_f1 (default: an epoch that predicts one class scores low even when
     # that class is most of the validation split) | accuracy | loss
     metric: str = "macro_f1"
-    patience: int = 3  # epochs without improvement before the last stage stops early
+    patience: int = 3  # epochs without improvement before the last stage stops early; 0: never
     # which epoch becomes the model: "best" (the best validation score; a tie goes to the later
     # epoch), "last" (the final epoch; every epoch runs, no early stopping), or "auto": "last" when the
     # validation split holds at most SELECT_LAST_MAX_VALID texts (too few to tell epochs apart: see
@@ -501,7 +501,9 @@ class ClassifierTrainer:
                                               f"  valid loss {rep['loss']:.3f}  accuracy {rep['accuracy']:.4f}  "
                                               f"macro-F1 {rep['macro_f1']:.4f}")
                                            + ("" if self.keep_last or not improved else "  (best)"))
-                            stop = last_stage and self.bad_epochs >= cfg.patience
+                            # patience 0: no early stopping, as for the language model (it stopped after
+                            # the first epoch of the last stage, whatever --select said)
+                            stop = last_stage and cfg.patience > 0 and self.bad_epochs >= cfg.patience
                             if stop:
                                 self.stage_epoch = cfg.stage_epochs[self.stage]
                             self.save()
@@ -521,6 +523,9 @@ class ClassifierTrainer:
                 raise TrainingInterrupted(interrupted_message(self.step, self.out)) from None
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+        if self.progress and not self.keep_last and self.history and self.best_epoch != self.history[-1]["epoch"]:
+            tqdm.write(f"keeping epoch {self.best_epoch}, the best validation {self.cfg.metric.replace('_', '-')}"
+                       + (" (early stopping ended the run)" if self.bad_epochs >= self.cfg.patience > 0 else ""))
         self.save()
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), self.history[-1] if self.history else {})
         scores = {k: v for k, v in best.items()  # the classes predicted stay in metrics.jsonl
