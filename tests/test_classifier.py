@@ -1575,15 +1575,20 @@ def test_a_report_to_standard_output_redirected_to_a_file_is_appended_not_cut(tr
 def test_a_kept_epoch_that_collapsed_or_fell_far_below_an_earlier_one_is_warned_about():
     from ulmfit.classifier_api import training_warnings
 
-    def ep(e, f1, predicted=("neg", "pos")):
-        return {"epoch": e, "valid_macro_f1": f1, "valid_predicted": list(predicted), "valid_classes": 2}
+    def ep(e, f1, predicted=("neg", "pos"), loss=0.6):
+        return {"epoch": e, "valid_macro_f1": f1, "valid_loss": loss, "valid_predicted": list(predicted),
+                "valid_classes": 2}
 
     assert training_warnings([ep(1, 0.6), ep(2, 0.8)], 2) == []
     (w,) = training_warnings([ep(1, 0.45, ["pos"]), ep(2, 0.49, ["pos"])], 2)
     assert "predicts 'pos' for every validation text" in w
-    (w,) = training_warnings([ep(1, 0.7), ep(2, 0.8), ep(3, 0.55)], 3)  # select=last after training diverged
-    assert "epoch kept (3) scores a macro-F1 of 0.550" in w and "epoch 2's 0.800" in w and "--select best" in w
-    assert training_warnings([ep(1, 0.7), ep(2, 0.8), ep(3, 0.55)], 2) == []  # the best kept: fine
+    # a small validation split: the score moves by chance, the loss alone says nothing diverged
+    assert training_warnings([ep(1, 0.7), ep(2, 0.8, loss=0.5), ep(3, 0.6, loss=0.7)], 3) == []
+    diverged = [ep(1, 0.7, loss=0.9), ep(2, 0.8, loss=0.687), ep(3, 0.49, loss=13.8)]  # select=last after it diverged
+    (w,) = training_warnings(diverged, 3)
+    assert "epoch kept (3) has a validation loss of 13.8 (macro-F1 0.490), far above epoch 2's 0.687" in w
+    assert "--select best" in w
+    assert training_warnings(diverged, 2) == []  # the best kept: fine
     assert training_warnings([{"epoch": 1, "valid_macro_f1": None}], 1) == []  # no validation data
 
 
@@ -1597,9 +1602,12 @@ def test_a_classifier_that_learns_one_class_only_says_so(task, tmp_path):
         warnings.simplefilter("always")
         train_classifier(task / "lm", tmp_path / "skew.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1,
                          valid_frac=0.5)
-    said = [str(w.message) for w in seen if "for every validation text" in str(w.message)]
-    assert len(said) == 1 and re.search(r"predicts '(common|rare)' for every validation text", said[0]), \
+    said = [w for w in seen if "for every validation text" in str(w.message)]
+    assert len(said) == 1 and re.search(r"predicts '(common|rare)' for every validation text", str(said[0].message)), \
         [str(w.message) for w in seen]
+    from ulmfit.io import UlmfitWarning
+
+    assert said[0].category is UlmfitWarning and said[0].filename == __file__  # shown at the caller's line
 
 
 def test_an_evaluation_report_and_its_plot_replace_the_previous_pair_together(trained, tmp_path, monkeypatch):

@@ -529,9 +529,7 @@ def _say_ignored(msg: str, progress: bool) -> None:
     if progress:
         print(msg, flush=True)
     else:
-        import warnings
-
-        warnings.warn(msg.removeprefix("note: "), UserWarning, stacklevel=4)
+        warn(msg.removeprefix("note: "))
 
 
 def _same_setting(a, b) -> bool:

@@ -290,7 +290,9 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
 def training_warnings(history: list[dict], kept_epoch: int | None) -> list[str]:
     """What is wrong with the epoch a classifier run kept, seen on its validation texts: it predicts
     one class for all of them (a collapse: too few examples of the others, or rates too high), or
-    it scores far below an earlier epoch (the last epoch kept, after training diverged)."""
+    its validation loss is far above an earlier epoch's (training diverged late, and the last epoch
+    was kept). The loss, not the score: on the small validation splits where the last epoch is
+    kept, macro-F1 moves by 0.1 or more between epochs by chance."""
     epochs = [h for h in history if h.get("valid_macro_f1") is not None]
     kept = next((h for h in epochs if h["epoch"] == kept_epoch), None)
     if kept is None:
@@ -301,11 +303,14 @@ def training_warnings(history: list[dict], kept_epoch: int | None) -> list[str]:
         out.append(f"the classifier (epoch {kept['epoch']}) predicts '{predicted[0]}' for every validation text: it "
                    "has learned no other class. Give it more examples of the others, or --class-weights on if "
                    "it was off, or lower learning rates (--stage-lrs)")
-    best = max(epochs, key=lambda h: h["valid_macro_f1"])
-    if best["valid_macro_f1"] - kept["valid_macro_f1"] >= 0.1:
-        out.append(f"the epoch kept ({kept['epoch']}) scores a macro-F1 of {kept['valid_macro_f1']:.3f} on the "
-                   f"validation texts, far below epoch {best['epoch']}'s {best['valid_macro_f1']:.3f}: training "
-                   "went wrong late (rates too high?); `--select best` keeps the best epoch")
+    losses = [h for h in epochs if h.get("valid_loss") is not None]
+    best = min(losses, key=lambda h: h["valid_loss"], default=None)
+    if best is not None and kept.get("valid_loss") is not None and \
+            kept["valid_loss"] > max(2 * best["valid_loss"], best["valid_loss"] + 1):
+        out.append(f"the epoch kept ({kept['epoch']}) has a validation loss of {kept['valid_loss']:.3g} (macro-F1 "
+                   f"{kept['valid_macro_f1']:.3f}), far above epoch {best['epoch']}'s {best['valid_loss']:.3g} "
+                   f"(macro-F1 {best['valid_macro_f1']:.3f}): training went wrong late (rates too high?); "
+                   "`--select best` keeps the best epoch")
     return out
 
 
@@ -511,10 +516,8 @@ class TextClassifier:
             members.append((model.to(dev), cfg, vocab, tok, sp, ckpt.classifier_reads_backwards(cfg), d))
             unfinished = _unfinished_classifier(d, cfg)
             if unfinished:  # loadable and usable, but not the model its run was to make
-                import warnings
-
-                warnings.warn(f"{d} {unfinished}: it predicts as it was where the run stopped; `ulmfit "
-                              f"train-classifier --resume {d}` finishes it", UserWarning, stacklevel=2)
+                warn(f"{d} {unfinished}: it predicts as it was where the run stopped; `ulmfit train-classifier "
+                     f"--resume {d}` finishes it")
         return cls(members, labels, bool(multi))
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,

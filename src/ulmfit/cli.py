@@ -1033,10 +1033,12 @@ def _show_our_warnings_as_lines() -> None:
     `.../api.py:412: UserWarning: ...` with a line of its source; other packages' keep Python's form."""
     import warnings
 
+    from .io import UlmfitWarning
+
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if category is UserWarning and f"{os.sep}ulmfit{os.sep}" in str(filename):
+        if issubclass(category, UlmfitWarning):
             print(f"warning: {message}", file=file or sys.stderr, flush=True)
         else:
             shown(message, category, filename, lineno, file, line)

@@ -374,15 +374,24 @@ def is_main_process() -> bool:
     return is_main()
 
 
-def warn(msg: str, progress: bool) -> None:
-    """A warning for the user: on standard error with a run's progress, else a Python warning
-    (progress=False silences progress, not news that the result is bad)."""
+class UlmfitWarning(UserWarning):
+    """What the library warns about (a model that scores badly, a setting a resumed run ignores, an
+    unfinished model loaded): `warnings.filterwarnings("ignore", category=UlmfitWarning)` silences it."""
+
+
+def warn(msg: str, progress: bool = False) -> None:
+    """A warning for the user: on standard error with a run's progress, else an UlmfitWarning
+    (progress=False silences progress, not news that the result is bad), shown at the caller's
+    line: the first one outside this package."""
     if progress:
         print(f"warning: {msg}", file=sys.stderr, flush=True)
-    else:
-        import warnings
+        return
+    import warnings
 
-        warnings.warn(msg, UserWarning, stacklevel=3)
+    here, level, frame = os.path.dirname(os.path.abspath(__file__)), 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(msg, UlmfitWarning, stacklevel=level)
 
 
 def owns_out(fn):
