@@ -122,6 +122,26 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_if_never_stoppe
                                                                       rel=1e-4)
 
 
+def test_an_interrupt_inside_the_first_batch_of_an_epoch_resumes_as_if_never_stopped(tmp_path, corpus, monkeypatch):
+    """The hidden state is None at an epoch's first batch, and the batch's RNG state was restored only
+    when it was not: a Ctrl-C in that batch's forward pass saved the RNG its dropout masks had advanced,
+    and the resumed run drew other masks (a notebook's interrupt just after an epoch ended)."""
+    c = cfg(epochs=2)
+    pretrain(corpus, tmp_path / "full", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    per_epoch = json.loads((tmp_path / "full" / "train_state.json").read_text())["history"][0]["step"]
+    with monkeypatch.context() as m:
+        interrupt_after_backward(m, per_epoch)  # masks drawn, gradients computed, no update
+        with pytest.raises(TrainingInterrupted, match=f"interrupted at step {per_epoch}"):
+            pretrain(corpus, tmp_path / "cut", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
+    assert (state["epoch"], state["batch"]) == (1, 0)
+    pretrain(corpus, tmp_path / "cut", progress=False, resume=True, n_workers=1)
+    a, _, _ = ckpt.load_model(tmp_path / "full")
+    b, _, _ = ckpt.load_model(tmp_path / "cut")
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_an_interrupt_during_a_validation_inside_the_epoch_saves_the_training_streams_state(
         tmp_path, corpus, monkeypatch):
     from ulmfit.train import loop

@@ -468,7 +468,7 @@ class LMTrainer:
         last_save = time.time()
         result: dict = {}
         stop = False
-        state_before = None
+        before = None  # (hidden state, RNG state) at the start of a batch whose update has not happened
         bar = None
         if self.main:
             # weights and Adam's two moments, and the best epoch's weights under early stopping
@@ -499,8 +499,10 @@ class LMTrainer:
                         run_loss, run_n = self.run_loss, 1
                     first_batch = self.batch  # > 0 when resumed inside this epoch
                     for x, y, seq_len in self.train_stream.iter_epoch(self.epoch, self.batch):
-                        state_before = model.encoder.state  # restored if this batch is interrupted
-                        rng_before = ckpt.rng_state()  # ... and redone with the same dropout masks
+                        # restored if this batch is interrupted, and redone with the same dropout masks;
+                        # the hidden state is None at an epoch's first batch, so the pair marks the batch
+                        # (an interrupt in that batch's forward pass kept the RNG its masks had advanced)
+                        before = (model.encoder.state, ckpt.rng_state())
                         t, T = self.phase_position(self.epoch, self.batch)
                         lr = self.set_lrs(min(t, T - 1), T, seq_len)
                         x, y = x.to(self.device), y.to(self.device)
@@ -519,7 +521,7 @@ class LMTrainer:
                         # the update, the counters and the log line that record it, together
                         with stop_deferred() as deferral:
                             self.opt.step()
-                            state_before = None
+                            before = None
                             self.step += 1
                             self.batch += 1
                             self.tokens += y.numel() * self.world
@@ -591,9 +593,9 @@ class LMTrainer:
                 ignore_stop_signals()
                 if bar is not None:  # its line ends here, so that what is said next starts a line of its own
                     bar.close()
-                if state_before is not None:  # the weights were not updated: redo this batch on resume
-                    model.encoder.state = state_before
-                    ckpt.set_rng_state(rng_before)
+                if before is not None:  # the weights were not updated: redo this batch on resume
+                    model.encoder.state = before[0]
+                    ckpt.set_rng_state(before[1])
                 self.elapsed += time.time() - t_start
                 self.elapsed_run += time.time() - t_start
                 self.save()  # process 0 alone writes
