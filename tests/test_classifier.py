@@ -1627,6 +1627,12 @@ def test_an_evaluation_report_and_its_plot_replace_the_previous_pair_together(tr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no new JSON beside the old plot
 
 
+def test_a_classifier_shows_its_members_and_labels(trained):
+    task, _ = trained
+    assert repr(TextClassifier.load(task / "clf")) == \
+        f"TextClassifier({str(task / 'clf')!r} (forward): 2 labels ['neg', 'pos'], on cpu)"
+
+
 def test_an_unfinished_classifier_loads_with_a_warning_and_the_cli_says_it_in_a_line(trained, tmp_path):
     import shutil
     import subprocess

@@ -739,3 +739,28 @@ def test_a_batch_size_that_leaves_an_epoch_a_step_or_two_is_warned_about(tmp_pat
     assert main(["pretrain", str(corpus), "--out", str(tmp_path / "lm2"), "--preset", "tiny", "--epochs", "1",
                  "--bs", "8", "--bptt", "16", "--workers", "1"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_models_and_data_show_a_summary_and_errors_render_as_one_line_in_ipython(tmp_path, tiny_lm):
+    from ulmfit import LanguageModel
+    from ulmfit.data.labeled import LabeledTexts
+    from ulmfit.io import TrainingInterrupted, UlmfitError
+
+    d = LabeledTexts([f"text {i} " * 50 for i in range(1000)], ["pos", "neg"] * 500, "mine")
+    assert repr(d) == "LabeledTexts('mine': 1,000 texts, 2 labels {'neg': 500, 'pos': 500})"  # not every text
+    assert repr(LanguageModel.load(tiny_lm)).startswith(f"LanguageModel({str(tiny_lm)!r}: AWD-LSTM 32/64/2, ")
+    assert UlmfitError("bad input")._render_traceback_() == ["UlmfitError: bad input"]  # no stack in a notebook
+    assert TrainingInterrupted("saved")._render_traceback_() == ["TrainingInterrupted: saved"]
+
+
+def test_tokenizer_workers_leave_ctrl_c_to_the_parent():
+    import signal
+
+    from ulmfit.text import tokenize
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        tokenize._init_worker(tokenize.TokenizerConfig().to_dict(), None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -218,7 +218,8 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
                 f"{out} --out NEW` or `ulmfit pretrain CORPUS --init-from {out} --out NEW`"
             )
         return
-    require_free_out(out, overwrite, "pass --resume to continue that run, --overwrite to replace it, "
+    require_free_out(out, overwrite, "pass --resume to continue that run, --overwrite to replace it (from Python: "
+                                     "resume=True, overwrite=True), "
                                      "or choose another --out")
 
 
@@ -892,6 +893,12 @@ class LanguageModel:
         self.tok_cfg = TokenizerConfig.from_dict(config["tokenizer"])
         self.sp_model = str(self.path / ckpt.SPM) if self.tok_cfg.kind == "subword" else None
         self.backwards = ckpt.reads_backwards(config)
+
+    def __repr__(self) -> str:
+        a = self.model.cfg
+        return (f"LanguageModel({str(self.path)!r}: AWD-LSTM {a.emb_size}/{a.hidden_size}/{a.n_layers}, "
+                f"{len(self.vocab):,} tokens ({self.tok_cfg.kind}), {'backward' if self.backwards else 'forward'}, "
+                f"on {next(self.model.parameters()).device})")
 
     @classmethod
     def load(cls, path, device: str | None = None) -> "LanguageModel":

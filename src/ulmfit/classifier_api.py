@@ -454,6 +454,12 @@ class TextClassifier:
     def __init__(self, members: list[tuple], labels: list[str], multi_label: bool = False):
         self.members, self.labels, self.multi_label = members, list(labels), multi_label
 
+    def __repr__(self) -> str:
+        shown = ", ".join(map(repr, self.labels[:6])) + (", ..." if len(self.labels) > 6 else "")
+        what = ", ".join(f"{str(m[6])!r} ({'backward' if m[5] else 'forward'})" for m in self.members)
+        kind = "multi-label, " if self.multi_label else ""
+        return (f"TextClassifier({what}: {kind}{len(self.labels)} labels [{shown}], on {self.device})")
+
     @property
     def device(self) -> torch.device:
         """Where the classifier computes (its members all sit on one device)."""

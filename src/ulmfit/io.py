@@ -19,7 +19,11 @@ from pathlib import Path
 
 
 class UlmfitError(Exception):
-    """An error whose message is meant for the user as it is (the CLI prints it, no traceback)."""
+    """An error whose message is meant for the user as it is (the CLI prints it, no traceback; so
+    does IPython/Jupyter, through `_render_traceback_`)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 class FinishedRun(UlmfitError):
@@ -32,7 +36,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM after saving everything; the message says where and how
     to resume. A KeyboardInterrupt, as the Ctrl-C it stands for: `except Exception` (a loop over
     settings that logs failures and goes on) does not swallow it, and `except KeyboardInterrupt`
-    catches it. The CLI prints the message and exits with 130."""
+    catches it. The CLI prints the message and exits with 130; IPython/Jupyter prints it alone."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 def as_texts(texts, what: str = "texts") -> list[str]:

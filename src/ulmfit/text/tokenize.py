@@ -427,6 +427,11 @@ _worker_tok = None  # one tokenizer per worker process, built once by _init_work
 
 def _init_worker(config: dict, sp_model: str | None) -> None:
     global _worker_tok
+    import signal
+
+    # Ctrl-C (a terminal's, or a Jupyter kernel's interrupt) reaches the whole process group: the
+    # parent stops and ends the pool; a worker that raised too printed a traceback of its own each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_tok = make_tokenizer(TokenizerConfig.from_dict(config), sp_model, num_threads=1)
 
 
