@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -386,6 +387,11 @@ class UlmfitWarning(UserWarning):
     unfinished model loaded): `warnings.filterwarnings("ignore", category=UlmfitWarning)` silences it."""
 
 
+# Every time, not once per line of the caller (Python's default): each bad run in a loop over seeds,
+# or a cell run again, is news. Appended, so a filter the user set first still wins.
+warnings.filterwarnings("always", category=UlmfitWarning, append=True)
+
+
 def warn(msg: str, progress: bool = False) -> None:
     """A warning for the user: on standard error with a run's progress, else an UlmfitWarning
     (progress=False silences progress, not news that the result is bad), shown at the caller's
@@ -393,8 +399,6 @@ def warn(msg: str, progress: bool = False) -> None:
     if progress:
         print(f"warning: {msg}", file=sys.stderr, flush=True)
         return
-    import warnings
-
     here, level, frame = os.path.dirname(os.path.abspath(__file__)), 2, sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
         frame, level = frame.f_back, level + 1
