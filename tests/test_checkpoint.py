@@ -245,3 +245,21 @@ def test_an_atomic_group_holds_the_files_of_its_own_thread_only(tmp_path):
             assert written.is_set() and (tmp_path / "report.json").exists()  # in place at once
             raise RuntimeError("the group fails")
     assert sorted(os.listdir(tmp_path)) == ["report.json"]
+
+
+def test_a_file_is_synced_to_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    import os
+
+    from ulmfit import io
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append("rename") or real_replace(a, b))
+    io.atomic_write_text(tmp_path / "f.json", "{}")
+    assert events == ["fsync", "rename"] and (tmp_path / "f.json").read_text() == "{}"
+    events.clear()
+    with io.atomic_path(tmp_path / "w.safetensors") as tmp:  # written by another library (safetensors, a plot)
+        with open(tmp, "wb") as f:
+            f.write(b"weights")
+    assert events == ["fsync", "rename"] and (tmp_path / "w.safetensors").read_bytes() == b"weights"

@@ -111,6 +111,9 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
+        # on the disk before it takes the target's name: after a power cut the target is the old
+        # file or the new one, never a new name over data the kernel had not yet written
+        _fsync(tmp)
         # mkstemp made the file readable by its owner alone; a saved model follows the umask like
         # any other file (0644 under the usual 022), so that others can read a shared model
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -132,6 +135,19 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def _fsync(p: str) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem or device that cannot sync (a pipe, some network mounts)
+        pass
+    finally:
+        os.close(fd)
+
+
 def _remove(p: str) -> None:
     try:
         os.remove(p)
@@ -142,9 +158,7 @@ def _remove(p: str) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            f.write(text)  # synced by atomic_path
 
 
 def written_through(path: str | os.PathLike) -> bool:
