@@ -1075,7 +1075,7 @@ def test_a_damaged_batchnorm_variance_or_a_repeated_label_is_refused_on_load(tra
 @pytest.mark.parametrize("settings,says", [
     ({"bs": 0}, "bs must be at least 1, not 0"),
     ({"stage_epochs": (0, 0), "stage_groups": (1, 0), "stage_lrs": (1e-2, 1e-3)}, "stage_epochs add up to 0"),
-    ({"stage_lrs": (4e-2, 2e-2, -1, 2e-3)}, r"stage_lrs\[2\] must be a number above 0"),
+    ({"stage_lrs": (4e-2, 2e-2, -1, 2e-3)}, r"stage_lrs\[2\] must be a finite number above 0"),
     ({"schedule": "cosine"}, "schedule must be one of"),
     ({"drop_mult": "0.5"}, "drop_mult must be a number"),
 ])
