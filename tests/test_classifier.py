@@ -876,25 +876,66 @@ def test_an_overwrite_run_that_diverges_before_its_first_save_puts_the_old_run_b
     assert not (tmp_path / "new").exists()
 
 
-def test_a_replacement_killed_before_its_first_save_gives_the_old_run_back_or_drops_it(tmp_path):
+def test_a_replacement_killed_before_its_first_save_gives_the_old_run_back_or_drops_it(tmp_path, monkeypatch):
+    import os
+
+    from ulmfit import api
     from ulmfit.api import REPLACED, clear_replaced_run, settle_replaced
 
     out = tmp_path / "run"
     out.mkdir()
-    for name in ("config.json", "model.safetensors", "metrics.jsonl", "notes.txt"):
-        (out / name).write_text(f"old {name}")
-    clear_replaced_run(out)  # --overwrite, its inputs read
-    assert sorted(p.name for p in out.iterdir()) == [REPLACED, "notes.txt"]
+    old = {n: f"old {n}" for n in ("config.json", "model.safetensors", "vocab.txt", "spm.model", "metrics.jsonl",
+                                   "train_state.json", "notes.txt")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+
+    def files():
+        return {p.name: p.read_text() for p in out.iterdir()}
+
+    clear_replaced_run(out)  # --overwrite, its inputs read: spm.model stays (a model fine-tuned in place reads it)
+    assert sorted(p.name for p in out.iterdir()) == [REPLACED, "notes.txt", "spm.model"]
     (out / "metrics.jsonl").write_text("new, step 0")  # then SIGKILL: nothing saved
     clear_replaced_run(out)  # the next --overwrite: the old run was still the last saved one
     (out / "metrics.jsonl").write_text("new, step 0")
-    assert settle_replaced(out) is True  # that one failed too: the old run is back, whole
-    assert {p.name: p.read_text() for p in out.iterdir()} == {
-        n: f"old {n}" for n in ("config.json", "model.safetensors", "metrics.jsonl", "notes.txt")}
+    assert settle_replaced(out) is True and files() == old  # that one failed too: the old run is back, whole
     clear_replaced_run(out)
     (out / "config.json").write_text("new")  # the new run's first checkpoint
     assert settle_replaced(out) is False and not (out / REPLACED).exists()
     assert (out / "config.json").read_text() == "new" and not (out / "model.safetensors").exists()
+
+    # a stop part-way through setting aside, or through putting back, loses nothing
+    for name, text in old.items():
+        (out / name).write_text(text)
+    real, n = os.replace, {"calls": 0}
+
+    def replace_then_stop(a, b, at):
+        n["calls"] += 1
+        if n["calls"] == at:
+            raise KeyboardInterrupt  # a SIGTERM between two renames
+        return real(a, b)
+
+    for at in (2, 3):
+        n["calls"] = 0
+        with monkeypatch.context() as m:
+            m.setattr(api.os, "replace", lambda a, b: replace_then_stop(a, b, at))
+            with pytest.raises(KeyboardInterrupt):
+                clear_replaced_run(out)  # config.json went first: no model is left looking whole
+        assert not (out / "config.json").exists() or at == 1
+        settle_replaced(out)
+        assert files() == old, at
+    clear_replaced_run(out)
+    for at in (1, 2):
+        n["calls"] = 0
+        with monkeypatch.context() as m:
+            m.setattr(api.os, "replace", lambda a, b: replace_then_stop(a, b, at))
+            with pytest.raises(KeyboardInterrupt):
+                settle_replaced(out)  # putting back, stopped: config.json comes back last
+        assert not (out / "config.json").exists()
+        settle_replaced(out)
+        assert files() == old, at
+        clear_replaced_run(out)
+    settle_replaced(out)
+    assert files() == old
 
 
 def test_an_overwrite_run_clears_the_replaced_runs_files_and_keeps_the_users(trained, tmp_path):
@@ -1683,3 +1724,18 @@ def test_a_classifier_that_keeps_an_earlier_epoch_says_which(task, tmp_path, mon
     res = train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=True, n_workers=1)
     assert res["best_epoch"] == 2 and res["epochs"] == 4
     assert "keeping epoch 2, the best validation macro-f1 (early stopping ended the run)" in capsys.readouterr().out
+
+
+def test_an_ensemble_whose_member_is_being_replaced_is_refused_not_shrunk(trained, tmp_path):
+    import shutil
+
+    from ulmfit.api import clear_replaced_run
+
+    task, _ = trained
+    for member in ("fwd", "fwd2"):
+        shutil.copytree(task / "clf", tmp_path / "ens" / member, ignore=shutil.ignore_patterns(".ulmfit-run.lock"))
+    clear_replaced_run(tmp_path / "ens" / "fwd")  # a run with --overwrite into it, before its first save
+    with pytest.raises(UlmfitError, match=r"ens/fwd holds no model now: a run with --overwrite is replacing it"):
+        TextClassifier.load(tmp_path / "ens")  # it loaded fwd2 alone, or the set-aside folder as a member
+    with pytest.raises(UlmfitError, match="holds no model now"):
+        TextClassifier.load(tmp_path / "ens" / "fwd")

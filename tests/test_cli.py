@@ -697,11 +697,13 @@ def test_a_run_killed_before_its_first_save_neither_blocks_a_rerun_nor_is_resume
     (ft / ".model.safetensors.ab12cd34.tmp").write_bytes(b"half a save")
     (ft / ".ulmfit-run.lock").write_text("")
     assert main(["finetune-lm", "--resume", str(ft), "--quiet"]) == 2
-    assert "holds no saved run (the run stopped before its first save" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds no saved run (the run stopped before its first save" in err
+    assert "note: removed .model.safetensors.ab12cd34.tmp, metrics.jsonl from" in err  # nothing to keep
+    (ft / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "valid_loss": 5.0}\n')
     small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1", "--epochs", "1"]
     assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), *small]) == 0
-    err = capsys.readouterr().err
-    assert "note: removed .model.safetensors.ab12cd34.tmp, metrics.jsonl from" in err
+    assert "note: removed metrics.jsonl from" in capsys.readouterr().err
     assert not list(ft.glob(".*.tmp")) and (ft / "config.json").exists()
     # the temporary files of a save cut short are swept when a run resumes there too; others' stay
     (ft / ".train_state.json.zz99yy88.tmp").write_text("{")
@@ -772,3 +774,35 @@ def test_the_librarys_warnings_repeat_for_every_run_not_once_per_line():
             "    warn('the same news')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stderr.count("UlmfitWarning: the same news") == 3, r.stderr  # Python's default: once
+
+
+def test_a_subword_model_fine_tuned_into_its_own_folder_with_overwrite(tmp_path, corpus, capsys):
+    """Its spm.model, read at the first save, was set aside with the replaced run: the run failed."""
+    lm = tmp_path / "lms"
+    small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1", "--epochs", "1"]
+    assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--tokenizer", "subword",
+                 "--sp-vocab", "100", *small]) == 0
+    assert main(["finetune-lm", "--from", str(lm), str(corpus), "--out", str(lm), "--overwrite", *small]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((lm / "config.json").read_text())["finetuned_from"] == str(lm.resolve())
+    assert not (lm / ".ulmfit-replaced").exists()
+
+
+def test_a_killed_first_save_or_a_member_being_replaced_is_never_passed_over(tmp_path, tiny_lm, corpus, capsys):
+    from ulmfit.api import clear_replaced_run
+
+    ft = tmp_path / "ft"  # killed during its first save: best.safetensors had landed beside the metrics
+    ft.mkdir()
+    (ft / "metrics.jsonl").write_text("{}\n")
+    (ft / "best.safetensors").write_bytes(b"x")
+    (ft / ".eval_report.json.ab12cd34.tmp").write_text("an evaluate writing into the folder")  # not ours: stays
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), "--bs", "8", "--bptt", "16",
+                 "--quiet", "--workers", "1", "--epochs", "1"]) == 2  # the evaluate's file is not a leftover
+    assert "already holds files" in capsys.readouterr().err
+    (ft / ".eval_report.json.ab12cd34.tmp").unlink()
+    assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), "--bs", "8", "--bptt", "16",
+                 "--quiet", "--workers", "1", "--epochs", "1"]) == 0
+    assert "removed best.safetensors, metrics.jsonl" in capsys.readouterr().err
+    clear_replaced_run(ft)  # as a run with --overwrite does, before its first save
+    assert main(["lm-eval", "--model", str(ft), str(corpus), "--quiet"]) == 2
+    assert "holds no model now: a run with --overwrite is replacing it" in capsys.readouterr().err

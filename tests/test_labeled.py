@@ -428,13 +428,20 @@ def test_one_list_among_plain_labels_says_the_data_is_read_as_multi_label(tmp_pa
     assert "1 of 21 labels are lists, so the data is read as multi-label" in capsys.readouterr().err
 
 
-def test_headerless_csv_whose_first_label_is_rare_keeps_its_first_row(tmp_path, capsys):
-    # the first example's label occurs nowhere else, but its text is a sentence: data, not a header
+def test_headerless_csv_whose_first_label_is_rare_is_guessed_a_header_out_loud(tmp_path, capsys):
+    # the first example's label occurs nowhere else: read as a header (as a survey's question would
+    # be, however long), and said, with how to refuse it; --no-header keeps the row
     f = write(tmp_path / "d.csv", "sport,The match ended in a draw after extra time\n"
                                   "tech,A new chip doubles the speed of phones\ntech,Another chip\n")
-    d = read_labeled(f, text_col="1", label_col="0")
+    assert read_labeled(f, text_col="1", label_col="0").labels == ["tech", "tech"]
+    assert "read its first row ('sport', 'The match ended in a draw afte') as column names" in \
+        capsys.readouterr().err
+    d = read_labeled(f, text_col="1", label_col="0", header=False)
     assert d.labels == ["sport", "tech", "tech"] and d.lines == [1, 2, 3]
     assert "column names" not in capsys.readouterr().err
+    q = write(tmp_path / "q.csv", "sentiment,What did you think of the film (in your own words)?\n"
+                                  "pos,good\nneg,bad\n")
+    assert read_labeled(q, text_col="1", label_col="0").labels == ["pos", "neg"]  # a long name is a name
 
 
 def test_guessed_header_is_said_with_how_to_refuse_it(tmp_path, capsys):

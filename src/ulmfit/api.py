@@ -60,6 +60,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Check the output directory (every process), then create it (process 0 only). A run it
     replaces (--overwrite) keeps all its files until the new inputs have been read: see
     `_fresh_metrics`."""
+    tidy_out(out)  # process 0; the others check the folder once it is done
+    dist_.barrier()
     _check_out(out, resume, overwrite)
     dist_.barrier()  # nobody changes anything before everybody has checked
     if dist_.is_main():
@@ -91,44 +93,71 @@ RUN_FILES = ("metrics.jsonl", "best.safetensors", ckpt.STATE_J, ckpt.STATE_T, "e
              "eval_report.png", "lr_find.png")
 
 
-# The model's own files, which every save of a run rewrites.
-MODEL_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB, ckpt.SPM)
-# Where the files of the run that --overwrite replaces wait until the new run has its first checkpoint.
-REPLACED = ".ulmfit-replaced"
+# The model's own files, which every save of a run rewrites. (Its spm.model stays in place while a
+# run replaces it: a model fine-tuned into its own folder reads it at its first save.)
+MODEL_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB)
+# Where the files of the run that --overwrite replaces wait until the new run has its first checkpoint,
+# and the file that says all of them are there (`settle_replaced`).
+REPLACED, REPLACED_WHOLE = ".ulmfit-replaced", "ALL_SET_ASIDE"
 
 
 def clear_replaced_run(out: Path) -> None:
     """Set aside the files of the run that --overwrite replaces (other files in the folder stay),
     once the new run's inputs are read: the folder never holds files of both runs. They are
     removed once the new run has saved its first checkpoint and put back if it ends before that
-    (a NaN at its first steps, a crash, Ctrl-C before anything was saved): `settle_replaced`."""
+    (a NaN at its first steps, a crash, Ctrl-C before anything was saved): `settle_replaced`.
+    config.json goes first and a marker last, so that a stop part-way is seen and undone."""
     settle_replaced(out)  # a replacement killed (SIGKILL) before, that left its predecessor aside
-    names = [n for n in (*MODEL_FILES, *RUN_FILES) if (out / n).exists()]
+    names = [n for n in (*MODEL_FILES, *RUN_FILES) if (out / n).exists()]  # config.json first
     if names:
         aside = out / REPLACED
         aside.mkdir()
         for name in names:
             os.replace(out / name, aside / name)
+        (aside / REPLACED_WHOLE).touch()
 
 
 def settle_replaced(out: Path) -> bool:
-    """Settle the run set aside by `clear_replaced_run`: dropped when the new run has saved a
-    checkpoint (its config.json), else put back in place of the new run's partial files. True
-    when the old run was put back."""
+    """Settle the run set aside by `clear_replaced_run`. With its marker (all of it set aside): dropped
+    when the new run has saved a checkpoint (config.json in `out`), else put back in place of the new
+    run's partial files. Without the marker (setting aside, or putting back, was cut short): put back,
+    deleting nothing. Files go back with config.json last, after the marker is gone, so a stop at any
+    point leaves a state this function settles the same way next time. True when the old run came back."""
     import shutil
 
-    aside = Path(out) / REPLACED
+    out = Path(out)
+    aside = out / REPLACED
     if not aside.is_dir():
         return False
-    if (Path(out) / ckpt.CONFIG).exists():
-        shutil.rmtree(aside, ignore_errors=True)
-        return False
-    for name in (*MODEL_FILES, *RUN_FILES):
-        (Path(out) / name).unlink(missing_ok=True)
-    for p in aside.iterdir():
-        os.replace(p, Path(out) / p.name)
+    marker = aside / REPLACED_WHOLE
+    if marker.exists():
+        if (out / ckpt.CONFIG).exists():  # the new run's first checkpoint: the old run goes
+            shutil.rmtree(aside, ignore_errors=True)
+            return False
+        for name in (*MODEL_FILES, *RUN_FILES):  # the new run's partial files (it saved no checkpoint)
+            (out / name).unlink(missing_ok=True)
+        marker.unlink()
+    back = sorted(aside.iterdir(), key=lambda p: p.name == ckpt.CONFIG)  # config.json last
+    for p in back:
+        os.replace(p, out / p.name)
     aside.rmdir()
-    return True
+    return bool(back)
+
+
+def tidy_out(out: Path) -> None:
+    """Process 0, before any process checks `out`: the run an interrupted --overwrite set aside comes
+    back (`settle_replaced`), and what a run killed before its first checkpoint left goes
+    (`_unsaved_leftovers`), with a note. Nothing else is touched."""
+    if not out.is_dir() or not is_main_process():
+        return
+    refuse_if_held(out)  # never in a folder a live run of another process holds
+    settle_replaced(out)
+    left = _unsaved_leftovers(out)
+    if left:
+        for p in left:
+            p.unlink(missing_ok=True)
+        print(f"note: removed {', '.join(sorted(p.name for p in left))} from {out}: what a run killed before "
+              "its first save left there", file=sys.stderr)
 
 
 def _fresh_metrics(out: Path, resume: bool) -> None:
@@ -141,38 +170,41 @@ def _fresh_metrics(out: Path, resume: bool) -> None:
 def require_saved_run(out: Path) -> None:
     """--resume on a folder with no checkpoint in it (a wrong path, or a run stopped before its first
     save, perhaps killed with a first metrics line or half-written files left)."""
-    if out.is_dir() and is_main_process():
-        settle_replaced(out)  # a replacement killed before its first save: the run it replaced is back
+    tidy_out(out)  # an interrupted --overwrite's predecessor comes back: it may be the run to resume
     if not out.is_dir() or not (out / ckpt.CONFIG).exists():
         raise UlmfitError(f"cannot resume: {out} holds no saved run (the run stopped before its first save, or "
                           "the path is wrong); start it again without --resume")
 
 
-# Files a killed run can leave before its first checkpoint, besides its lock: its first metrics
-# line (finetune-lm's validation before training) and the temporary files of a save cut short.
+# What training writes into its folder, and what it alone writes there (evaluate --report and
+# lr-find write their own files without holding the folder: theirs are never swept).
+TRAINING_FILES = (*MODEL_FILES, ckpt.SPM, *ckpt.RUN_FILES)
+# The temporary name `io.atomic_path` gives a file while it is written: .NAME.XXXXXXXX.tmp
 _PARTIAL_WRITE = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
 def _partial_writes(out: Path) -> list[Path]:
-    """The temporary files of saves a killed run left in `out` (`io.atomic_path` writes `.NAME.XXXX.tmp`
-    beside NAME): only for the files a run or its commands write."""
-    ours = {*MODEL_FILES, *RUN_FILES}
-    return [p for p in out.iterdir() if (m := _PARTIAL_WRITE.match(p.name)) and m.group(1) in ours and p.is_file()]
+    """The temporary files of training saves that a killed run left in `out`."""
+    return [p for p in out.iterdir()
+            if (m := _PARTIAL_WRITE.match(p.name)) and m.group(1) in TRAINING_FILES and p.is_file()]
 
 
 def _unsaved_leftovers(out: Path) -> list[Path] | None:
-    """What a run killed before its first checkpoint left in `out`, when that is all the folder holds
-    (None: it holds something else, a model among it)."""
+    """What a run killed before its first checkpoint left in `out` (no config.json: its first metrics
+    line, best.safetensors, a training state whose checkpoint never landed, half-written saves),
+    when that is all the folder holds (None: it holds something else, a model or a user's file)."""
+    if (out / ckpt.CONFIG).exists():
+        return None
     partial = set(_partial_writes(out))
     left = [p for p in out.iterdir() if p.name != OUT_LOCK]
-    if not left or any(p.name != "metrics.jsonl" and p not in partial for p in left):
+    if not left or any(p.name not in ckpt.RUN_FILES and p not in partial for p in left):
         return None
     return left
 
 
 def sweep_partial_writes(out: Path) -> None:
-    """Remove the temporary files of saves that a killed run left in `out` (this process holds the
-    folder, so no live run of ours writes them); they would stay, hidden, a checkpoint's size each."""
+    """Remove the temporary files of training saves that a killed run left in `out` (this process holds
+    the folder, so no live training writes them); they would stay, hidden, a checkpoint's size each."""
     for p in _partial_writes(out):
         p.unlink(missing_ok=True)
 
@@ -182,19 +214,7 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
     what the user can do instead."""
     if out.exists() and not out.is_dir():
         raise UlmfitError(f"--out {out} is a file, not a directory")
-    if is_main_process():  # the other processes of a torchrun job would see process 0's own lock
-        refuse_if_held(out)
-    if out.is_dir():
-        if is_main_process():
-            settle_replaced(out)  # a replacement killed before its first save: the run it replaced is back
-        left = _unsaved_leftovers(out)
-        if left:  # a run killed before its first checkpoint: nothing to resume, nothing to keep
-            if is_main_process():  # (the folder is not held by a live run: refuse_if_held)
-                for p in left:
-                    p.unlink(missing_ok=True)
-                print(f"note: removed {', '.join(sorted(p.name for p in left))} from {out}: what a run killed "
-                      "before its first save left there", file=sys.stderr)
-            return
+    tidy_out(out)
     if out.exists() and holds_files(out) and not overwrite:
         raise UlmfitError(f"{out} already holds files; {choices}")
 
@@ -372,8 +392,9 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
                 f": {frozen} frozen + {trainer.epoch - frozen}" if frozen else "")
             raise FinishedRun(f"{out} holds a finished run ({trained}, {trainer.tokens:,} tokens"
                               + (f" of a {c.max_tokens:,}-token budget" if c.max_tokens else "")
-                              + f"); nothing to resume. To train it further, resume with --epochs above "
-                              f"{trainer.epoch - frozen}" + (" or a larger --max-tokens" if c.max_tokens else ""))
+                              + "); nothing to resume. To train it further, resume with "
+                              + (f"a larger --max-tokens" if c.max_tokens and trainer.tokens >= c.max_tokens else
+                                 f"--epochs above {trainer.epoch - frozen}"))
         if budget_changed and unfinished_before:
             _print(f"note: the new budget ({trainer.total_epochs} epochs"
                    + (f", {c.max_tokens:,} tokens" if c.max_tokens else "")

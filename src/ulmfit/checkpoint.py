@@ -193,6 +193,10 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise UlmfitError(f"{path} is not a model directory (it does not exist or is a file)")
     cfg_path = path / CONFIG
     if not cfg_path.exists():
+        if (path / ".ulmfit-replaced").is_dir():  # api.REPLACED: a run replacing it, live or stopped
+            raise UlmfitError(f"{path} holds no model now: a run with --overwrite is replacing it, or was stopped "
+                              "before its first save (then the next training command there puts the earlier "
+                              "model back, or --overwrite again replaces it)")
         raise UlmfitError(f"{path} is not a ulmfit model directory: it has no {CONFIG}")
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:

@@ -1007,10 +1007,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _sigterm_as_ctrl_c():
-    """SIGTERM (a scheduler, `timeout`, `docker stop`) ends a command as Ctrl-C does, at any moment:
-    while it reads and tokenises its data or loads a model too, not only in the training loops
-    (which save first: `train.loop.sigterm_as_interrupt`). Before, SIGTERM there killed the process
-    on the spot: no message, a lock and a half-built token cache left behind, exit 143."""
+    """SIGTERM (a scheduler, `timeout`, `docker stop`) ends a command as Ctrl-C does: while it reads
+    and tokenises its data or loads a model too, not only in the training loops (which save first:
+    `train.loop.sigterm_as_interrupt`). Before, SIGTERM there killed the process on the spot: no
+    message, a lock and a half-built token cache left behind, exit 143. Like Ctrl-C it takes effect
+    when a long native call (SentencePiece training, one torch operation) returns. Not under
+    torchrun: its agent stops the workers of a failed job with SIGTERM, and one waiting in a
+    collective for a partner that is gone must die at once, as before."""
     import signal
 
     def stop(signum, frame):
@@ -1082,7 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(a, "resume", None):
         _note_ignored_on_resume(parser, a, argv)
     with contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext(), \
-            _sigterm_as_ctrl_c() if from_command_line else contextlib.nullcontext():
+            _sigterm_as_ctrl_c() if from_command_line and world == 1 else contextlib.nullcontext():
         rc = _run_command(parser, a, rank, world)
     if torchrun_worker:
         _exit_torchrun_worker(rc, rank)

@@ -441,6 +441,10 @@ def owns_out(fn):
         had = _run_files(out) if out.is_dir() else set()
         try:
             result = fn(*args, **kwargs)
+            if is_main_process() and out.is_dir():  # while the folder is still held
+                from .api import settle_replaced
+
+                settle_replaced(out)  # the new run saved: the run it replaced goes
         except BaseException as e:
             if is_main_process() and out.is_dir() and not resume:
                 restored = _undo_unsaved_run(out, had)
@@ -458,10 +462,6 @@ def owns_out(fn):
         finally:
             if claimed or fresh:
                 release_out(out)
-        if is_main_process() and out.is_dir():
-            from .api import settle_replaced
-
-            settle_replaced(out)  # the new run saved: the run it replaced goes
         return result
 
     return run

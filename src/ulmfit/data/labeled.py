@@ -582,8 +582,9 @@ def _first_row_is_header(first: list[str], following: list[list[str]], text_spec
     Column names given by the user settle it (a name needs a header row); so does a first row that
     holds them, or holds "text" and "label" when none are given. Otherwise the first row's label
     cell (column `label_col`, default 0) decides: it is data if it is a number or if it occurs again
-    as a label in the rows that follow, or if a text cell is a sentence (over 5 words or 60
-    characters, longer than a column's name), a header otherwise.
+    as a label in the rows that follow, a header otherwise (said on stderr, with --no-header to
+    refuse it: a first example whose label is rare is read as a header too, and the length of its
+    text cannot tell, since a column's name may be a whole question).
     """
     if _names_settle_header(first, text_spec, label_spec):
         return True
@@ -598,12 +599,6 @@ def _first_row_is_header(first: list[str], following: list[list[str]], text_spec
         return False
     except ValueError:
         pass
-    if text_spec and all(c.isdigit() for c in text_spec):
-        texts = [first[int(c)] for c in text_spec if int(c) < len(first)]
-    else:
-        texts = [c for i, c in enumerate(first) if i != idx]
-    if any(len(t.split()) > 5 or len(t) > 60 for t in texts):  # a sentence, not a column's name
-        return False
     return cell not in {r[idx].strip() for r in following if idx < len(r)}
 
 
