@@ -1192,3 +1192,10 @@ def test_a_finished_fine_tuning_run_counts_its_epochs_as_epochs_does(tmp_path, c
                 train_cfg={"epochs": 2, "bs": 8, "bptt": 16, "patience": 0})
     with pytest.raises(UlmfitError, match=r"finished run \(3 epochs: 1 frozen \+ 2, .*--epochs above 2"):
         finetune_lm(None, None, tmp_path / "ft", resume=True, extend={"epochs": 1}, progress=False)
+
+
+def test_a_run_its_token_budget_ended_asks_for_a_larger_budget_not_more_epochs(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=3, max_tokens=500), progress=False,
+             n_workers=1)
+    with pytest.raises(UlmfitError, match=r"finished run .*resume with a larger --max-tokens$"):
+        pretrain(None, tmp_path / "lm", resume=True, progress=False)
