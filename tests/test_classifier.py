@@ -902,6 +902,24 @@ def test_a_replacement_killed_before_its_first_save_gives_the_old_run_back_or_dr
     (out / "config.json").write_text("new")  # the new run's first checkpoint
     assert settle_replaced(out) is False and not (out / REPLACED).exists()
     assert (out / "config.json").read_text() == "new" and not (out / "model.safetensors").exists()
+    # a stop while the dropped run is removed puts none of it back over the new one
+    for name, text in old.items():
+        (out / name).write_text(text)
+    clear_replaced_run(out)
+    for name in ("config.json", "model.safetensors"):
+        (out / name).write_text(f"new {name}")
+    import shutil
+
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "rmtree", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            settle_replaced(out)
+    assert settle_replaced(out) is False
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "config.json": "new config.json", "model.safetensors": "new model.safetensors", "spm.model": "old spm.model",
+        "notes.txt": "old notes.txt"}
+    for p in out.iterdir():
+        p.unlink()
 
     # a stop part-way through setting aside, or through putting back, loses nothing
     for name, text in old.items():

@@ -700,7 +700,8 @@ def test_a_run_killed_before_its_first_save_neither_blocks_a_rerun_nor_is_resume
     err = capsys.readouterr().err
     assert "holds no saved run (the run stopped before its first save" in err
     assert "note: removed .model.safetensors.ab12cd34.tmp, metrics.jsonl from" in err  # nothing to keep
-    (ft / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "valid_loss": 5.0}\n')
+    (ft / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "valid_loss": 5.0}\n')  # killed again
+    (ft / ".ulmfit-run.lock").write_text("12345 elsewhere\n")  # as a killed run leaves its lock file
     small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1", "--epochs", "1"]
     assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), *small]) == 0
     assert "note: removed metrics.jsonl from" in capsys.readouterr().err
@@ -796,13 +797,27 @@ def test_a_killed_first_save_or_a_member_being_replaced_is_never_passed_over(tmp
     (ft / "metrics.jsonl").write_text("{}\n")
     (ft / "best.safetensors").write_bytes(b"x")
     (ft / ".eval_report.json.ab12cd34.tmp").write_text("an evaluate writing into the folder")  # not ours: stays
+    (ft / ".ulmfit-run.lock").write_text("12345 elsewhere\n")  # the killed run's
     assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), "--bs", "8", "--bptt", "16",
                  "--quiet", "--workers", "1", "--epochs", "1"]) == 2  # the evaluate's file is not a leftover
     assert "already holds files" in capsys.readouterr().err
     (ft / ".eval_report.json.ab12cd34.tmp").unlink()
+    (ft / ".ulmfit-run.lock").write_text("12345 elsewhere\n")  # (the refused run removed the lock file it held)
     assert main(["finetune-lm", "--from", str(tiny_lm), str(corpus), "--out", str(ft), "--bs", "8", "--bptt", "16",
                  "--quiet", "--workers", "1", "--epochs", "1"]) == 0
     assert "removed best.safetensors, metrics.jsonl" in capsys.readouterr().err
     clear_replaced_run(ft)  # as a run with --overwrite does, before its first save
     assert main(["lm-eval", "--model", str(ft), str(corpus), "--quiet"]) == 2
     assert "holds no model now: a run with --overwrite is replacing it" in capsys.readouterr().err
+
+
+def test_files_of_training_names_in_a_folder_no_run_of_ours_left_are_the_users(tmp_path, corpus, capsys):
+    """Without a lock file left by a killed run, best.safetensors or metrics.jsonl are somebody else's."""
+    u = tmp_path / "u"
+    u.mkdir()
+    (u / "best.safetensors").write_text("mine")
+    (u / "metrics.jsonl").write_text("mine")
+    assert main(["pretrain", str(corpus), "--out", str(u), "--preset", "tiny", "--epochs", "1", "--bs", "8",
+                 "--bptt", "16", "--quiet", "--workers", "1"]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (u / "best.safetensors").read_text() == "mine" and (u / "metrics.jsonl").read_text() == "mine"

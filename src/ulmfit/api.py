@@ -23,8 +23,8 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
-from .io import (FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files, holds_out,
-                 is_main_process, owns_out, read_json, refuse_if_held, warn, OUT_LOCK)
+from .io import (OUT_LOCK, FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
+                 holds_out, is_main_process, lock_left_behind, owns_out, read_json, refuse_if_held, warn)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -126,13 +126,16 @@ def settle_replaced(out: Path) -> bool:
     import shutil
 
     out = Path(out)
-    aside = out / REPLACED
+    aside, dropped = out / REPLACED, out / f"{REPLACED}.dropped"
+    if dropped.exists():  # dropped before, its removal cut short: nothing in it is wanted
+        shutil.rmtree(dropped, ignore_errors=True)
     if not aside.is_dir():
         return False
     marker = aside / REPLACED_WHOLE
     if marker.exists():
-        if (out / ckpt.CONFIG).exists():  # the new run's first checkpoint: the old run goes
-            shutil.rmtree(aside, ignore_errors=True)
+        if (out / ckpt.CONFIG).exists():  # the new run's first checkpoint: the old run goes,
+            os.replace(aside, dropped)    # renamed whole first, so a stop in the removal puts nothing back
+            shutil.rmtree(dropped, ignore_errors=True)
             return False
         for name in (*MODEL_FILES, *RUN_FILES):  # the new run's partial files (it saved no checkpoint)
             (out / name).unlink(missing_ok=True)
@@ -191,13 +194,14 @@ def _partial_writes(out: Path) -> list[Path]:
 
 def _unsaved_leftovers(out: Path) -> list[Path] | None:
     """What a run killed before its first checkpoint left in `out` (no config.json: its first metrics
-    line, best.safetensors, a training state whose checkpoint never landed, half-written saves),
-    when that is all the folder holds (None: it holds something else, a model or a user's file)."""
-    if (out / ckpt.CONFIG).exists():
+    line, best.safetensors, the files of a first save cut short), when that is all the folder holds
+    and the run's lock file is there, which a killed run leaves behind: files of those names in a
+    folder without it are somebody else's (None: nothing to remove)."""
+    if (out / ckpt.CONFIG).exists() or not lock_left_behind(out):
         return None
     partial = set(_partial_writes(out))
     left = [p for p in out.iterdir() if p.name != OUT_LOCK]
-    if not left or any(p.name not in ckpt.RUN_FILES and p not in partial for p in left):
+    if not left or any(p.name not in TRAINING_FILES and p not in partial for p in left):
         return None
     return left
 

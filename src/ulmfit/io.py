@@ -316,6 +316,17 @@ def holds_out(out) -> bool:
     return _lock_key(out) in _held_outs
 
 
+_left_locks: set[str] = set()  # folders whose lock file was there before this process claimed them
+
+
+def lock_left_behind(out) -> bool:
+    """Whether `out` holds the lock file of a run that is gone (killed: its lock is released by the OS
+    but the file stays): there before this process claimed the folder, or there and not ours."""
+    if not (Path(out) / OUT_LOCK).exists():
+        return False
+    return _lock_key(out) in _left_locks or not holds_out(out)
+
+
 def claim_out(out) -> bool:
     """Hold `out` (an existing folder) for this process until `release_out`. Refuses, with who
     holds it, a folder that a live run holds. Returns whether this call took the lock (False: it was
@@ -328,6 +339,8 @@ def claim_out(out) -> bool:
     except ImportError:
         return False
     path = Path(out) / OUT_LOCK
+    if path.exists():  # a run before this one left it: one killed (its release never ran)
+        _left_locks.add(key)
     while True:
         try:
             f = open(path, "a+")
@@ -369,6 +382,7 @@ def claim_out(out) -> bool:
 def release_out(out) -> None:
     """Let go of `out` (a no-op where this process does not hold it); its lock file is removed."""
     f = _held_outs.pop(_lock_key(out), None)
+    _left_locks.discard(_lock_key(out))
     if f is None:
         return
     path = Path(out) / OUT_LOCK
