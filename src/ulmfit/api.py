@@ -98,7 +98,7 @@ RUN_FILES = ("metrics.jsonl", "best.safetensors", ckpt.STATE_J, ckpt.STATE_T, "e
 MODEL_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.VOCAB)
 # Where the files of the run that --overwrite replaces wait until the new run has its first checkpoint,
 # and the file that says all of them are there (`settle_replaced`).
-REPLACED, REPLACED_WHOLE = ".ulmfit-replaced", "ALL_SET_ASIDE"
+REPLACED, REPLACED_WHOLE = ckpt.REPLACED, "ALL_SET_ASIDE"
 
 
 def clear_replaced_run(out: Path) -> None:
@@ -322,7 +322,8 @@ def _warn_few_steps(stream, n_tokens: int, cfg: LMTrainConfig, progress: bool) -
     (it said nothing, and perplexity moved from 690 to 678); the batch size suggested gives about
     10 steps an epoch."""
     steps = len(stream)
-    if steps < 3 and cfg.bs > 1:  # the benchmarks fine-tune 100 labels' text at 3-4 steps an epoch, well
+    # the benchmarks fine-tune 100 labels' text at 3-4 steps an epoch, well
+    if steps < 3 and cfg.bs > 1 and dist_.is_main():
         better = max(1, n_tokens // (cfg.bptt * 10))
         warn(f"--bs {cfg.bs} splits the {n_tokens:,} training tokens into streams of about {n_tokens // cfg.bs:,} "
              f"tokens: {steps} step{'s' if steps != 1 else ''} an epoch, too few to learn much; a smaller --bs "
@@ -708,7 +709,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     _print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters "
            f"({model.cfg.emb_size}/{model.cfg.hidden_size}/{model.cfg.n_layers})", progress)
     ts, vs = _streams(train, valid, train_cfg)
-    if not resume and dist_.is_main():
+    if not resume:
         _warn_few_steps(ts, train.n_tokens(), train_cfg, progress)
     info_d = {"source": str(Path(corpus).resolve()), "fmt": fmt, "column": column, "encoding": encoding,
               "valid_frac": valid_frac, "max_valid_tokens": max_valid_tokens, "n_tokens": data.n_tokens(),
@@ -878,7 +879,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
            f"({found:,} known to the pretrained model, {len(vocab) - found:,} new, started at the mean vector)",
            progress)
     ts, vs = _streams(train, valid, train_cfg)
-    if not resume and dist_.is_main():
+    if not resume:
         _warn_few_steps(ts, train.n_tokens(), train_cfg, progress)
     _fresh_metrics(out, resume)
     if not resume and dist_.is_main():

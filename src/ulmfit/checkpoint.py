@@ -187,16 +187,26 @@ def model_path(path) -> Path:
     return Path(path)
 
 
+# Where a run with --overwrite keeps the files of the run it replaces until its first checkpoint
+# (`api.clear_replaced_run`): a folder holding it and no config.json is being replaced.
+REPLACED = ".ulmfit-replaced"
+
+
+def refuse_if_being_replaced(path: Path) -> None:
+    """A model folder whose model a run with --overwrite has set aside: said as such, not as "no model"."""
+    if (path / REPLACED).is_dir() and not (path / CONFIG).exists():
+        raise UlmfitError(f"{path} holds no model now: a run with --overwrite is replacing it, or was stopped "
+                          "before its first save (then the next training command there puts the earlier "
+                          "model back, or --overwrite again replaces it)")
+
+
 def read_config(path: str | os.PathLike, kind: str | None = None) -> dict:
     path = model_path(path)
     if not path.is_dir():
         raise UlmfitError(f"{path} is not a model directory (it does not exist or is a file)")
     cfg_path = path / CONFIG
     if not cfg_path.exists():
-        if (path / ".ulmfit-replaced").is_dir():  # api.REPLACED: a run replacing it, live or stopped
-            raise UlmfitError(f"{path} holds no model now: a run with --overwrite is replacing it, or was stopped "
-                              "before its first save (then the next training command there puts the earlier "
-                              "model back, or --overwrite again replaces it)")
+        refuse_if_being_replaced(path)
         raise UlmfitError(f"{path} is not a ulmfit model directory: it has no {CONFIG}")
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:

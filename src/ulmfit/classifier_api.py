@@ -474,15 +474,13 @@ class TextClassifier:
         subs = sorted(p for p in path.iterdir()  # hidden folders are no members (a replaced run set aside)
                       if not p.name.startswith(".") and (p / ckpt.CONFIG).exists()) if path.is_dir() else []
         if not subs:
-            if (path / ".ulmfit-replaced").is_dir():
-                ckpt.read_config(path)  # says that a run with --overwrite is replacing it
+            ckpt.refuse_if_being_replaced(path)
             raise UlmfitError(f"{path} is neither a classifier directory nor a folder of them (no config.json)")
         # a subfolder that holds a model's weights but no config.json is a damaged member, not a
         # folder to pass over: an ensemble that quietly lost its backward model predicts differently
-        replacing = [p for p in sorted(path.iterdir()) if p.is_dir() and p not in subs
-                     and (p / ".ulmfit-replaced").is_dir()]
-        if replacing:
-            ckpt.read_config(replacing[0])  # a member a run with --overwrite is replacing: not passed over either
+        for p in sorted(path.iterdir()):  # a member a run with --overwrite is replacing: not passed over either
+            if p.is_dir() and p not in subs:
+                ckpt.refuse_if_being_replaced(p)
         broken = [p for p in sorted(path.iterdir()) if p.is_dir() and p not in subs and (p / ckpt.WEIGHTS).exists()]
         if broken:
             raise UlmfitError(f"{broken[0]} holds model weights but no {ckpt.CONFIG}: a damaged ensemble member; "

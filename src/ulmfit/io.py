@@ -446,12 +446,12 @@ def owns_out(fn):
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         out = Path(bound.arguments["out"])
-        fresh = not bound.arguments.get("resume", False) and not out.exists()
+        resume = bool(bound.arguments.get("resume", False))
+        fresh = not resume and not out.exists()
         new_parents = [p for p in out.absolute().parents if not p.exists()] if fresh else []  # nearest first
         # a folder that exists is held from the start, so that a live run there is named before
         # anything else is checked; a new one from when it is made (`writable_out`)
         claimed = is_main_process() and out.is_dir() and claim_out(out)
-        resume = bool(bound.arguments.get("resume", False))
         had = _run_files(out) if out.is_dir() else set()
         try:
             result = fn(*args, **kwargs)
@@ -495,13 +495,11 @@ def _undo_unsaved_run(out: Path, had: set[str]) -> bool:
     from .api import settle_replaced
     from .checkpoint import CONFIG
 
-    if (out / CONFIG).exists():
-        settle_replaced(out)  # it has a checkpoint: the one the error message calls the last good one
-        return False
-    if settle_replaced(out):
+    if settle_replaced(out):  # (with a checkpoint, the one the error calls the last good one, it drops the old run)
         return True
-    for name in _run_files(out) - had:  # made by this run, which saved no checkpoint
-        (out / name).unlink(missing_ok=True)
+    if not (out / CONFIG).exists():
+        for name in _run_files(out) - had:  # made by this run, which saved no checkpoint
+            (out / name).unlink(missing_ok=True)
     return False
 
 

@@ -98,11 +98,8 @@ class LabeledTexts:
 
     def __repr__(self) -> str:
         """A summary (the dataclass's own repr printed every text: megabytes for a notebook cell)."""
-        counts: dict[str, int] = {}
-        for lab in self.labels:
-            for name in (lab if isinstance(lab, list) else [lab]):
-                counts[name] = counts.get(name, 0) + 1
-        names = sort_labels(list(counts))
+        counts = self.class_counts()
+        names = list(counts)
         shown = ", ".join(f"{n!r}: {counts[n]:,}" for n in names[:6]) + (", ..." if len(names) > 6 else "")
         kind = "multi-label, " if self.multi_label else ""
         return (f"LabeledTexts({self.source!r}: {len(self):,} texts, {kind}{len(names):,} labels {{{shown}}})")

@@ -490,9 +490,9 @@ class ClassifierTrainer:
                                    "valid_loss": rep["loss"], "valid_accuracy": rep["accuracy"],
                                    "valid_macro_f1": rep["macro_f1"], "best": improved, "elapsed_s": self.elapsed}
                             if "confusion_matrix" in rep:  # single-label: which classes it predicts at all
-                                cols = np.asarray(rep["confusion_matrix"]).sum(0)
-                                rec["valid_predicted"] = [rep["labels"][i] for i in np.nonzero(cols)[0]]
-                                rec["valid_classes"] = int((np.asarray(rep["confusion_matrix"]).sum(1) > 0).sum())
+                                cm = np.asarray(rep["confusion_matrix"])
+                                rec["valid_predicted"] = [rep["labels"][i] for i in np.nonzero(cm.sum(0))[0]]
+                                rec["valid_classes"] = int((cm.sum(1) > 0).sum())
                             self.history.append(rec)
                             self.log(rec)
                             if self.progress:

@@ -279,8 +279,7 @@ def param_names(model: torch.nn.Module) -> dict[int, str]:
 
 def diverged_advice(out: Path, lower: str) -> str:
     """What a user does after the loss became NaN or infinite: --resume keeps a run's saved
-    settings, so lower rates need a new run (or, for a language model, training on from the last
-    good checkpoint with `finetune-lm --from`)."""
+    settings, so lower rates need a new run."""
     if (Path(out) / ckpt.CONFIG).exists():
         return (f"the last good checkpoint is kept in {out}. Train again with {lower} and --overwrite "
                 "(--resume keeps the run's saved rates)")
