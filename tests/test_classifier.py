@@ -307,6 +307,14 @@ def test_gradual_unfreezing_trains_exactly_the_unfrozen_groups(task, tmp_path):
             assert torch.equal(after[k], v), k  # embedding and lower layers are bit-identical
 
 
+def test_stage_groups_above_the_models_layer_groups_are_refused_before_anything_is_written(task, tmp_path):
+    # the tiny model has 4 groups (embedding, 2 LSTM layers, head); 5 used to wrap around to "the head alone"
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_groups": (5, 0), "stage_epochs": (1, 1), "stage_lrs": (1e-2, 1e-2)})
+    with pytest.raises(UlmfitError, match=r"has 4 layer groups .* 0 \(all groups\) to 4, not 5"):
+        train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_forward_backward_ensemble_averages_its_members(task, trained, tmp_path):
     pretrain(task / "train.csv", tmp_path / "lm-bwd", preset="tiny", progress=False, n_workers=1, fmt="csv",
              column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, backwards=True,

@@ -843,7 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-len", type=positive_int, default=1400, help="tokens at the end of a document pooled and "
                                                               "back-propagated (default: 1400 = 20 x bptt)")
     g.add_argument("--stage-groups", type=int, nargs="+", default=[1, 2, 3, 0],
-                   help="gradual unfreezing: top layer groups trained in each stage, 0 = all (default: 1 2 3 0)")
+                   help="gradual unfreezing: top layer groups trained in each stage, 0 = all; the groups are the "
+                        "embedding, each LSTM layer and the head (5 for 3 layers) (default: 1 2 3 0)")
     g.add_argument("--stage-epochs", type=int, nargs="+", default=[1, 1, 1, 2], help="epochs per stage (default: 1 1 1 2)")
     g.add_argument("--stage-lrs", type=float, nargs="+", default=[4e-2, 2e-2, 1e-2, 2e-3],
                    help="peak learning rate of the head per stage (default: 0.04 0.02 0.01 0.002)")

@@ -265,6 +265,11 @@ class ClassifierTrainer:
         self.progress = progress
         self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_pays())
         self.groups = model.layer_groups()
+        too_many = [g for g in cfg.stage_groups if g > len(self.groups)]
+        if too_many:  # freeze_to would wrap them around: 6 of 5 groups trained the head alone
+            raise UlmfitError(f"stage_groups {list(cfg.stage_groups)}: this model has {len(self.groups)} layer groups "
+                              f"(the embedding, {len(self.groups) - 2} LSTM layers, the head), so each value must be "
+                              f"0 (all groups) to {len(self.groups)}, not {too_many[0]}")
         self.multi_label = model.head_cfg.multi_label
         self.opt = torch.optim.AdamW([{"params": g, "lr": 0.0, "max_lr": 0.0, "weight_decay": cfg.wd} for g in self.groups],
                                      betas=(cfg.beta1, cfg.beta2), foreach=True)
