@@ -215,6 +215,16 @@ def test_label_seen_only_in_test_is_named(tmp_path):
     check_labels(train, train.subset([0]))  # a subset of the classes is fine
 
 
+def test_a_label_unknown_only_by_case_names_the_known_spelling(tmp_path):
+    train = read_labeled(write(tmp_path / "train.jsonl", '{"text": "a", "label": true}\n{"text": "b", "label": false}\n'))
+    test = read_labeled(write(tmp_path / "test.csv", "text,label\nc,True\nd,false\n"))  # as pandas writes booleans
+    with pytest.raises(UlmfitError, match=r"'True' \(first at .*line 2; the known labels have 'true'\) .*case included"):
+        check_labels(train, test)
+    other = read_labeled(write(tmp_path / "other.csv", "text,label\nc,maybe\n"))
+    with pytest.raises(UlmfitError, match=r"'maybe' \(first at [^;]*\) occur .* add training examples of them$"):
+        check_labels(train, other)
+
+
 def test_empty_file_and_file_of_blank_lines(tmp_path):
     for name in ("e.csv", "e.jsonl", "e.txt"):
         with pytest.raises(UlmfitError, match=r"empty|no examples"):

@@ -302,11 +302,18 @@ def check_label_names(
                 first[x] = i
     if first:
         items = list(first.items())
-        shown = ", ".join(f"{x!r} (first at {other.where(i)})" for x, i in items[:5])
+        folded = {}
+        for x in names:
+            folded.setdefault(x.casefold(), x)
+        shown = ", ".join(f"{x!r} (first at {other.where(i)}"
+                          + (f"; the known labels have {folded[x.casefold()]!r}" if x.casefold() in folded else "")
+                          + ")" for x, i in items[:5])
         more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+        case = ("; labels are compared exactly, case included (JSON writes booleans as true/false, pandas "
+                "as True/False)" if any(x.casefold() in folded for x, _ in items) else "")
         raise UlmfitError(
             f"label(s) {shown}{more} occur in the {what} data but never in {known_from}; the classifier "
-            "cannot predict them: fix the labels, or add training examples of them"
+            f"cannot predict them: fix the labels, or add training examples of them{case}"
         )
 
 
