@@ -372,6 +372,28 @@ def test_an_interrupted_classifier_run_resumes(task, tmp_path, monkeypatch):
     assert res["epochs"] == 5 and res["valid_accuracy"] > 0.8
 
 
+def test_a_run_killed_after_a_stages_last_epoch_resumes_saying_the_next_stage(task, tmp_path, monkeypatch, capsys):
+    from ulmfit.train.classify import ClassifierTrainer
+
+    real = ClassifierTrainer._loss
+
+    def killed_in_stage_2(self, logits, yb):  # as kill -9: no save after the one at the end of stage 1
+        if self.stage == 1:
+            raise RuntimeError("killed")
+        return real(self, logits, yb)
+
+    with monkeypatch.context() as m:
+        m.setattr(ClassifierTrainer, "_loss", killed_in_stage_2)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_classifier(task / "lm", task / "train.csv", tmp_path / "c",
+                             cfg=ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 1)}), progress=False, n_workers=1)
+    state = json.loads((tmp_path / "c" / "train_state.json").read_text())
+    assert (state["stage"], state["stage_epoch"], state["epoch"]) == (0, 1, 1)
+    capsys.readouterr()
+    assert main(["train-classifier", "--resume", str(tmp_path / "c")]) == 0
+    assert "(stage 2 of 2, epoch 2)" in capsys.readouterr().out
+
+
 def test_an_interrupted_classifier_whose_data_moved_resumes_from_its_new_place(task, tmp_path, monkeypatch):
     import shutil
 

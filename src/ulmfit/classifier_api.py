@@ -277,7 +277,11 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
             raise FinishedRun(f"{out} holds a finished run ({trainer.epoch} epochs, the model is epoch "
                               f"{trainer.best_epoch}); nothing to resume. To train longer, start a new run "
                               "with a longer last stage (--epochs N) into another --out")
-        say(f"resuming {out} at step {trainer.step} (stage {trainer.stage + 1}, epoch {trainer.epoch + 1})")
+        stage, done = trainer.stage, trainer.stage_epoch  # saved after a stage's last epoch, it names that stage
+        while done >= cfg.stage_epochs[stage] and stage + 1 < len(cfg.stage_groups):
+            stage, done = stage + 1, 0
+        say(f"resuming {out} at step {trainer.step} (stage {stage + 1} of {len(cfg.stage_groups)}, "
+            f"epoch {trainer.epoch + 1})")
     t0 = time.time()
     res = trainer.fit()
     for msg in training_warnings(trainer.history, res.get("best_epoch")):
