@@ -315,6 +315,31 @@ def test_stage_groups_above_the_models_layer_groups_are_refused_before_anything_
     assert not (tmp_path / "c").exists()
 
 
+def test_text_the_vocabulary_barely_covers_is_warned_about_and_lm_eval_gives_its_unk_share(task, tmp_path, capsys):
+    from ulmfit.text.vocab import unknown_share
+
+    assert unknown_share([np.array([2, 0, 9, 10, 8]), np.array([2, 0])]) == 2 / 4  # markers (2, 8) do not count
+    assert unknown_share([]) == 0.0
+    rng = random.Random(0)
+    zh = ["这部电影很好看，演员的表演非常出色", "这部电影太无聊了，我看了一半就走了", "故事很感人，值得一看", "剧情拖沓，浪费时间"]
+    with open(tmp_path / "zh.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(40):  # Chinese is written without spaces: each text is one "word", unknown to the vocabulary
+            w.writerow([rng.choice(zh) + "。" + rng.choice(zh) + str(i), "pos" if i % 2 else "neg"])
+    capsys.readouterr()
+    assert main(["lm-eval", str(tmp_path / "zh.csv"), "--column", "text", "--model", str(task / "lm")]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["unk_share"] == 1.0
+    assert "100% of the words of" in out.err and "ulmfit pretrain --tokenizer subword" in out.err
+    assert main(["lm-eval", str(task / "test.csv"), "--column", "text", "--model", str(task / "lm")]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["unk_share"] < 0.05 and "xxunk" not in out.err
+    with pytest.warns(UserWarning, match="100% of the words of the training texts are xxunk"):
+        train_classifier(task / "lm", tmp_path / "zh.csv", tmp_path / "c",
+                         cfg=ClassifierTrainConfig(**{**FAST, "stage_epochs": (0, 1)}), progress=False, n_workers=1)
+
+
 def test_a_forward_backward_ensemble_averages_its_members(task, trained, tmp_path):
     pretrain(task / "train.csv", tmp_path / "lm-bwd", preset="tiny", progress=False, n_workers=1, fmt="csv",
              column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0, backwards=True,

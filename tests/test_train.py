@@ -416,6 +416,15 @@ def test_finetuning_adapts_a_pretrained_model_to_new_text(tmp_path, corpus):
     assert absent not in ft.vocab and cfg_json["keep_base_vocab"] == "no"
 
 
+def test_finetuning_on_text_the_word_tokeniser_cannot_split_warns_before_training(tmp_path, corpus):
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    target = tmp_path / "zh.txt"  # Chinese, no spaces: one "word" a line, each seen once
+    target.write_text("\n".join(f"这部电影很好看演员的表演非常出色第{i}次" for i in range(60)), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"\d+% of the words of the target text are xxunk.*--tokenizer subword"):
+        finetune_lm(tmp_path / "lm", target, tmp_path / "ft", progress=False, n_workers=1,
+                    train_cfg=cfg(epochs=1))
+
+
 def test_small_target_text_keeps_the_whole_pretrained_vocabulary(tmp_path, corpus):
     """A few hundred labeled snippets lack most words their test texts use: "auto" keeps every
     pretrained word (starting from its pretrained vector), the target's own words first."""

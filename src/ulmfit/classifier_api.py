@@ -29,6 +29,7 @@ from .io import (FinishedRun, UlmfitError, as_texts, atomic_group, atomic_write_
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .pretrained import _unfinished_classifier
 from .text.tokenize import TokenizerConfig
+from .text.vocab import unknown_share, unknown_warning
 from .train.checks import config_from
 from .train.classify import (MAX_LAST_EPOCHS, SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer,
                              predict_probs)
@@ -240,6 +241,10 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     train_d = ClassificationData.from_labeled(train_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
     valid_d = (ClassificationData.from_labeled(valid_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
                if valid_texts is not None else None)
+    if not resume:
+        msg = unknown_warning(unknown_share(train_d.ids), "the training texts", tok_cfg.kind)
+        if msg:
+            warn(msg, progress)
     if cfg.backwards:
         train_d.ids = _reverse(train_d.ids)
         if valid_d is not None:

@@ -64,3 +64,33 @@ class Vocab:
         if itos and itos[-1] == "":
             itos.pop()
         return cls(itos)
+
+
+UNKNOWN_WARN_SHARE = 0.25  # English text under the shipped 30k vocabulary: a few percent
+
+
+def unknown_share(ids, sample: int = 4_000_000) -> float:
+    """The share of xxunk among the words of `ids` (one id array, or a list of them): tokens that are
+    xxunk or a vocabulary word, not the markers (xxbos, xxmaj, ...). Up to `sample` ids, evenly spaced."""
+    import numpy as np
+
+    if isinstance(ids, (list, tuple)):
+        ids = np.concatenate([np.asarray(a) for a in ids]) if len(ids) else np.zeros(0, np.int64)
+    if len(ids) > sample:
+        ids = ids[np.linspace(0, len(ids) - 1, sample).astype(np.int64)]
+    ids = np.asarray(ids)
+    unk = int((ids == SPECIAL_TOKENS.index(UNK)).sum())
+    words = unk + int((ids >= len(SPECIAL_TOKENS)).sum())
+    return unk / words if words else 0.0
+
+
+def unknown_warning(share: float, what: str, kind: str) -> str | None:
+    """The warning for `what` (the target text, the training texts) when `share` of its words are
+    xxunk, else None."""
+    if share < UNKNOWN_WARN_SHARE:
+        return None
+    why = ("the word tokeniser splits text at spaces and punctuation, so text written without spaces "
+           "(Chinese, Japanese, Thai) or in a language the model has not seen becomes xxunk; for such text, "
+           "pretrain a model on it with `ulmfit pretrain --tokenizer subword`" if kind != "subword" else
+           "the text is unlike the text the model's subword pieces were made from")
+    return f"{share:.0%} of the words of {what} are xxunk, unknown to the model, which sees them all as one word: {why}"
