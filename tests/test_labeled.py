@@ -225,6 +225,15 @@ def test_a_label_unknown_only_by_case_names_the_known_spelling(tmp_path):
         check_labels(train, other)
 
 
+def test_a_label_that_is_not_valid_unicode_is_refused_when_read(tmp_path):
+    # it used to train, then fail to save with the model (safetensors' metadata is UTF-8): the run was lost
+    with pytest.raises(UlmfitError, match=r"label 'caf\\udce9' is not valid text: .*lone surrogate.*rename it"):
+        write(tmp_path / "d" / "tea" / "1.txt", b"a text")
+        read_labeled(write(tmp_path / "d" / "caf\udce9" / "1.txt", b"a text").parent.parent)
+    with pytest.raises(UlmfitError, match=r"label '\\ud83d' is not valid text"):
+        read_labeled(write(tmp_path / "s.jsonl", '{"text": "a", "label": "\\ud83d"}\n'))
+
+
 def test_empty_file_and_file_of_blank_lines(tmp_path):
     for name in ("e.csv", "e.jsonl", "e.txt"):
         with pytest.raises(UlmfitError, match=r"empty|no examples"):

@@ -465,6 +465,12 @@ def label_name(s: str) -> str:
     pandas writes 0/1 labels with NaNs as 0.0/1.0) as "1", the same label as "1" in another file
     and as the number 1.0 in JSON."""
     s = s.strip()
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # it could not be saved with the model: say so before training, not after it
+        raise UlmfitError(f"the label {ascii(s)} is not valid text: it holds a lone surrogate, from a "
+                          "folder name in another encoding than UTF-8 or a JSON \\ud800-\\udfff escape without its "
+                          "pair; rename it") from None
     if not s.isascii() and not unicodedata.is_normalized("NFC", s):  # "café" typed with a combining accent
         s = unicodedata.normalize("NFC", s)
     if _WHOLE_FLOAT.fullmatch(s):  # its sign as written: "+1.0" is the label "+1", "-1.0" is "-1"
