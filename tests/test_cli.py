@@ -580,6 +580,16 @@ def test_standard_output_in_a_locale_that_cannot_encode_a_label_is_written_in_ut
     assert after.returncode == 0 and after.stdout.decode("utf-8") == "très_bon 😀\n", after.stderr
 
 
+def test_a_pythonioencoding_that_cannot_encode_a_label_writes_an_escape_not_a_traceback():
+    code = "from ulmfit.cli import _stdout_that_encodes_any_text as f; {} print('tr\\u00e8s_bon \\u6807')"
+    for chosen, says in (("latin-1", "très_bon \\u6807\n"), ("latin-1:replace", "très_bon ?\n")):
+        env = {**os.environ, "PYTHONIOENCODING": chosen}
+        before = subprocess.run([sys.executable, "-c", code.format("")], capture_output=True, env=env)
+        assert (b"UnicodeEncodeError" in before.stderr) == (chosen == "latin-1")
+        after = subprocess.run([sys.executable, "-c", code.format("f();")], capture_output=True, env=env)
+        assert after.returncode == 0 and after.stdout.decode("latin-1") == says, after.stderr
+
+
 def test_a_shipped_model_is_named_by_its_name_and_lr_find_never_writes_into_the_package(tmp_path, monkeypatch,
                                                                                           capsys):
     from ulmfit.cli import _lm_dir

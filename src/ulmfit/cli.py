@@ -1098,13 +1098,18 @@ def _stdout_that_encodes_any_text() -> None:
     them (ASCII, Latin-1) would end a run in UnicodeEncodeError at the first such label. Where
     standard output is a file or a pipe it is written in UTF-8, as --out files are; on a terminal
     a character it cannot show is written as an escape (\\u00e9). PYTHONIOENCODING, if set, is the
-    user's choice and is kept."""
+    user's choice and is kept; without an error handler of its own (latin-1, not latin-1:replace)
+    a character it cannot encode is written as an escape, not a traceback."""
     out = sys.stdout
     enc = (getattr(out, "encoding", None) or "").lower().replace("-", "").replace("_", "")
-    if enc in ("utf8", "utf8sig") or os.environ.get("PYTHONIOENCODING") or not hasattr(out, "reconfigure"):
+    if enc in ("utf8", "utf8sig") or not hasattr(out, "reconfigure"):
         return
+    chosen = os.environ.get("PYTHONIOENCODING")
     try:
-        if out.isatty():
+        if chosen:
+            if ":" not in chosen and getattr(out, "errors", "strict") == "strict":
+                out.reconfigure(errors="backslashreplace")
+        elif out.isatty():
             out.reconfigure(errors="backslashreplace")
         else:
             out.reconfigure(encoding="utf-8")
