@@ -234,6 +234,19 @@ def test_a_label_that_is_not_valid_unicode_is_refused_when_read(tmp_path):
         read_labeled(write(tmp_path / "s.jsonl", '{"text": "a", "label": "\\ud83d"}\n'))
 
 
+def test_a_column_name_matches_its_header_in_either_unicode_form(tmp_path):
+    nfd, nfc = "texte\u0301", "text\u00e9"  # "texté" with a combining accent, and composed
+    data = read_labeled(write(tmp_path / "a.csv", f"{nfd},\u6807\u7b7e\nbon film,pos\nmauvais,neg\n"),
+                        text_col=nfc, label_col="\u6807\u7b7e")
+    assert data.texts == ["bon film", "mauvais"]
+    data = read_labeled(write(tmp_path / "a.jsonl", f'{{"{nfc}": "bon", "label": "pos"}}\n'), text_col=nfd)
+    assert data.texts == ["bon"]
+    from ulmfit.data.corpus import iter_documents  # the language model's reader (finetune-lm --column)
+
+    assert list(iter_documents(write(tmp_path / "u.csv", f"{nfd}\nun texte\n"), column=nfc)) == ["un texte"]
+    assert list(iter_documents(write(tmp_path / "u.jsonl", f'{{"{nfd}": "un"}}\n'), column=nfc)) == ["un"]
+
+
 def test_empty_file_and_file_of_blank_lines(tmp_path):
     for name in ("e.csv", "e.jsonl", "e.txt"):
         with pytest.raises(UlmfitError, match=r"empty|no examples"):

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -314,11 +315,25 @@ def _read_wikitext(path: Path, encoding: str) -> Iterator[str]:
         yield "\n".join(article)
 
 
+def column_name(name: str) -> str:
+    """A column or field name as it is compared: stripped, in Unicode's composed form (NFC), so that
+    "texté" typed with a combining accent names the header's "texté"."""
+    name = name.strip()
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
+
+
+def field_names(obj: dict) -> dict:
+    """A JSON object with its keys as `column_name` gives them (the object itself when none changes)."""
+    if all(isinstance(k, str) and k.isascii() for k in obj):
+        return obj
+    return {column_name(k): v for k, v in obj.items()}
+
+
 def _columns(column: str | Sequence[str] | None) -> list[str]:
     if column is None:
         return ["text"]
     cols = column.split(",") if isinstance(column, str) else list(column)
-    cols = [c.strip() for c in cols if c.strip()]
+    cols = [column_name(c) for c in cols if c.strip()]
     if not cols:
         raise UlmfitError(f"no column name in {column!r}")
     return cols
@@ -341,7 +356,7 @@ def _read_table(path: Path, encoding: str, delimiter: str, column) -> Iterator[s
         header = next(reader, None)
         if header is None:
             raise UlmfitError(f"{path} is empty: expected a header row naming the columns")
-        header = [h.strip() for h in header]
+        header = [column_name(h) for h in header]
         missing = [c for c in cols if c not in header]
         if missing:
             raise UlmfitError(
@@ -372,6 +387,7 @@ def _read_jsonl(path: Path, encoding: str, column) -> Iterator[str]:
             raise UlmfitError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise UlmfitError(f"{path}, line {lineno}: expected a JSON object per line")
+        obj = field_names(obj)
         missing = [c for c in cols if c not in obj]
         if missing:
             raise UlmfitError(

@@ -35,8 +35,8 @@ from typing import Iterable, Iterator, Sequence
 
 from ..io import UlmfitError, as_texts
 from ..text.tokenize import join_fields
-from .corpus import (_decode_error, _iter_lines, check_source, check_width, refuse_json_array, table_error,
-                     table_reader, text_files, unique_columns)
+from .corpus import (_decode_error, _iter_lines, check_source, check_width, column_name, field_names,
+                     refuse_json_array, table_error, table_reader, text_files, unique_columns)
 
 FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
 
@@ -510,7 +510,7 @@ def _cols(spec, what: str) -> list[str] | None:
     if spec is None:
         return None
     cols = spec.split(",") if isinstance(spec, str) else [str(c) for c in spec]
-    cols = [c.strip() for c in cols if c.strip()]
+    cols = [column_name(c) for c in cols if c.strip()]
     if not cols:
         raise UlmfitError(f"no column name in the {what} column {spec!r}")
     return cols
@@ -558,7 +558,7 @@ def _table_records(path: Path, encoding, delimiter, text_col, label_col, header,
                   "pass --no-header (header=False from Python)", file=sys.stderr)
 
     if header:
-        names = [h.strip() for h in first[1]]
+        names = [column_name(h) for h in first[1]]
         hint = "; if the first row is an example, not a header, pass --no-header" if auto else ""
         text_idx = _resolve(text_spec or ["text"], names, path, hint)
         label_idx = None
@@ -615,7 +615,7 @@ def _first_row_is_header(first: list[str], following: list[list[str]], text_spec
 def _names_settle_header(first: list[str], text_spec, label_spec) -> bool:
     """Whether the first row is a header for certain: it holds the columns named by the user (or
     "text" and "label" when none are named), or a column was named (a name needs a header row)."""
-    names = {c.strip() for c in first}
+    names = {column_name(c) for c in first}
     given = (text_spec or []) + (label_spec or [])
     if given:
         return all(c in names for c in given) or any(not c.isdigit() for c in given)
@@ -665,6 +665,7 @@ def _jsonl_records(path: Path, encoding, text_col, label_col, need_label):
             raise UlmfitError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise UlmfitError(f"{path}, line {lineno}: expected a JSON object per line")
+        obj = field_names(obj)
         missing = [c for c in text_fields if c not in obj]
         if need_label and label_field not in obj:
             missing.append(label_field)
