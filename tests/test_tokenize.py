@@ -184,6 +184,15 @@ def sp_model(tmp_path_factory):
     return SubwordTokenizer.train(str(d / "train.txt"), str(d / "sp"), vocab_size=60)
 
 
+def test_a_subword_vocabulary_smaller_than_the_texts_characters_says_which_option_to_raise(tmp_path):
+    from ulmfit.io import UlmfitError
+
+    chars = [chr(0x4E00 + i) for i in range(300)]  # 300 CJK characters, each as frequent
+    (tmp_path / "zh.txt").write_text("\n".join("".join(chars[(i + j) % 300] for j in range(40)) for i in range(300)))
+    with pytest.raises(UlmfitError, match=r"has 3\d\d distinct characters.*--sp-vocab 100 is too small"):
+        SubwordTokenizer.train(str(tmp_path / "zh.txt"), str(tmp_path / "sp"), vocab_size=100)
+
+
 def test_subword_model_puts_the_specials_first(sp_model):
     assert SubwordTokenizer(sp_model).vocab()[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS
 
