@@ -451,6 +451,17 @@ def test_a_confusion_matrix_draws_dollar_signs_in_labels_as_text(tmp_path):
     assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_confusion_matrix_of_labels_the_font_lacks_is_drawn_without_a_warning_a_glyph(tmp_path):
+    import warnings
+
+    from ulmfit.train.metrics import plot_confusion
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        plot_confusion([[3, 1], [0, 2]], ["\u6807\u7b7e", "\U0001F600"], tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG" and not seen, [str(w.message) for w in seen]
+
+
 def test_one_list_among_plain_labels_says_the_data_is_read_as_multi_label(tmp_path, capsys):
     rows = [{"text": f"t {i}", "label": "pos" if i % 2 else "neg"} for i in range(20)]
     rows.append({"text": "x", "label": ["pos"]})
