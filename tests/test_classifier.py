@@ -660,6 +660,13 @@ def test_multi_label_training_predicts_sets_of_labels(trained, tmp_path):
     assert e.value.code == 2
     assert main(["evaluate", str(tmp_path / "ml.csv"), "--model", str(tmp_path / "clf"), "--multi-label-sep", ",",
                  "--report", str(tmp_path / "r.json")]) == 0
+    # evaluate scores at predict's --threshold: at 0 every text has every label
+    assert main(["evaluate", str(tmp_path / "ml.csv"), "--model", str(tmp_path / "clf"), "--multi-label-sep", ",",
+                 "--report", str(tmp_path / "r0.json"), "--threshold", "0"]) == 0
+    r0 = json.loads((tmp_path / "r0.json").read_text())
+    assert r0["threshold"] == 0 and r0["exact_match"] == 0 and r0["per_class"]["romance"]["recall"] == 1.0
+    with pytest.raises(UlmfitError, match="threshold applies to multi-label classifiers"):
+        TextClassifier.load(task / "clf").evaluate(["good"], labels=["pos"], threshold=0.3)
 
 
 def test_multi_label_data_read_without_its_separator_gets_a_hint():

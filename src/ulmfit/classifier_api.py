@@ -581,10 +581,17 @@ class TextClassifier:
         names = [m[6].name for m in self.members]
         return names if len(set(names)) == len(names) else [str(m[6]) for m in self.members]
 
-    def evaluate(self, data, bs: int = 64, progress: bool = False, *, labels=None) -> dict:
+    def evaluate(self, data, bs: int = 64, progress: bool = False, *, labels=None, threshold: float = 0.5) -> dict:
         """Accuracy, macro-F1, per-class scores and the confusion matrix on labeled data: a
-        LabeledTexts, or a list of texts with `labels=` (one per text)."""
+        LabeledTexts, or a list of texts with `labels=` (one per text). `threshold`: a multi-label
+        classifier gives a text each label whose probability reaches it, as `predict` does."""
         from .data.labeled import check_label_names
+
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
+            raise UlmfitError(f"threshold must be a probability (0 to 1), not {threshold!r}")
+        if threshold != 0.5 and not self.multi_label:
+            raise UlmfitError("threshold applies to multi-label classifiers; this one gives each text its most "
+                              "probable label")
 
         if labels is not None and not isinstance(data, LabeledTexts):
             data = LabeledTexts(data, labels, "the texts given")
@@ -609,8 +616,9 @@ class TextClassifier:
             for r, labs in enumerate(data.labels):
                 for l in labs:
                     y[r, index[l]] = 1
-            rep = multilabel_report(y, mean, self.labels)
-            members = {name: multilabel_report(y, p, self.labels)["exact_match"] for name, p in zip(self._names(), per)}
+            rep = multilabel_report(y, mean, self.labels, threshold)
+            members = {name: multilabel_report(y, p, self.labels, threshold)["exact_match"]
+                       for name, p in zip(self._names(), per)}
         else:
             y = np.array([index[l] for l in data.labels])
             rep = classification_report(y, mean.argmax(1), self.labels)
@@ -623,12 +631,12 @@ class TextClassifier:
 
 
 def evaluate(model_paths, data, *, read_args: dict | None = None, report: str | os.PathLike | None = None,
-             bs: int = 64, progress: bool = True, device: str | None = None) -> dict:
+             bs: int = 64, progress: bool = True, device: str | None = None, threshold: float = 0.5) -> dict:
     """Accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix, written
-    to a JSON report (and the matrix to a PNG beside it)."""
+    to a JSON report (and the matrix to a PNG beside it); `threshold` as in `TextClassifier.evaluate`."""
     clf = TextClassifier.load(model_paths, device)
     texts = data if isinstance(data, LabeledTexts) else load_labeled(data, **_file_args(_read_args(read_args)))
-    rep = clf.evaluate(texts, bs, progress)
+    rep = clf.evaluate(texts, bs, progress, threshold=threshold)
     rep["data"] = texts.source
     if report is not None:
         write_report(rep, report)

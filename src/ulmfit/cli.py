@@ -436,7 +436,7 @@ def cmd_evaluate(a) -> int:
             raise UlmfitError(f"--report {report} is the evaluation data: the report would replace it; give another "
                               "file")
     rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
-                   device=a.device)
+                   device=a.device, threshold=a.threshold)
     # the report is itself the output where it goes to standard output, or through a link, pipe or
     # device (/dev/stdout): the summary then goes to standard error
     through = report == "-" or written_through(report)
@@ -901,6 +901,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "MODEL/eval_report.json); '-' prints the JSON on standard output and the summary on "
                         "standard error")
     s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
+    s.add_argument("--threshold", type=probability, default=0.5,
+                   help="multi-label classifiers: a text gets each label whose probability is at least this, as "
+                        "in predict (default: 0.5)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_labeled_args(s)
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")

@@ -11,7 +11,9 @@ Padding. Documents are right-padded and the batch is ordered by length (longest 
 is causal, so padding after a document never changes its outputs; a document that ends inside a
 chunk simply drops out of the batch for the following chunks, so the state carried forward is
 always that of a real token. Pooling masks padding out of the max, the mean and the last state.
-The upshot, tested: a document's prediction is the same alone and in any batch.
+The upshot, tested: in fp32 a document's prediction is the same (to rounding, ~1e-6) alone and in
+any batch. Under bf16 autocast it agrees to about 1e-3: the matmul kernels round a batch of one
+row differently from a larger one.
 """
 
 from __future__ import annotations
