@@ -387,6 +387,13 @@ def test_files_that_are_not_plain_text_tables_say_what_they_are(tmp_path, conten
         read_labeled(f, fmt="csv" if content[:1] != b"[" else "auto")
 
 
+def test_a_stray_nul_byte_on_the_first_line_is_kept_as_on_any_other(tmp_path):
+    from ulmfit.data.corpus import iter_documents
+
+    f = write(tmp_path / "c.txt", b"a first\x00 line of text\nsecond\x00 line\n")  # it refused the file, "UTF-16?"
+    assert list(iter_documents(f)) == ["a first\x00 line of text", "second\x00 line"]
+
+
 def test_review_folders_that_share_their_subfolders_are_splits_not_classes(tmp_path):
     for split in ("training", "testing"):  # split names: the usual message
         write(tmp_path / "a" / split / "pos" / "1.txt", "great")

@@ -173,7 +173,8 @@ def _not_text(first: bytes, encoding: str, name) -> None:
     for magic, says in _SIGNATURES:
         if first.startswith(magic):
             raise UlmfitError(f"{name} {says}")
-    if b"\x00" in first:
+    if first.count(b"\x00") >= max(1, len(first) // 10):  # UTF-16 text is half NUL bytes; a stray NUL in a
+        # text is kept in it, on the first line as on any other
         raise UlmfitError(f"{name} holds NUL bytes, so it is not {encoding} text: UTF-16 without a byte-order mark "
                           "(--encoding utf-16-le or utf-16-be), or a binary file")
     if first.count(b"\r") >= 2 and not first.endswith(b"\n"):
