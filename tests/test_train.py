@@ -1011,6 +1011,48 @@ def test_a_signal_while_an_epoch_is_recorded_and_saved_stops_after_the_save_and_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_checkpoint_save_that_fails_leaves_the_best_weights_of_the_checkpoint_it_keeps(tmp_path, corpus,
+                                                                                           monkeypatch):
+    """best.safetensors was written on its own before the checkpoint: a save that then failed (a
+    file-size limit, a full disk) left it an epoch ahead of the training state that resume reads."""
+    c = cfg(epochs=3, patience=5)
+    real, calls = ckpt.save_train_state, {"n": 0}
+
+    def fails_at_epoch_2(out, *a, **k):
+        calls["n"] += 1
+        if a[2]["epoch"] == 2:  # the state of the save at the end of epoch 2
+            raise OSError(27, "File too large")
+        return real(out, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "save_train_state", fails_at_epoch_2)
+        with pytest.raises(OSError, match="File too large"):
+            pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=c, progress=False, n_workers=1)
+    state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
+    assert state["epoch"] == 1 and state["best_epoch"] == 1
+    best, meta = ckpt.load_tensors(tmp_path / "lm" / "best.safetensors")
+    assert meta["epoch"] == "1"
+    # a run left so by an earlier version is refused, not restored to the wrong weights
+    ckpt.save_tensors(tmp_path / "lm" / "best.safetensors", best, {"epoch": "2"})
+    with pytest.raises(UlmfitError, match="holds epoch 2, and the checkpoint says the best epoch is 1"):
+        pretrain(corpus, tmp_path / "lm", progress=False, resume=True, n_workers=1)
+    ckpt.save_tensors(tmp_path / "lm" / "best.safetensors", best, {"epoch": "1"})
+    pretrain(corpus, tmp_path / "lm", progress=False, resume=True, n_workers=1)
+    assert json.loads((tmp_path / "lm" / "train_state.json").read_text())["epoch"] == 3
+
+
+def test_weights_that_cannot_be_written_name_their_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def too_large(*a, **k):
+        raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
+
+    monkeypatch.setattr(ckpt, "save_file", too_large)
+    with pytest.raises(UlmfitError, match=r"could not write .*best\.safetensors \(Error while serializing.*ulimit -f"):
+        ckpt.save_tensors(tmp_path / "best.safetensors", {"w": torch.zeros(2)}, {})
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
 def test_a_resumed_run_drops_the_log_lines_written_after_its_checkpoint(tmp_path, corpus, monkeypatch):
     """A hard kill (SIGKILL, the OOM killer) leaves metrics.jsonl lines past the last checkpoint, and
     maybe a line cut short; the resumed run logs those steps again, so they are dropped first."""

@@ -414,7 +414,12 @@ class LMTrainer:
         self.best_loss, self.best_epoch = st.get("best_loss"), st.get("best_epoch", 0)
         self.bad_epochs = st.get("bad_epochs", 0)
         if self.cfg.patience and (self.out / BEST_WEIGHTS).exists():
-            self.best_state = ckpt.load_tensors(self.out / BEST_WEIGHTS)[0]
+            self.best_state, meta = ckpt.load_tensors(self.out / BEST_WEIGHTS)
+            if meta.get("epoch") not in (None, str(self.best_epoch)):  # from a save that failed (before it
+                # joined the checkpoint's files): not the epoch the state names
+                raise UlmfitError(f"cannot resume: {self.out / BEST_WEIGHTS} holds epoch {meta.get('epoch')}, "
+                                  f"and the checkpoint says the best epoch is {self.best_epoch}; the run cannot "
+                                  "restore its best weights. Start it again (--overwrite), or keep it as it is")
         # Only process 0 saves, so its hidden state is the only one kept: the other processes read
         # other rows of the text and start their first resumed batch from a fresh (zero) state
         # rather than from process 0's context.
@@ -557,7 +562,9 @@ class LMTrainer:
                     bar.close()
                     epoch_done = self.batch >= n_batches
                     v = self.validate()
-                    with stop_deferred() as deferral:  # the epoch's records, best weights and save, together
+                    # the epoch's records, best weights and save, together; best.safetensors joins the
+                    # checkpoint's files (written on its own, a save that failed left it an epoch ahead)
+                    with stop_deferred() as deferral, atomic_group():
                         self.elapsed += time.time() - t_start
                         self.elapsed_run += time.time() - t_start
                         t_start = time.time()
