@@ -415,6 +415,11 @@ def test_a_token_cache_that_cannot_be_written_says_so_and_how_to_fix_it(monkeypa
         writable_cache_dir(tmp_path / "corpora")
     monkeypatch.undo()
     assert writable_cache_dir(tmp_path / "corpora").is_dir()
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "afile"))  # it was "[Errno 20] Not a directory", unnamed
+    for where in (tmp_path / "afile", tmp_path / "afile" / "corpora"):
+        with pytest.raises(UlmfitError, match=r"a file stands where a folder .* set ULMFIT_CACHE to a folder \(it is "):
+            writable_cache_dir(where)
 
 
 def test_a_run_whose_cache_cannot_be_written_tokenises_into_a_folder_of_its_own(corpus, monkeypatch, capsys):

@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
 from .io import (OUT_LOCK, FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
-                 holds_out, is_main_process, lock_left_behind, owns_out, read_json, refuse_if_held, warn)
+                 holds_out, is_main_process, launch_env, lock_left_behind, owns_out, read_json, refuse_if_held, warn)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -340,7 +340,7 @@ def _warn_unknown(data, what: str, kind: str, progress: bool) -> None:
 
 def resolve_device(device: str | None) -> torch.device:
     """'auto' (default) picks a CUDA GPU when there is one (each torchrun process its own), else the CPU."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: each process on a GPU of its own
+    local = launch_env()[2]  # torchrun: each process on a GPU of its own
     if device in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda", local % torch.cuda.device_count())

@@ -230,6 +230,10 @@ def cache_root() -> Path:
 def cache_unwritable(path, e: OSError) -> UlmfitError | None:
     """The error to raise when a cache folder cannot be written (a read-only or missing home, a
     service account): it names the folder and the fix, where errno text alone would not."""
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder should be (ULMFIT_CACHE=a file)
+        return UlmfitError(f"cannot make the cache folder {path}: a file stands where a folder of its path should "
+                           f"be ({e}); set ULMFIT_CACHE to a folder (it is "
+                           f"{os.environ.get('ULMFIT_CACHE') or 'unset, so ~/.cache/ulmfit'})")
     if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
         return None
     return UlmfitError(f"cannot write the cache folder {path} ({e.strerror}); set ULMFIT_CACHE to a folder you can "
@@ -400,10 +404,27 @@ def holds_files(out) -> bool:
     return any(p.name != OUT_LOCK for p in Path(out).iterdir())
 
 
+def launch_env() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them; (0, 1, 0) outside a job of several
+    processes: a RANK left in the environment (some clusters set it) made a lone command silent
+    and unlocked. A value that is not a number is refused by name (it was a ValueError traceback)."""
+    vals = {}
+    for name, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
+        raw = os.environ.get(name, "").strip()
+        try:
+            vals[name] = int(raw) if raw else default
+        except ValueError:
+            raise UlmfitError(f"the environment variable {name}={raw!r} is not a whole number; torchrun sets it, "
+                              f"and outside torchrun it should be unset") from None
+    if vals["WORLD_SIZE"] <= 1:
+        return 0, 1, 0
+    return vals["RANK"], vals["WORLD_SIZE"], vals["LOCAL_RANK"]
+
+
 def is_main_process() -> bool:
     """Process 0 of a torchrun job (its RANK; the process group may not be set up yet), or a
     process on its own."""
-    if os.environ.get("RANK", "0") != "0":
+    if launch_env()[0] != 0:
         return False
     from .train.distributed import is_main  # here, not at import: this module needs no torch
 

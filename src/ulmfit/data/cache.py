@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..io import UlmfitError, atomic_write_json, cache_root, read_json, writable_cache_dir
+from ..io import _UMASK, UlmfitError, atomic_write_json, cache_root, launch_env, read_json, writable_cache_dir
 from ..text.tokenize import (RULES_VERSION, SubwordTokenizer, TokenizerConfig, make_tokenizer,
                              tokenize_in_process, tokenize_parallel)
 from ..text.vocab import Vocab
@@ -209,7 +209,7 @@ def build_corpus(
     try:
         writable_cache_dir(final.parent)
     except UlmfitError as e:
-        if cache_dir is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if cache_dir is not None or launch_env()[1] > 1:
             # a folder the user named; or processes of a torchrun job, which share one cache folder
             # (process 0 builds it, the others read it): folders of their own would each tokenise it all
             raise
@@ -241,6 +241,8 @@ def build_corpus(
         (tmp / BUILD_LOCK).unlink(missing_ok=True)  # the cache needs no lock; the open file keeps it held
         if final.exists():
             shutil.rmtree(final)
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp made it its owner's alone: a cache shared by a group could not
+        # be read by the others (their run stopped on "Permission denied"), whatever the umask
         try:
             os.replace(tmp, final)
         except OSError:

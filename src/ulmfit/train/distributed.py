@@ -11,7 +11,6 @@ neither of which DDP's forward wrapper expects.
 from __future__ import annotations
 
 import atexit
-import os
 from datetime import timedelta
 
 import torch
@@ -21,7 +20,9 @@ import torch.distributed as dist
 def init_from_env(device: str | None = None) -> tuple[int, int, int]:
     """(rank, world size, local rank); starts the process group when launched by torchrun, with
     NCCL for GPUs and gloo for the CPU (`device`: the --device given, None or "auto" for the default)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    from ..io import launch_env
+
+    world = launch_env()[1]
     if world <= 1 or not dist.is_available():
         return 0, 1, 0
     if not dist.is_initialized():
@@ -34,7 +35,7 @@ def init_from_env(device: str | None = None) -> tuple[int, int, int]:
         # Closed before the interpreter's exit: gloo's worker threads must end while Python still
         # runs (see _bind_world_defaults_early).
         atexit.register(shutdown)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return dist.get_rank(), dist.get_world_size(), launch_env()[2]
 
 
 def _bind_world_defaults_early() -> None:
@@ -56,9 +57,9 @@ def _bind_world_defaults_early() -> None:
 def single_process_only(what: str) -> None:
     """Refuse a command that does not train across processes when launched by torchrun (it would
     run once per process, side by side, writing the same files)."""
-    from ..io import UlmfitError
+    from ..io import UlmfitError, launch_env
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launch_env()[1] > 1:
         raise UlmfitError(f"{what} runs in one process: start it without torchrun (pretrain and finetune-lm "
                           "are the commands that train across processes)")
 
