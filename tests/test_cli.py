@@ -175,6 +175,52 @@ def test_jemalloc_keeps_pages_unless_the_user_configured_it(monkeypatch):
     assert cli.jemalloc_env() is None  # already loaded: no second re-exec
 
 
+def test_the_jemalloc_restart_runs_the_command_as_it_was_started_not_from_the_current_folder(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ulmfit import cli
+
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "-W", "error", "/venv/bin/ulmfit", "predict", "x.txt"])
+    assert cli.reexec_argv(["predict", "x.txt"]) == [sys.executable, "-W", "error", "/venv/bin/ulmfit", "predict", "x.txt"]
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "something", "else"])  # sys.argv was changed
+    argv = cli.reexec_argv(["predict", "x.txt"])
+    assert argv[1] == "-c" and "sys.path.pop(0)" in argv[2] and argv[3:] == ["predict", "x.txt"]
+    ran = []
+    monkeypatch.setattr(cli, "jemalloc_env", lambda: {})
+    monkeypatch.setattr(cli.os, "execve", lambda path, argv, env: ran.append(argv))
+    monkeypatch.delenv("_ULMFIT_REEXEC", raising=False)
+    for value, restarts in (("0", False), (" Off", False), ("no", False), ("false", False), ("", True), ("1", True)):
+        monkeypatch.setenv("ULMFIT_JEMALLOC", value)  # "off" loaded jemalloc all the same
+        ran.clear()
+        cli.maybe_reexec_with_jemalloc(["predict", "x.txt"])
+        assert bool(ran) == restarts, value
+    monkeypatch.undo()
+    script = Path(sys.executable).parent / "ulmfit"
+    if cli.find_jemalloc() is None or not script.exists():
+        pytest.skip("no jemalloc here (or no ulmfit script): the command is never restarted")
+    # `python -m ulmfit` put the current folder first on the import path: its numpy.py ran
+    (tmp_path / "numpy.py").write_text("import sys\nsys.stderr.write('the numpy.py of the folder ran')\nsys.exit(99)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ULMFIT_JEMALLOC", "_ULMFIT_REEXEC", "LD_PRELOAD")}
+    r = subprocess.run([str(script), "predict", "x.txt", "--model", "nowhere"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "nowhere" in r.stderr and "numpy.py of the folder" not in r.stderr, r.stderr
+
+
+def test_a_rank_left_in_the_environment_outside_torchrun_does_not_silence_a_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "1")  # some clusters set it; it hid every message and error
+    assert main(["predict", str(tmp_path / "x.txt"), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    from ulmfit.io import is_main_process
+
+    assert is_main_process()
+    for name, value in (("WORLD_SIZE", "abc"), ("RANK", "x")):
+        monkeypatch.setenv("WORLD_SIZE", "2" if name == "RANK" else value)
+        monkeypatch.setenv("RANK", value if name == "RANK" else "0")
+        assert main(["predict", str(tmp_path / "x.txt"), "--model", str(tmp_path / "nowhere")]) == 2
+        assert f"the environment variable {name}={value!r} is not a whole number" in capsys.readouterr().err
+
+
 def test_allocator_env_for_children_without_jemalloc_is_a_clear_error(monkeypatch):
     from ulmfit import cli
     from ulmfit.io import UlmfitError
@@ -218,6 +264,11 @@ def test_saved_files_follow_the_umask_not_owner_only(tiny_lm):
 
     for name in ("config.json", "model.safetensors", "vocab.txt"):
         assert (tiny_lm / name).stat().st_mode & 0o777 == 0o666 & ~io._UMASK
+    # the token cache's folder too (it was 0700 whatever the umask: a group's shared cache was unreadable)
+    from ulmfit.io import cache_root
+
+    folders = [d for d in (cache_root() / "corpora").iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert folders and all(d.stat().st_mode & 0o777 == 0o777 & ~io._UMASK for d in folders)
 
 
 @pytest.mark.parametrize("argv", [
@@ -578,6 +629,41 @@ def test_standard_output_in_a_locale_that_cannot_encode_a_label_is_written_in_ut
     assert b"UnicodeEncodeError" in before.stderr
     after = subprocess.run([sys.executable, "-c", code.format("f();")], capture_output=True, env=env)
     assert after.returncode == 0 and after.stdout.decode("utf-8") == "très_bon 😀\n", after.stderr
+    # a file name that is not UTF-8 (Python holds its byte as a surrogate escape) is printed, not fatal
+    name = subprocess.run([sys.executable, "-c", code.replace("tr\\u00e8s_bon \\U0001F600", "lat\\udce9.csv")
+                           .format("f();")], capture_output=True, env=env)
+    assert name.returncode == 0 and name.stdout == b"lat\\udce9.csv\n", name.stderr
+
+
+def test_a_standard_stream_closed_by_the_shell_is_read_as_empty_not_a_traceback():
+    # `ulmfit predict - <&-` gave AttributeError on sys.stdin.buffer, `>&-` a TypeError from csv
+    code = ("import sys; from ulmfit.cli import _closed_streams_as_devnull as f; {}"
+            "sys.stdout.write(repr(sys.stdin.buffer.read())); sys.stderr.write('said')")
+    for fd in (0, 1, 2):
+        before, after = (subprocess.run([sys.executable, "-c", code.format(call)], capture_output=True, timeout=60,
+                                        stdin=subprocess.DEVNULL, preexec_fn=lambda fd=fd: os.close(fd))
+                         for call in ("", "f(); "))
+        assert before.returncode == 1 or fd == 2  # stderr alone: Python writes nowhere without failing
+        assert after.returncode == 0 and after.stdout == {0: b"b''", 1: b"", 2: b"b''"}[fd]
+        assert after.stderr == (b"" if fd == 2 else b"said"), after.stderr
+
+
+def test_running_out_of_memory_is_an_error_line_with_what_to_change_not_a_traceback(monkeypatch, capsys):
+    import argparse
+
+    from ulmfit import cli
+
+    for exc in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate "
+                                            "memory: you tried to allocate 1073741824 bytes")):
+        def fn(_, exc=exc):
+            raise exc
+
+        assert cli._run_command(None, argparse.Namespace(fn=fn), 0, 1) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: out of memory (") and "smaller --bs" in err and "--resume" in err
+    with pytest.raises(RuntimeError, match="something else"):  # other runtime errors stay tracebacks (bugs)
+        cli._run_command(None, argparse.Namespace(fn=lambda _: (_ for _ in ()).throw(RuntimeError("something else"))),
+                         0, 1)
 
 
 def test_a_pythonioencoding_that_cannot_encode_a_label_writes_an_escape_not_a_traceback():
@@ -634,6 +720,15 @@ def test_lr_find_beside_a_read_only_model_keeps_its_suggestion_and_says_where_to
     assert "could not write the plot beside the model" in got.err and "--out FILE" in got.err
     assert main(args + ["--out", str(tmp_path / "p.png")]) == 2  # a place the user chose: an error
     assert "could not write the plot to" in capsys.readouterr().err
+    # a folder known to be read-only is said before the test's minutes, not after them
+    ran, real_access, real_find = [], os.access, lf.lr_find
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode == os.W_OK else real_access(p, mode, **k))
+    monkeypatch.setattr(lf, "lr_find", lambda *a, **k: ran.append(1) or real_find(*a, **k))
+    assert main(args + ["--out", str(tmp_path / "p.png")]) == 2 and not ran
+    assert "cannot write into" in capsys.readouterr().err
+    assert main(args) == 0 and ran
+    got = capsys.readouterr()
+    assert "cannot write the plot beside the model" in got.err and "suggested learning rate" in got.out
 
 
 def test_the_python_api_takes_a_shipped_model_by_its_name_too(tmp_path, tiny_lm, corpus, monkeypatch):

@@ -7,6 +7,7 @@ import contextlib
 import io as _io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,9 @@ def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
     """Re-run this command with jemalloc preloaded (once), if installed and not disabled.
 
     Set ULMFIT_JEMALLOC=0 to keep the system allocator."""
-    if os.environ.get("ULMFIT_JEMALLOC", "1") == "0" or os.environ.get("_ULMFIT_REEXEC"):
+    # read as ULMFIT_BF16 is: "off", "no", "false" (any case) opt out as "0" does; they loaded it before
+    if os.environ.get("ULMFIT_JEMALLOC", "").strip().lower() in ("0", "off", "no", "false") \
+            or os.environ.get("_ULMFIT_REEXEC"):
         return
     if not argv or argv[0] not in HEAVY_COMMANDS or any(a in ("-h", "--help") for a in argv):
         return
@@ -80,9 +83,20 @@ def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
         return
     env["_ULMFIT_REEXEC"] = "1"
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "ulmfit", *argv], env)
+        os.execve(sys.executable, reexec_argv(argv), env)
     except OSError:
         return  # could not re-exec: run as we are
+
+
+def reexec_argv(argv: list[str]) -> list[str]:
+    """The command line that runs this command again as it was started: the interpreter's flags
+    (-I, -W error, -X dev) and the `ulmfit` script, not `python -m ulmfit`, which put the current
+    folder first on the import path (a numpy.py in a data folder ran in place of NumPy)."""
+    orig = list(getattr(sys, "orig_argv", None) or [])
+    if len(orig) > len(argv) and orig[len(orig) - len(argv):] == list(argv):
+        return [sys.executable, *orig[1:]]
+    # sys.argv was changed: the module, with the current folder taken off the import path again
+    return [sys.executable, "-c", "import sys; sys.path.pop(0); from ulmfit.cli import main; sys.exit(main())", *argv]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +285,14 @@ def cmd_lr_find(a) -> int:
         out = Path(a.model) / "lr_find.png"
     if out.is_dir():
         raise UlmfitError(f"--out {out} is a folder; give a file name for the plot (e.g. {out / 'lr_find.png'})")
+    where = "beside the model" if out.parent == Path(a.model) else "in the current folder"
+    there = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
+    plot_fits = os.access(there, os.W_OK)
+    if not plot_fits:  # said before the minutes of the test, not after them
+        if a.out:
+            raise UlmfitError(f"--out {out}: cannot write into {there}; choose a folder you can write")
+        print(f"note: cannot write the plot {where} ({there} is read-only): the suggestion is printed alone; "
+              "pass --out FILE for the plot", file=sys.stderr)
     lm = LanguageModel.load(a.model, "cpu")  # the range test runs on the CPU
     data = lm.corpus(a.texts, fmt=a.fmt, column=a.column, encoding=a.encoding, n_workers=a.workers,
                      progress=not a.quiet)
@@ -286,12 +308,14 @@ def cmd_lr_find(a) -> int:
               "start lower (--start-lr)")
     else:
         print("no suggestion: too few steps (--num)")
+    if not plot_fits:
+        return 0
     try:
         plot_lr_find(res, out)
     except OSError as e:  # a read-only model folder: the suggestion above is the result, the plot a picture of it
         if a.out:
             raise UlmfitError(f"could not write the plot to {out} ({e})") from None
-        print(f"note: could not write the plot beside the model ({e}); pass --out FILE", file=sys.stderr)
+        print(f"note: could not write the plot {where} ({e}); pass --out FILE", file=sys.stderr)
         return 0
     print(f"plot written to {out}")
     return 0
@@ -1057,6 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if from_command_line else argv)
     if from_command_line:
+        _closed_streams_as_devnull()
         maybe_reexec_with_jemalloc(argv)
         _stdout_that_encodes_any_text()
         _show_our_warnings_as_lines()
@@ -1080,7 +1105,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Under torchrun every process runs this; process 0 speaks for them all (the others would
     # print each message and error again), and a process whose partner stopped says so in a line.
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    from .io import launch_env
+
+    try:
+        rank, world, _ = launch_env()
+    except UlmfitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torchrun_worker = from_command_line and world > 1  # its process ends with this command
     if torchrun_worker:
         from .train.loop import STOPPING_ENDS_PROCESS
@@ -1094,6 +1125,14 @@ def main(argv: list[str] | None = None) -> int:
     if torchrun_worker:
         _exit_torchrun_worker(rc, rank)
     return rc
+
+
+def _closed_streams_as_devnull() -> None:
+    """A standard stream closed by the shell (`<&-`, `>&-`, `2>&-`) is None in Python: the first
+    read, print or progress bar ended in a traceback. It reads as empty and writes nowhere instead."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
 
 
 def _stdout_that_encodes_any_text() -> None:
@@ -1114,8 +1153,8 @@ def _stdout_that_encodes_any_text() -> None:
                 out.reconfigure(errors="backslashreplace")
         elif out.isatty():
             out.reconfigure(errors="backslashreplace")
-        else:
-            out.reconfigure(encoding="utf-8")
+        else:  # with an error handler: a file name that is not UTF-8 (a surrogate escape) is printed, not fatal
+            out.reconfigure(encoding="utf-8", errors="backslashreplace")
     except (OSError, ValueError):  # closed, or already written to in another encoding
         pass
 
@@ -1172,10 +1211,17 @@ def _run_command(parser, a, rank: int, world: int) -> int:
 
             print(str(e).replace(PYTHON_RESUME, ""), file=sys.stderr)  # advice for the Python API's users
         return 130
-    except RuntimeError as e:
+    except (MemoryError, RuntimeError) as e:
         if world > 1 and rank:  # a collective whose partner is gone: "Connection closed by peer"
-            print(f"process {rank} stopped: {str(e).splitlines()[0][:200]} (process 0 says why)", file=sys.stderr)
+            print(f"process {rank} stopped: {(str(e) or type(e).__name__).splitlines()[0][:200]} (process 0 says "
+                  "why)", file=sys.stderr)
             return 1
+        if isinstance(e, MemoryError) or re.search(r"can't allocate memory|out of memory|bad_alloc", str(e), re.I):
+            first = (str(e) or "MemoryError").splitlines()[0][:200]
+            print(f"error: out of memory ({first}). A smaller --bs (and for long texts --max-len or --bptt) needs "
+                  "less; so do fewer tokeniser --workers. A memory limit (ulimit -v, a container's) counts too. "
+                  "What a training run saved before is kept (--resume goes on from it)", file=sys.stderr)
+            return 2
         raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
