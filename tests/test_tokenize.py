@@ -302,3 +302,17 @@ def test_a_vocabulary_cap_with_no_room_for_words_is_refused():
     with pytest.raises(UlmfitError, match="no room for words"):
         Vocab.build(Counter({"cat": 5}), max_vocab=len(SPECIAL_TOKENS))
     assert Vocab.build(Counter({"cat": 5}), max_vocab=len(SPECIAL_TOKENS) + 1).itos[-1] == "cat"
+
+
+def test_the_default_tokeniser_pool_fits_windows_handle_limit(monkeypatch):
+    import os
+    import sys
+
+    from ulmfit.text import tokenize
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert tokenize.default_workers() == 128
+    monkeypatch.setattr(sys, "platform", "win32")  # a pool of more than 61 processes fails there
+    assert tokenize.default_workers() == 61

@@ -236,7 +236,7 @@ def _summary(res: dict) -> None:
     print(f"language model saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl, "
           "train_state.*)")
     keys = ["valid_loss", "valid_perplexity", "valid_accuracy", "restored_best_epoch", "tokens", "wall_s", "out"]
-    print(json.dumps({k: res[k] for k in keys if k in res}, indent=2))
+    print(json.dumps({k: res[k] for k in keys if k in res}, indent=2, ensure_ascii=False))
 
 
 def cmd_lm_eval(a) -> int:
@@ -244,7 +244,7 @@ def cmd_lm_eval(a) -> int:
 
     res = lm_eval(a.model, a.texts, fmt=a.fmt, column=a.column, encoding=a.encoding, bs=a.bs, bptt=a.bptt,
                   progress=not a.quiet, device=a.device)
-    print(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -441,7 +441,7 @@ def cmd_train_classifier(a) -> int:
                                read_args=_read_args(a), overwrite=a.overwrite, n_workers=a.workers,
                                progress=not a.quiet, device=a.device, max_train=a.max_train)
     print(f"classifier saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl)")
-    print(json.dumps({k: v for k, v in res.items() if k != "out"}, indent=2))
+    print(json.dumps({k: v for k, v in res.items() if k != "out"}, indent=2, ensure_ascii=False))
     return 0
 
 

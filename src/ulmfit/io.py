@@ -222,9 +222,15 @@ def trim_jsonl(path: str | os.PathLike, max_step: int) -> int:
 
 
 def cache_root() -> Path:
-    """$ULMFIT_CACHE (a leading ~ is the home folder; empty is unset), else ~/.cache/ulmfit."""
+    """$ULMFIT_CACHE (a leading ~ is the home folder; empty is unset), else $XDG_CACHE_HOME/ulmfit
+    where that is set (as PyTorch and Hugging Face read it), else ~/.cache/ulmfit."""
     env = os.environ.get("ULMFIT_CACHE", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ulmfit"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg and os.path.isabs(os.path.expanduser(xdg)):  # the XDG rules: a relative one is ignored
+        return Path(xdg).expanduser() / "ulmfit"
+    return Path.home() / ".cache" / "ulmfit"
 
 
 def cache_unwritable(path, e: OSError) -> UlmfitError | None:
@@ -233,7 +239,7 @@ def cache_unwritable(path, e: OSError) -> UlmfitError | None:
     if e.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder should be (ULMFIT_CACHE=a file)
         return UlmfitError(f"cannot make the cache folder {path}: a file stands where a folder of its path should "
                            f"be ({e}); set ULMFIT_CACHE to a folder (it is "
-                           f"{os.environ.get('ULMFIT_CACHE') or 'unset, so ~/.cache/ulmfit'})")
+                           f"{os.environ.get('ULMFIT_CACHE') or 'unset'})")
     if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
         return None
     return UlmfitError(f"cannot write the cache folder {path} ({e.strerror}); set ULMFIT_CACHE to a folder you can "

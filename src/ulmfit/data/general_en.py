@@ -442,6 +442,8 @@ class FetchError(Exception):
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
+    # the program as the shell finds it: on Windows npm is npm.cmd, which a bare "npm" does not run
+    cmd = [shutil.which(cmd[0]) or cmd[0], *cmd[1:]]
     try:
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as e:

@@ -549,7 +549,10 @@ def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+        # Windows waits on at most 63 handles: a pool of more processes fails there (as
+        # concurrent.futures, which caps its own at 61)
+        return min(n, 61) if sys.platform == "win32" else n
 
 
 def tokenize_parallel(

@@ -90,7 +90,8 @@ def unknown_warning(share: float, what: str, kind: str) -> str | None:
     if share < UNKNOWN_WARN_SHARE:
         return None
     why = ("the word tokeniser splits text at spaces and punctuation, so text written without spaces "
-           "(Chinese, Japanese, Thai) or in a language the model has not seen becomes xxunk; for such text, "
-           "pretrain a model on it with `ulmfit pretrain --tokenizer subword`" if kind != "subword" else
+           "(Chinese, Japanese, Thai) or in a language the model has not seen becomes xxunk (for such text, "
+           "pretrain a model on it with `ulmfit pretrain --tokenizer subword`); so does a vocabulary cap "
+           "(--max-vocab) too small for the text" if kind != "subword" else
            "the text is unlike the text the model's subword pieces were made from")
     return f"{share:.0%} of the words of {what} are xxunk, unknown to the model, which sees them all as one word: {why}"
