@@ -182,6 +182,12 @@ def test_a_classifier_learns_a_small_task_far_above_chance(trained):
     task, res = trained
     rep = evaluate(task / "clf", task / "test.csv", report=task / "report.json", progress=False)
     assert rep["accuracy"] > 0.9
+    # the log loss: the mean negative log-probability of each text's label
+    data = load_labeled(task / "test.csv")
+    clf = TextClassifier.load(task / "clf")
+    p = clf.predict_proba(data.texts)
+    y = [clf.labels.index(l) for l in data.labels]
+    assert rep["log_loss"] == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
     saved = json.loads((task / "report.json").read_text())
     assert saved["confusion_matrix"] and set(saved["per_class"]) == {"neg", "pos"}
     assert (task / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -665,6 +671,10 @@ def test_multi_label_training_predicts_sets_of_labels(trained, tmp_path):
                  "--report", str(tmp_path / "r0.json"), "--threshold", "0"]) == 0
     r0 = json.loads((tmp_path / "r0.json").read_text())
     assert r0["threshold"] == 0 and r0["exact_match"] == 0 and r0["per_class"]["romance"]["recall"] == 1.0
+    probs = clf.predict_proba(["explosions and jokes", "kisses"])
+    y = np.array([[1, 1, 0], [0, 0, 1]])
+    bce = -np.mean(y * np.log(probs) + (1 - y) * np.log(1 - probs))
+    assert r0["log_loss"] == pytest.approx(bce, rel=1e-4)
     with pytest.raises(UlmfitError, match="threshold applies to multi-label classifiers"):
         TextClassifier.load(task / "clf").evaluate(["good"], labels=["pos"], threshold=0.3)
 

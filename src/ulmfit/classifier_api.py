@@ -619,9 +619,14 @@ class TextClassifier:
             rep = multilabel_report(y, mean, self.labels, threshold)
             members = {name: multilabel_report(y, p, self.labels, threshold)["exact_match"]
                        for name, p in zip(self._names(), per)}
+            p = np.clip(mean, 1e-7, 1 - 1e-7)  # each label's own yes/no: binary cross-entropy, as in training
+            rep["log_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
         else:
             y = np.array([index[l] for l in data.labels])
             rep = classification_report(y, mean.argmax(1), self.labels)
+            # how sure it was of the right label (accuracy is blind to it): the mean negative log-probability
+            # of each text's label, without the class weights training may use
+            rep["log_loss"] = float(-np.mean(np.log(np.clip(mean[np.arange(len(y)), y], 1e-7, 1.0))))
             members = {name: classification_report(y, p.argmax(1), self.labels)["accuracy"]
                        for name, p in zip(self._names(), per)}
         if len(self.members) > 1:

@@ -500,7 +500,8 @@ def _print_evaluation(rep: dict, file) -> None:
         say(f"exact match {rep['exact_match']:.4f} (texts with all their labels right)  micro-F1 "
             f"{rep['micro_f1']:.4f}  macro-F1 {rep['macro_f1']:.4f}  (threshold {rep['threshold']:g})")
     else:
-        say(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}")
+        say(f"accuracy {rep['accuracy']:.4f}  error rate {rep['error_rate']:.4f}  macro-F1 {rep['macro_f1']:.4f}"
+            + (f"  log loss {rep['log_loss']:.4f}" if "log_loss" in rep else ""))
     if multi or "confusion_matrix" in rep:
         width = max(len(x) for x in rep["labels"])
         for name, r in rep["per_class"].items():
