@@ -352,7 +352,9 @@ def main(argv=None) -> int:
     r.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
     # the library's cache by its rules (~ expanded, empty is unset); this file also runs under fastai's
     # Python, which has no ulmfit to import
-    cache = Path(os.environ.get("ULMFIT_CACHE", "").strip() or "~/.cache/ulmfit").expanduser()
+    xdg = os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "").strip())
+    cache = Path(os.environ.get("ULMFIT_CACHE", "").strip()
+                 or (os.path.join(xdg, "ulmfit") if os.path.isabs(xdg) else "~/.cache/ulmfit")).expanduser()
     r.add_argument("--work", default=str(cache / "bench" / "fastai-compare"),
                    help="where the models and runs go (default: the library's cache, $ULMFIT_CACHE or "
                         "~/.cache/ulmfit, under bench/fastai-compare)")

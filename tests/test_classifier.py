@@ -319,6 +319,9 @@ def test_stage_groups_above_the_models_layer_groups_are_refused_before_anything_
     with pytest.raises(UlmfitError, match=r"has 4 layer groups .* 0 \(all groups\) to 4, not 5"):
         train_classifier(task / "lm", task / "train.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
     assert not (tmp_path / "c").exists()
+    # said before the data is read and tokenised (minutes on a large file): here, a file that is not there
+    with pytest.raises(UlmfitError, match=r"has 4 layer groups"):
+        train_classifier(task / "lm", task / "missing.csv", tmp_path / "c", cfg=cfg, progress=False, n_workers=1)
 
 
 def test_text_the_vocabulary_barely_covers_is_warned_about_and_lm_eval_gives_its_unk_share(task, tmp_path, capsys):

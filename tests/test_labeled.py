@@ -230,7 +230,7 @@ def test_a_label_that_is_not_valid_unicode_is_refused_when_read(tmp_path):
     with pytest.raises(UlmfitError, match=r"label 'caf\\udce9' is not valid text: .*lone surrogate.*rename it"):
         write(tmp_path / "d" / "tea" / "1.txt", b"a text")
         read_labeled(write(tmp_path / "d" / "caf\udce9" / "1.txt", b"a text").parent.parent)
-    with pytest.raises(UlmfitError, match=r"label '\\ud83d' is not valid text"):
+    with pytest.raises(UlmfitError, match=r"s\.jsonl, line 1: the label '\\ud83d' is not valid text"):
         read_labeled(write(tmp_path / "s.jsonl", '{"text": "a", "label": "\\ud83d"}\n'))
 
 
@@ -392,6 +392,11 @@ def test_a_stray_nul_byte_on_the_first_line_is_kept_as_on_any_other(tmp_path):
 
     f = write(tmp_path / "c.txt", b"a first\x00 line of text\nsecond\x00 line\n")  # it refused the file, "UTF-16?"
     assert list(iter_documents(f)) == ["a first\x00 line of text", "second\x00 line"]
+    f = write(tmp_path / "d.txt", b"Title\x00 x\nsecond\n")  # a short line too
+    assert list(iter_documents(f)) == ["Title\x00 x", "second"]
+    for content in ("Hi\n".encode("utf-16-le"), "\u6807\u7b7e ab\n".encode("utf-16-le"), b"\x93NUMPY\x01\x00v\x00{\x00\x00"):
+        with pytest.raises(UlmfitError, match="holds NUL bytes"):  # UTF-16 (short, or mostly CJK), binary
+            list(iter_documents(write(tmp_path / "e.txt", content)))
 
 
 def test_review_folders_that_share_their_subfolders_are_splits_not_classes(tmp_path):

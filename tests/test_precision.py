@@ -73,6 +73,17 @@ def test_environment_overrides_the_measurement(fresh):
     assert not calls
 
 
+def test_a_model_trained_in_bf16_predicts_in_fp32_under_ulmfit_bf16_off_on_any_device(fresh):
+    import torch
+
+    trained = {"train": {"bf16": True}}
+    assert precision.predicts_in_bf16(trained, torch.device("cuda"))  # a GPU: as trained
+    assert not precision.predicts_in_bf16({"train": {"bf16": False}}, torch.device("cuda"))
+    fresh.setenv("ULMFIT_BF16", "off")  # the README's way to fp32 predictions: it held on the CPU alone
+    assert not precision.predicts_in_bf16(trained, torch.device("cuda"))
+    assert not precision.predicts_in_bf16(trained, torch.device("cpu"))
+
+
 def test_on_needs_a_cpu_that_can_run_bf16(fresh):
     fresh.setattr(precision, "bf16_supported", lambda: False)
     fresh.setenv("ULMFIT_BF16", "on")

@@ -189,7 +189,7 @@ def test_a_subword_vocabulary_smaller_than_the_texts_characters_says_which_optio
 
     chars = [chr(0x4E00 + i) for i in range(300)]  # 300 CJK characters, each as frequent
     (tmp_path / "zh.txt").write_text("\n".join("".join(chars[(i + j) % 300] for j in range(40)) for i in range(300)))
-    with pytest.raises(UlmfitError, match=r"has 3\d\d distinct characters.*--sp-vocab 100 is too small"):
+    with pytest.raises(UlmfitError, match=r"characters alone need 3\d\d pieces .*--sp-vocab 100 is too small"):
         SubwordTokenizer.train(str(tmp_path / "zh.txt"), str(tmp_path / "sp"), vocab_size=100)
 
 

@@ -333,8 +333,10 @@ def _warn_few_steps(stream, n_tokens: int, cfg: LMTrainConfig, progress: bool) -
 def _warn_unknown(data, what: str, kind: str, progress: bool) -> None:
     """Text that the vocabulary barely covers (Chinese through the word tokeniser was 91% xxunk, and
     trained to a perplexity that looked fine): said before training."""
-    msg = unknown_warning(unknown_share(data.ids[data.starts[0]:data.ends[-1]] if data.n_docs() else []), what, kind)
-    if msg and dist_.is_main():
+    if not dist_.is_main() or not data.n_docs():  # process 0 speaks for a torchrun job
+        return
+    msg = unknown_warning(unknown_share(data.ids[data.starts[0]:data.ends[-1]]), what, kind)
+    if msg:
         warn(msg, progress)
 
 
@@ -1038,7 +1040,7 @@ def lm_eval(model_dir, texts, *, fmt="auto", column=None, encoding="utf-8", bs=1
     lm = LanguageModel.load(model_dir, device)
     res = lm.evaluate(source=texts, fmt=fmt, column=column, encoding=encoding, bs=bs, bptt=bptt, progress=progress)
     res["bits_per_token"] = res["loss"] / math.log(2)
-    msg = unknown_warning(res["unk_share"], str(texts), lm.tok_cfg.kind)
+    msg = unknown_warning(res["unk_share"], str(texts), lm.tok_cfg.kind, fixed_vocab=True)
     if msg:
         warn(msg + "; its perplexity says little", progress)
     return res

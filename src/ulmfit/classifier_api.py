@@ -32,7 +32,7 @@ from .text.tokenize import TokenizerConfig
 from .text.vocab import unknown_share, unknown_warning
 from .train.checks import config_from
 from .train.classify import (MAX_LAST_EPOCHS, SELECT_LAST_MAX_VALID, ClassifierTrainConfig, ClassifierTrainer,
-                             predict_probs)
+                             check_stage_groups, predict_probs)
 from .train.distributed import single_process_only
 from .train.loop import keeps_callers_rng
 from .train.precision import precision_line, predicts_in_bf16
@@ -165,6 +165,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     # The language model: its encoder, vocabulary and tokenizer become the classifier's.
     lm_dir = Path(lm) if lm is not None else default_lm(cfg.backwards)
     lm_model, lm_cfg, vocab = ckpt.load_model(lm_dir)
+    check_stage_groups(cfg.stage_groups, lm_model.cfg.n_layers + 2)  # before the data is read and tokenised
     lm_backwards = ckpt.reads_backwards(lm_cfg)
     if lm_backwards != cfg.backwards:
         if lm is None:
@@ -242,7 +243,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     valid_d = (ClassificationData.from_labeled(valid_texts, tok_cfg, vocab, sp, labels, n_workers, progress)
                if valid_texts is not None else None)
     if not resume:
-        msg = unknown_warning(unknown_share(train_d.ids), "the training texts", tok_cfg.kind)
+        msg = unknown_warning(unknown_share(train_d.ids), "the training texts", tok_cfg.kind, fixed_vocab=True)
         if msg:
             warn(msg, progress)
     if cfg.backwards:

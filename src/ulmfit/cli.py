@@ -68,13 +68,17 @@ def allocator_env(malloc_conf: str | None, base: dict | None = None) -> dict:
     return env
 
 
+def jemalloc_opted_out() -> bool:
+    """ULMFIT_JEMALLOC read as ULMFIT_BF16 is: "0", "off", "no", "false" (any case) opt out; before,
+    only "0" did, and "off" loaded jemalloc all the same."""
+    return os.environ.get("ULMFIT_JEMALLOC", "").strip().lower() in ("0", "off", "no", "false")
+
+
 def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
     """Re-run this command with jemalloc preloaded (once), if installed and not disabled.
 
     Set ULMFIT_JEMALLOC=0 to keep the system allocator."""
-    # read as ULMFIT_BF16 is: "off", "no", "false" (any case) opt out as "0" does; they loaded it before
-    if os.environ.get("ULMFIT_JEMALLOC", "").strip().lower() in ("0", "off", "no", "false") \
-            or os.environ.get("_ULMFIT_REEXEC"):
+    if jemalloc_opted_out() or os.environ.get("_ULMFIT_REEXEC"):
         return
     if not argv or argv[0] not in HEAVY_COMMANDS or any(a in ("-h", "--help") for a in argv):
         return
@@ -291,7 +295,7 @@ def cmd_lr_find(a) -> int:
     if not plot_fits:  # said before the minutes of the test, not after them
         if a.out:
             raise UlmfitError(f"--out {out}: cannot write into {there}; choose a folder you can write")
-        print(f"note: cannot write the plot {where} ({there} is read-only): the suggestion is printed alone; "
+        print(f"note: cannot write the plot {where} (no permission to write {there}): the suggestion is printed alone; "
               "pass --out FILE for the plot", file=sys.stderr)
     lm = LanguageModel.load(a.model, "cpu")  # the range test runs on the CPU
     data = lm.corpus(a.texts, fmt=a.fmt, column=a.column, encoding=a.encoding, n_workers=a.workers,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import os
@@ -173,8 +174,10 @@ def _not_text(first: bytes, encoding: str, name) -> None:
     for magic, says in _SIGNATURES:
         if first.startswith(magic):
             raise UlmfitError(f"{name} {says}")
-    if first.count(b"\x00") >= max(1, len(first) // 10):  # UTF-16 text is half NUL bytes; a stray NUL in a
-        # text is kept in it, on the first line as on any other
+    nuls = first.count(b"\x00")
+    # UTF-16 puts a NUL beside each ASCII character, on one side; a binary file has NULs here and there;
+    # one or two stray NULs in a text are kept in it, on the first line as on any other
+    if nuls >= 3 or (nuls and max(first[0::2].count(0), first[1::2].count(0)) >= max(2, len(first) // 8)):
         raise UlmfitError(f"{name} holds NUL bytes, so it is not {encoding} text: UTF-16 without a byte-order mark "
                           "(--encoding utf-16-le or utf-16-be), or a binary file")
     if first.count(b"\r") >= 2 and not first.endswith(b"\n"):
@@ -316,6 +319,7 @@ def _read_wikitext(path: Path, encoding: str) -> Iterator[str]:
         yield "\n".join(article)
 
 
+@functools.lru_cache(maxsize=4096)  # JSON keys: the same few, once a record
 def column_name(name: str) -> str:
     """A column or field name as it is compared: stripped, in Unicode's composed form (NFC), so that
     "texté" typed with a combining accent names the header's "texté"."""

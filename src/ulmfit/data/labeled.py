@@ -387,7 +387,12 @@ def _collect(records: Iterable, source: str, sep: str | None, skip_empty: bool) 
             raise UlmfitError(
                 f"{where}: empty text; remove or fill in such examples (or skip them with --skip-empty)"
             )
-        label = _norm_label(raw, sep, where)
+        try:
+            label = _norm_label(raw, sep, where)
+        except UlmfitError as e:
+            if not str(e).startswith("the label "):  # label_name's: it knows no file or line
+                raise
+            raise UlmfitError(f"{where}: {e}") from None
         if label == "" and first_empty_label is None:
             first_empty_label = len(labels)
         texts.append(fields[0] if len(fields) == 1 else join_fields(fields))

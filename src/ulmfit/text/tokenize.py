@@ -316,9 +316,9 @@ class SubwordTokenizer:
         except RuntimeError as e:
             m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
             if m:  # its own advice names an option of its trainer, which ulmfit does not have
-                raise UlmfitError(f"the text has {int(m[2]):,} distinct characters, and each needs a piece of its "
-                                  f"own: --sp-vocab {int(m[1]):,} is too small; give it more than {int(m[2]):,} "
-                                  "(many characters: Chinese or Japanese text, or stray symbols)") from None
+                raise UlmfitError(f"the text's characters alone need {int(m[2]):,} pieces (one each, with the "
+                                  f"special tokens): --sp-vocab {int(m[1]):,} is too small; give it more than "
+                                  f"{int(m[2]):,} (many characters: Chinese or Japanese text, or stray symbols)") from None
             raise UlmfitError(f"SentencePiece training on {text_file} failed: {e}") from e
         return model_prefix + ".model"
 

@@ -70,28 +70,43 @@ UNKNOWN_WARN_SHARE = 0.25  # English text under the shipped 30k vocabulary: a fe
 
 
 def unknown_share(ids, sample: int = 4_000_000) -> float:
-    """The share of xxunk among the words of `ids` (one id array, or a list of them): tokens that are
-    xxunk or a vocabulary word, not the markers (xxbos, xxmaj, ...). Up to `sample` ids, evenly spaced."""
+    """The share of xxunk among the words of `ids` (one id array, or a list of them, one a document):
+    tokens that are xxunk or a vocabulary word, not the markers (xxbos, xxmaj, ...). About `sample`
+    ids are read: from a long array, 1,000 evenly spaced runs of them (a memory-mapped corpus reads
+    those pages alone); from a list, evenly spaced documents (no copy of them all)."""
     import numpy as np
 
+    unk_id, first_word = SPECIAL_TOKENS.index(UNK), len(SPECIAL_TOKENS)
     if isinstance(ids, (list, tuple)):
-        ids = np.concatenate([np.asarray(a) for a in ids]) if len(ids) else np.zeros(0, np.int64)
-    if len(ids) > sample:
-        ids = ids[np.linspace(0, len(ids) - 1, sample).astype(np.int64)]
-    ids = np.asarray(ids)
-    unk = int((ids == SPECIAL_TOKENS.index(UNK)).sum())
-    words = unk + int((ids >= len(SPECIAL_TOKENS)).sum())
+        total = sum(len(a) for a in ids)
+        docs = ids
+        if total > sample:
+            docs = [ids[i] for i in np.unique(np.linspace(0, len(ids) - 1, max(1, len(ids) * sample // total))
+                                              .astype(np.int64))]
+        parts = [np.asarray(a) for a in docs]
+    else:
+        n = len(ids)
+        runs = 1000
+        if n > sample:
+            width = sample // runs
+            parts = [np.asarray(ids[s:s + width]) for s in np.linspace(0, n - width, runs).astype(np.int64)]
+        else:
+            parts = [np.asarray(ids)]
+    unk = sum(int(np.count_nonzero(a == unk_id)) for a in parts)
+    words = unk + sum(int(np.count_nonzero(a >= first_word)) for a in parts)
     return unk / words if words else 0.0
 
 
-def unknown_warning(share: float, what: str, kind: str) -> str | None:
+def unknown_warning(share: float, what: str, kind: str, fixed_vocab: bool = False) -> str | None:
     """The warning for `what` (the target text, the training texts) when `share` of its words are
-    xxunk, else None."""
+    xxunk, else None. `fixed_vocab`: the words are a trained model's (train-classifier, lm-eval:
+    no --max-vocab there)."""
     if share < UNKNOWN_WARN_SHARE:
         return None
+    also = ("so do words of a language model not fine-tuned on text like this one (`ulmfit finetune-lm` gives "
+            "it this text's words)" if fixed_vocab else "so does a vocabulary cap (--max-vocab) too small for the text")
     why = ("the word tokeniser splits text at spaces and punctuation, so text written without spaces "
            "(Chinese, Japanese, Thai) or in a language the model has not seen becomes xxunk (for such text, "
-           "pretrain a model on it with `ulmfit pretrain --tokenizer subword`); so does a vocabulary cap "
-           "(--max-vocab) too small for the text" if kind != "subword" else
+           f"pretrain a model on it with `ulmfit pretrain --tokenizer subword`); {also}" if kind != "subword" else
            "the text is unlike the text the model's subword pieces were made from")
     return f"{share:.0%} of the words of {what} are xxunk, unknown to the model, which sees them all as one word: {why}"

@@ -254,6 +254,16 @@ def recalibrate_batchnorm(model, seqs: list, bs: int = 64, pad_id: int = 1, devi
     return True
 
 
+def check_stage_groups(stage_groups, n_groups: int) -> None:
+    """Each stage's number of top layer groups, against the model's `n_groups` (the embedding, each
+    LSTM layer, the head): freeze_to wraps a larger one around (6 of 5 groups trained the head alone)."""
+    too_many = [g for g in stage_groups if g > n_groups]
+    if too_many:
+        raise UlmfitError(f"stage_groups {list(stage_groups)}: this model has {n_groups} layer groups (the "
+                          f"embedding, {n_groups - 2} LSTM layers, the head), so each value must be 0 (all groups) "
+                          f"to {n_groups}, not {too_many[0]}")
+
+
 class ClassifierTrainer:
     def __init__(self, model, train_data, valid_data, cfg: ClassifierTrainConfig, out: Path, save_fn,
                  device: torch.device | None = None, progress: bool = True, pad_id: int = 1):
@@ -265,11 +275,7 @@ class ClassifierTrainer:
         self.progress = progress
         self.use_bf16 = cfg.bf16 and (self.device.type != "cpu" or bf16_pays())
         self.groups = model.layer_groups()
-        too_many = [g for g in cfg.stage_groups if g > len(self.groups)]
-        if too_many:  # freeze_to would wrap them around: 6 of 5 groups trained the head alone
-            raise UlmfitError(f"stage_groups {list(cfg.stage_groups)}: this model has {len(self.groups)} layer groups "
-                              f"(the embedding, {len(self.groups) - 2} LSTM layers, the head), so each value must be "
-                              f"0 (all groups) to {len(self.groups)}, not {too_many[0]}")
+        check_stage_groups(cfg.stage_groups, len(self.groups))
         self.multi_label = model.head_cfg.multi_label
         self.opt = torch.optim.AdamW([{"params": g, "lr": 0.0, "max_lr": 0.0, "weight_decay": cfg.wd} for g in self.groups],
                                      betas=(cfg.beta1, cfg.beta2), foreach=True)

@@ -167,6 +167,8 @@ def precision_line(use_bf16: bool, requested: bool, device: torch.device) -> str
 def predicts_in_bf16(config: dict, device: torch.device) -> bool:
     """Whether a saved model predicts (or is evaluated) with bf16 autocast: in the precision it was
     trained and validated in, as its trainer chose it: never for a model trained with --no-bf16;
-    on a GPU otherwise always; on the CPU where bf16 is measured to pay (`bf16_pays`)."""
+    on a GPU otherwise always; on the CPU where bf16 is measured to pay (`bf16_pays`); never under
+    ULMFIT_BF16=off."""
     trained_bf16 = bool(config.get("train", {}).get("bf16", True))
-    return trained_bf16 and (device.type != "cpu" or bf16_pays())
+    # ULMFIT_BF16=off: fp32 on any device (the same probabilities in any batch), not on the CPU alone
+    return trained_bf16 and _setting() != "off" and (device.type != "cpu" or bf16_pays())
