@@ -252,6 +252,7 @@ def test_a_classifier_trained_without_bf16_predicts_without_it(trained, tmp_path
     from ulmfit.train import precision
 
     monkeypatch.setattr(precision, "bf16_pays", lambda *a, **k: True)  # a CPU where bf16 is faster
+    monkeypatch.setenv("ULMFIT_BF16", "auto")  # the suite's off would keep both in fp32
     monkeypatch.setattr(classifier_api, "predict_probs", predict_probs)
     TextClassifier.load(task / "clf").predict_proba(["superb"])
     TextClassifier.load(tmp_path / "fp32").predict_proba(["superb"])
