@@ -1833,3 +1833,48 @@ def test_an_ensemble_whose_member_is_being_replaced_is_refused_not_shrunk(traine
         TextClassifier.load(tmp_path / "ens")  # it loaded fwd2 alone, or the set-aside folder as a member
     with pytest.raises(UlmfitError, match="holds no model now"):
         TextClassifier.load(tmp_path / "ens" / "fwd")
+
+
+# ---------------------------------------------------------------------------------------------
+# A model folder from elsewhere: links planted in it never reach outside it
+
+
+def test_links_planted_in_a_model_folder_never_write_read_or_move_files_outside_it(trained, tmp_path, capsys):
+    import shutil
+
+    from ulmfit.api import settle_replaced
+    from ulmfit.io import claim_out, release_out
+
+    task, _ = trained
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file\n")
+    clf = tmp_path / "clf"
+    shutil.copytree(task / "clf", clf)
+    # evaluate's default report beside the model: it wrote through the link (to ~/.bashrc, say)
+    (clf / "eval_report.json").unlink(missing_ok=True)
+    (clf / "eval_report.json").symlink_to(victim)
+    assert main(["evaluate", str(task / "test.csv"), "--model", str(clf), "--quiet"]) == 0
+    assert victim.read_text() == "a user's file\n" and not (clf / "eval_report.json").is_symlink()
+    # the run lock of a training command: opened through the link, its target was cut to "PID host"
+    (clf / ".ulmfit-run.lock").symlink_to(victim)
+    assert claim_out(clf)
+    release_out(clf)
+    assert victim.read_text() == "a user's file\n"
+    # a ".ulmfit-replaced" link: another folder's files were moved into the model's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    (clf / ".ulmfit-replaced").symlink_to(other)
+    with pytest.raises(UlmfitError, match="is a link, not the folder"):
+        settle_replaced(clf)
+    assert (other / "config.json").read_text() == "{}"
+    (clf / ".ulmfit-replaced").unlink()
+    # export copied a word model's "spm.model" and a linked metrics.jsonl: the targets' contents, shared
+    lm = tmp_path / "lm"
+    shutil.copytree(task / "lm", lm)
+    (lm / "metrics.jsonl").unlink()
+    (lm / "metrics.jsonl").symlink_to(victim)
+    (lm / "spm.model").symlink_to(victim)
+    assert main(["export", str(lm), "--out", str(tmp_path / "shared")]) == 0
+    shared = {p.name for p in (tmp_path / "shared").iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= shared and not shared & {"spm.model", "metrics.jsonl"}

@@ -1250,3 +1250,25 @@ def test_a_run_its_token_budget_ended_asks_for_a_larger_budget_not_more_epochs(t
              n_workers=1)
     with pytest.raises(UlmfitError, match=r"finished run .*resume with a larger --max-tokens$"):
         pretrain(None, tmp_path / "lm", resume=True, progress=False)
+
+
+def test_a_model_folder_from_elsewhere_gets_one_line_errors_not_loops_or_memory_blowups(tmp_path, corpus):
+    """A config with 10**6 layers took 16 GB before its weights were read; a negative batch in the
+    training state made --resume loop through an epoch for ever; nested JSON was a RecursionError."""
+    from ulmfit.io import read_json
+    from ulmfit.model.awd_lstm import AWDLSTMConfig
+
+    with pytest.raises(ValueError, match="n_layers 1000000 is beyond what ulmfit builds"):
+        AWDLSTMConfig(vocab_size=100, n_layers=10**6)
+    with pytest.raises(ValueError, match=r"emb_size 100\.\.\. \(401 digits\) is beyond"):
+        AWDLSTMConfig(vocab_size=100, emb_size=10**400)
+    (tmp_path / "deep.json").write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(UlmfitError, match="is not valid JSON .*RecursionError"):
+        read_json(tmp_path / "deep.json")
+    with pytest.raises(UlmfitError, match="is not a file: not a JSON file ulmfit wrote"):
+        read_json("/dev/zero")  # it read until memory ran out
+    pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    state = json.loads((tmp_path / "lm" / "train_state.json").read_text())
+    (tmp_path / "lm" / "train_state.json").write_text(json.dumps({**state, "batch": -1000000}))
+    with pytest.raises(UlmfitError, match=r"batch is -1000000, not a count"):
+        pretrain(corpus, tmp_path / "lm", train_cfg={"epochs": 2}, progress=False, resume=True, n_workers=1)

@@ -129,6 +129,10 @@ def settle_replaced(out: Path) -> bool:
     aside, dropped = out / REPLACED, out / f"{REPLACED}.dropped"
     if dropped.exists():  # dropped before, its removal cut short: nothing in it is wanted
         shutil.rmtree(dropped, ignore_errors=True)
+    if aside.is_symlink() or dropped.is_symlink():  # never ulmfit's: a planted link moved another folder's
+        # files into this one
+        raise UlmfitError(f"{aside if aside.is_symlink() else dropped} is a link, not the folder in which ulmfit "
+                          "sets a replaced run aside; remove it (the folder it points to is not touched)")
     if not aside.is_dir():
         return False
     marker = aside / REPLACED_WHOLE
@@ -140,10 +144,15 @@ def settle_replaced(out: Path) -> bool:
         for name in (*MODEL_FILES, *RUN_FILES):  # the new run's partial files (it saved no checkpoint)
             (out / name).unlink(missing_ok=True)
         marker.unlink()
-    back = sorted(aside.iterdir(), key=lambda p: p.name == ckpt.CONFIG)  # config.json last
+    # the files ulmfit sets aside, and nothing else (a hand-made folder of that name holds other things)
+    back = sorted((p for p in aside.iterdir() if p.name in (*MODEL_FILES, *RUN_FILES) and not p.is_symlink()),
+                  key=lambda p: p.name == ckpt.CONFIG)  # config.json last
     for p in back:
         os.replace(p, out / p.name)
-    aside.rmdir()
+    try:
+        aside.rmdir()
+    except OSError:  # it holds other things: they stay, with the folder
+        pass
     return bool(back)
 
 
@@ -660,12 +669,13 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     run_vocab = run_sp = None
     if resume and "continued_from" in saved:  # its text was tokenised with the vocabulary it continued from
         run_vocab = Vocab.load(out / ckpt.VOCAB)
-        run_sp = str(out / ckpt.SPM) if (out / ckpt.SPM).exists() else None
+        run_sp = str(out / ckpt.SPM) if (out / ckpt.SPM).exists() and saved.get("tokenizer", {}).get("kind") == \
+            "subword" else None
     if init_from is not None and not resume:  # continue pretraining a model (e.g. the shipped one) on more text
         init = ckpt.load_model(init_from)
         tok_cfg = TokenizerConfig.from_dict(init[1]["tokenizer"])
         train_cfg = _follow_direction(init_from, init[1], train_cfg, progress)
-        init_sp = Path(init_from) / ckpt.SPM
+        init_sp = Path(init_from) / ckpt.SPM if tok_cfg.kind == "subword" else None  # a word model has none
     rules = rules_of(saved["data"]) if resume else RULES_VERSION  # a resumed run keeps its tokens
     valid_rules = int(saved["data"].get("valid_rules") or rules) if resume else RULES_VERSION
     if is_token_cache(corpus):  # tokenised already (`ulmfit corpus tokenize`): no tokeniser needed here
@@ -682,7 +692,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
         data, info = _run_tokens(out, f"ulmfit pretrain CORPUS --init-from {out} --out NEW", "",
                                  corpus, tok_cfg, fmt=fmt, column=column, encoding=encoding, n_workers=n_workers,
                                  progress=progress, vocab=init[2] if init else run_vocab,
-                                 sp_model=str(init_sp) if init and init_sp.exists() else run_sp, rules=rules)
+                                 sp_model=str(init_sp) if init and init_sp and init_sp.exists() else run_sp, rules=rules)
     vocab, sp_model = data.vocab, info
     fingerprint = data.fingerprint()  # recorded with the run, and compared when it resumes
     if init is not None and vocab.itos != init[2].itos:
@@ -736,7 +746,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     elif resume:
         saved_cfg = ckpt.read_config(out, "language_model")
         extra = {k: saved_cfg[k] for k in ("continued_from", "earlier_runs") if k in saved_cfg}
-    if init is not None and sp_model is None and init_sp.exists():
+    if init is not None and sp_model is None and init_sp is not None and init_sp.exists():
         sp_model = str(init_sp)
     _fresh_metrics(out, resume)
     res = _run(model, vocab, tok_cfg, sp_model, ts, vs, train_cfg, out, resume, info_d, progress, extra,

@@ -348,6 +348,13 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
     if not (path / STATE_J).exists():
         raise UlmfitError(f"{path} has no training state to resume from ({STATE_J} is missing)")
     state = read_json(path / STATE_J)
+    if not isinstance(state, dict):
+        raise UlmfitError(f"{path / STATE_J} is not a training state (a JSON object)")
+    for k in ("step", "epoch", "batch", "tokens", "stage", "stage_epoch", "best_epoch", "bad_epochs"):
+        v = state.get(k, 0)  # counters: a negative batch made a resumed run loop through its epoch for ever
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise UlmfitError(f"{path / STATE_J}: {k} is {v!r}, not a count (a whole number >= 0); the file is "
+                              "damaged or was not written by ulmfit")
     tensors, meta = load_tensors(path / STATE_T)
     _, wmeta = load_tensors(path / WEIGHTS)
     step = str(state.get("step"))

@@ -465,6 +465,10 @@ def cmd_evaluate(a) -> int:
                               "file")
     rep = evaluate(a.model, a.data, read_args=_read_args(a), report=None, bs=a.bs, progress=not a.quiet,
                    device=a.device, threshold=a.threshold)
+    if not a.report and written_through(report):  # the default place, in the model's folder: a link or a
+        # special file there came with the folder (one planted to ~/.bashrc got the report); it is replaced,
+        # never written through. Only a --report the user names is followed (--report /dev/stdout)
+        Path(report).unlink()
     # the report is itself the output where it goes to standard output, or through a link, pipe or
     # device (/dev/stdout): the summary then goes to standard error
     through = report == "-" or written_through(report)

@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -183,14 +184,21 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+READ_JSON_MAX = 64 << 20  # a config or state is kilobytes; a model folder from elsewhere may hold anything
+
+
 def read_json(path: str | os.PathLike) -> dict:
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > READ_JSON_MAX:  # /dev/zero, a FIFO (read for ever)
+            raise UlmfitError(f"{path} is {'not a file' if not stat.S_ISREG(st.st_mode) else f'{st.st_size:,} bytes'}"
+                              ": not a JSON file ulmfit wrote")
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UlmfitError(f"{path} is not valid JSON ({e}); the file is corrupted") from e
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nesting 5,000 deep
+        raise UlmfitError(f"{path} is not valid JSON ({type(e).__name__}: {e}); the file is corrupted") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
@@ -349,11 +357,14 @@ def claim_out(out) -> bool:
     except ImportError:
         return False
     path = Path(out) / OUT_LOCK
+    if path.is_symlink():  # never ulmfit's: a folder from elsewhere planted it (writing to it truncated
+        path.unlink()      # its target, anywhere); the link goes, its target is left alone
     if path.exists():  # a run before this one left it: one killed (its release never ran)
         _left_locks.add(key)
     while True:
         try:
-            f = open(path, "a+")
+            f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666),
+                          "a+")
         except PermissionError:  # another user's run's lock file (a shared folder): lock it read-only
             try:
                 f = open(path, "r")

@@ -118,7 +118,12 @@ def _export_one(src: Path, dst: Path, kind: str, dtype: str, overwrite: bool) ->
                   file=sys.stderr)
     tok = TokenizerConfig.from_dict(cfg["tokenizer"])
     sp = src / ckpt.SPM
-    sp_model = str(sp) if sp.exists() else None
+    sp_model = None  # a word-level model has none: a file of that name beside it is not part of it
+    if tok.kind == "subword":
+        if sp.is_symlink() or not sp.is_file():  # never a link: its target (anywhere) would be exported
+            raise UlmfitError(f"{sp} is {'a link' if sp.is_symlink() else 'not a file'}; a subword model's "
+                              "SentencePiece model is a file of its own folder")
+        sp_model = str(sp)
     extra = {k: v for k, v in cfg.items() if k not in _STANDARD_KEYS}
     extra["exported_from"] = str(src.resolve())
     extra["weights_dtype"] = dtype
@@ -134,8 +139,9 @@ def _export_one(src: Path, dst: Path, kind: str, dtype: str, overwrite: bool) ->
                    for k, v in ckpt._unique_state_dict(model).items()}
         ckpt.save_classifier(dst, weights, arch=cfg["arch"], head=cfg["head"], labels=cfg["labels"], extra=extra,
                              **common)
-    if (src / "metrics.jsonl").exists():
-        (dst / "metrics.jsonl").write_bytes((src / "metrics.jsonl").read_bytes())
+    metrics = src / "metrics.jsonl"
+    if metrics.is_file() and not metrics.is_symlink():  # a link's target is not the run's log
+        (dst / "metrics.jsonl").write_bytes(metrics.read_bytes())
 
 
 def _unfinished_classifier(src: Path, cfg: dict) -> str | None:

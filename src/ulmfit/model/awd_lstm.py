@@ -43,6 +43,11 @@ def check_settings(obj, positive=(), rates=()) -> None:
             raise ValueError(f"{name} is a dropout probability, from 0 up to (not including) 1, not {getattr(obj, name)}")
 
 
+# Far above any AWD-LSTM (the paper's: 400 / 1152 / 3 layers, a 60k vocabulary), far below sizes that
+# would take a machine's memory before a model's weights are checked against its config.
+ARCH_LIMITS = {"vocab_size": 1 << 24, "emb_size": 1 << 16, "hidden_size": 1 << 16, "n_layers": 64}
+
+
 def too_much_dropout(drop_mult: float, top: float) -> str:
     """The message for a drop_mult that scales the largest dropout probability `top` to 1 or more."""
     return (f"drop_mult must be below {1 / top:.4g} here (it scales every dropout probability, and the largest, "
@@ -70,6 +75,11 @@ class AWDLSTMConfig:
     def __post_init__(self):
         check_settings(self, positive=("vocab_size", "emb_size", "hidden_size", "n_layers"),
                        rates=("input_p", "hidden_p", "weight_p", "embed_p", "output_p"))
+        for name, most in ARCH_LIMITS.items():  # a config.json from elsewhere: 10**6 layers took 16 GB before
+            if getattr(self, name) > most:       # its weights were even read
+                v = str(getattr(self, name))
+                v = v if len(v) <= 20 else f"{v[:3]}... ({len(v)} digits)"
+                raise ValueError(f"{name} {v} is beyond what ulmfit builds (at most {most:,})")
         if self.drop_mult < 0:
             raise ValueError(f"drop_mult must be at least 0, not {self.drop_mult}")
         top = max(self.input_p, self.hidden_p, self.weight_p, self.embed_p, self.output_p)

@@ -41,6 +41,9 @@ class HeadConfig:
 
     def __post_init__(self):
         check_settings(self, positive=("n_classes", "hidden", "bptt", "max_len"), rates=("head_p",))
+        if self.hidden > 1 << 16 or self.n_classes > 1 << 20:  # a config from elsewhere: memory before weights
+            raise ValueError(f"head hidden {self.hidden} / n_classes {self.n_classes} are beyond what ulmfit builds "
+                             f"(at most {1 << 16:,} / {1 << 20:,})")
 
     def to_dict(self) -> dict:
         return asdict(self)
