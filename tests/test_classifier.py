@@ -1878,3 +1878,43 @@ def test_links_planted_in_a_model_folder_never_write_read_or_move_files_outside_
     assert main(["export", str(lm), "--out", str(tmp_path / "shared")]) == 0
     shared = {p.name for p in (tmp_path / "shared").iterdir()}
     assert {"config.json", "model.safetensors", "vocab.txt"} <= shared and not shared & {"spm.model", "metrics.jsonl"}
+
+
+def test_a_service_can_share_models_across_threads_and_predicting_leaves_the_process_as_it_was(trained, tmp_path):
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    task, _ = trained
+    lm = LanguageModel.load(task / "lm")
+    alone = [lm.generate("the film", n_tokens=12, seed=s) for s in range(8)]
+    losses = [lm.evaluate([f"the film was a story {i} about people"])["loss"] for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:  # the carried hidden state was shared: other samples, other losses
+        together = list(pool.map(lambda s: lm.generate("the film", n_tokens=12, seed=s), range(8)))
+        losses_together = list(pool.map(lambda i: lm.evaluate([f"the film was a story {i} about people"])["loss"],
+                                        range(8)))
+    assert together == alone and losses_together == pytest.approx(losses, rel=1e-6)
+    # predicting without a bar fixes no multiprocessing start method (a host's set_start_method failed after)
+    code = ("import multiprocessing as mp, sys; from ulmfit import TextClassifier; "
+            f"TextClassifier.load({str(task / 'clf')!r}).predict_proba(['a great film']); "
+            "print(mp.get_start_method(allow_none=True))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "ULMFIT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0 and r.stdout.strip() == "None", r.stderr[-2000:]
+
+
+def test_tokenising_in_a_daemon_process_starts_no_workers(monkeypatch):
+    import multiprocessing
+
+    from ulmfit.text import tokenize
+
+    class Daemon:
+        daemon = True
+
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: Daemon())
+    monkeypatch.setattr(multiprocessing, "get_context", lambda *a: (_ for _ in ()).throw(AssertionError(
+        "daemonic processes are not allowed to have children")))
+    texts = [f"text number {i}" for i in range(50)]
+    got = list(tokenize.tokenize_parallel(texts, tokenize.TokenizerConfig(), n_workers=2, chunk_docs=10,
+                                          progress=False))
+    assert len(got) == 50 and got[3][:2] == ["xxbos", "text"]

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -934,10 +936,21 @@ def _in_memory_corpus(arrays, vocab: Vocab):
     return TokenIds(np.concatenate(arrays), offsets, vocab)
 
 
+def _one_call_at_a_time(fn):
+    """The model carries its hidden state from batch to batch (evaluate, generate): two threads at
+    once mixed each other's (4 threads gave other samples for the same seed, other losses, no error)."""
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        with self._busy:
+            return fn(self, *args, **kwargs)
+    return run
+
+
 class LanguageModel:
     """A trained AWD-LSTM language model loaded from its directory (pickle-free)."""
 
     def __init__(self, model: AWDLSTMLanguageModel, config: dict, vocab: Vocab, path: Path):
+        self._busy = threading.RLock()
         self.model, self.config, self.vocab, self.path = model, config, vocab, Path(path)
         self.tok_cfg = TokenizerConfig.from_dict(config["tokenizer"])
         self.sp_model = str(self.path / ckpt.SPM) if self.tok_cfg.kind == "subword" else None
@@ -979,6 +992,7 @@ class LanguageModel:
         """Token ids of each text (a list of texts; each starts with xxbos)."""
         return encode_texts(as_texts(texts), self.tok_cfg, self.vocab, self.sp_model)
 
+    @_one_call_at_a_time
     def evaluate(self, texts=None, *, source=None, fmt="auto", column=None, encoding="utf-8", bs: int = 16,
                  bptt: int = 70, progress: bool = False) -> dict:
         """Perplexity, loss and next-token accuracy on texts (a list) or a corpus file/folder."""
@@ -1002,6 +1016,7 @@ class LanguageModel:
     def perplexity(self, texts: list[str]) -> float:
         return self.evaluate(texts)["perplexity"]
 
+    @_one_call_at_a_time
     @torch.no_grad()
     def generate(self, prompt: str, n_tokens: int = 50, temperature: float = 0.8, top_k: int | None = 50,
                  seed: int | None = None) -> str:

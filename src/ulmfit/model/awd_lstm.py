@@ -204,8 +204,11 @@ class AWDLSTMEncoder(nn.Module):
         in the same order as without it), with gradients when they are enabled here."""
         return {"grad": torch.is_grad_enabled(), "dtype": dtype, "emb": None, "rnns": [None] * len(self.rnns)}
 
-    def forward(self, ids: torch.Tensor, state=None, keep_state: bool = True, weights: dict | None = None):
-        """ids: [batch, time] -> (last layer output [batch, time, emb], all layers' outputs).
+    def forward(self, ids: torch.Tensor, state=None, keep_state: bool = True, weights: dict | None = None,
+                return_state: bool = False):
+        """ids: [batch, time] -> (last layer output [batch, time, emb], all layers' outputs), and with
+        ``return_state`` the new state as a third item (what a caller on several threads reads: the
+        ``last_state`` attribute is shared by them all).
 
         With ``state=None`` the carried state is used (zeros on the first call or after a batch
         size change); the new state is stored detached when ``keep_state``. ``weights`` (from
@@ -239,4 +242,4 @@ class AWDLSTMEncoder(nn.Module):
         if keep_state:
             self.state = [(h.detach().float(), c.detach().float()) for h, c in new_state]
         self.last_state = new_state
-        return x, outputs
+        return (x, outputs, new_state) if return_state else (x, outputs)

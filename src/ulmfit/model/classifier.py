@@ -109,14 +109,15 @@ class BPT3CEncoder(nn.Module):
             new = []
             if k:
                 with torch.no_grad():
-                    self.encoder(ids[:k, start:end], state=[(h[:, :k].contiguous(), c[:, :k].contiguous())
-                                                            for h, c in state], keep_state=False, weights=weights)
-                new.append([(h.detach(), c.detach()) for h, c in self.encoder.last_state])
-            if k < n:
-                out, _ = self.encoder(ids[k:n, start:end], state=[(h[:, k:n].contiguous(), c[:, k:n].contiguous())
-                                                                  for h, c in state], keep_state=False,
-                                      weights=weights)
-                new.append(self.encoder.last_state)
+                    _, _, st = self.encoder(ids[:k, start:end], state=[(h[:, :k].contiguous(), c[:, :k].contiguous())
+                                                                       for h, c in state], keep_state=False,
+                                            weights=weights, return_state=True)
+                new.append([(h.detach(), c.detach()) for h, c in st])
+            if k < n:  # the state as returned, not the encoder's last_state: other threads write that
+                out, _, st = self.encoder(ids[k:n, start:end], state=[(h[:, k:n].contiguous(), c[:, k:n].contiguous())
+                                                                      for h, c in state], keep_state=False,
+                                          weights=weights, return_state=True)
+                new.append(st)
             # rows >= n keep their (finished) state; only running rows advance
             state = [(torch.cat([*(part[i][0] for part in new), h[:, n:].to(new[0][i][0].dtype)], 1),
                       torch.cat([*(part[i][1] for part in new), c[:, n:].to(new[0][i][1].dtype)], 1))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import multiprocessing
 import os
 import re
 import sys
@@ -589,6 +590,8 @@ def _parallel_pieces(texts, config, sp_model, n_workers, chunk_docs, desc, progr
     from ..progress import progress_bar
 
     n_workers = n_workers or default_workers()
+    if multiprocessing.current_process().daemon:  # a worker of a Pool (a service's): it may start no
+        n_workers = 1                             # processes of its own ("daemonic processes are not allowed")
     chunks = _chunks(_pieces(texts), chunk_docs)
     # counted in characters, which a single long text also advances; the postfix counts texts
     bar = progress_bar(desc=desc, unit=" chars", unit_scale=True, disable=not progress, smoothing=0.1)

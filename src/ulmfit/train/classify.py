@@ -205,15 +205,19 @@ def predict_probs(model, seqs: list, bs: int = 64, pad_id: int = 1, device=None,
     out = np.zeros((len(seqs), model.head_cfg.n_classes), dtype=np.float32)
     # counted in tokens, the work each batch is: the longest documents come first, and a bar of
     # batches would promise an early end that the long ones never keep; shown after a second only
+    # no bar at all without progress: a disabled tqdm still fixes multiprocessing's start method (a host
+    # program's later set_start_method failed) and starts a monitor thread, on every call of a service
     bar = progress_bar(total=sum(max(1, len(s)) for s in seqs), desc=desc, unit=" tokens", unit_scale=True,
-                       disable=not progress, leave=False, delay=1.0)
+                       leave=False, delay=1.0) if progress else None
     with autocast_ctx(use_bf16, device):
         for b, ids, lens in _length_sorted_batches(seqs, bs, pad_id, device):
             logits = model(ids, lens).float()
             p = torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
             out[np.asarray(b)] = p.cpu().numpy()
-            bar.update(int(lens.sum()))
-    bar.close()
+            if bar is not None:
+                bar.update(int(lens.sum()))
+    if bar is not None:
+        bar.close()
     model.train(was)
     return out
 
