@@ -352,6 +352,8 @@ def load_train_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer, 
         raise UlmfitError(f"{path / STATE_J} is not a training state (a JSON object)")
     for k in ("step", "epoch", "batch", "tokens", "stage", "stage_epoch", "best_epoch", "bad_epochs"):
         v = state.get(k, 0)  # counters: a negative batch made a resumed run loop through its epoch for ever
+        if v is None and k == "best_epoch":  # a classifier stopped before its first epoch ended has none
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise UlmfitError(f"{path / STATE_J}: {k} is {v!r}, not a count (a whole number >= 0); the file is "
                               "damaged or was not written by ulmfit")
