@@ -926,3 +926,18 @@ def test_files_of_training_names_in_a_folder_no_run_of_ours_left_are_the_users(t
                  "--bptt", "16", "--quiet", "--workers", "1"]) == 2
     assert "already holds files" in capsys.readouterr().err
     assert (u / "best.safetensors").read_text() == "mine" and (u / "metrics.jsonl").read_text() == "mine"
+
+
+def test_the_umask_is_read_without_being_set_where_the_system_shows_it(monkeypatch):
+    from ulmfit import io
+
+    set_calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda m: set_calls.append(m) or real(m))
+    mask = io._read_umask()
+    monkeypatch.undo()
+    current = os.umask(0o022)
+    os.umask(current)
+    assert mask == current
+    if os.path.exists("/proc/self/status"):
+        assert set_calls == []  # setting it, even for a moment, left other threads' new files unmasked

@@ -316,3 +316,22 @@ def test_the_default_tokeniser_pool_fits_windows_handle_limit(monkeypatch):
     assert tokenize.default_workers() == 128
     monkeypatch.setattr(sys, "platform", "win32")  # a pool of more than 61 processes fails there
     assert tokenize.default_workers() == 61
+
+
+def test_making_a_word_tokenizer_leaves_pythons_random_state_and_names_an_unknown_language():
+    import random
+    import subprocess
+    import sys
+
+    from ulmfit.io import UlmfitError
+    from ulmfit.text.tokenize import TokenizerConfig, WordTokenizer
+
+    # the first spaCy import draws from the global generator: a fresh interpreter shows it
+    code = ("import random; random.seed(1); from ulmfit.text.tokenize import WordTokenizer; WordTokenizer(); "
+            "print(random.random() == (random.seed(1) or random.random()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "True", r.stderr[-1500:]
+    state = random.getstate()
+    with pytest.raises(UlmfitError, match=r"tokenizer language '\.\./\.\./etc': spaCy has no such language"):
+        WordTokenizer(TokenizerConfig(lang="../../etc"))  # a config.json from elsewhere: ImportError before
+    assert random.getstate() == state

@@ -66,12 +66,22 @@ def first_non_string(items: list) -> int | None:
 
 
 def _read_umask() -> int:
+    """The process's umask, read where the system shows it (Linux), else by setting it and back: for
+    that moment files other threads create (ulmfit first imported by a service's request thread) would
+    get no mask."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_UMASK = _read_umask()  # read once, at import (reading the umask means setting it)
+_UMASK = _read_umask()  # read once, at import
 
 
 _OPEN = threading.local()  # per thread: the files its open `atomic_group` has written, not yet in place

@@ -179,10 +179,20 @@ class WordTokenizer:
     """spaCy's rule-based English tokenizer (no model download) plus the ULMFiT rules."""
 
     def __init__(self, config: TokenizerConfig | None = None):
-        import spacy
+        import random
 
         self.config = config or TokenizerConfig()
-        nlp = spacy.blank(self.config.lang)
+        before = random.getstate()  # importing spaCy draws from Python's global generator: the host's
+        try:                        # sequence of random numbers went on differently after a first predict
+            import spacy
+
+            nlp = spacy.blank(self.config.lang)
+        except (ImportError, KeyError, ValueError) as e:
+            if isinstance(e, ImportError) and getattr(e, "name", None) == "spacy":
+                raise
+            raise UlmfitError(f"tokenizer language {self.config.lang!r}: spaCy has no such language ({e})") from None
+        finally:
+            random.setstate(before)
         for special in SPECIAL_TOKENS:  # never split our own markers
             nlp.tokenizer.add_special_case(special, [{"ORTH": special}])
         self._tok = nlp.tokenizer
