@@ -344,9 +344,9 @@ def _warn_few_steps(stream, n_tokens: int, cfg: LMTrainConfig, progress: bool) -
 def _warn_unknown(data, what: str, kind: str, progress: bool) -> None:
     """Text that the vocabulary barely covers (Chinese through the word tokeniser was 91% xxunk, and
     trained to a perplexity that looked fine): said before training."""
-    if not dist_.is_main() or not data.n_docs():  # process 0 speaks for a torchrun job
+    if not dist_.is_main():  # process 0 speaks for a torchrun job
         return
-    msg = unknown_warning(unknown_share(data.ids[data.starts[0]:data.ends[-1]]), what, kind)
+    msg = unknown_warning(unknown_share(data.ids), what, kind)  # `data`: a whole corpus, never a split of it
     if msg:
         warn(msg, progress)
 
@@ -1010,7 +1010,7 @@ class LanguageModel:
         stream = LMStream(data, bs, bptt, shuffle=False, variable_bptt=False, backwards=self.backwards)
         res = evaluate_lm(self.model, stream, predicts_in_bf16(self.config, self.device), progress=progress)
         # a perplexity over text that is mostly xxunk (one "word" the model predicts easily) looks fine
-        res["unk_share"] = unknown_share(data.ids[data.starts[0]:data.ends[-1]])
+        res["unk_share"] = unknown_share(data.ids)
         return res
 
     def perplexity(self, texts: list[str]) -> float:

@@ -69,9 +69,11 @@ def allocator_env(malloc_conf: str | None, base: dict | None = None) -> dict:
 
 
 def jemalloc_opted_out() -> bool:
-    """ULMFIT_JEMALLOC read as ULMFIT_BF16 is: "0", "off", "no", "false" (any case) opt out; before,
-    only "0" did, and "off" loaded jemalloc all the same."""
-    return os.environ.get("ULMFIT_JEMALLOC", "").strip().lower() in ("0", "off", "no", "false")
+    """ULMFIT_JEMALLOC read as ULMFIT_BF16 is (`io.OFF_WORDS`, any case); before, only "0" opted out,
+    and "off" loaded jemalloc all the same."""
+    from .io import OFF_WORDS
+
+    return os.environ.get("ULMFIT_JEMALLOC", "").strip().lower() in OFF_WORDS
 
 
 def maybe_reexec_with_jemalloc(argv: list[str]) -> None:
@@ -290,8 +292,8 @@ def cmd_lr_find(a) -> int:
     if out.is_dir():
         raise UlmfitError(f"--out {out} is a folder; give a file name for the plot (e.g. {out / 'lr_find.png'})")
     where = "beside the model" if out.parent == Path(a.model) else "in the current folder"
-    there = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
-    plot_fits = os.access(there, os.W_OK)
+    there = _unwritable_place(out)
+    plot_fits = there is None
     if not plot_fits:  # said before the minutes of the test, not after them
         if a.out:
             raise UlmfitError(f"--out {out}: cannot write into {there}; choose a folder you can write")
@@ -526,8 +528,8 @@ def cmd_predict(a) -> int:
     from .io import atomic_path, is_stdout, written_through
 
     if a.out and not written_through(a.out):  # checked before the texts are labeled, not after
-        there = next(p for p in (Path(a.out).absolute().parent, *Path(a.out).absolute().parents) if p.exists())
-        if not os.access(there, os.W_OK):
+        there = _unwritable_place(Path(a.out))
+        if there is not None:
             raise UlmfitError(f"--out {a.out}: cannot write into {there}; choose a folder you can write")
     clf = TextClassifier.load(a.model, a.device)
     import codecs
@@ -1136,6 +1138,13 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def _unwritable_place(path: Path) -> Path | None:
+    """The folder that writing `path` would write into (its nearest existing one: the rest are made),
+    when this process may not write there; None when it may."""
+    there = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
+    return None if os.access(there, os.W_OK) else there
+
+
 def _closed_streams_as_devnull() -> None:
     """A standard stream closed by the shell (`<&-`, `>&-`, `2>&-`) is None in Python: the first
     read, print or progress bar ended in a traceback. It reads as empty and writes nowhere instead."""
@@ -1157,10 +1166,9 @@ def _stdout_that_encodes_any_text() -> None:
         return
     chosen = os.environ.get("PYTHONIOENCODING")
     try:
-        if chosen:
-            if ":" not in chosen and getattr(out, "errors", "strict") == "strict":
-                out.reconfigure(errors="backslashreplace")
-        elif out.isatty():
+        if chosen and (":" in chosen or getattr(out, "errors", "strict") != "strict"):  # a handler of the user's own
+            return
+        if chosen or out.isatty():  # the user's encoding, or the terminal's, escaping what it cannot show
             out.reconfigure(errors="backslashreplace")
         else:  # with an error handler: a file name that is not UTF-8 (a surrogate escape) is printed, not fatal
             out.reconfigure(encoding="utf-8", errors="backslashreplace")

@@ -20,6 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+# How the ULMFIT_* switches (ULMFIT_BF16, ULMFIT_JEMALLOC) are written, in lower case
+ON_WORDS, OFF_WORDS = ("1", "on", "yes", "true"), ("0", "off", "no", "false")
+
+
 class UlmfitError(Exception):
     """An error whose message is meant for the user as it is (the CLI prints it, no traceback; so
     does IPython/Jupyter, through `_render_traceback_`)."""

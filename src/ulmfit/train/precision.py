@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import UlmfitError, atomic_write_text, cache_root
+from ..io import OFF_WORDS, ON_WORDS, UlmfitError, atomic_write_text, cache_root
 
 MIN_SPEEDUP = 1.25  # bf16 must beat fp32 by this much: the choice should not flip on noise
 PROBE_FILE = "bf16-probe.json"
@@ -125,9 +125,9 @@ def _setting() -> str:
     v = os.environ.get("ULMFIT_BF16", "auto").strip().lower()
     if v in ("", "auto"):
         return "auto"
-    if v in ("1", "on", "yes", "true"):
+    if v in ON_WORDS:
         return "on"
-    if v in ("0", "off", "no", "false"):
+    if v in OFF_WORDS:
         return "off"
     raise UlmfitError(f"ULMFIT_BF16={v!r}: expected auto, on or off")
 
