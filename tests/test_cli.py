@@ -941,3 +941,44 @@ def test_the_umask_is_read_without_being_set_where_the_system_shows_it(monkeypat
     assert mask == current
     if os.path.exists("/proc/self/status"):
         assert set_calls == []  # setting it, even for a moment, left other threads' new files unmasked
+
+
+def _run_in_a_terminal(argv: list[str], timeout: float = 120) -> bytes:
+    """What `ulmfit ARGV` shows on a terminal: stdout and stderr both a pseudo-terminal."""
+    import pty
+
+    code = "import sys; from ulmfit.cli import main; sys.argv = ['ulmfit'] + sys.argv[1:]; sys.exit(main())"
+    master, slave = pty.openpty()
+    env = {**os.environ, "ULMFIT_JEMALLOC": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=env)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    proc.wait(timeout=timeout)
+    os.close(master)
+    return shown
+
+
+def test_control_characters_from_data_or_a_model_reach_a_terminal_as_escapes(tmp_path, tiny_lm):
+    """A label, a generated sample or a file name is text; ESC, BEL, CR in it are commands to a
+    terminal (clear the screen, retitle the window, set the clipboard, rewrite the line). On a
+    terminal they are printed as escapes; in a pipe or a file, as they are."""
+    prompt = "\x1b]0;pwned\x07The \x1b[2J dog\rcat"
+    shown = _run_in_a_terminal(["generate", prompt, "--model", str(tiny_lm), "--tokens", "3", "--seed", "0"])
+    assert b"\\x1b]0;pwned\\x07The \\x1b[2J dog\\x0dcat" in shown, shown
+    assert b"\x1b" not in shown and b"\x07" not in shown
+    bad = str(tmp_path / "x\x1b[2J.csv")
+    shown = _run_in_a_terminal(["lm-eval", bad, "--model", str(tiny_lm)])
+    assert b"error: " in shown and b"x\\x1b[2J.csv" in shown and b"\x1b" not in shown, shown
+    piped = subprocess.run([sys.executable, "-m", "ulmfit", "generate", prompt, "--model", str(tiny_lm), "--tokens",
+                            "3", "--seed", "0"], capture_output=True, env={**os.environ, "ULMFIT_JEMALLOC": "0"},
+                           timeout=120)
+    assert piped.returncode == 0 and piped.stdout.startswith(prompt.encode()), piped.stderr

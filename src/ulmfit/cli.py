@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .io import TrainingInterrupted, UlmfitError
+from .io import TrainingInterrupted, UlmfitError, escape_controls, for_terminal
 
 JEMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -1089,7 +1089,7 @@ def _show_our_warnings_as_lines() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, UlmfitWarning):
-            print(f"warning: {message}", file=file or sys.stderr, flush=True)
+            print(for_terminal(f"warning: {message}", file or sys.stderr), file=file or sys.stderr, flush=True)
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -1103,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         _closed_streams_as_devnull()
         maybe_reexec_with_jemalloc(argv)
         _stdout_that_encodes_any_text()
+        _terminal_safe_stdout()
         _show_our_warnings_as_lines()
     if argv and argv[0] == "data":  # its own sub-commands and --help live in ulmfit.datasets
         import signal
@@ -1129,7 +1130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, world, _ = launch_env()
     except UlmfitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(for_terminal(f"error: {e}"), file=sys.stderr)
         return 2
     torchrun_worker = from_command_line and world > 1  # its process ends with this command
     if torchrun_worker:
@@ -1184,6 +1185,30 @@ def _stdout_that_encodes_any_text() -> None:
         pass
 
 
+class _TerminalText:
+    """Standard output on a terminal, writing control characters as escapes (`for_terminal`). Only
+    where it is a terminal: a file or a pipe gets the bytes as they are, and progress bars go to
+    standard error."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(escape_controls(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _terminal_safe_stdout() -> None:
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty and not isinstance(sys.stdout, _TerminalText):
+        sys.stdout = _TerminalText(sys.stdout)
+
+
 def _lm_dir(value: str) -> str:
     """A language model argument: a folder, or the name of a shipped model (general-en-fwd,
     general-en-bwd), which lives inside the installed package; a folder of that name here wins."""
@@ -1228,13 +1253,13 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         return a.fn(a)
     except UlmfitError as e:
         if not rank:
-            print(f"error: {e}", file=sys.stderr)
+            print(for_terminal(f"error: {e}"), file=sys.stderr)
         return 2
     except TrainingInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved: where, and how to go on
         if not rank:
             from .train.loop import PYTHON_RESUME
 
-            print(str(e).replace(PYTHON_RESUME, ""), file=sys.stderr)  # advice for the Python API's users
+            print(for_terminal(str(e).replace(PYTHON_RESUME, "")), file=sys.stderr)  # advice for Python API users
         return 130
     except (MemoryError, RuntimeError) as e:
         if world > 1 and rank:  # a collective whose partner is gone: "Connection closed by peer"
@@ -1255,7 +1280,7 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (OSError, LookupError, SafetensorError) as e:  # a path that is a file, a read-only folder, an
-        print(f"error: {e}", file=sys.stderr)              # unknown --encoding, a write safetensors failed:
+        print(for_terminal(f"error: {e}"), file=sys.stderr)  # unknown --encoding, a write safetensors failed:
         return 2                                           # refused for a stated reason, like a UlmfitError
 
 

@@ -777,7 +777,9 @@ def main_data(argv: list[str] | None = None) -> int:
         p.print_help(sys.stderr)  # no action given: a usage error, as for `ulmfit` alone
         return 2
     except UlmfitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .io import for_terminal
+
+        print(for_terminal(f"error: {e}"), file=sys.stderr)
         return 2
 
 

@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -559,3 +560,26 @@ def defaults_of(fn) -> dict:
     """The default of each argument of `fn`, taken once at import (api.note_ignored_args), so that
     a caller that wraps or replaces the function's name does not change them."""
     return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+
+# Control characters (C0 but tab and newline, DEL, C1) are commands to a terminal, not text: in a
+# label, a generated sample, a file name or a text they could clear the screen, rewrite a line
+# (\r), retitle the window or set the clipboard (OSC 52). Labels and texts come from data files and,
+# with a model folder from elsewhere, from its author; printed to a terminal they are escaped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def for_terminal(text: str, stream=None) -> str:
+    """`text` as it may be printed on `stream` (default: stderr): control characters escaped
+    (\\x1b) where the stream is a terminal, unchanged where it is a file or a pipe."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # closed, or no such method
+        tty = False
+    return escape_controls(text) if tty else text
+
+
+def escape_controls(text: str) -> str:
+    """`text` with its control characters written as escapes (\\x1b)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
