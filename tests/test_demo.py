@@ -215,6 +215,36 @@ def test_the_few_label_classifier_and_its_baseline_train_on_the_same_few_labels(
         run_demo(tmp_path / "out3", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, few_labels=5)
 
 
+def test_a_label_sample_without_an_example_of_every_class_is_found_before_training(tmp_path, tiny_task, capsys):
+    """A classifier trained on a sample that holds no example of a class cannot be tested on a test
+    set that has it (20 Newsgroups: 100 random labels of 20 classes miss one about one time in
+    eight). The few-label step is then skipped, and a --max-train that does so is refused, both
+    before anything trains."""
+    import csv
+
+    from ulmfit.demo import missing_classes
+    from ulmfit.data.labeled import read_labeled
+
+    data = tmp_path / "many"
+    data.mkdir()
+    for name, src in (("train.csv", tiny_task / "train.csv"), ("test.csv", tiny_task / "test.csv")):
+        rows = list(csv.reader(open(src, newline="")))
+        with open(data / name, "w", newline="") as f:  # 12 classes, 20 examples each in training
+            csv.writer(f).writerows([rows[0]] + [[r[0], f"c{i % 12}"] for i, r in enumerate(rows[1:])])
+    assert len(missing_classes(read_labeled(data / "train.csv"), 10, 0)) >= 2
+    assert missing_classes(read_labeled(data / "train.csv"), None, 0) == []
+    with pytest.raises(UlmfitError, match=r"a random 10 of the 240 labels \(--max-train\) hold no example of 'c"):
+        run_demo(tmp_path / "out", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False, minutes=0,
+                 ensemble="off", max_train=10)
+    assert not (tmp_path / "out" / "lm").exists()
+    summary = run_demo(tmp_path / "out2", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
+                       minutes=0, lm_epochs=1, ensemble="off", few_labels=10)
+    out = capsys.readouterr().out
+    assert re.search(r"\[4/6\] the 10-label classifier: skipped, a random 10 of the labels hold no example of 'c\d+', "
+                     r"'c\d+'", out), out
+    assert summary["few_labels"] is None and not (tmp_path / "out2" / "classifier-few").exists()
+
+
 def test_the_demo_command_checks_few_labels_before_anything_runs(tmp_path, capsys):
     from ulmfit.cli import build_parser, main
 

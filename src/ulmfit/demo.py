@@ -134,6 +134,20 @@ def demo_examples(dataset: str, test, n: int = 4) -> list[tuple[str, str | None]
     return [(text, label) for label, text in picked.items()]
 
 
+def missing_classes(train, n: int | None, seed: int) -> list[str]:
+    """The classes of `train` of which `sample_labeled(train, n, seed)` holds no example."""
+    from .classifier_api import sample_labeled
+
+    if n is None or n >= len(train):
+        return []
+    return sorted(set(train.label_names()) - set(sample_labeled(train, n, seed).label_names()))
+
+
+def _names(labels: list[str], most: int = 3) -> str:
+    shown = ", ".join(repr(l) for l in labels[:most])
+    return shown + (f" and {len(labels) - most} more" if len(labels) > most else "")
+
+
 def _snippet(text: str, width: int = 90) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
@@ -350,8 +364,19 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     budget_s = minutes * 60 if minutes else None
     clf_cfg = ClassifierTrainConfig()
     clf_docs = len(train) if max_train is None else min(max_train, len(train))
-    # the few-label step: only where it has fewer labels than the classifier it is compared with
-    few = few_labels if few_labels and few_labels < clf_docs else None
+    # A sample of the labels must hold every class, or its classifier cannot be tested on the test
+    # set (whose labels it would not know): found now, not after the training
+    if max_train is not None and (missing := missing_classes(train, clf_docs, clf_cfg.seed)):
+        raise UlmfitError(f"a random {clf_docs:,} of the {len(train):,} labels (--max-train) hold no example of "
+                          f"{_names(missing)}: the classifier could not be tested on them; give more")
+    # the few-label step: only where it has fewer labels than the classifier it is compared with,
+    # and an example of every class
+    few, few_skip = few_labels, None
+    if few_labels and few_labels >= clf_docs:
+        few, few_skip = None, f"the classifier trains on {clf_docs:,} labels, not more than {few_labels:,}"
+    elif few_labels and (missing := missing_classes(train, few_labels, clf_cfg.seed)):
+        few, few_skip = None, (f"a random {few_labels:,} of the labels hold no example of {_names(missing)} "
+                               f"(--few-labels sets how many)")
     clf_s = plan.get("classifier_s", 0.0)  # timed before an interruption: kept
     few_s = plan.get("few_s", 0.0)
     if budget_s and "classifier_s" not in plan:  # the classifier's cost on this machine, from a few of its steps
@@ -381,6 +406,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         no_room = bool(few) and with_few > budget_s * BUDGET_SAFETY
         if no_room:
             few, few_cost = None, 0.0
+            plan["few_skip"] = "the time budget has no room for it (--minutes 0 runs it)"
         plan.update(few_labels=few, few_cost_s=round(few_cost, 1))
         spent += few_cost
         k, projected = plan_lm_epochs(epoch_s, spent, budget_s, lm_epochs, clf_s)
@@ -423,6 +449,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         if budget_s:  # the plan (made now, or before an interruption: then saved)
             both = plan.get("ensemble", both)
             few = plan.get("few_labels", few)
+            few_skip = plan.get("few_skip", few_skip)
 
         step(3, "train the classifier with gradual unfreezing (ULMFiT stage 3)")
         n_clf = plan.get("classifier_docs", max_train)
@@ -470,9 +497,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
                     out / "lm", train_csv, out / "classifier-few", cfg=clf_cfg, valid_frac=0.0, overwrite=not again,
                     resume=again, progress=progress, max_train=few))
             else:
-                why = ("the time budget has no room for it (--minutes 0 runs it)" if few_labels < clf_docs else
-                       f"the classifier trains on {clf_docs:,} labels, not more than {few_labels:,}")
-                step(n_step, f"the {few_labels:,}-label classifier: skipped, {why}")
+                step(n_step, f"the {few_labels:,}-label classifier: skipped, {few_skip}")
     except (KeyboardInterrupt, TrainingInterrupted):
         name = running.pop("name", None)
         if "t" in running:
