@@ -762,7 +762,7 @@ def test_batchnorm_recalibration_sets_exact_evaluation_mode_statistics():
     torch.testing.assert_close(bn1.running_mean, feats.mean(0), atol=1e-5, rtol=1e-4)
 
 
-def test_training_with_bn_recal_saves_the_evaluation_mode_statistics_of_the_training_texts(task, tmp_path):
+def test_training_with_bn_recal_saves_the_evaluation_mode_statistics_of_the_training_texts(task, tmp_path, capsys):
     from ulmfit.classifier_api import _encode
     from ulmfit.train.classify import recalibrate_batchnorm
     from ulmfit.train.precision import bf16_supported
@@ -772,6 +772,8 @@ def test_training_with_bn_recal_saves_the_evaluation_mode_statistics_of_the_trai
                  str(task / "lm"), "--out", str(out), "--bn-recal", "on", "--bs", "16", "--stage-groups", "1", "0",
                  "--stage-epochs", "1", "4", "--stage-lrs", "2e-2", "1e-2", "--lr-div", "1", "--drop-mult", "0.1",
                  "--min-last-steps", "0", "--workers", "1", "--quiet"]) == 0
+    said = capsys.readouterr()  # --quiet: standard output is the JSON summary alone, where it was saved included
+    assert json.loads(said.out)["out"] == str(out) and f"classifier saved to {out}" in said.err
     assert json.loads((out / "config.json").read_text())["train"]["bn_recal"] is True
     assert evaluate(out, task / "test.csv", progress=False)["accuracy"] > 0.9
     clf = TextClassifier.load(out)

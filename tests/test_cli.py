@@ -53,9 +53,12 @@ def test_the_whole_language_model_round_from_the_command_line(tmp_path, corpus, 
     small = ["--bs", "8", "--bptt", "16", "--quiet", "--workers", "1"]
     assert main(["pretrain", str(corpus), "--out", str(lm), "--preset", "tiny", "--epochs", "2", "--lr", "1e-2",
                  *small]) == 0
-    out = capsys.readouterr().out
-    assert f"saved to {lm}" in out
+    # with --quiet, standard output is the JSON summary alone (`| jq`); the saved-to line is on stderr
+    out = capsys.readouterr()
+    assert json.loads(out.out)["out"] == str(lm) and f"language model saved to {lm}" in out.err
     assert main(["finetune-lm", "--from", str(lm), str(corpus), "--out", str(ft), "--epochs", "1", *small]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["out"] == str(ft) and f"saved to {ft}" in out.err
     assert main(["lm-eval", "--model", str(ft), str(corpus), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["generate", "--model", str(ft), "The dog", "--tokens", "8", "--seed", "0"]) == 0

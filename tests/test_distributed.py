@@ -85,7 +85,7 @@ def test_the_command_line_under_torchrun_speaks_once_and_keeps_its_process_count
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "lm" / ".ulmfit-run.lock").exists()
-    assert r.stdout.count("language model saved to") == 1
+    assert r.stderr.count("language model saved to") == 1  # --quiet: on stderr, from process 0 alone
     assert json.loads((tmp_path / "lm" / "train_state.json").read_text())["world"] == 2
     r = subprocess.run([sys.executable, "-m", "ulmfit", "pretrain", "--resume", str(tmp_path / "lm"), "--epochs", "2",
                         "--quiet"], capture_output=True, text=True, env=env, timeout=300)

@@ -161,7 +161,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
                         "(or in --out) with its saved data and settings; a data argument given too is where that "
                         "data is now (when it moved), checked to be the same")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars; standard output is then the JSON summary alone (the lines that say "
+                        "which model is fine-tuned and where it was saved go to standard error)")
 
 
 def _train_cfg(a, **extra):
@@ -211,7 +213,7 @@ def cmd_pretrain(a) -> int:
                        encoding=a.encoding, valid_frac=a.valid_frac, overwrite=a.overwrite, n_workers=a.workers,
                        progress=not a.quiet, extend=_extend(a), arch_overrides={"drop_mult": a.drop_mult},
                        device=a.device, valid=a.valid, init_from=a.init_from)
-    _summary(res)
+    _summary(res, a.quiet)
     return 0
 
 
@@ -224,7 +226,7 @@ def cmd_finetune(a) -> int:
         raise UlmfitError("give TEXTS, the target text to fine-tune on")
     if not resume and not a.from_dir:
         a.from_dir = default_lm(a.backwards)
-        print(f"fine-tuning the shipped {'backward' if a.backwards else 'forward'} model {a.from_dir}")
+        _say(f"fine-tuning the shipped {'backward' if a.backwards else 'forward'} model {a.from_dir}", a.quiet)
     cfg = _train_cfg(a, default_epochs=3, default_patience=1, freeze_epochs=a.freeze_epochs, freeze_lr=a.freeze_lr)
     if resume:  # the run's own settings apply (the CLI has named the options it ignores)
         res = finetune_lm(a.from_dir, a.texts, out, resume=True, n_workers=a.workers, progress=not a.quiet,
@@ -234,13 +236,26 @@ def cmd_finetune(a) -> int:
                           valid_frac=a.valid_frac, overwrite=a.overwrite, n_workers=a.workers, progress=not a.quiet,
                           drop_mult=a.drop_mult, extend=_extend(a), device=a.device,
                           keep_base_vocab=a.keep_base_vocab, max_vocab=a.max_vocab)
-    _summary(res)
+    _summary(res, a.quiet)
     return 0
 
 
-def _summary(res: dict) -> None:
-    print(f"language model saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl, "
-          "train_state.*)")
+def _say(line: str, quiet: bool) -> None:
+    """A line for the person at the terminal (which model, where it was saved) beside a training
+    command's JSON summary. With --quiet it goes to standard error, so that standard output is the
+    JSON summary alone (`... --quiet | jq .valid_accuracy`); under torchrun from process 0 only
+    (the others' standard output is silenced, not their standard error)."""
+    from .io import launch_env
+
+    if not quiet:
+        print(line)
+    elif not launch_env()[0]:
+        print(for_terminal(line), file=sys.stderr)
+
+
+def _summary(res: dict, quiet: bool = False) -> None:
+    _say(f"language model saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl, "
+         "train_state.*)", quiet)
     keys = ["valid_loss", "valid_perplexity", "valid_accuracy", "restored_best_epoch", "tokens", "wall_s", "out"]
     print(json.dumps({k: res[k] for k in keys if k in res}, indent=2, ensure_ascii=False))
 
@@ -446,8 +461,8 @@ def cmd_train_classifier(a) -> int:
         res = train_classifier(a.lm, a.data, a.out, cfg=cfg, valid=a.valid, valid_frac=a.valid_frac,
                                read_args=_read_args(a), overwrite=a.overwrite, n_workers=a.workers,
                                progress=not a.quiet, device=a.device, max_train=a.max_train)
-    print(f"classifier saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl)")
-    print(json.dumps({k: v for k, v in res.items() if k != "out"}, indent=2, ensure_ascii=False))
+    _say(f"classifier saved to {res['out']} (config.json, model.safetensors, vocab.txt, metrics.jsonl)", a.quiet)
+    print(json.dumps(res, indent=2, ensure_ascii=False))
     return 0
 
 
