@@ -946,8 +946,8 @@ def test_the_umask_is_read_without_being_set_where_the_system_shows_it(monkeypat
         assert set_calls == []  # setting it, even for a moment, left other threads' new files unmasked
 
 
-def _run_in_a_terminal(argv: list[str], timeout: float = 120) -> bytes:
-    """What `ulmfit ARGV` shows on a terminal: stdout and stderr both a pseudo-terminal."""
+def _run_in_a_terminal(argv: list[str], timeout: float = 120) -> tuple[int, bytes]:
+    """(exit status, what `ulmfit ARGV` shows on a terminal): stdout and stderr both a pseudo-terminal."""
     import pty
 
     code = "import sys; from ulmfit.cli import main; sys.argv = ['ulmfit'] + sys.argv[1:]; sys.exit(main())"
@@ -967,7 +967,7 @@ def _run_in_a_terminal(argv: list[str], timeout: float = 120) -> bytes:
         shown += chunk
     proc.wait(timeout=timeout)
     os.close(master)
-    return shown
+    return proc.returncode, shown
 
 
 def test_control_characters_from_data_or_a_model_reach_a_terminal_as_escapes(tmp_path, tiny_lm):
@@ -975,12 +975,22 @@ def test_control_characters_from_data_or_a_model_reach_a_terminal_as_escapes(tmp
     terminal (clear the screen, retitle the window, set the clipboard, rewrite the line). On a
     terminal they are printed as escapes; in a pipe or a file, as they are."""
     prompt = "\x1b]0;pwned\x07The \x1b[2J dog\rcat"
-    shown = _run_in_a_terminal(["generate", prompt, "--model", str(tiny_lm), "--tokens", "3", "--seed", "0"])
-    assert b"\\x1b]0;pwned\\x07The \\x1b[2J dog\\x0dcat" in shown, shown
+    rc, shown = _run_in_a_terminal(["generate", prompt, "--model", str(tiny_lm), "--tokens", "3", "--seed", "0"])
+    assert rc == 0 and b"\\x1b]0;pwned\\x07The \\x1b[2J dog\\x0dcat" in shown, shown
     assert b"\x1b" not in shown and b"\x07" not in shown
     bad = str(tmp_path / "x\x1b[2J.csv")
-    shown = _run_in_a_terminal(["lm-eval", bad, "--model", str(tiny_lm)])
-    assert b"error: " in shown and b"x\\x1b[2J.csv" in shown and b"\x1b" not in shown, shown
+    rc, shown = _run_in_a_terminal(["lm-eval", bad, "--model", str(tiny_lm)])
+    assert rc == 2 and b"error: " in shown and b"x\\x1b[2J.csv" in shown and b"\x1b" not in shown, shown
+    # every line on standard error, not only the error line: a warning naming the file, argparse's own
+    text = tmp_path / "t\x1b]0;x\x07.csv"
+    text.write_text("a dog ran\nthe cat sat\n")
+    rc, shown = _run_in_a_terminal(["lm-eval", str(text), "--model", str(tiny_lm), "--bogus\x1b[2J"])
+    assert rc == 2 and b"--bogus\\x1b[2J" in shown and b"\x1b" not in shown, shown
+    # and a progress bar still redraws its line with carriage returns of its own, not escaped ones
+    rc, shown = _run_in_a_terminal(["lm-eval", str(text), "--model", str(tiny_lm), "--format", "csv",
+                                    "--column", "a dog ran"])
+    assert rc == 0 and b"t\\x1b]0;x\\x07.csv" in shown and b"\x1b" not in shown and b"\x07" not in shown, shown
+    assert b"\r" in shown.replace(b"\r\n", b"") and b"\\x0d" not in shown, shown
     piped = subprocess.run([sys.executable, "-m", "ulmfit", "generate", prompt, "--model", str(tiny_lm), "--tokens",
                             "3", "--seed", "0"], capture_output=True, env={**os.environ, "ULMFIT_JEMALLOC": "0"},
                            timeout=120)

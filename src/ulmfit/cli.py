@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .io import TrainingInterrupted, UlmfitError, escape_controls, for_terminal
+from .io import TrainingInterrupted, UlmfitError
 
 JEMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -250,7 +250,7 @@ def _say(line: str, quiet: bool) -> None:
     if not quiet:
         print(line)
     elif not launch_env()[0]:
-        print(for_terminal(line), file=sys.stderr)
+        print(line, file=sys.stderr)
 
 
 def _summary(res: dict, quiet: bool = False) -> None:
@@ -771,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--few-labels", type=int, default=FEW_LABELS,
                    help="also train the forward classifier on only this many of the labels, from the same "
                         "fine-tuned LM, and report it beside TF-IDF on the same ones: the paper's semi-supervised "
-                        "setting, where ULMFiT is strongest (default: 100, where the budget has room; 0: not)")
+                        f"setting, where ULMFiT is strongest (default: {FEW_LABELS}, where the budget has room; 0: not)")
     s.add_argument("--resume", action="store_true",
                    help="continue the interrupted demo in --out with its saved settings and plan (the other "
                         "options are not used): finished steps are kept, the interrupted one continues")
@@ -1104,7 +1104,7 @@ def _show_our_warnings_as_lines() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, UlmfitWarning):
-            print(for_terminal(f"warning: {message}", file or sys.stderr), file=file or sys.stderr, flush=True)
+            print(f"warning: {message}", file=file or sys.stderr, flush=True)
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -1118,7 +1118,9 @@ def main(argv: list[str] | None = None) -> int:
         _closed_streams_as_devnull()
         maybe_reexec_with_jemalloc(argv)
         _stdout_that_encodes_any_text()
-        _terminal_safe_stdout()
+        from .io import terminal_safe_streams
+
+        terminal_safe_streams()
         _show_our_warnings_as_lines()
     if argv and argv[0] == "data":  # its own sub-commands and --help live in ulmfit.datasets
         import signal
@@ -1145,7 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, world, _ = launch_env()
     except UlmfitError as e:
-        print(for_terminal(f"error: {e}"), file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     torchrun_worker = from_command_line and world > 1  # its process ends with this command
     if torchrun_worker:
@@ -1200,30 +1202,6 @@ def _stdout_that_encodes_any_text() -> None:
         pass
 
 
-class _TerminalText:
-    """Standard output on a terminal, writing control characters as escapes (`for_terminal`). Only
-    where it is a terminal: a file or a pipe gets the bytes as they are, and progress bars go to
-    standard error."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(escape_controls(text))
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-def _terminal_safe_stdout() -> None:
-    try:
-        tty = sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    if tty and not isinstance(sys.stdout, _TerminalText):
-        sys.stdout = _TerminalText(sys.stdout)
-
-
 def _lm_dir(value: str) -> str:
     """A language model argument: a folder, or the name of a shipped model (general-en-fwd,
     general-en-bwd), which lives inside the installed package; a folder of that name here wins."""
@@ -1268,13 +1246,13 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         return a.fn(a)
     except UlmfitError as e:
         if not rank:
-            print(for_terminal(f"error: {e}"), file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:  # Ctrl-C or SIGTERM, after the run saved: where, and how to go on
         if not rank:
             from .train.loop import PYTHON_RESUME
 
-            print(for_terminal(str(e).replace(PYTHON_RESUME, "")), file=sys.stderr)  # advice for Python API users
+            print(str(e).replace(PYTHON_RESUME, ""), file=sys.stderr)  # advice for the Python API's users
         return 130
     except (MemoryError, RuntimeError) as e:
         if world > 1 and rank:  # a collective whose partner is gone: "Connection closed by peer"
@@ -1295,7 +1273,7 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (OSError, LookupError, SafetensorError) as e:  # a path that is a file, a read-only folder, an
-        print(for_terminal(f"error: {e}"), file=sys.stderr)  # unknown --encoding, a write safetensors failed:
+        print(f"error: {e}", file=sys.stderr)              # unknown --encoding, a write safetensors failed:
         return 2                                           # refused for a stated reason, like a UlmfitError
 
 

@@ -777,9 +777,7 @@ def main_data(argv: list[str] | None = None) -> int:
         p.print_help(sys.stderr)  # no action given: a usage error, as for `ulmfit` alone
         return 2
     except UlmfitError as e:
-        from .io import for_terminal
-
-        print(for_terminal(f"error: {e}"), file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
 

@@ -565,19 +565,36 @@ def defaults_of(fn) -> dict:
 # Control characters (C0 but tab and newline, DEL, C1) are commands to a terminal, not text: in a
 # label, a generated sample, a file name or a text they could clear the screen, rewrite a line
 # (\r), retitle the window or set the clipboard (OSC 52). Labels and texts come from data files and,
-# with a model folder from elsewhere, from its author; printed to a terminal they are escaped.
+# with a model folder from elsewhere, from its author; printed to a terminal they are escaped
+# (`terminal_safe_streams`).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def for_terminal(text: str, stream=None) -> str:
-    """`text` as it may be printed on `stream` (default: stderr): control characters escaped
-    (\\x1b) where the stream is a terminal, unchanged where it is a file or a pipe."""
-    stream = sys.stderr if stream is None else stream
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):  # closed, or no such method
-        tty = False
-    return escape_controls(text) if tty else text
+class TerminalText:
+    """A standard stream on a terminal that writes control characters as escapes (`escape_controls`).
+    `wrapped` is the stream itself, for progress bars, whose carriage returns redraw their line."""
+
+    def __init__(self, stream):
+        self.wrapped = stream
+
+    def write(self, text: str) -> int:
+        return self.wrapped.write(escape_controls(text))
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+
+def terminal_safe_streams() -> None:
+    """Standard output and error, where they are terminals, write control characters as escapes;
+    files and pipes get the text as it is. For the command line, which owns its terminal."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            tty = stream.isatty()
+        except (AttributeError, ValueError):  # closed, or no such method
+            tty = False
+        if tty and not isinstance(stream, TerminalText):
+            setattr(sys, name, TerminalText(stream))
 
 
 def escape_controls(text: str) -> str:

@@ -29,6 +29,9 @@ def _interactive(file) -> bool:
 
 def progress_bar(*args, **kwargs) -> tqdm:
     """tqdm(*args, **kwargs) with a redraw interval that suits where the bar is written."""
+    # on a terminal the command line escapes control characters on stderr (io.TerminalText); a bar
+    # draws with carriage returns, so it writes to the terminal itself
+    kwargs.setdefault("file", getattr(sys.stderr, "wrapped", sys.stderr))
     interactive = _interactive(kwargs.get("file"))
     kwargs.setdefault("mininterval", TERMINAL_INTERVAL_S if interactive else LOG_INTERVAL_S)
     # tqdm's monitor thread forces a redraw after maxinterval (10 s) without one: not sooner than asked
