@@ -245,6 +245,45 @@ def test_a_label_sample_without_an_example_of_every_class_is_found_before_traini
     assert summary["few_labels"] is None and not (tmp_path / "out2" / "classifier-few").exists()
 
 
+def test_the_few_label_step_is_planned_against_what_the_demo_must_run(tmp_path, tiny_task, capsys, monkeypatch):
+    """The plan after the frozen LM epoch (60 s here; the classifier 185 s on all labels, 30 s on the
+    few): with --ensemble on both directions must run, and the few-label step is dropped where it
+    would push them past the budget; with auto it is kept, and the backward model gives way."""
+    import dataclasses
+
+    from ulmfit import api, classifier_api
+    from ulmfit.train.classify import ClassifierTrainConfig
+
+    @dataclasses.dataclass
+    class Timing:
+        cfg: ClassifierTrainConfig = dataclasses.field(default_factory=ClassifierTrainConfig)
+        valid_frac: float = 0.1
+
+        def seconds(self, n):
+            return 30.0 if self.valid_frac == 0 else 185.0
+
+        def to_dict(self):
+            return {}
+
+    def plan_then_stop(*a, plan_epochs=None, **k):
+        plan_epochs(60.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classifier_api, "time_classifier", lambda *a, **k: Timing())
+    monkeypatch.setattr(api, "finetune_lm", plan_then_stop)
+    plans = {}
+    for ensemble in ("on", "auto"):
+        with pytest.raises(TrainingInterrupted):
+            run_demo(tmp_path / ensemble, "rotten-tomatoes", lm=tmp_path / "lm", lm_bwd=tmp_path / "lm-bwd",
+                     data_dir=tiny_task, progress=False, minutes=10, ensemble=ensemble, few_labels=60)
+        plans[ensemble] = json.loads((tmp_path / ensemble / "demo_state.json").read_text())["plan"]
+    out = capsys.readouterr().out
+    assert plans["on"]["few_labels"] is None and plans["on"]["ensemble"] is True
+    assert plans["on"]["projected_s"] <= 600 and "no room for the 60-label comparison" in out
+    assert plans["auto"]["few_labels"] == 60 and plans["auto"]["ensemble"] is False
+    assert plans["auto"]["projected_s"] <= 0.95 * 600
+
+
 def test_the_demo_command_checks_few_labels_before_anything_runs(tmp_path, capsys):
     from ulmfit.cli import build_parser, main
 
