@@ -4,23 +4,17 @@
 import json
 
 import pytest
-from test_classifier import write_task
+from test_demo import tiny_task  # noqa: F401 - the fixture: a small dataset and tiny LMs
 
-from ulmfit.api import pretrain
 from ulmfit.classifier_api import sample_labeled
 from ulmfit.data.labeled import read_labeled
-from ulmfit.train.loop import LMTrainConfig
 
 
 @pytest.mark.filterwarnings("ignore:the classifier .* predicts")  # 27 training texts for a tiny LM
-def test_each_run_scores_classifier_and_tfidf_on_the_demos_sample(tmp_path, load_bench, monkeypatch, capsys):
+def test_each_run_scores_classifier_and_tfidf_on_the_demos_sample(tmp_path, tiny_task, load_bench, monkeypatch,
+                                                                   capsys):
     fl = load_bench("demo_fewlabel")
-    data = tmp_path / "data"
-    data.mkdir()
-    write_task(data / "train.csv", 120, 0)
-    write_task(data / "test.csv", 40, 1)
-    pretrain(data / "train.csv", tmp_path / "lm", preset="tiny", progress=False, n_workers=1, fmt="csv",
-             column="text", train_cfg=LMTrainConfig(epochs=1, bs=8, bptt=20, lr=1e-2, lr_div=1.0))
+    data = tiny_task
     from ulmfit import datasets, demo
 
     monkeypatch.setattr(datasets, "get", lambda name, progress=True: data)
