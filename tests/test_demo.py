@@ -205,7 +205,7 @@ def test_the_few_label_classifier_and_its_baseline_train_on_the_same_few_labels(
     assert 0 <= rep["ulmfit_accuracy"] <= 1 and 0 <= rep["tfidf_accuracy"] <= 1
     assert summary["few_labels"] == json.loads((tmp_path / "out" / "demo_summary.json").read_text())["few_labels"]
     assert "with all 240 labels:" in out and "with only 60 labels (from the same fine-tuned LM" in out
-    assert out.count("TF-IDF + logistic regression    accuracy") == 2
+    assert out.count("    TF-IDF + logistic regression  accuracy") == 2
     # not where the classifier itself has no more labels than that
     summary = run_demo(tmp_path / "out2", "rotten-tomatoes", lm=tmp_path / "lm", data_dir=data, progress=False,
                        minutes=0, lm_epochs=1, ensemble="off", few_labels=60, max_train=50)

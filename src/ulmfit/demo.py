@@ -560,27 +560,29 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     save_state(finished=True)
     line = "-" * 64
     print(f"\n{line}\nULMFiT demo on {dataset} ({len(test):,} test examples)")
+    ind = "    " if few_rep else "  "  # the results under their number of labels, where there are two
     if few_rep:
         n_main = summary["n_train_classifier"]
         print(f"  with {'all ' if n_main == len(train) else ''}{n_main:,} labels:")
     if len(models) > 1:
-        print(f"  ULMFiT forward+backward         accuracy {rep['accuracy']:.4f}   macro-F1 {rep['macro_f1']:.4f}")
-        print(f"    forward model alone           accuracy {rep['members']['classifier']:.4f}")
-        print(f"    backward model alone          accuracy {rep['members']['classifier-bwd']:.4f}")
+        print(f"{ind}ULMFiT forward+backward       accuracy {rep['accuracy']:.4f}   macro-F1 {rep['macro_f1']:.4f}")
+        print(f"{ind}  forward model alone         accuracy {rep['members']['classifier']:.4f}")
+        print(f"{ind}  backward model alone        accuracy {rep['members']['classifier-bwd']:.4f}")
     else:
-        print(f"  ULMFiT (forward model)          accuracy {rep['accuracy']:.4f}   macro-F1 {rep['macro_f1']:.4f}")
+        print(f"{ind}ULMFiT (forward model)        accuracy {rep['accuracy']:.4f}   macro-F1 {rep['macro_f1']:.4f}")
     if base.get("accuracy") is not None:
-        print(f"  TF-IDF + logistic regression    accuracy {base['accuracy']:.4f}")
+        print(f"{ind}TF-IDF + logistic regression  accuracy {base['accuracy']:.4f}")
     if "classifier_docs" in plan:
-        print(f"  both trained on a random {plan['classifier_docs']:,} of the {len(train):,} labeled texts, "
+        print(f"{ind}both trained on a random {plan['classifier_docs']:,} of the {len(train):,} labeled texts, "
               f"to keep to the time budget (--minutes 0: all of them)")
     if few_rep:
         print(f"  with only {few:,} labels (from the same fine-tuned LM, which read all the training text):")
-        print(f"  ULMFiT (forward model)          accuracy {few_rep['ulmfit_accuracy']:.4f}   "
+        print(f"{ind}ULMFiT (forward model)        accuracy {few_rep['ulmfit_accuracy']:.4f}   "
               f"macro-F1 {few_rep['ulmfit_macro_f1']:.4f}")
         if few_rep["tfidf_accuracy"] is not None:
-            print(f"  TF-IDF + logistic regression    accuracy {few_rep['tfidf_accuracy']:.4f}")
-    epochs = f"1 frozen + {plan['epochs']} of at most {lm_epochs} epochs" if plan else f"1 frozen + {lm_epochs} epochs"
+            print(f"{ind}TF-IDF + logistic regression  accuracy {few_rep['tfidf_accuracy']:.4f}")
+    epochs = (f"1 frozen + {plan['epochs']} of at most {lm_epochs} epochs" if plan else
+              f"1 frozen + {lm_epochs} epoch{'s' if lm_epochs != 1 else ''}")
     print(f"  fine-tuned {'forward ' if len(models) > 1 else ''}LM perplexity "
           f"{lm_res.get('valid_perplexity', float('nan')):.1f} ({epochs})"
           + (f", backward {bwd_res.get('valid_perplexity', float('nan')):.1f}" if len(models) > 1 else ""))
