@@ -176,8 +176,8 @@ STAGES = ("lm", "classifier", "lm-bwd", "classifier-bwd", "classifier-few")
 
 # The few-label comparison, the paper's headline setting ("with only 100 labeled examples"): with all
 # 10,246 Rotten Tomatoes labels the shipped LM's classifier stays below TF-IDF; with 100 it leads.
-# From the demo's LM (1 fine-tuning epoch), 3 seeds: 60.0% against TF-IDF's 54.0%, each seed 5-7
-# points ahead; at 200 labels only 0.3-0.9 ahead (BENCHMARKS.md, "`ulmfit demo`"). 100 labels train
+# From the demo's LM (1 fine-tuning epoch), 3 seeds: 60.0% against TF-IDF's 54.0%, each seed 4.9-7.3
+# points ahead; at 200 labels only 0.3-3.3 ahead (BENCHMARKS.md, "`ulmfit demo`"). 100 labels train
 # in about 25 s on 2 cores.
 FEW_LABELS = 100
 MIN_FEW_LABELS = 10

@@ -578,7 +578,8 @@ class TerminalText:
         self.wrapped = stream
 
     def write(self, text: str) -> int:
-        return self.wrapped.write(escape_controls(text))
+        self.wrapped.write(escape_controls(text))
+        return len(text)  # as written, for a caller that counts
 
     def __getattr__(self, name):
         return getattr(self.wrapped, name)

@@ -14,6 +14,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from .io import TerminalText
+
 TERMINAL_INTERVAL_S = 1.0
 LOG_INTERVAL_S = 30.0
 
@@ -31,7 +33,7 @@ def progress_bar(*args, **kwargs) -> tqdm:
     """tqdm(*args, **kwargs) with a redraw interval that suits where the bar is written."""
     # on a terminal the command line escapes control characters on stderr (io.TerminalText); a bar
     # draws with carriage returns, so it writes to the terminal itself
-    kwargs.setdefault("file", getattr(sys.stderr, "wrapped", sys.stderr))
+    kwargs.setdefault("file", sys.stderr.wrapped if isinstance(sys.stderr, TerminalText) else sys.stderr)
     interactive = _interactive(kwargs.get("file"))
     kwargs.setdefault("mininterval", TERMINAL_INTERVAL_S if interactive else LOG_INTERVAL_S)
     # tqdm's monitor thread forces a redraw after maxinterval (10 s) without one: not sooner than asked
