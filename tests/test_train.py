@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -1272,3 +1273,49 @@ def test_a_model_folder_from_elsewhere_gets_one_line_errors_not_loops_or_memory_
     (tmp_path / "lm" / "train_state.json").write_text(json.dumps({**state, "batch": -1000000}))
     with pytest.raises(UlmfitError, match=r"batch is -1000000, not a count"):
         pretrain(corpus, tmp_path / "lm", train_cfg={"epochs": 2}, progress=False, resume=True, n_workers=1)
+
+
+def test_the_language_model_commands_take_texts_in_memory(tmp_path, corpus, capsys):
+    """A notebook holds its texts in a list (or an array, or a DataFrame's column): pretrain and
+    finetune_lm take them as they take a file. They are kept once in the cache folder, named by their
+    content, so the same texts find their tokens again and an interrupted run resumes without them."""
+    import numpy as np
+
+    from ulmfit.io import cache_root
+
+    texts = [t for t in corpus.read_text(encoding="utf-8").splitlines() if t.strip()]
+    lm = tmp_path / "lm"
+    pretrain(texts, lm, preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
+    source = Path(json.loads((lm / "config.json").read_text())["data"]["source"])
+    assert source.parent == cache_root() / "texts" and source.suffix == ".jsonl"
+    assert [json.loads(line)["text"] for line in source.read_text(encoding="utf-8").splitlines()] == texts
+    before = source.stat().st_mtime_ns
+    capsys.readouterr()
+    # the same texts as an array: the same file, left as it was; given again, their tokens are cached
+    finetune_lm(lm, np.array(texts), tmp_path / "ft", train_cfg={"epochs": 1}, progress=True, n_workers=1)
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["data"]["source"] == str(source)
+    assert source.stat().st_mtime_ns == before and "using cached tokens" not in "".join(capsys.readouterr())
+    finetune_lm(lm, texts, tmp_path / "ft2", train_cfg={"epochs": 1}, progress=True, n_workers=1)
+    assert "using cached tokens" in "".join(capsys.readouterr())
+    # other texts, one with a newline inside: a file of their own, one text a line
+    finetune_lm(lm, texts[:50] + ["two\nlines"], tmp_path / "ft3", train_cfg={"epochs": 1, "bs": 4}, progress=False,
+                n_workers=1)
+    other = Path(json.loads((tmp_path / "ft3" / "config.json").read_text())["data"]["source"])
+    assert other != source and json.loads(other.read_text(encoding="utf-8").splitlines()[-1]) == {"text": "two\nlines"}
+    # an interrupted run on texts in memory resumes without them
+    assert finetune_lm(None, None, tmp_path / "ft3", resume=True, extend={"epochs": 2}, progress=False)["out"]
+    with pytest.raises(UlmfitError, match=r"the target text\[1\] is NoneType None, not a string"):
+        finetune_lm(lm, ["a text", None], tmp_path / "bad", progress=False)
+    with pytest.raises(UlmfitError, match="the target text is an empty list"):
+        finetune_lm(lm, [], tmp_path / "bad", progress=False)
+    with pytest.raises(UlmfitError, match="read as they are"):
+        finetune_lm(lm, texts, tmp_path / "bad", fmt="csv", column="review", progress=False)
+    with pytest.raises(UlmfitError, match=r"lone surrogate"):
+        finetune_lm(lm, ["caf\udce9"], tmp_path / "bad", progress=False)
+
+    class Frame(list):  # what a pandas DataFrame looks like to as_texts: iterating it gives column names
+        columns, iloc = ["text"], None
+
+    with pytest.raises(UlmfitError, match=r"not a table: give its column of texts, e.g. df\['text'\]"):
+        finetune_lm(lm, Frame(["text"]), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

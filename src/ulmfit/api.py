@@ -234,13 +234,47 @@ def require_free_out(out: Path, overwrite: bool, choices: str) -> None:
         raise UlmfitError(f"{out} already holds files; {choices}")
 
 
-IN_MEMORY_HINT = "; to use texts in memory, write them to a text file first, one text per line"
-
-
 def require_path(x, what: str, hint: str = "") -> None:
     """A data argument that must be a file or folder (a list of texts here would fail deep inside)."""
     if not isinstance(x, (str, os.PathLike)):
         raise UlmfitError(f"{what} must be the path of a file or folder, not {type(x).__name__}{hint}")
+
+
+IN_MEMORY_TEXTS = "texts"  # the cache's folder of texts given in memory to pretrain or finetune_lm
+
+
+def texts_or_path(texts, what: str, fmt: str, column):
+    """(path, fmt, column) of a language model's training text: a file or folder as given, or texts
+    in memory (a list, tuple, numpy array, pandas Series or generator of strings) as a file the
+    commands read: JSON lines, one {"text": ...} per text, in the cache folder (`texts/`), named by
+    the sha256 of its content and written once. The same texts thus find their tokens cached again,
+    and a run trained on them resumes without being given them again."""
+    import hashlib
+
+    from .io import atomic_path, cache_root
+
+    if texts is None or isinstance(texts, (str, os.PathLike)):
+        return texts, fmt, column
+    if fmt not in ("auto", "jsonl") or column not in (None, "text"):
+        raise UlmfitError(f"fmt and column say how to read a file; {what} given as texts in memory are read as they "
+                          "are (leave fmt and column out)")
+    items = as_texts(texts, what)
+    if not items:
+        raise UlmfitError(f"{what} is an empty list: no text to train on")
+    lines = []
+    for i, text in enumerate(items):
+        try:
+            lines.append((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
+        except UnicodeEncodeError:
+            raise UlmfitError(f"{what}[{i}] holds a lone surrogate (a character half of a pair, e.g. from bytes "
+                              "decoded with errors='surrogateescape'), which is not text; decode it properly") from None
+    body = b"".join(lines)
+    path = cache_root() / IN_MEMORY_TEXTS / f"{hashlib.sha256(body).hexdigest()[:24]}.jsonl"
+    if not (path.is_file() and path.stat().st_size == len(body)):  # written once: its tokens stay cached
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(body)
+    return path, "jsonl", "text"
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -643,8 +677,9 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if valid is not None and valid_source is not None:
         raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
     valid_source = valid if valid is not None else valid_source
+    corpus, fmt, column = texts_or_path(corpus, "the corpus", fmt, column)
     if corpus is not None or not resume:
-        require_path(corpus, "the corpus", IN_MEMORY_HINT)
+        require_path(corpus, "the corpus")
     if not resume and init_from is None and preset not in PRESETS:
         raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if not resume and valid_source is None:
@@ -805,8 +840,9 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
+    texts, fmt, column = texts_or_path(texts, "the target text", fmt, column)
     if texts is not None or not resume:
-        require_path(texts, "the target text", IN_MEMORY_HINT)
+        require_path(texts, "the target text")
     given_cfg = train_cfg
     train_cfg = config_from(LMTrainConfig, train_cfg, FINETUNE_DEFAULTS)
     if isinstance(texts, (str, os.PathLike)) and is_token_cache(texts):

@@ -55,6 +55,8 @@ def as_texts(texts, what: str = "texts") -> list[str]:
     an item that is not a string (None, a number), by its position."""
     if isinstance(texts, (str, bytes)):
         raise UlmfitError(f"{what} must be a list of texts, not a single string: wrap it, e.g. [text]")
+    if hasattr(texts, "columns") and hasattr(texts, "iloc"):  # a pandas DataFrame iterates its column names
+        raise UlmfitError(f"{what} must be a list of texts, not a table: give its column of texts, e.g. df['text']")
     try:
         out = list(texts)
     except TypeError:
