@@ -1306,7 +1306,7 @@ def test_the_language_model_commands_take_texts_in_memory(tmp_path, corpus, caps
     assert finetune_lm(None, None, tmp_path / "ft3", resume=True, extend={"epochs": 2}, progress=False)["out"]
     with pytest.raises(UlmfitError, match=r"the target text\[1\] is NoneType None, not a string"):
         finetune_lm(lm, ["a text", None], tmp_path / "bad", progress=False)
-    with pytest.raises(UlmfitError, match="the target text is an empty list"):
+    with pytest.raises(UlmfitError, match="the target text is empty: no text to train on"):
         finetune_lm(lm, [], tmp_path / "bad", progress=False)
     with pytest.raises(UlmfitError, match="read as they are"):
         finetune_lm(lm, texts, tmp_path / "bad", fmt="csv", column="review", progress=False)
@@ -1319,3 +1319,40 @@ def test_the_language_model_commands_take_texts_in_memory(tmp_path, corpus, caps
     with pytest.raises(UlmfitError, match=r"not a table: give its column of texts, e.g. df\['text'\]"):
         finetune_lm(lm, Frame(["text"]), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_texts_in_memory_are_checked_before_they_are_used_up_or_written(tmp_path, corpus, monkeypatch):
+    """A generator is read once: a call the out folder refuses must not use it up, and a resume
+    given the used-up generator again goes on without it. Held-out texts may be in memory too; a
+    dict, texts all blank and a cache that cannot be written are refused by name; a numpy seed works."""
+    import numpy as np
+
+    from ulmfit.io import cache_root
+
+    texts = [t for t in corpus.read_text(encoding="utf-8").splitlines() if t.strip()]
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    (lm / "notes.txt").write_text("mine")
+    gen = (t for t in texts[:150])
+    with pytest.raises(UlmfitError, match="already holds files"):
+        pretrain(gen, lm, preset="tiny", train_cfg=cfg(epochs=1), progress=False)
+    res = pretrain(gen, tmp_path / "lm2", preset="tiny", train_cfg=cfg(epochs=1), valid=texts[150:], progress=False,
+                   n_workers=1)  # the generator was not used up by the refused call; held-out texts in memory
+    saved = json.loads((tmp_path / "lm2" / "config.json").read_text())["data"]
+    assert Path(saved["valid_source"]).parent == cache_root() / "texts" and res["valid_loss"] > 0
+    assert pretrain(gen, tmp_path / "lm2", resume=True, extend={"epochs": 2}, progress=False)["out"]  # used up: not given
+    with pytest.raises(UlmfitError, match="is empty: no text to train on \\(a generator that an earlier call used up"):
+        finetune_lm(tmp_path / "lm2", gen, tmp_path / "ft", progress=False)
+    with pytest.raises(UlmfitError, match="all 3 texts are empty or blank"):
+        finetune_lm(tmp_path / "lm2", ["", " ", "\n"], tmp_path / "ft", progress=False)
+    with pytest.raises(UlmfitError, match="not a dict \\(which gives its keys\\)"):
+        finetune_lm(tmp_path / "lm2", {"text": texts}, tmp_path / "ft", progress=False)
+    assert not (tmp_path / "ft").exists() and not list((cache_root() / "texts").glob(".*.tmp"))
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "afile"))
+    with pytest.raises(UlmfitError, match="cannot make the cache folder .*set ULMFIT_CACHE to a folder"):
+        finetune_lm(tmp_path / "lm2", texts, tmp_path / "ft", progress=False)
+    lm2 = LanguageModel.load(tmp_path / "lm2")
+    assert lm2.generate("the", n_tokens=4, seed=np.int64(3)) == lm2.generate("the", n_tokens=4, seed=3)
+    with pytest.raises(UlmfitError, match="seed must be a whole number"):
+        lm2.generate("the", seed=1.5)

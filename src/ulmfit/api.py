@@ -243,38 +243,60 @@ def require_path(x, what: str, hint: str = "") -> None:
 IN_MEMORY_TEXTS = "texts"  # the cache's folder of texts given in memory to pretrain or finetune_lm
 
 
-def texts_or_path(texts, what: str, fmt: str, column):
-    """(path, fmt, column) of a language model's training text: a file or folder as given, or texts
-    in memory (a list, tuple, numpy array, pandas Series or generator of strings) as a file the
+def texts_or_path(texts, what: str, fmt: str = "auto", column=None, *, resume: bool = False):
+    """(path, fmt, column) of a language model's text: a file or folder as given, or texts in
+    memory (a list, tuple, numpy array, pandas Series or generator of strings) as a file the
     commands read: JSON lines, one {"text": ...} per text, in the cache folder (`texts/`), named by
-    the sha256 of its content and written once. The same texts thus find their tokens cached again,
-    and a run trained on them resumes without being given them again."""
+    the sha256 of its content and written once (streamed: a large list is not copied in memory).
+    The same texts thus find their tokens cached again, and a run trained on them resumes without
+    being given them again. With `resume`, an empty iterable (a generator that an earlier call used
+    up) counts as not given."""
     import hashlib
+    import tempfile
 
-    from .io import atomic_path, cache_root
+    from .io import cache_root, cache_unwritable, iter_texts
 
     if texts is None or isinstance(texts, (str, os.PathLike)):
         return texts, fmt, column
     if fmt not in ("auto", "jsonl") or column not in (None, "text"):
         raise UlmfitError(f"fmt and column say how to read a file; {what} given as texts in memory are read as they "
                           "are (leave fmt and column out)")
-    items = as_texts(texts, what)
-    if not items:
-        raise UlmfitError(f"{what} is an empty list: no text to train on")
-    lines = []
-    for i, text in enumerate(items):
-        try:
-            lines.append((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
-        except UnicodeEncodeError:
-            raise UlmfitError(f"{what}[{i}] holds a lone surrogate (a character half of a pair, e.g. from bytes "
-                              "decoded with errors='surrogateescape'), which is not text; decode it properly") from None
-    body = b"".join(lines)
-    path = cache_root() / IN_MEMORY_TEXTS / f"{hashlib.sha256(body).hexdigest()[:24]}.jsonl"
-    if not (path.is_file() and path.stat().st_size == len(body)):  # written once: its tokens stay cached
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_bytes(body)
-    return path, "jsonl", "text"
+    folder = cache_root() / IN_MEMORY_TEXTS
+    texts = iter_texts(texts, what)
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        h, n, nonempty = hashlib.sha256(), 0, False
+        with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".", suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
+            for i, text in enumerate(texts):
+                try:
+                    line = (json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8")
+                except UnicodeEncodeError:
+                    raise UlmfitError(f"{what}[{i}] holds a lone surrogate (half of a character pair, e.g. from bytes "
+                                      "decoded with errors='surrogateescape'), which is not text; decode it "
+                                      "properly") from None
+                h.update(line)
+                f.write(line)
+                n, nonempty = n + 1, nonempty or bool(text.strip())
+        if n == 0 and resume:
+            return None, fmt, column
+        if n == 0:
+            raise UlmfitError(f"{what} is empty: no text to train on (a generator that an earlier call used up gives "
+                              "nothing)")
+        if not nonempty:
+            raise UlmfitError(f"{what}: all {n:,} texts are empty or blank; no text to train on")
+        path = folder / f"{h.hexdigest()[:24]}.jsonl"
+        if path.is_file() and path.stat().st_size == tmp.stat().st_size:  # kept as it was: its tokens stay cached
+            return path, "jsonl", "text"
+        os.replace(tmp, path)
+        tmp = None
+        return path, "jsonl", "text"
+    except OSError as e:
+        raise (cache_unwritable(folder, e) or UlmfitError(f"cannot keep {what} in {folder}: {e}")) from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -677,7 +699,10 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if valid is not None and valid_source is not None:
         raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
     valid_source = valid if valid is not None else valid_source
-    corpus, fmt, column = texts_or_path(corpus, "the corpus", fmt, column)
+    if corpus is not None and not isinstance(corpus, (str, os.PathLike)):  # texts in memory: read once,
+        _check_out(out, resume, overwrite)  # so a run the folder refuses does not use up a generator
+    corpus, fmt, column = texts_or_path(corpus, "the corpus", fmt, column, resume=resume)
+    valid_source = texts_or_path(valid_source, "the held-out text", resume=resume)[0]
     if corpus is not None or not resume:
         require_path(corpus, "the corpus")
     if not resume and init_from is None and preset not in PRESETS:
@@ -840,7 +865,9 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
-    texts, fmt, column = texts_or_path(texts, "the target text", fmt, column)
+    if texts is not None and not isinstance(texts, (str, os.PathLike)):  # texts in memory: read once,
+        _check_out(out, resume, overwrite)  # so a run the folder refuses does not use up a generator
+    texts, fmt, column = texts_or_path(texts, "the target text", fmt, column, resume=resume)
     if texts is not None or not resume:
         require_path(texts, "the target text")
     given_cfg = train_cfg
@@ -1068,7 +1095,9 @@ class LanguageModel:
             raise UlmfitError(f"n_tokens must be a whole number >= 0, not {n_tokens!r}")
         if top_k is not None and (not isinstance(top_k, numbers.Integral) or top_k < 0):
             raise UlmfitError(f"top_k must be a whole number >= 0 (0 or None: no cut-off), not {top_k!r}")
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise UlmfitError(f"seed must be a whole number (or None), not {seed!r}")
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None  # a numpy integer too
         ids = [int(i) for i in self.encode([prompt])[0]] if prompt.strip() else [self.vocab.stoi[BOS]]
         self.model.eval()
         self.model.reset()

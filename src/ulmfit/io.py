@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,18 +54,28 @@ def as_texts(texts, what: str = "texts") -> list[str]:
     """`texts` as a list of strings: any iterable of str (a list, tuple, numpy array, generator).
     A single string is refused, since iterating it would give one text per character, and so is
     an item that is not a string (None, a number), by its position."""
+    return list(iter_texts(texts, what))
+
+
+def iter_texts(texts, what: str = "texts") -> Iterator[str]:
+    """The texts of `texts` one by one, checked as `as_texts` checks them, without holding them all.
+    Refused before the first: a single string, a table (a pandas DataFrame iterates its column
+    names) and a mapping (a dict iterates its keys)."""
     if isinstance(texts, (str, bytes)):
         raise UlmfitError(f"{what} must be a list of texts, not a single string: wrap it, e.g. [text]")
-    if hasattr(texts, "columns") and hasattr(texts, "iloc"):  # a pandas DataFrame iterates its column names
+    if hasattr(texts, "columns") and hasattr(texts, "iloc"):
         raise UlmfitError(f"{what} must be a list of texts, not a table: give its column of texts, e.g. df['text']")
+    if isinstance(texts, Mapping):
+        raise UlmfitError(f"{what} must be a list of texts, not a {type(texts).__name__} (which gives its keys): give "
+                          "the list of texts itself, e.g. data['text']")
     try:
-        out = list(texts)
+        items = iter(texts)
     except TypeError:
         raise UlmfitError(f"{what} must be a list of texts, not {type(texts).__name__}") from None
-    bad = first_non_string(out)
-    if bad is not None:
-        raise UlmfitError(f"{what}[{bad}] is {type(out[bad]).__name__} {out[bad]!r:.40}, not a string")
-    return out
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise UlmfitError(f"{what}[{i}] is {type(text).__name__} {text!r:.40}, not a string")
+        yield text
 
 
 def first_non_string(items: list) -> int | None:
