@@ -1921,3 +1921,23 @@ def test_tokenising_in_a_daemon_process_starts_no_workers(monkeypatch):
     got = list(tokenize.tokenize_parallel(texts, tokenize.TokenizerConfig(), n_workers=2, chunk_docs=10,
                                           progress=False))
     assert len(got) == 50 and got[3][:2] == ["xxbos", "text"]
+
+
+def test_scripting_corners_of_predict_and_evaluate(task, trained, tmp_path, monkeypatch, capsys):
+    """Found by a scripting audit: `--out -` is standard output (it made a file named "-"); UTF-16
+    without a byte-order mark is an error line (a traceback and exit 1); a pipe whose format must be
+    guessed is refused by name (the guess read its start, then the rows began mid-row)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("a good film\na bad film\n", encoding="utf-8")
+    assert main(["predict", "in.txt", "--model", str(task / "clf"), "--out", "-", "--quiet"]) == 0
+    assert capsys.readouterr().out.count("\n") == 3 and not (tmp_path / "-").exists()
+    (tmp_path / "le.csv").write_bytes("text,label\na good film,pos\n".encode("utf-16-le"))
+    assert main(["evaluate", "le.csv", "--model", str(task / "clf"), "--encoding", "utf-16", "--quiet"]) == 2
+    assert "text without a byte-order mark needs its byte order named: --encoding utf-16-le or -be" in \
+        capsys.readouterr().err
+    os.mkfifo(tmp_path / "fifo")  # never opened: refused before anything reads it
+    assert main(["evaluate", "fifo", "--model", str(task / "clf"), "--quiet"]) == 2
+    assert "is a pipe or a device, not a file: its format is guessed" in capsys.readouterr().err
+    assert main(["lm-eval", "fifo", "--model", str(task / "lm"), "--quiet"]) == 2
+    assert "is a pipe or a device, not a file: a language model's text is read more than once" in \
+        capsys.readouterr().err

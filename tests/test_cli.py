@@ -995,3 +995,17 @@ def test_control_characters_from_data_or_a_model_reach_a_terminal_as_escapes(tmp
                             "3", "--seed", "0"], capture_output=True, env={**os.environ, "ULMFIT_JEMALLOC": "0"},
                            timeout=120)
     assert piped.returncode == 0 and piped.stdout.startswith(prompt.encode()), piped.stderr
+
+
+def test_generate_separates_its_samples_and_a_training_run_says_why_a_closed_pipe_stopped_it(tmp_path, tiny_lm,
+                                                                                                corpus, capsys):
+    assert main(["generate", "The", "--model", str(tiny_lm), "--tokens", "3", "-n", "3", "--seed", "0"]) == 0
+    samples = capsys.readouterr().out.rstrip("\n").split("\n---\n")
+    assert len(samples) == 3 and all(s.startswith("The") for s in samples)  # no empty sample after the last
+    # `ulmfit pretrain ... | head -1`: the reader leaves; the run stops with a line on stderr, not silently
+    proc = subprocess.Popen([sys.executable, "-m", "ulmfit", "pretrain", str(corpus), "--out", str(tmp_path / "p"),
+                             "--preset", "tiny", "--epochs", "1", "--bs", "8", "--bptt", "16", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "ULMFIT_JEMALLOC": "0"})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 1 and "stopped: standard output was closed" in err and "--resume" in err, err

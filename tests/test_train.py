@@ -541,13 +541,18 @@ def test_training_a_backward_model_further_keeps_it_backward(tmp_path, corpus, c
                 n_workers=1)
     assert "is a backward language model; training it on reversed text" in capsys.readouterr().out
     assert LanguageModel.load(tmp_path / "ft").backwards
-    pretrain(corpus, tmp_path / "more", train_cfg=cfg(epochs=1), progress=False, n_workers=1,
-             init_from=tmp_path / "bwd")
+    from ulmfit.io import UlmfitWarning
+
+    # without progress (--quiet) the note is a warning, not dropped: a setting given did not take effect
+    with pytest.warns(UlmfitWarning, match="is a backward language model; training it on reversed text"):
+        pretrain(corpus, tmp_path / "more", train_cfg=cfg(epochs=1), progress=False, n_workers=1,
+                 init_from=tmp_path / "bwd")
     assert LanguageModel.load(tmp_path / "more").backwards
     # and a forward model stays forward when --backwards is given by mistake
     pretrain(corpus, tmp_path / "fwd", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
-    finetune_lm(tmp_path / "fwd", corpus, tmp_path / "ft2", progress=False, n_workers=1,
-                train_cfg=cfg(freeze_epochs=0, epochs=1, backwards=True))
+    with pytest.warns(UlmfitWarning, match="is a forward language model; training it on forward text"):
+        finetune_lm(tmp_path / "fwd", corpus, tmp_path / "ft2", progress=False, n_workers=1,
+                    train_cfg=cfg(freeze_epochs=0, epochs=1, backwards=True))
     assert not LanguageModel.load(tmp_path / "ft2").backwards
 
 

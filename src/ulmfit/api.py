@@ -47,8 +47,9 @@ def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, prog
     the classifier then trusts; so the model's direction wins over --backwards, with a note."""
     back = ckpt.reads_backwards(model_cfg)
     if back != train_cfg.backwards:
-        _print(f"note: {model_dir} is a {'backward' if back else 'forward'} language model; training it on "
-               f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
+        # a setting given that does not take effect: said without progress too, as a resume's ignored ones
+        _say_ignored(f"note: {model_dir} is a {'backward' if back else 'forward'} language model; training it on "
+                     f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
         train_cfg = replace(train_cfg, backwards=back)
     return train_cfg
 

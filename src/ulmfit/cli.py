@@ -275,9 +275,9 @@ def cmd_generate(a) -> int:
     lm = LanguageModel.load(a.model, a.device)
     for i in range(a.n):
         seed = None if a.seed is None else a.seed + i
+        if i:
+            print("---")  # between samples, not after the last: splitting on it gives the samples
         print(lm.generate(a.prompt, n_tokens=a.tokens, temperature=a.temperature, top_k=a.top_k or None, seed=seed))
-        if a.n > 1:
-            print("---")
     return 0
 
 
@@ -542,6 +542,8 @@ def cmd_predict(a) -> int:
     from .classifier_api import TextClassifier
     from .io import atomic_path, is_stdout, written_through
 
+    if a.out == "-":  # as the input's "-" and evaluate's --report -: standard output (a file named "-" was made)
+        a.out = None
     if a.out and not written_through(a.out):  # checked before the texts are labeled, not after
         there = _unwritable_place(Path(a.out))
         if there is not None:
@@ -778,7 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that holds an interrupted demo or other files (a finished demo "
                         "there is replaced without it)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bars (the steps, the plan, the predictions and the summary are still printed)")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("pretrain", help="train a language model from scratch on a general corpus",
@@ -945,7 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run in DIR (or --out) with its saved data and settings; DATA "
                         "given too is where that data is now (when it moved), checked to be the same")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    s.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bars or messages; standard output is then the JSON summary alone (the line that "
+                        "says where the classifier was saved goes to standard error)")
     s.set_defaults(fn=cmd_train_classifier)
 
     s = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores and confusion matrix on labeled data",
@@ -972,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "standard input); output in input order as CSV (default) or JSON lines.")
     s.add_argument("input", nargs="?", default="-", help="text file, one text per line (default: - = stdin)")
     s.add_argument("--model", action="append", required=True, help="classifier directory (repeat for an ensemble)")
-    s.add_argument("--out", default=None, help="write here instead of standard output")
+    s.add_argument("--out", default=None, help="write here instead of standard output (- or none: standard output)")
     s.add_argument("--output-format", default="csv", choices=["csv", "jsonl"],
                    help="csv: label and one probability column per class; jsonl: one object per text (default: csv)")
     s.add_argument("--bs", type=positive_int, default=64, help="texts per batch (default: 64)")
@@ -1237,6 +1242,7 @@ def _exit_torchrun_worker(rc: int, rank: int) -> None:
 
 
 TORCHRUN_ERROR_GRACE_S = 3.0
+TRAINING_COMMANDS = ("pretrain", "finetune-lm", "train-classifier", "demo")
 
 
 def _run_command(parser, a, rank: int, world: int) -> int:
@@ -1271,10 +1277,17 @@ def _run_command(parser, a, rank: int, world: int) -> int:
         return 130
     except BrokenPipeError:  # `ulmfit predict ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if getattr(a, "command", None) in TRAINING_COMMANDS and not rank:  # a run stopped: a log should say why
+            with contextlib.suppress(OSError):
+                print("stopped: standard output was closed (its reader left, as `| head` does); what the run saved "
+                      "is kept, and --resume goes on from it", file=sys.stderr)
         return 1
     except (OSError, LookupError, SafetensorError) as e:  # a path that is a file, a read-only folder, an
         print(f"error: {e}", file=sys.stderr)              # unknown --encoding, a write safetensors failed:
         return 2                                           # refused for a stated reason, like a UlmfitError
+    except UnicodeError as e:  # a codec's own refusal that a reader did not word: still a stated reason
+        print(f"error: cannot decode the input: {e}; pass its encoding with --encoding", file=sys.stderr)
+        return 2
 
 
 # Options a resumed run still takes from the command line; the rest come from its saved config.

@@ -171,6 +171,9 @@ def build_corpus(
     `rules`: the tokeniser rules' version of a run that resumes; tokens of an earlier version are
     reused from the cache, never made again (this version cannot make them): `OlderRules` if gone.
     """
+    if Path(source).exists() and not Path(source).is_dir() and not Path(source).is_file():
+        raise UlmfitError(f"{source} is a pipe or a device, not a file: a language model's text is read more than "
+                          "once (tokenised in parallel, its tokens cached by file); write it to a file first")
     path = Path(source).resolve()
     fmt = resolve_format(path, fmt, encoding)
     if tok_cfg.kind not in ("word", "subword"):

@@ -77,6 +77,9 @@ def check_source(path: Path, fmt: str, formats, what: str, folder: str = "a fold
         return "folder"
     if fmt == "folder":
         raise UlmfitError(f"{path} is a file, not {folder}")
+    if fmt == "auto" and not path.is_file():  # a pipe, <(...), /dev/stdin: read once, and guessing reads its start
+        raise UlmfitError(f"{path} is a pipe or a device, not a file: its format is guessed by reading its start, "
+                          "which a pipe gives only once; name the format with --format, or write it to a file")
     return None if fmt == "auto" else fmt
 
 
@@ -214,9 +217,11 @@ def iter_wide_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
     try:
         for lineno, line in enumerate(io.TextIOWrapper(f, encoding=encoding, newline="\n"), 1):
             yield lineno, line.lstrip("\ufeff") if lineno == 1 else line
-    except UnicodeDecodeError:
+    except UnicodeError as e:  # also "UTF-16 stream does not start with BOM", which is no UnicodeDecodeError
+        order = (f" (text without a byte-order mark needs its byte order named: --encoding "
+                 f"{encoding.replace('-', '').lower().replace('utf', 'utf-')}-le or -be)" if "BOM" in str(e) else "")
         raise UlmfitError(
-            f"{name}: cannot decode the text after line {lineno} as {encoding}; "
+            f"{name}: cannot decode the text {f'after line {lineno}' if lineno else 'at its start'} as {encoding}{order}; "
             "pass the file's encoding with --encoding"
         ) from None
 
