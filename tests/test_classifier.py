@@ -1941,3 +1941,22 @@ def test_scripting_corners_of_predict_and_evaluate(task, trained, tmp_path, monk
     assert main(["lm-eval", "fifo", "--model", str(task / "lm"), "--quiet"]) == 2
     assert "is a pipe or a device, not a file: a language model's text is read more than once" in \
         capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_made_is_named_as_given(task, trained, tmp_path, capsys):
+    """Not a temporary name beside it (/proc/.x.csv.u33p3rmi.tmp) nor a bare "File exists"."""
+    from ulmfit.io import atomic_path
+
+    (tmp_path / "data.csv").write_text("x")
+    assert main(["predict", str(tmp_path / "data.csv"), "--model", str(task / "clf"), "--out",
+                 str(tmp_path / "data.csv" / "x.csv"), "--quiet"]) == 2
+    assert f"{tmp_path / 'data.csv'} is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(OSError) as e:
+        with atomic_path(tmp_path / "data.csv" / "sub" / "y.json"):
+            pass
+    assert e.value.filename == str(tmp_path / "data.csv" / "sub" / "y.json") and "is a file, not a folder" in str(e.value)
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(OSError) as e:
+            with atomic_path("/proc/x.csv"):
+                pass
+        assert e.value.filename == "/proc/x.csv" and ".tmp" not in str(e.value)

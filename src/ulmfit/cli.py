@@ -579,6 +579,9 @@ def cmd_predict(a) -> int:
         if a.input not in (None, "-") and _same_file(a.out, a.input):
             raise UlmfitError(f"--out {a.out} is the input file: the predictions would replace the texts; "
                               "give another file name")
+        bad = next((p for p in Path(a.out).parents if p.exists() and not p.is_dir()), None)
+        if bad is not None:
+            raise UlmfitError(f"--out {a.out}: {bad} is a file, not a folder")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     total = None  # the bar's total: the file's line count, where a newline is one byte (not UTF-16)
     if not a.quiet and a.input not in (None, "-") and Path(a.input).is_file() and "\n".encode(a.encoding) == b"\n":

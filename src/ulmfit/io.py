@@ -135,8 +135,14 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to `path`; on success it is renamed onto `path` (inside an
     `atomic_group`, when the group ends)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # named after the file asked for, not a temporary name or a parent of it
+        why = e.strerror or str(e)
+        if isinstance(e, (FileExistsError, NotADirectoryError)) and e.filename and str(e.filename) != str(path):
+            why = f"{e.filename} is a file, not a folder"
+        raise type(e)(e.errno, why, str(path)) from None
     os.close(fd)
     try:
         yield tmp
