@@ -587,7 +587,7 @@ def test_the_language_model_api_refuses_what_it_would_misread(tmp_path, corpus):
         lm.generate(None)
     for call in (lambda: pretrain(["a text", "another"], tmp_path / "p", progress=False),
                  lambda: finetune_lm(tmp_path / "lm", ["a text"], tmp_path / "p", progress=False)):
-        with pytest.raises(UlmfitError, match="path of a file or folder, not list.*text file"):
+        with pytest.raises(UlmfitError, match="too few for a batch"):  # texts in memory are read: too few here
             call()
     with pytest.raises(UlmfitError, match="unknown preset 'huge'"):
         pretrain(corpus, tmp_path / "p", preset="huge", progress=False)
