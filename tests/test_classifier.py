@@ -1954,7 +1954,8 @@ def test_an_output_path_that_cannot_be_made_is_named_as_given(task, trained, tmp
     with pytest.raises(OSError) as e:
         with atomic_path(tmp_path / "data.csv" / "sub" / "y.json"):
             pass
-    assert e.value.filename == str(tmp_path / "data.csv" / "sub" / "y.json") and "is a file, not a folder" in str(e.value)
+    assert e.value.filename == str(tmp_path / "data.csv" / "sub" / "y.json")
+    assert f"{tmp_path / 'data.csv'} is a file, not a folder" in str(e.value)  # the file in the way, not sub
     if os.path.isdir("/proc/self"):
         with pytest.raises(OSError) as e:
             with atomic_path("/proc/x.csv"):

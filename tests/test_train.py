@@ -1311,7 +1311,7 @@ def test_the_language_model_commands_take_texts_in_memory(tmp_path, corpus, caps
     assert finetune_lm(None, None, tmp_path / "ft3", resume=True, extend={"epochs": 2}, progress=False)["out"]
     with pytest.raises(UlmfitError, match=r"the target text\[1\] is NoneType None, not a string"):
         finetune_lm(lm, ["a text", None], tmp_path / "bad", progress=False)
-    with pytest.raises(UlmfitError, match="the target text is empty: no text to train on"):
+    with pytest.raises(UlmfitError, match="the target text is empty: no text"):
         finetune_lm(lm, [], tmp_path / "bad", progress=False)
     with pytest.raises(UlmfitError, match="read as they are"):
         finetune_lm(lm, texts, tmp_path / "bad", fmt="csv", column="review", progress=False)
@@ -1338,15 +1338,18 @@ def test_texts_in_memory_are_checked_before_they_are_used_up_or_written(tmp_path
     lm = tmp_path / "lm"
     lm.mkdir()
     (lm / "notes.txt").write_text("mine")
-    gen = (t for t in texts[:150])
+    gen, held_out = (t for t in texts[:150]), (t for t in texts[150:])
     with pytest.raises(UlmfitError, match="already holds files"):
         pretrain(gen, lm, preset="tiny", train_cfg=cfg(epochs=1), progress=False)
+    with pytest.raises(UlmfitError, match="already holds files"):  # a held-out generator is kept as well
+        pretrain(corpus, lm, preset="tiny", train_cfg=cfg(epochs=1), valid=held_out, progress=False)
+    assert next(held_out) == texts[150]
     res = pretrain(gen, tmp_path / "lm2", preset="tiny", train_cfg=cfg(epochs=1), valid=texts[150:], progress=False,
                    n_workers=1)  # the generator was not used up by the refused call; held-out texts in memory
     saved = json.loads((tmp_path / "lm2" / "config.json").read_text())["data"]
     assert Path(saved["valid_source"]).parent == cache_root() / "texts" and res["valid_loss"] > 0
     assert pretrain(gen, tmp_path / "lm2", resume=True, extend={"epochs": 2}, progress=False)["out"]  # used up: not given
-    with pytest.raises(UlmfitError, match="is empty: no text to train on \\(a generator that an earlier call used up"):
+    with pytest.raises(UlmfitError, match="is empty: no text \\(a generator that an earlier call used up"):
         finetune_lm(tmp_path / "lm2", gen, tmp_path / "ft", progress=False)
     with pytest.raises(UlmfitError, match="all 3 texts are empty or blank"):
         finetune_lm(tmp_path / "lm2", ["", " ", "\n"], tmp_path / "ft", progress=False)

@@ -48,8 +48,10 @@ def _follow_direction(model_dir, model_cfg: dict, train_cfg: LMTrainConfig, prog
     back = ckpt.reads_backwards(model_cfg)
     if back != train_cfg.backwards:
         # a setting given that does not take effect: said without progress too, as a resume's ignored ones
-        _say_ignored(f"note: {model_dir} is a {'backward' if back else 'forward'} language model; training it on "
-                     f"{'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}", progress)
+        if dist_.is_main():  # once, not from every torchrun process
+            _say_ignored(f"note: {model_dir} is a {'backward' if back else 'forward'} language model; training it "
+                         f"on {'reversed' if back else 'forward'} text{'' if back else ' (without --backwards)'}",
+                         progress)
         train_cfg = replace(train_cfg, backwards=back)
     return train_cfg
 
@@ -283,10 +285,9 @@ def texts_or_path(texts, what: str, fmt: str = "auto", column=None, *, resume: b
         if n == 0 and resume:
             return None, fmt, column
         if n == 0:
-            raise UlmfitError(f"{what} is empty: no text to train on (a generator that an earlier call used up gives "
-                              "nothing)")
+            raise UlmfitError(f"{what} is empty: no text (a generator that an earlier call used up gives nothing)")
         if not nonempty:
-            raise UlmfitError(f"{what}: all {n:,} texts are empty or blank; no text to train on")
+            raise UlmfitError(f"{what}: all {n:,} texts are empty or blank")
         path = folder / f"{h.hexdigest()[:24]}.jsonl"
         if path.is_file() and path.stat().st_size == tmp.stat().st_size:  # kept as it was: its tokens stay cached
             return path, "jsonl", "text"
@@ -298,6 +299,15 @@ def texts_or_path(texts, what: str, fmt: str = "auto", column=None, *, resume: b
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def _check_out_before_reading(out: Path, resume: bool, overwrite: bool, *texts) -> None:
+    """Texts in memory are read once (a generator is used up): a run its folder refuses is refused
+    before they are read, as `_prepare_out` would refuse it after. In one process only: under
+    torchrun, process 0 tidies the folder first, and the others check it after that."""
+    if launch_env()[1] == 1 and any(t is not None and not isinstance(t, (str, os.PathLike)) for t in texts):
+        tidy_out(out)
+        _check_out(out, resume, overwrite)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -700,8 +710,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if valid is not None and valid_source is not None:
         raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
     valid_source = valid if valid is not None else valid_source
-    if corpus is not None and not isinstance(corpus, (str, os.PathLike)):  # texts in memory: read once,
-        _check_out(out, resume, overwrite)  # so a run the folder refuses does not use up a generator
+    _check_out_before_reading(out, resume, overwrite, corpus, valid_source)
     corpus, fmt, column = texts_or_path(corpus, "the corpus", fmt, column, resume=resume)
     valid_source = texts_or_path(valid_source, "the held-out text", resume=resume)[0]
     if corpus is not None or not resume:
@@ -866,8 +875,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
-    if texts is not None and not isinstance(texts, (str, os.PathLike)):  # texts in memory: read once,
-        _check_out(out, resume, overwrite)  # so a run the folder refuses does not use up a generator
+    _check_out_before_reading(out, resume, overwrite, texts)
     texts, fmt, column = texts_or_path(texts, "the target text", fmt, column, resume=resume)
     if texts is not None or not resume:
         require_path(texts, "the target text")

@@ -140,8 +140,9 @@ def atomic_path(path: str | os.PathLike):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # named after the file asked for, not a temporary name or a parent of it
         why = e.strerror or str(e)
-        if isinstance(e, (FileExistsError, NotADirectoryError)) and e.filename and str(e.filename) != str(path):
-            why = f"{e.filename} is a file, not a folder"
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            why = f"{blocking} is a file, not a folder"
         raise type(e)(e.errno, why, str(path)) from None
     os.close(fd)
     try:

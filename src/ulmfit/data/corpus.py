@@ -219,7 +219,7 @@ def iter_wide_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
             yield lineno, line.lstrip("\ufeff") if lineno == 1 else line
     except UnicodeError as e:  # also "UTF-16 stream does not start with BOM", which is no UnicodeDecodeError
         order = (f" (text without a byte-order mark needs its byte order named: --encoding "
-                 f"{encoding.replace('-', '').lower().replace('utf', 'utf-')}-le or -be)" if "BOM" in str(e) else "")
+                 f"{codecs.lookup(encoding).name}-le or -be)" if "BOM" in str(e) else "")
         raise UlmfitError(
             f"{name}: cannot decode the text {f'after line {lineno}' if lineno else 'at its start'} as {encoding}{order}; "
             "pass the file's encoding with --encoding"
