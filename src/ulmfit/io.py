@@ -485,7 +485,9 @@ def is_main_process() -> bool:
 
 class UlmfitWarning(UserWarning):
     """What the library warns about (a model that scores badly, a setting a resumed run ignores, an
-    unfinished model loaded): `warnings.filterwarnings("ignore", category=UlmfitWarning)` silences it."""
+    unfinished model loaded): `warnings.filterwarnings("ignore", category=UlmfitWarning)` silences it.
+    A call with `progress=True` (the default) prints its warnings as `warning:` lines beside its
+    progress bars instead (`warn`); `progress=False` sends them through `warnings`."""
 
 
 # Every time, not once per line of the caller (Python's default): each bad run in a loop over seeds,
