@@ -1961,3 +1961,37 @@ def test_an_output_path_that_cannot_be_made_is_named_as_given(task, trained, tmp
             with atomic_path("/proc/x.csv"):
                 pass
         assert e.value.filename == "/proc/x.csv" and ".tmp" not in str(e.value)
+
+
+def test_predict_answers_each_line_from_a_pipe_as_it_arrives(task, trained):
+    """A program that writes a line to `ulmfit predict` and waits for its row (a coprocess) got it
+    only after 8,192 lines or the end of the input: it waited for ever."""
+    import select
+    import subprocess
+    import sys
+
+    if os.name != "posix":
+        pytest.skip("select() on pipes is POSIX")
+    proc = subprocess.Popen([sys.executable, "-m", "ulmfit", "predict", "--model", str(task / "clf"), "--quiet"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "ULMFIT_JEMALLOC": "0"})
+
+    def row(timeout=120.0):
+        assert select.select([proc.stdout], [], [], timeout)[0], "no row came while the input stayed open"
+        return proc.stdout.readline().decode()
+
+    try:
+        proc.stdin.write(b"a good film\n")
+        proc.stdin.flush()
+        assert row().startswith("label,")
+        first = row()  # its row, with the input still open
+        proc.stdin.write(b"a bad film\n")
+        proc.stdin.flush()
+        second = row()
+        proc.stdin.close()
+        assert proc.stdout.read() == b"" and proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    labels = TextClassifier.load(task / "clf").labels
+    assert first.split(",")[0] in labels and second.split(",")[0] in labels
+    assert first.count(",") == second.count(",") == len(labels)

@@ -571,9 +571,13 @@ def cmd_predict(a) -> int:
     # --encoding, line by line (a bad byte is named with its line), and drop a byte-order mark.
     from .data.corpus import _iter_lines, iter_byte_lines, iter_wide_lines
 
+    pipe = None  # standard input as a pipe or a terminal: lines as they arrive, and whether more are waiting
     if a.input in (None, "-"):
+        source = sys.stdin.buffer
+        if "\n".encode(a.encoding) == b"\n" and (pipe := _ArrivingLines.of(source)) is not None:
+            source = pipe
         read = iter_byte_lines if "\n".encode(a.encoding) == b"\n" else iter_wide_lines
-        lines = read(sys.stdin.buffer, a.encoding, "standard input")
+        lines = read(source, a.encoding, "standard input")
     else:
         if Path(a.input).is_dir():
             raise UlmfitError(f"{a.input} is a folder; predict reads a text file, one text per line")
@@ -603,7 +607,8 @@ def cmd_predict(a) -> int:
         for _, line in lines:
             t = line[:-1] if line.endswith("\n") else line
             block.append(t[:-1] if t.endswith("\r") else t)
-            if len(block) == PREDICT_BLOCK:
+            # full, or (from a pipe) all that has arrived: a writer that waits for each answer gets it
+            if len(block) == PREDICT_BLOCK or (pipe is not None and not pipe.waiting()):
                 yield block
                 block = []
         if block:
@@ -663,6 +668,57 @@ def cmd_predict(a) -> int:
 
 
 PREDICT_BLOCK = 8192  # texts predicted (and written) at a time
+
+
+class _ArrivingLines:
+    """The lines of standard input when it is a pipe or a terminal, read as they arrive: a block of
+    texts ends where the input has nothing more waiting, so a program that writes a line and waits
+    for its prediction (a coprocess, a service's pipe) gets it, where a block of 8,192 lines would
+    never fill. Input that arrives faster than it is predicted still makes full blocks."""
+
+    def __init__(self, fd: int):
+        self.fd, self.queued = fd, 0
+
+    @classmethod
+    def of(cls, stream) -> _ArrivingLines | None:
+        """For a pipe or a terminal on a system with select() on them (POSIX); None for a file."""
+        import stat as _stat
+
+        if os.name != "posix":
+            return None
+        try:
+            fd = stream.fileno()
+            regular = _stat.S_ISREG(os.fstat(fd).st_mode)
+        except (AttributeError, OSError, ValueError):
+            return None
+        return None if regular else cls(fd)
+
+    def __iter__(self):
+        pending = b""
+        while True:
+            chunk = os.read(self.fd, 1 << 16)  # what has arrived (at most 64 KiB), waiting only for the first byte
+            if not chunk:
+                break
+            parts = (pending + chunk).split(b"\n")
+            pending = parts.pop()
+            self.queued = len(parts)
+            for part in parts:
+                self.queued -= 1
+                yield part + b"\n"
+        self.queued = 0
+        if pending:
+            yield pending
+
+    def waiting(self) -> bool:
+        """Whether more input is there to read now, without waiting for it."""
+        import select
+
+        if self.queued:
+            return True
+        try:
+            return bool(select.select([self.fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True  # cannot tell: keep filling the block
 
 
 def _same_file(a, b) -> bool:
