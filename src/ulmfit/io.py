@@ -78,11 +78,6 @@ def iter_texts(texts, what: str = "texts") -> Iterator[str]:
         yield text
 
 
-def first_non_string(items: list) -> int | None:
-    """The position of the first item that is not a str (None when all are)."""
-    return next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
-
-
 def _read_umask() -> int:
     """The process's umask, read where the system shows it (Linux), else by setting it and back: for
     that moment files other threads create (ulmfit first imported by a service's request thread) would
