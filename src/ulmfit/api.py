@@ -289,10 +289,9 @@ def texts_or_path(texts, what: str, fmt: str = "auto", column=None, *, resume: b
         if not nonempty:
             raise UlmfitError(f"{what}: all {n:,} texts are empty or blank")
         path = folder / f"{h.hexdigest()[:24]}.jsonl"
-        if path.is_file() and path.stat().st_size == tmp.stat().st_size:  # kept as it was: its tokens stay cached
-            return path, "jsonl", "text"
-        os.replace(tmp, path)
-        tmp = None
+        if not (path.is_file() and path.stat().st_size == tmp.stat().st_size):  # else kept: its tokens stay cached
+            os.replace(tmp, path)
+            tmp = None
         return path, "jsonl", "text"
     except OSError as e:
         raise (cache_unwritable(folder, e) or UlmfitError(f"cannot keep {what} in {folder}: {e}")) from None

@@ -551,7 +551,7 @@ def cmd_predict(a) -> int:
     import csv as _csv
 
     from .classifier_api import TextClassifier
-    from .io import atomic_path, is_stdout, written_through
+    from .io import atomic_path, file_in_the_way, is_stdout, written_through
 
     if a.out == "-":  # as the input's "-" and evaluate's --report -: standard output (a file named "-" was made)
         a.out = None
@@ -594,7 +594,7 @@ def cmd_predict(a) -> int:
         if a.input not in (None, "-") and _same_file(a.out, a.input):
             raise UlmfitError(f"--out {a.out} is the input file: the predictions would replace the texts; "
                               "give another file name")
-        bad = next((p for p in Path(a.out).parents if p.exists() and not p.is_dir()), None)
+        bad = file_in_the_way(a.out)
         if bad is not None:
             raise UlmfitError(f"--out {a.out}: {bad} is a file, not a folder")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

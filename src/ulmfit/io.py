@@ -134,10 +134,8 @@ def atomic_path(path: str | os.PathLike):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # named after the file asked for, not a temporary name or a parent of it
-        why = e.strerror or str(e)
-        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        if blocking is not None:
-            why = f"{blocking} is a file, not a folder"
+        blocking = file_in_the_way(path)
+        why = f"{blocking} is a file, not a folder" if blocking is not None else e.strerror or str(e)
         raise type(e)(e.errno, why, str(path)) from None
     os.close(fd)
     try:
@@ -164,6 +162,12 @@ def atomic_path(path: str | os.PathLike):
         if "No space left on device" in str(e) or "StorageFull" in str(e):
             raise UlmfitError(f"disk full while writing {path}; the previous version (if any) is intact") from e
         raise
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The file (not a folder) that stands where a folder of `path`'s should be, if any: writing
+    `path` needs its parents to be folders."""
+    return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
 
 
 def _fsync(p: str) -> None:
