@@ -1747,6 +1747,23 @@ def test_a_classifier_that_learns_one_class_only_says_so(task, tmp_path):
     assert said[0].category is UlmfitWarning and said[0].filename == __file__  # shown at the caller's line
 
 
+def test_a_warning_beside_the_progress_bars_is_silenced_by_the_users_filter(task, tmp_path, capsys):
+    import warnings
+
+    from ulmfit.io import UlmfitWarning
+
+    rows = ["text,label"] + [f"a film {i},common" for i in range(60)] + ["a film odd,rare"] * 2
+    (tmp_path / "skew.csv").write_text("\n".join(rows) + "\n")
+    cfg = ClassifierTrainConfig(**{**FAST, "stage_epochs": (1, 1), "class_weights": "off"})
+    run = dict(cfg=cfg, progress=True, n_workers=1, valid_frac=0.5)
+    train_classifier(task / "lm", tmp_path / "skew.csv", tmp_path / "c", **run)
+    assert "for every validation text" in capsys.readouterr().err  # printed as a line by default
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UlmfitWarning)
+        train_classifier(task / "lm", tmp_path / "skew.csv", tmp_path / "c2", **run)
+    assert "for every validation text" not in capsys.readouterr().err
+
+
 def test_an_evaluation_report_and_its_plot_replace_the_previous_pair_together(trained, tmp_path, monkeypatch):
     import ulmfit.classifier_api as capi
 

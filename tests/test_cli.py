@@ -892,6 +892,26 @@ def test_the_librarys_warnings_repeat_for_every_run_not_once_per_line():
     assert r.stderr.count("UlmfitWarning: the same news") == 3, r.stderr  # Python's default: once
 
 
+def test_warnings_printed_beside_progress_bars_obey_the_users_filters():
+    code = ("import warnings, sys\n"
+            "from ulmfit.io import warn, UlmfitWarning\n"
+            "warn('shown as a line', progress=True)\n"
+            "warnings.filterwarnings('ignore', message='dropped')\n"
+            "warn('dropped by its message', progress=True)\n"
+            "warn('kept: another message', progress=True)\n"
+            "warnings.filterwarnings('ignore', category=UlmfitWarning)\n"
+            "warn('dropped by its category', progress=True)\n"
+            "warnings.filterwarnings('error', message='raised')\n"
+            "try:\n"
+            "    warn('raised as the user asked', progress=True)\n"
+            "except UlmfitWarning as e:\n"
+            "    print('caught:', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == ["warning: shown as a line", "warning: kept: another message"]
+    assert r.stdout == "caught: raised as the user asked\n"
+
+
 def test_a_subword_model_fine_tuned_into_its_own_folder_with_overwrite(tmp_path, corpus, capsys):
     """Its spm.model, read at the first save, was set aside with the replaced run: the run failed."""
     lm = tmp_path / "lms"

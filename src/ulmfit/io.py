@@ -484,9 +484,10 @@ def is_main_process() -> bool:
 
 class UlmfitWarning(UserWarning):
     """What the library warns about (a model that scores badly, a setting a resumed run ignores, an
-    unfinished model loaded): `warnings.filterwarnings("ignore", category=UlmfitWarning)` silences it.
-    A call with `progress=True` (the default) prints its warnings as `warning:` lines beside its
-    progress bars instead (`warn`); `progress=False` sends them through `warnings`."""
+    unfinished model loaded): `warnings.filterwarnings("ignore", category=UlmfitWarning)` silences it,
+    and `"error"` turns it into an exception. A call with `progress=True` (the default) prints its
+    warnings as `warning:` lines beside its progress bars (`warn`), under the same filters;
+    `progress=False` sends them through `warnings`."""
 
 
 # Every time, not once per line of the caller (Python's default): each bad run in a loop over seeds,
@@ -497,14 +498,34 @@ warnings.filterwarnings("always", category=UlmfitWarning, append=True)
 def warn(msg: str, progress: bool = False) -> None:
     """A warning for the user: on standard error with a run's progress, else an UlmfitWarning
     (progress=False silences progress, not news that the result is bad), shown at the caller's
-    line: the first one outside this package."""
-    if progress:
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
-        return
+    line: the first one outside this package. The printed line obeys the user's warnings filters
+    as the warning would: "ignore" drops it, "error" raises it."""
     here, level, frame = os.path.dirname(os.path.abspath(__file__)), 2, sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
         frame, level = frame.f_back, level + 1
+    if progress:
+        action = _filter_action(msg, frame)
+        if action == "ignore":
+            return
+        if action != "error":
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+            return
     warnings.warn(msg, UlmfitWarning, stacklevel=level)
+
+
+def _filter_action(msg: str, frame) -> str:
+    """What the warnings filters say of an UlmfitWarning `msg` raised at `frame`: the first filter
+    that matches decides, as in `warnings.warn` (message, category, module and line)."""
+    module = frame.f_globals.get("__name__", "<string>") if frame is not None else "sys"
+    lineno = frame.f_lineno if frame is not None else 0
+    try:
+        for action, text, category, mod, line in list(warnings.filters):
+            if ((text is None or text.match(msg)) and issubclass(UlmfitWarning, category)
+                    and (mod is None or mod.match(module)) and (line == 0 or line == lineno)):
+                return action
+    except (TypeError, ValueError, AttributeError):  # a filters list of another shape: show it
+        return "always"
+    return warnings.defaultaction
 
 
 def owns_out(fn):
