@@ -1036,3 +1036,15 @@ def test_generate_separates_its_samples_and_a_training_run_says_why_a_closed_pip
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 1 and "stopped: standard output was closed" in err and "--resume" in err, err
+
+
+def test_what_callers_catch_and_filter_is_named_at_the_top_without_importing_torch():
+    code = ("import sys, ulmfit\n"
+            "from ulmfit import UlmfitError, UlmfitWarning, TrainingInterrupted\n"
+            "import ulmfit.io as io\n"
+            "assert (UlmfitError, UlmfitWarning, TrainingInterrupted) == (io.UlmfitError, io.UlmfitWarning, "
+            "io.TrainingInterrupted)\n"
+            "assert set(ulmfit.__all__) >= {'UlmfitError', 'UlmfitWarning', 'TrainingInterrupted'}\n"
+            "print('torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "False\n", r.stderr

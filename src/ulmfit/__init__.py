@@ -8,7 +8,7 @@ directories (safetensors + JSON, never pickle).
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "LanguageModel", "TextClassifier"]
+__all__ = ["__version__", "LanguageModel", "TextClassifier", "UlmfitError", "UlmfitWarning", "TrainingInterrupted"]
 
 
 def __getattr__(name):
@@ -21,4 +21,8 @@ def __getattr__(name):
         from .classifier_api import TextClassifier
 
         return TextClassifier
+    if name in ("UlmfitError", "UlmfitWarning", "TrainingInterrupted"):  # what callers catch or filter
+        from . import io
+
+        return getattr(io, name)
     raise AttributeError(name)
