@@ -2012,3 +2012,37 @@ def test_predict_answers_each_line_from_a_pipe_as_it_arrives(task, trained):
     labels = TextClassifier.load(task / "clf").labels
     assert first.split(",")[0] in labels and second.split(",")[0] in labels
     assert first.count(",") == second.count(",") == len(labels)
+
+
+def test_prediction_and_language_model_calls_refuse_bad_numbers_by_name(trained, tmp_path, capsys):
+    import math
+
+    from ulmfit import LanguageModel
+    from ulmfit.api import lm_eval
+    from ulmfit.cli import main
+
+    task, _ = trained
+    clf = TextClassifier.load(task / "clf")
+    for bad in (-1, 1.5, math.nan, math.inf, "", None):
+        with pytest.raises(UlmfitError, match="threshold must be a probability"):
+            clf.predict(["a film"], threshold=bad)
+    with pytest.raises(UlmfitError, match="threshold applies to multi-label classifiers"):
+        clf.predict(["a film"], threshold=0.3)  # a single-label classifier: as evaluate says
+    (tmp_path / "in.txt").write_text("a film\n")
+    assert main(["predict", str(tmp_path / "in.txt"), "--model", str(task / "clf"), "--threshold", "0.3",
+                 "--quiet"]) == 2
+    assert "threshold applies to multi-label classifiers" in capsys.readouterr().err
+
+    lm = LanguageModel.load(task / "lm")
+    for name, bad in (("bs", 0), ("bs", 1.5), ("bs", "3"), ("bs", None), ("bptt", -1), ("bptt", math.nan),
+                      ("bptt", 1e30)):
+        with pytest.raises(UlmfitError, match=name):
+            lm.evaluate(["a film about a thing"], **{name: bad})
+    with pytest.raises(UlmfitError, match="bs"):  # before the file is read: it does not exist
+        lm_eval(task / "lm", tmp_path / "no-such-file.txt", bs=0, progress=False)
+    for call, said in ((dict(seed=2**64), "seed must be a whole number from 0"), (dict(seed=-1), "seed"),
+                       (dict(temperature=2**64 * 1e300), "temperature"), (dict(temperature=10**400), "temperature"),
+                       (dict(top_k=True), "top_k"), (dict(n_tokens=True), "n_tokens")):
+        with pytest.raises(UlmfitError, match=said):
+            lm.generate("a film", **call)
+    assert lm.generate("a film", n_tokens=3, temperature=2**64, seed=1)  # a huge temperature: uniform, no overflow

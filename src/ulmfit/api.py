@@ -26,7 +26,8 @@ from . import checkpoint as ckpt
 from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
 from .io import (OUT_LOCK, FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
-                 holds_out, is_main_process, launch_env, lock_left_behind, owns_out, read_json, refuse_if_held, warn)
+                 holds_out, is_main_process, launch_env, lock_left_behind, owns_out, read_json, refuse_if_held, warn,
+                 whole_number)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
 from .model.heads import AWDLSTMLanguageModel
@@ -35,7 +36,7 @@ from .text.tokenize import BOS, RULES_VERSION, SPECIAL_TOKENS, TokenizerConfig, 
 from .text.vocab import Vocab, unknown_share, unknown_warning
 from .train.finetune import transfer_vocab
 from .train import distributed as dist_
-from .train.checks import config_from
+from .train.checks import MAX_SEED, config_from
 from .train.loop import (FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, LMTrainConfig, LMTrainer, bf16_pays, evaluate_lm,
                          keeps_callers_rng)
 from .train.precision import precision_line, predicts_in_bf16
@@ -688,6 +689,21 @@ def _check_arch_overrides(preset: str, overrides) -> None:
         raise UlmfitError(f"arch_overrides: {e}") from None
 
 
+def _check_run_args(n_workers=None, device=None, drop_mult=None, **counts) -> None:
+    """The arguments of a training call that are not settings of its config, checked before any
+    text is read: a bad one otherwise surfaces after the tokenising (or never, on a corpus too small
+    for tokenising workers). `counts`: whole numbers >= 1 or None (max_valid_tokens, max_vocab)."""
+    whole_number(n_workers, "n_workers (tokeniser processes)", none=True)
+    for name, v in counts.items():
+        whole_number(v, name, none=True)
+    if drop_mult is not None:
+        try:
+            arch_preset("tiny", 1000, drop_mult=drop_mult)
+        except (ValueError, TypeError) as e:
+            raise UlmfitError(f"drop_mult: {e}") from None
+    resolve_device(device)
+
+
 @keeps_callers_rng
 @owns_out
 def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | None = None,
@@ -709,6 +725,7 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if valid is not None and valid_source is not None:
         raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
     valid_source = valid if valid is not None else valid_source
+    _check_run_args(n_workers, device, max_valid_tokens=max_valid_tokens)
     _check_out_before_reading(out, resume, overwrite, corpus, valid_source)
     corpus, fmt, column = texts_or_path(corpus, "the corpus", fmt, column, resume=resume)
     valid_source = texts_or_path(valid_source, "the held-out text", resume=resume)[0]
@@ -874,6 +891,7 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
     if keep_base_vocab not in ("auto", "yes", "no"):
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
+    _check_run_args(n_workers, device, drop_mult, max_valid_tokens=max_valid_tokens, max_vocab=max_vocab)
     _check_out_before_reading(out, resume, overwrite, texts)
     texts, fmt, column = texts_or_path(texts, "the target text", fmt, column, resume=resume)
     if texts is not None or not resume:
@@ -1067,6 +1085,7 @@ class LanguageModel:
     def evaluate(self, texts=None, *, source=None, fmt="auto", column=None, encoding="utf-8", bs: int = 16,
                  bptt: int = 70, progress: bool = False) -> dict:
         """Perplexity, loss and next-token accuracy on texts (a list) or a corpus file/folder."""
+        whole_number(bs, "bs (the batch size)"), whole_number(bptt, "bptt")  # before reading the texts
         if source is not None:
             require_path(source, "source", "; texts in memory go in `texts`")
             data = self.corpus(source, fmt=fmt, column=column, encoding=encoding, progress=progress)
@@ -1074,6 +1093,7 @@ class LanguageModel:
             raise UlmfitError("give the texts to evaluate on (a list), or source= (a file or folder)")
         else:
             data = _in_memory_corpus(self.encode(as_texts(texts)), self.vocab)
+        bs, bptt = int(bs), int(bptt)
         if data.n_tokens() < 3:  # a text of one word: xxbos and the word, nothing to predict from it
             raise UlmfitError(f"the text has {data.n_tokens()} tokens, too few to measure a perplexity "
                               "(at least 3: the text's start marker and two words)")
@@ -1096,15 +1116,21 @@ class LanguageModel:
             raise UlmfitError("this is a backward language model; it reads text right to left and cannot continue a prompt")
         if not isinstance(prompt, str):
             raise UlmfitError(f"the prompt must be a string, not {type(prompt).__name__}")
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0 \
-                or math.isinf(temperature):  # also NaN
-            raise UlmfitError(f"temperature must be a number > 0, not {temperature!r}")
-        if not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
+        try:  # a Python int reaches PyTorch as an int64: a float keeps 2**64 from overflowing there
+            t = float(temperature) if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool) \
+                else math.nan
+        except OverflowError:
+            t = math.inf
+        if not (t > 0 and math.isfinite(t)):  # NaN too
+            raise UlmfitError(f"temperature must be a finite number > 0, not {temperature!r}")
+        temperature = t
+        if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
             raise UlmfitError(f"n_tokens must be a whole number >= 0, not {n_tokens!r}")
-        if top_k is not None and (not isinstance(top_k, numbers.Integral) or top_k < 0):
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0):
             raise UlmfitError(f"top_k must be a whole number >= 0 (0 or None: no cut-off), not {top_k!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise UlmfitError(f"seed must be a whole number (or None), not {seed!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or not 0 <= seed <= MAX_SEED):
+            raise UlmfitError(f"seed must be a whole number from 0 to 2**32 - 1 (or None), not {seed!r}")
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None  # a numpy integer too
         ids = [int(i) for i in self.encode([prompt])[0]] if prompt.strip() else [self.vocab.stoi[BOS]]
         self.model.eval()

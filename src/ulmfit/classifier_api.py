@@ -25,7 +25,7 @@ from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
 from .io import (FinishedRun, UlmfitError, as_texts, atomic_group, atomic_write_json, defaults_of, is_stdout,
-                 owns_out, warn, written_through)
+                 owns_out, warn, whole_number, written_through)
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .pretrained import _unfinished_classifier
 from .text.tokenize import TokenizerConfig
@@ -103,6 +103,13 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     given_read_args, read_args = read_args, _read_args(read_args)
     given_cfg = cfg
     cfg = config_from(ClassifierTrainConfig, cfg, what="cfg")
+    # checked before the data is read (and tokenised) or the language model loaded
+    whole_number(n_workers, "n_workers (tokeniser processes)", none=True)
+    max_train = whole_number(max_train, "max_train (labeled examples to use)", none=True)
+    if isinstance(valid_frac, bool) or not isinstance(valid_frac, numbers.Real) or not 0 <= valid_frac < 1:
+        raise UlmfitError(f"valid_frac (--valid-frac), the share of the labels held out to validate on, must be from 0 "
+                          f"(none) to below 1, not {valid_frac!r}")
+    resolve_device(device)
     if (data is not None or not resume) and not isinstance(data, LabeledTexts):
         require_path(data, "the labeled data", "; for texts and labels in memory, pass "
                      "ulmfit.data.labeled.LabeledTexts(texts, labels, 'name')")
@@ -545,8 +552,7 @@ class TextClassifier:
                       per_member: bool = False):
         """Probabilities [n texts, n labels]; the columns follow `self.labels`."""
         texts = as_texts(texts)
-        if isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
-            raise UlmfitError(f"bs (the batch size) must be a whole number of at least 1, not {bs!r}")
+        bs = whole_number(bs, "bs (the batch size)")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         probs = []
@@ -572,10 +578,18 @@ class TextClassifier:
     def predict(self, texts, bs: int = 64, threshold: float = 0.5, progress: bool = False,
                 n_workers: int | None = None) -> list:
         """The label of each text (multi-label: the labels whose probability reaches `threshold`)."""
+        self.check_threshold(threshold)
         p = self.predict_proba(texts, bs, progress, n_workers)
         if self.multi_label:
             return [[self.labels[j] for j in np.nonzero(row >= threshold)[0]] for row in p]
         return [self.labels[i] for i in p.argmax(1)]
+
+    def check_threshold(self, threshold) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
+            raise UlmfitError(f"threshold must be a probability (0 to 1), not {threshold!r}")
+        if threshold != 0.5 and not self.multi_label:
+            raise UlmfitError("threshold applies to multi-label classifiers; this one gives each text its most "
+                              "probable label")
 
     def _names(self) -> list[str]:
         """The members' folder names (fwd, bwd), or their paths where two folders share a name."""
@@ -588,11 +602,7 @@ class TextClassifier:
         classifier gives a text each label whose probability reaches it, as `predict` does."""
         from .data.labeled import check_label_names
 
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
-            raise UlmfitError(f"threshold must be a probability (0 to 1), not {threshold!r}")
-        if threshold != 0.5 and not self.multi_label:
-            raise UlmfitError("threshold applies to multi-label classifiers; this one gives each text its most "
-                              "probable label")
+        self.check_threshold(threshold)
 
         if labels is not None and not isinstance(data, LabeledTexts):
             data = LabeledTexts(data, labels, "the texts given")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io as _io
 import json
+import math
 import os
 import re
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .io import TrainingInterrupted, UlmfitError
+from .text.tokenize import MAX_SP_VOCAB
+from .train.checks import MAX_SEED
 
 JEMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -116,7 +119,7 @@ def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--column", default=None, help="text column(s) of a CSV/TSV/JSONL file; several as 'title,body' "
                                                    "are joined with xxfld (default: text)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files (default: utf-8)")
-    p.add_argument("--workers", type=int, default=None, help="tokeniser processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="tokeniser processes (default: all cores)")
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_div: float,
@@ -144,10 +147,10 @@ def _add_train_args(p: argparse.ArgumentParser, *, lr: float, epochs: int, lr_di
     g.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     g.add_argument("--fixed-bptt", action="store_true", help="always use --bptt (no variable-length BPTT)")
     g.add_argument("--backwards", action="store_true", help="train on reversed text (ULMFiT's backward model)")
-    g.add_argument("--seed", type=int, default=0, help="random seed: the held-out validation documents (when taken from the data), data order, "
+    g.add_argument("--seed", type=seed_int, default=0, help="random seed: the held-out validation documents (when taken from the data), data order, "
                         "dropout, initial weights (default: 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
-    g.add_argument("--max-tokens", type=float, default=None, help="stop after this many training tokens (e.g. 5e7)")
+    g.add_argument("--max-tokens", type=_number(1), default=None, help="stop after this many training tokens (e.g. 5e7)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
     g.add_argument("--patience", type=int, default=None,
@@ -274,7 +277,7 @@ def cmd_generate(a) -> int:
 
     lm = LanguageModel.load(a.model, a.device)
     for i in range(a.n):
-        seed = None if a.seed is None else a.seed + i
+        seed = None if a.seed is None else (a.seed + i) % (MAX_SEED + 1)  # past the last seed: 0, 1, ...
         if i:
             print("---")  # between samples, not after the last: splitting on it gives the samples
         print(lm.generate(a.prompt, n_tokens=a.tokens, temperature=a.temperature, top_k=a.top_k or None, seed=seed))
@@ -403,7 +406,7 @@ def cmd_corpus_build(a) -> int:
     argv = []
     if a.out:
         argv += ["--out", a.out]
-    if a.sources:
+    if a.sources is not None:
         argv += ["--sources", a.sources]
     if a.list:
         argv.append("--list")
@@ -419,7 +422,7 @@ def _add_tokenizer_args(s: argparse.ArgumentParser) -> None:
                    help="word vocabulary cap, at least 10: its 9 special tokens and a word (default: 60000)")
     s.add_argument("--min-freq", type=_int_at_least(1), default=3,
                    help="minimum count for a word to get an id (default: 3)")
-    s.add_argument("--sp-vocab", type=_int_at_least(10), default=16000,
+    s.add_argument("--sp-vocab", type=_int_at_least(10, MAX_SP_VOCAB), default=16000,
                    help="SentencePiece vocabulary size, at least 10: its 9 special tokens and a piece (default: 16000)")
 
 
@@ -560,6 +563,7 @@ def cmd_predict(a) -> int:
         if there is not None:
             raise UlmfitError(f"--out {a.out}: cannot write into {there}; choose a folder you can write")
     clf = TextClassifier.load(a.model, a.device)
+    clf.check_threshold(a.threshold)  # --threshold with a single-label classifier is refused, as in evaluate
     import codecs
 
     try:
@@ -744,8 +748,6 @@ def cmd_demo(a) -> int:
 
     if a.lm_epochs < 1:
         raise UlmfitError(f"--lm-epochs must be at least 1, not {a.lm_epochs}")
-    if a.minutes < 0:
-        raise UlmfitError(f"--minutes must be positive (or 0 for no budget), not {a.minutes:g}")
     if a.few_labels < 0 or 0 < a.few_labels < MIN_FEW_LABELS:
         raise UlmfitError(f"--few-labels must be 0 (no few-label step) or at least {MIN_FEW_LABELS}, not {a.few_labels}")
     run_demo(a.out, a.dataset, lm=a.lm, lm_bwd=a.lm_bwd, lm_epochs=a.lm_epochs, max_train=a.max_train,
@@ -783,8 +785,9 @@ def cmd_export(a) -> int:
     return 0
 
 
-def _int_at_least(low: int):
-    """An argparse type: a whole number >= low (batch sizes, lengths, epochs, counts)."""
+def _int_at_least(low: int, high: int | None = None):
+    """An argparse type: a whole number >= low, and <= high when given (batch sizes, lengths,
+    epochs, counts)."""
     def parse(text: str) -> int:
         try:
             n = int(text)
@@ -792,11 +795,30 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
         if n < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {n}")
+        if high is not None and n > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {n:,}")
         return n
     return parse
 
 
 positive_int, non_negative_int = _int_at_least(1), _int_at_least(0)
+seed_int = _int_at_least(0, MAX_SEED)
+
+
+def _number(low: float, *, above: bool = False):
+    """An argparse type: a finite number >= low (> low with `above`); nan and inf are refused here,
+    not after the tokenising."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        if not math.isfinite(x):
+            raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+        if x < low or (above and x == low):
+            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {low:g}, not {x:g}")
+        return x
+    return parse
 
 
 def probability(text: str) -> float:
@@ -835,11 +857,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lm-epochs", type=int, default=3,
                    help="the most LM fine-tuning epochs after the frozen one, stopping early when the perplexity "
                         "stops improving (default: 3)")
-    s.add_argument("--minutes", type=float, default=10.0,
+    s.add_argument("--minutes", type=_number(0), default=10.0,
                    help="time budget: a few classifier steps and the frozen first LM epoch time this machine, and "
                         "as many of the --lm-epochs as leave room for the classifier are run, on a slow machine with "
                         "a sample of the labels (default: 10; 0: no budget, all --lm-epochs and labels)")
-    s.add_argument("--max-train", type=int, default=None, help="use only this many labeled examples")
+    s.add_argument("--max-train", type=positive_int, default=None, help="use only this many labeled examples")
     s.add_argument("--few-labels", type=int, default=FEW_LABELS,
                    help="also train the forward classifier on only this many of the labels, from the same "
                         "fine-tuned LM, and report it beside TF-IDF on the same ones: the paper's semi-supervised "
@@ -926,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=non_negative_int, default=50,
                    help="sample among the k likeliest tokens; 0 = all (default: 50)")
     s.add_argument("-n", type=positive_int, default=1, help="number of samples (default: 1)")
-    s.add_argument("--seed", type=int, default=None,
+    s.add_argument("--seed", type=seed_int, default=None,
                    help="random seed, for a repeatable sample; with -n, sample i uses SEED+i (default: none)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
     s.set_defaults(fn=cmd_generate)
@@ -938,10 +960,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, type=_lm_dir,
                    help="the language model directory, or general-en-fwd / general-en-bwd for a shipped one")
     s.add_argument("--out", help="PNG to write (default: MODEL/lr_find.png; for a shipped model ./lr_find-NAME.png)")
-    s.add_argument("--start-lr", type=float, default=1e-7, help="the first rate tried (default: 1e-7)")
-    s.add_argument("--end-lr", type=float, default=10.0, help="the last rate tried (default: 10)")
+    s.add_argument("--start-lr", type=_number(0, above=True), default=1e-7, help="the first rate tried (default: 1e-7)")
+    s.add_argument("--end-lr", type=_number(0, above=True), default=10.0, help="the last rate tried (default: 10)")
     s.add_argument("--num", type=_int_at_least(5), default=100, help="batches (default: 100)")
-    s.add_argument("--lr-div", type=float, default=2.6,
+    s.add_argument("--lr-div", type=_number(0, above=True), default=2.6,
                    help="discriminative rates: each layer group below the top gets this much less (default: 2.6)")
     s.add_argument("--bs", type=positive_int, default=64, help="batch size: parallel text streams (default: 64)")
     s.add_argument("--bptt", type=positive_int, default=70, help="tokens per step of each stream (default: 70)")
@@ -963,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stratified validation fraction (default: 0.1); 0: no validation split, every label "
                         "trains and the last epoch is kept (for a few hundred labels, whose split is too small "
                         "to pick epochs: see README)")
-    s.add_argument("--max-train", type=int, default=None,
+    s.add_argument("--max-train", type=positive_int, default=None,
                    help="use only a random sample of this many labeled examples; the validation split "
                         "(--valid-frac) is then taken from them")
     _add_labeled_args(s)
@@ -1009,11 +1031,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-bf16", action="store_true",
                    help="train (and later predict) in fp32, also where bf16 autocast would be faster")
     g.add_argument("--backwards", action="store_true", help="train the backward classifier (on a backward LM)")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=seed_int, default=0,
                    help="random seed: validation split, sampling, dropout, head weights (default: 0)")
     g.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = a GPU if there is one)")
-    s.add_argument("--workers", type=int, default=None, help="tokeniser processes")
+    s.add_argument("--workers", type=positive_int, default=None, help="tokeniser processes (default: all cores)")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the interrupted run in DIR (or --out) with its saved data and settings; DATA "
                         "given too is where that data is now (when it moved), checked to be the same")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -280,7 +281,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     from .pretrained import default_lm
     from .train.classify import ClassifierTrainConfig
     from .train.loop import LMTrainConfig, TrainingInterrupted
-    from .io import FinishedRun, UlmfitError, atomic_write_json, claim_out
+    from .io import FinishedRun, UlmfitError, atomic_write_json, claim_out, whole_number
     from . import checkpoint as ckpt
 
     out = Path(out)
@@ -298,6 +299,12 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
         raise UlmfitError(f"ensemble must be one of {', '.join(ENSEMBLE_CHOICES)}, not {ensemble!r}")
     if few_labels and few_labels < MIN_FEW_LABELS:
         raise UlmfitError(f"few_labels must be 0 (no few-label step) or at least {MIN_FEW_LABELS}, not {few_labels}")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, numbers.Real)
+                                or not 0 <= minutes < math.inf):  # NaN too: it would be saved to resume with
+        raise UlmfitError(f"minutes (the time budget) must be a finite number >= 0 (0 or None: no budget), "
+                          f"not {minutes!r}")
+    whole_number(lm_epochs, "lm_epochs")
+    whole_number(max_train, "max_train (labeled examples to use)", none=True)
     if lm and not lm_bwd:  # a forward LM of the user's has no backward partner here
         if ensemble == "on":
             raise UlmfitError("the ensemble needs a backward language model too: pass --lm-bwd with --lm")

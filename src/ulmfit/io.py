@@ -10,6 +10,7 @@ import errno
 import functools
 import inspect
 import json
+import numbers
 import os
 import re
 import stat
@@ -480,6 +481,18 @@ def is_main_process() -> bool:
     from .train.distributed import is_main  # here, not at import: this module needs no torch
 
     return is_main()
+
+
+def whole_number(value, name: str, lo: int = 1, hi: int | None = None, none: bool = False):
+    """`value` if it is a whole number in [lo, hi] (a numpy integer too, as a Python int; a bool is
+    not one), else an UlmfitError that names the parameter."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo \
+            or (hi is not None and value > hi):
+        span = f"from {lo:,} to {hi:,}" if hi is not None else f"of at least {lo:,}"
+        raise UlmfitError(f"{name} must be a whole number {span}{' (or None)' if none else ''}, not {value!r}")
+    return int(value)
 
 
 class UlmfitWarning(UserWarning):

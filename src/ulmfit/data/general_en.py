@@ -1771,7 +1771,10 @@ def main(argv: list[str] | None = None) -> int:
             flag = "" if s.default else "  [opt-in]"
             print(f"{name:14s} w={SOURCE_WEIGHTS.get(name, 1):<4} {s.registry}:{s.package}  {s.description}{flag}")
         return 0
-    sources = [s.strip() for s in a.sources.split(",") if s.strip()] if a.sources else None
+    sources = [s.strip() for s in a.sources.split(",") if s.strip()] if a.sources is not None else None
+    if sources == []:  # not "all of them": an empty list from a script's variable would start the whole build
+        print("error: --sources names no source; leave it out for all the default ones (see --list)", file=sys.stderr)
+        return 2
     try:
         m = build_general_en(a.out, sources, decontaminate=not a.no_decontaminate)
     except ValueError as e:

@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
-from ..io import UlmfitError
+from ..io import UlmfitError, whole_number
 
 UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ = (
     "xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj",
@@ -31,6 +31,12 @@ SPECIAL_TOKENS = [UNK, PAD, BOS, EOS, FLD, REP, WREP, UP, MAJ]
 # Raised whenever a rule changes the tokens of some text: token caches built by other rules are
 # not reused (2: HTML tags by name, WikiText's <unk>, invisible characters, NFC, long runs cut).
 RULES_VERSION = 2
+
+
+# SentencePiece's trainer takes the vocabulary size as a 32-bit int, and on a size far above what its
+# text holds it can run for hours without a word (deaf to Ctrl-C); the largest vocabularies in use
+# are a few hundred thousand pieces
+MAX_SP_VOCAB = 1_000_000
 
 
 @dataclass
@@ -47,10 +53,9 @@ class TokenizerConfig:
     lower: bool = True
 
     def __post_init__(self):  # checked before a corpus is tokenised, not after
-        for name, low in (("max_vocab", len(SPECIAL_TOKENS) + 1), ("min_freq", 1), ("sp_vocab_size", 10)):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
-                raise UlmfitError(f"TokenizerConfig.{name} must be a whole number of at least {low}, "
-                                  f"not {getattr(self, name)!r}")
+        for name, low, high in (("max_vocab", len(SPECIAL_TOKENS) + 1, None), ("min_freq", 1, None),
+                                ("sp_vocab_size", 10, MAX_SP_VOCAB), ("sp_sample_chars", 1, None)):
+            setattr(self, name, whole_number(getattr(self, name), f"TokenizerConfig.{name}", low, high))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -599,7 +604,11 @@ def _parallel_pieces(texts, config, sp_model, n_workers, chunk_docs, desc, progr
 
     from ..progress import progress_bar
 
-    n_workers = n_workers or default_workers()
+    # More processes than 4 per core only cost memory (a spaCy each) for a CPU-bound job; Windows
+    # waits on at most 63 handles
+    most = min(4 * default_workers(), 61) if sys.platform == "win32" else 4 * default_workers()
+    n_workers = default_workers() if n_workers is None else \
+        min(whole_number(n_workers, "n_workers (tokeniser processes)"), most)
     if multiprocessing.current_process().daemon:  # a worker of a Pool (a service's): it may start no
         n_workers = 1                             # processes of its own ("daemonic processes are not allowed")
     chunks = _chunks(_pieces(texts), chunk_docs)

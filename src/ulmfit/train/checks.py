@@ -14,6 +14,8 @@ from dataclasses import fields
 
 from ..io import UlmfitError
 
+MAX_SEED = 2**32 - 1  # numpy's legacy generators' bound; PyTorch takes up to 2**63 - 1
+
 
 class Settings:
     """Checks one config object; each call raises UlmfitError naming the setting."""
@@ -40,7 +42,7 @@ class Settings:
     def _fail(self, field: str, should: str):
         raise UlmfitError(f"{self.name}: {field} {should}, not {getattr(self.cfg, field)!r}")
 
-    def integer(self, field: str, lo: int | None = None, none: bool = False) -> None:
+    def integer(self, field: str, lo: int | None = None, none: bool = False, hi: int | None = None) -> None:
         v = getattr(self.cfg, field)
         if v is None and none:
             return
@@ -48,6 +50,12 @@ class Settings:
             self._fail(field, "must be a whole number" + (" or None" if none else ""))
         if lo is not None and v < lo:
             self._fail(field, f"must be at least {lo}")
+        if hi is not None and v > hi:
+            self._fail(field, f"must be at most {hi:,}")
+
+    def seed(self, field: str = "seed", none: bool = False) -> None:
+        """A random seed: what numpy's and PyTorch's generators all take (0 to 2**32 - 1)."""
+        self.integer(field, 0, none=none, hi=MAX_SEED)
 
     def number(self, field: str, lo: float | None = None, hi: float | None = None, above: bool = False,
                below: bool = False, none: bool = False, infinite: bool = False) -> None:

@@ -117,7 +117,7 @@ class ClassifierTrainConfig:
             raise UlmfitError(f"ClassifierTrainConfig: {too_much_dropout(self.drop_mult, top)}")
         c.integer("patience", 0)
         c.boolean("bf16", "backwards", "bn_recal")
-        c.integer("seed")
+        c.seed()
         c.number("save_every_minutes", 0, infinite=True)
         c.integer("min_last_steps", 0)
         c.integer("bn_recal_docs", 1)

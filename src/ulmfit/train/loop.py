@@ -82,7 +82,7 @@ class LMTrainConfig:
         for name in ("wd", "clip", "ar_alpha", "tar_beta"):
             c.number(name, 0)
         c.boolean("bf16", "variable_bptt", "backwards")
-        c.integer("seed")
+        c.seed()
         c.integer("max_tokens", 1, none=True)
         c.number("max_minutes", 0, none=True, infinite=True)  # 0 or None: no time limit
         c.number("save_every_minutes", 0, infinite=True)  # 0: a checkpoint after every step
