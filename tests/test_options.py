@@ -22,7 +22,7 @@ def _refused(argv, capsys) -> str:
     (["corpus", "tokenize", "c.txt", "--out", "o", "--tokenizer", "subword", "--sp-vocab", "2147483648"],
      "--sp-vocab: must be at most 1,000,000"),
     (["pretrain", "c.txt", "--out", "o", "--seed", "-1"], "--seed: must be at least 0"),
-    (["finetune-lm", "c.txt", "--out", "o", "--seed", str(2**64)], "--seed: must be at most 4,294,967,295"),
+    (["finetune-lm", "c.txt", "--out", "o", "--seed", str(2**64)], "--seed: must be at most 9,223,372,036,854,775,807"),
     (["train-classifier", "d.csv", "--out", "o", "--seed", "-1"], "--seed: must be at least 0"),
     (["generate", "The", "--model", "general-en-fwd", "--seed", str(2**64 - 2)], "--seed: must be at most"),
     (["pretrain", "c.txt", "--out", "o", "--max-tokens", "nan"], "--max-tokens: expected a finite number"),
@@ -57,12 +57,22 @@ def test_seeds_outside_what_the_generators_take_are_refused_in_the_configs():
     from ulmfit.train.classify import ClassifierTrainConfig
     from ulmfit.train.loop import LMTrainConfig
 
-    for bad in (-1, 2**32, 2**64, True, 1.5):
+    for bad in (-1, 2**63, 2**64, True, 1.5):
         with pytest.raises(UlmfitError, match="LMTrainConfig: seed must"):
             LMTrainConfig(seed=bad)
         with pytest.raises(UlmfitError, match="ClassifierTrainConfig: seed must"):
             ClassifierTrainConfig(seed=bad)
-    assert LMTrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+    assert LMTrainConfig(seed=2**63 - 1).seed == 2**63 - 1
+    # a run saved with a seed from the clock resumes
+    assert ClassifierTrainConfig.from_dict({"seed": 1796686577316}).seed == 1796686577316
+
+
+def test_a_saved_tokenizer_config_with_a_float_sample_size_still_loads():
+    from ulmfit.text.tokenize import TokenizerConfig
+
+    assert TokenizerConfig.from_dict({"kind": "subword", "sp_sample_chars": 5e7}).sp_sample_chars == 50_000_000
+    with pytest.raises(UlmfitError, match="sp_sample_chars"):
+        TokenizerConfig(sp_sample_chars=5e7 + 0.5)
 
 
 @pytest.mark.parametrize("settings,said", [
@@ -109,6 +119,24 @@ def test_finetune_lm_checks_its_arguments_before_reading_the_text(call, said, tm
     assert not (tmp_path / "o").exists()
 
 
+def test_a_drop_mult_is_bounded_by_the_base_models_own_dropouts_not_a_presets(tmp_path):
+    from ulmfit.api import finetune_lm
+
+    with pytest.raises(UlmfitError, match="no-such-text.txt"):  # 4.5 passes the early check: the text is next
+        finetune_lm("general-en-fwd", tmp_path / "no-such-text.txt", tmp_path / "o", progress=False, drop_mult=4.5)
+
+
+def test_training_settings_are_checked_before_texts_in_memory_are_used_up(tmp_path):
+    from ulmfit.api import finetune_lm, pretrain
+
+    for call in (lambda g: pretrain(g, tmp_path / "o", progress=False, train_cfg={"seed": -1}),
+                 lambda g: finetune_lm("general-en-fwd", g, tmp_path / "o", progress=False, train_cfg={"bs": 0})):
+        texts = (f"a text {i}" for i in range(100))
+        with pytest.raises(UlmfitError):
+            call(texts)
+        assert next(texts) == "a text 0"  # not read, so not copied into the cache either
+
+
 @pytest.mark.parametrize("call,said", [
     (dict(valid_frac="0.1"), "valid_frac \\(--valid-frac\\)"),
     (dict(valid_frac=None), "valid_frac \\(--valid-frac\\)"),
@@ -133,8 +161,11 @@ def test_train_classifier_checks_its_arguments_before_reading_the_data(call, sai
 def test_the_demo_refuses_a_bad_budget_before_timing_anything(call, tmp_path):
     from ulmfit.demo import run_demo
 
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("a file the demo would replace with overwrite=True")
     with pytest.raises(UlmfitError):
-        run_demo(tmp_path / "d", progress=False, **call)
+        run_demo(tmp_path / "d", progress=False, overwrite=True, **call)
+    assert (tmp_path / "d" / "keep.txt").exists()  # refused before the folder was cleared
     assert not (tmp_path / "d" / "demo_state.json").exists()
 
 

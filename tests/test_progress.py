@@ -35,11 +35,16 @@ def test_a_bar_that_erases_itself_on_a_terminal_ends_its_line_in_a_log():
 
 def test_training_into_a_log_redraws_its_bar_a_few_times_not_at_every_postfix(tmp_path, corpus, capsys):
     # set_postfix used to force a redraw every 10 batches, past the interval: a log line per second
+    import time
+
     cfg = LMTrainConfig(epochs=1, bs=4, bptt=8, lr=1e-2, lr_div=1.0, save_every_minutes=1e9)
+    start = time.monotonic()
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg, progress=True, n_workers=1)
-    err = capsys.readouterr().err  # not a terminal: the bars' interval is 30 s, and this run is shorter
+    took = time.monotonic() - start
+    err = capsys.readouterr().err  # not a terminal: the bars' interval is 30 s
     line = next(l for l in err.split("\n") if "epoch 1/1" in l)  # a redraw starts with \r, on the same line
-    assert "batch" in line and line.count("\r") <= 3, line[:2000]  # drawn at the start and at the end
+    # drawn at the start and at the end, and once per 30 s on a machine slow enough to take that long
+    assert "batch" in line and line.count("\r") <= 3 + int(took // 30), (took, line[:2000])
 
 
 def test_an_interrupted_bar_ends_its_line_before_the_message(tmp_path, corpus, monkeypatch, capsys):

@@ -335,3 +335,20 @@ def test_making_a_word_tokenizer_leaves_pythons_random_state_and_names_an_unknow
     with pytest.raises(UlmfitError, match=r"tokenizer language '\.\./\.\./etc': spaCy has no such language"):
         WordTokenizer(TokenizerConfig(lang="../../etc"))  # a config.json from elsewhere: ImportError before
     assert random.getstate() == state
+
+
+def test_a_broken_spacy_install_is_not_reported_as_a_missing_language(monkeypatch):
+    import spacy
+
+    from ulmfit.io import UlmfitError
+    from ulmfit.text.tokenize import WordTokenizer
+
+    def broken(lang):  # spaCy 3.5.0 beside setuptools 82+, which no longer ships pkg_resources
+        raise ImportError("No module named 'pkg_resources'", name="pkg_resources")
+
+    monkeypatch.setattr(spacy, "blank", broken)
+    with pytest.raises(UlmfitError, match=r"spaCy could not be imported \(No module named 'pkg_resources'\)"):
+        WordTokenizer()
+    monkeypatch.undo()
+    with pytest.raises(UlmfitError, match="spaCy has no such language"):
+        WordTokenizer(TokenizerConfig(lang="zz-not-a-language"))

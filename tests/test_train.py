@@ -775,7 +775,7 @@ def test_python_arguments_of_the_wrong_kind_are_named(tmp_path, corpus):
     assert not (tmp_path / "a").exists()
     pretrain(corpus, tmp_path / "lm", preset="tiny", train_cfg=cfg(epochs=1), progress=False, n_workers=1)
     lm = LanguageModel.load(tmp_path / "lm")
-    with pytest.raises(UlmfitError, match="temperature must be a number > 0, not '1'"):
+    with pytest.raises(UlmfitError, match="temperature must be a finite number > 0, not '1'"):
         lm.generate("The", temperature="1")
     with pytest.raises(UlmfitError, match="source must be the path of a file or folder, not list"):
         lm.evaluate(source=["some text"])

@@ -696,11 +696,9 @@ def _check_run_args(n_workers=None, device=None, drop_mult=None, **counts) -> No
     whole_number(n_workers, "n_workers (tokeniser processes)", none=True)
     for name, v in counts.items():
         whole_number(v, name, none=True)
-    if drop_mult is not None:
-        try:
-            arch_preset("tiny", 1000, drop_mult=drop_mult)
-        except (ValueError, TypeError) as e:
-            raise UlmfitError(f"drop_mult: {e}") from None
+    if drop_mult is not None and (isinstance(drop_mult, bool) or not isinstance(drop_mult, numbers.Real)
+                                  or not 0 <= drop_mult < math.inf):  # its upper bound: the base model's, later
+        raise UlmfitError(f"drop_mult must be a finite number >= 0, not {drop_mult!r}")
     resolve_device(device)
 
 
@@ -725,20 +723,21 @@ def pretrain(corpus, out, *, preset: str = "small", tok_cfg: TokenizerConfig | N
     if valid is not None and valid_source is not None:
         raise UlmfitError("give the held-out text once: valid= (valid_source= is its older name)")
     valid_source = valid if valid is not None else valid_source
+    # every argument is checked before texts in memory are read (a generator used up, a copy cached)
     _check_run_args(n_workers, device, max_valid_tokens=max_valid_tokens)
+    given_cfg = train_cfg
+    train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
+    if not resume and init_from is None and preset not in PRESETS:
+        raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if arch_overrides and not resume and init_from is None:  # checked before hours of tokenising
+        _check_arch_overrides(preset, arch_overrides)
+    if not resume and valid_source is None:
+        _check_valid_frac(valid_frac, "; --valid FILE (valid=) validates on another text")
     _check_out_before_reading(out, resume, overwrite, corpus, valid_source)
     corpus, fmt, column = texts_or_path(corpus, "the corpus", fmt, column, resume=resume)
     valid_source = texts_or_path(valid_source, "the held-out text", resume=resume)[0]
     if corpus is not None or not resume:
         require_path(corpus, "the corpus")
-    if not resume and init_from is None and preset not in PRESETS:
-        raise UlmfitError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    if not resume and valid_source is None:
-        _check_valid_frac(valid_frac, "; --valid FILE (valid=) validates on another text")
-    given_cfg = train_cfg
-    train_cfg = config_from(LMTrainConfig, train_cfg, PRETRAIN_DEFAULTS)
-    if arch_overrides and not resume and init_from is None:  # checked before hours of tokenising
-        _check_arch_overrides(preset, arch_overrides)
     dist_.init_from_env(device)
     progress = progress and dist_.is_main()
     _prepare_out(out, resume, overwrite)
@@ -892,12 +891,12 @@ def finetune_lm(from_dir, texts, out, *, train_cfg: LMTrainConfig | dict | None 
         raise UlmfitError(f"keep_base_vocab must be auto, yes or no, not {keep_base_vocab!r}")
     out = Path(out)
     _check_run_args(n_workers, device, drop_mult, max_valid_tokens=max_valid_tokens, max_vocab=max_vocab)
+    given_cfg = train_cfg  # checked before texts in memory are read (a generator used up, a copy cached)
+    train_cfg = config_from(LMTrainConfig, train_cfg, FINETUNE_DEFAULTS)
     _check_out_before_reading(out, resume, overwrite, texts)
     texts, fmt, column = texts_or_path(texts, "the target text", fmt, column, resume=resume)
     if texts is not None or not resume:
         require_path(texts, "the target text")
-    given_cfg = train_cfg
-    train_cfg = config_from(LMTrainConfig, train_cfg, FINETUNE_DEFAULTS)
     if isinstance(texts, (str, os.PathLike)) and is_token_cache(texts):
         try:
             source = read_json(Path(texts) / "meta.json").get("source")
@@ -1130,7 +1129,7 @@ class LanguageModel:
             raise UlmfitError(f"top_k must be a whole number >= 0 (0 or None: no cut-off), not {top_k!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= seed <= MAX_SEED):
-            raise UlmfitError(f"seed must be a whole number from 0 to 2**32 - 1 (or None), not {seed!r}")
+            raise UlmfitError(f"seed must be a whole number from 0 to 2**63 - 1 (or None), not {seed!r}")
         g = torch.Generator().manual_seed(int(seed)) if seed is not None else None  # a numpy integer too
         ids = [int(i) for i in self.encode([prompt])[0]] if prompt.strip() else [self.vocab.stoi[BOS]]
         self.model.eval()

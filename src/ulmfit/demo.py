@@ -285,8 +285,6 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     from . import checkpoint as ckpt
 
     out = Path(out)
-    if not resume:
-        check_demo_out(out, overwrite)
     state = read_demo_state(out) if resume else {}
     if resume:
         a = state["args"]
@@ -297,21 +295,23 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
               + (f"; kept: {', '.join(str(out / d) for d in state['done'])}" if state["done"] else "") + ")")
     if ensemble not in ENSEMBLE_CHOICES:
         raise UlmfitError(f"ensemble must be one of {', '.join(ENSEMBLE_CHOICES)}, not {ensemble!r}")
+    few_labels = whole_number(few_labels, "few_labels", 0, none=True)
     if few_labels and few_labels < MIN_FEW_LABELS:
         raise UlmfitError(f"few_labels must be 0 (no few-label step) or at least {MIN_FEW_LABELS}, not {few_labels}")
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, numbers.Real)
                                 or not 0 <= minutes < math.inf):  # NaN too: it would be saved to resume with
         raise UlmfitError(f"minutes (the time budget) must be a finite number >= 0 (0 or None: no budget), "
                           f"not {minutes!r}")
-    whole_number(lm_epochs, "lm_epochs")
-    whole_number(max_train, "max_train (labeled examples to use)", none=True)
+    lm_epochs = whole_number(lm_epochs, "lm_epochs")
+    max_train = whole_number(max_train, "max_train (labeled examples to use)", none=True)
     if lm and not lm_bwd:  # a forward LM of the user's has no backward partner here
         if ensemble == "on":
             raise UlmfitError("the ensemble needs a backward language model too: pass --lm-bwd with --lm")
         if ensemble == "auto":
             print("note: --lm without --lm-bwd: the forward model alone (no backward model to pair it with)")
         ensemble = "off"
-    if not resume:
+    if not resume:  # after the checks above: this replaces a finished demo there
+        check_demo_out(out, overwrite)
         state = {"args": {"dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
                           "lm": str(lm) if lm else None, "lm_bwd": str(lm_bwd) if lm_bwd else None,
                           "lm_epochs": lm_epochs, "max_train": max_train, "minutes": minutes, "ensemble": ensemble,

@@ -517,20 +517,27 @@ def warn(msg: str, progress: bool = False) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
         frame, level = frame.f_back, level + 1
     if progress:
-        action = _filter_action(msg, frame)
-        if action == "ignore":
+        module = frame.f_globals.get("__name__", "<string>") if frame is not None else "sys"
+        lineno = frame.f_lineno if frame is not None else 0
+        action = _filter_action(msg, module, lineno)
+        if action == "error":
+            warnings.warn(msg, UlmfitWarning, stacklevel=level)
+        seen = {"once": (msg,), "module": (msg, module), "default": (msg, module, lineno)}.get(action)
+        if action == "ignore" or seen in _PRINTED:
             return
-        if action != "error":
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
-            return
+        if seen is not None:
+            _PRINTED.add(seen)
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+        return
     warnings.warn(msg, UlmfitWarning, stacklevel=level)
 
 
-def _filter_action(msg: str, frame) -> str:
-    """What the warnings filters say of an UlmfitWarning `msg` raised at `frame`: the first filter
-    that matches decides, as in `warnings.warn` (message, category, module and line)."""
-    module = frame.f_globals.get("__name__", "<string>") if frame is not None else "sys"
-    lineno = frame.f_lineno if frame is not None else 0
+_PRINTED: set = set()  # what "once", "module" and "default" filters have let through as a printed line
+
+
+def _filter_action(msg: str, module: str, lineno: int) -> str:
+    """What the warnings filters say of an UlmfitWarning `msg` raised in `module` at `lineno`: the
+    first filter that matches decides, as in `warnings.warn` (message, category, module and line)."""
     try:
         for action, text, category, mod, line in list(warnings.filters):
             if ((text is None or text.match(msg)) and issubclass(UlmfitWarning, category)

@@ -53,6 +53,8 @@ class TokenizerConfig:
     lower: bool = True
 
     def __post_init__(self):  # checked before a corpus is tokenised, not after
+        if isinstance(self.sp_sample_chars, float) and self.sp_sample_chars.is_integer():
+            self.sp_sample_chars = int(self.sp_sample_chars)  # 5e7, as configs saved before this check hold it
         for name, low, high in (("max_vocab", len(SPECIAL_TOKENS) + 1, None), ("min_freq", 1, None),
                                 ("sp_vocab_size", 10, MAX_SP_VOCAB), ("sp_sample_chars", 1, None)):
             setattr(self, name, whole_number(getattr(self, name), f"TokenizerConfig.{name}", low, high))
@@ -193,8 +195,12 @@ class WordTokenizer:
 
             nlp = spacy.blank(self.config.lang)
         except (ImportError, KeyError, ValueError) as e:
-            if isinstance(e, ImportError) and getattr(e, "name", None) == "spacy":
+            missing = getattr(e, "name", None) if isinstance(e, ImportError) else None
+            if missing == "spacy":
                 raise
+            if missing and not missing.startswith("spacy.lang"):  # spaCy itself failed to import
+                raise UlmfitError(f"spaCy could not be imported ({e}): its installation is broken or older than "
+                                  "ulmfit supports; `pip install -U 'spacy>=3.5.1'`") from None
             raise UlmfitError(f"tokenizer language {self.config.lang!r}: spaCy has no such language ({e})") from None
         finally:
             random.setstate(before)

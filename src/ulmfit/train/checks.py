@@ -14,7 +14,7 @@ from dataclasses import fields
 
 from ..io import UlmfitError
 
-MAX_SEED = 2**32 - 1  # numpy's legacy generators' bound; PyTorch takes up to 2**63 - 1
+MAX_SEED = 2**63 - 1  # PyTorch's generators take up to 2**64 - 1: room for the offsets added per step and process
 
 
 class Settings:
@@ -54,7 +54,7 @@ class Settings:
             self._fail(field, f"must be at most {hi:,}")
 
     def seed(self, field: str = "seed", none: bool = False) -> None:
-        """A random seed: what numpy's and PyTorch's generators all take (0 to 2**32 - 1)."""
+        """A random seed: what numpy's and PyTorch's generators all take (0 to 2**63 - 1)."""
         self.integer(field, 0, none=none, hi=MAX_SEED)
 
     def number(self, field: str, lo: float | None = None, hi: float | None = None, above: bool = False,
