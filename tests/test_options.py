@@ -203,3 +203,16 @@ def test_tokenising_workers_are_capped_at_a_few_per_core(monkeypatch):
     assert asked == [8]  # 4 per core, not a trillion
     with pytest.raises(UlmfitError, match="n_workers"):
         list(tokenize.tokenize_parallel(texts, tokenize.TokenizerConfig(), n_workers=1.5, progress=False))
+
+
+def test_is_real_number_takes_finite_reals_in_range_and_nothing_else():
+    import numpy as np
+
+    from ulmfit.io import is_real_number
+    for ok in (0, 0.5, 1, np.float32(0.25), np.int64(1), 10**300):
+        assert is_real_number(ok, 0), ok
+    for bad in (True, False, None, "0.5", math.nan, math.inf, -math.inf, np.float64("nan"), 10**400, 1j, [1]):
+        assert not is_real_number(bad), bad
+    assert not is_real_number(0, 0, above=True) and is_real_number(1e-300, 0, above=True)
+    assert not is_real_number(1, 0, 1, below=True) and is_real_number(1, 0, 1)
+    assert not is_real_number(-0.1, 0) and not is_real_number(1.1, None, 1)

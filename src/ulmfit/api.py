@@ -26,7 +26,7 @@ from . import checkpoint as ckpt
 from .data.cache import OlderRules, build_corpus, encode_texts, load_corpus_dir, rules_of
 from .data.lm import LMStream
 from .io import (OUT_LOCK, FinishedRun, UlmfitError, append_jsonl, as_texts, claim_out, defaults_of, holds_files,
-                 holds_out, is_main_process, launch_env, lock_left_behind, owns_out, read_json, refuse_if_held, warn,
+                 holds_out, is_real_number, is_main_process, launch_env, lock_left_behind, owns_out, read_json, refuse_if_held, warn,
                  whole_number)
 from .model.awd_lstm import PRESETS, AWDLSTMConfig
 from .model.awd_lstm import preset as arch_preset
@@ -376,7 +376,7 @@ def _run_tokens(out: Path, how: str, what: str, *args, **kwargs):
 def _check_valid_frac(valid_frac, hint: str) -> None:
     """A language model validates on a held-out share of its text: above 0 (0 validated on a handful
     of tokens and early-stopped on them) and below 1 (1 trained on a document or two)."""
-    if isinstance(valid_frac, bool) or not isinstance(valid_frac, numbers.Real) or not 0 < valid_frac < 1:
+    if not is_real_number(valid_frac, 0, 1, above=True, below=True):
         raise UlmfitError(f"valid_frac (--valid-frac), the share of the text held out to validate on, must be above 0 "
                           f"and below 1, not {valid_frac!r}{hint}")
 
@@ -486,7 +486,7 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
             raise FinishedRun(f"{out} holds a finished run ({trained}, {trainer.tokens:,} tokens"
                               + (f" of a {c.max_tokens:,}-token budget" if c.max_tokens else "")
                               + "); nothing to resume. To train it further, resume with "
-                              + (f"a larger --max-tokens" if c.max_tokens and trainer.tokens >= c.max_tokens else
+                              + ("a larger --max-tokens" if c.max_tokens and trainer.tokens >= c.max_tokens else
                                  f"--epochs above {trainer.epoch - frozen}"))
         if budget_changed and unfinished_before:
             _print(f"note: the new budget ({trainer.total_epochs} epochs"
@@ -696,8 +696,7 @@ def _check_run_args(n_workers=None, device=None, drop_mult=None, **counts) -> No
     whole_number(n_workers, "n_workers (tokeniser processes)", none=True)
     for name, v in counts.items():
         whole_number(v, name, none=True)
-    if drop_mult is not None and (isinstance(drop_mult, bool) or not isinstance(drop_mult, numbers.Real)
-                                  or not 0 <= drop_mult < math.inf):  # its upper bound: the base model's, later
+    if drop_mult is not None and not is_real_number(drop_mult, 0):  # its upper bound: the base model's, later
         raise UlmfitError(f"drop_mult must be a finite number >= 0, not {drop_mult!r}")
     resolve_device(device)
 
@@ -1115,14 +1114,9 @@ class LanguageModel:
             raise UlmfitError("this is a backward language model; it reads text right to left and cannot continue a prompt")
         if not isinstance(prompt, str):
             raise UlmfitError(f"the prompt must be a string, not {type(prompt).__name__}")
-        try:  # a Python int reaches PyTorch as an int64: a float keeps 2**64 from overflowing there
-            t = float(temperature) if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool) \
-                else math.nan
-        except OverflowError:
-            t = math.inf
-        if not (t > 0 and math.isfinite(t)):  # NaN too
+        if not is_real_number(temperature, 0, above=True):
             raise UlmfitError(f"temperature must be a finite number > 0, not {temperature!r}")
-        temperature = t
+        temperature = float(temperature)  # a Python int would reach PyTorch as an int64, and 2**64 overflow there
         if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
             raise UlmfitError(f"n_tokens must be a whole number >= 0, not {n_tokens!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0):

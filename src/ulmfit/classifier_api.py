@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import sys
 import tempfile
@@ -24,8 +23,8 @@ from . import checkpoint as ckpt
 from .data.clas import ClassificationData, SortishSampler, _encode
 from .data.labeled import (LabeledTexts, check_labels, label_names_as_read, read_labeled, stratified_split,
                            validate_training)
-from .io import (FinishedRun, UlmfitError, as_texts, atomic_group, atomic_write_json, defaults_of, is_stdout,
-                 owns_out, warn, whole_number, written_through)
+from .io import (FinishedRun, UlmfitError, as_texts, atomic_group, atomic_write_json, defaults_of, is_real_number,
+                 is_stdout, owns_out, warn, whole_number, written_through)
 from .model.classifier import CLASSIFIER_DROPOUTS, AWDLSTMClassifier, HeadConfig
 from .pretrained import _unfinished_classifier
 from .text.tokenize import TokenizerConfig
@@ -106,7 +105,7 @@ def train_classifier(lm, data, out, *, cfg: ClassifierTrainConfig | None = None,
     # checked before the data is read (and tokenised) or the language model loaded
     whole_number(n_workers, "n_workers (tokeniser processes)", none=True)
     max_train = whole_number(max_train, "max_train (labeled examples to use)", none=True)
-    if isinstance(valid_frac, bool) or not isinstance(valid_frac, numbers.Real) or not 0 <= valid_frac < 1:
+    if not is_real_number(valid_frac, 0, 1, below=True):
         raise UlmfitError(f"valid_frac (--valid-frac), the share of the labels held out to validate on, must be from 0 "
                           f"(none) to below 1, not {valid_frac!r}")
     resolve_device(device)
@@ -585,7 +584,7 @@ class TextClassifier:
         return [self.labels[i] for i in p.argmax(1)]
 
     def check_threshold(self, threshold) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
+        if not is_real_number(threshold, 0, 1):
             raise UlmfitError(f"threshold must be a probability (0 to 1), not {threshold!r}")
         if threshold != 0.5 and not self.multi_label:
             raise UlmfitError("threshold applies to multi-label classifiers; this one gives each text its most "

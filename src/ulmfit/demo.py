@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -281,7 +280,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     from .pretrained import default_lm
     from .train.classify import ClassifierTrainConfig
     from .train.loop import LMTrainConfig, TrainingInterrupted
-    from .io import FinishedRun, UlmfitError, atomic_write_json, claim_out, whole_number
+    from .io import FinishedRun, UlmfitError, atomic_write_json, claim_out, is_real_number, whole_number
     from . import checkpoint as ckpt
 
     out = Path(out)
@@ -298,8 +297,7 @@ def run_demo(out="ulmfit-demo", dataset="rotten-tomatoes", *, lm=None, lm_bwd=No
     few_labels = whole_number(few_labels, "few_labels", 0, none=True)
     if few_labels and few_labels < MIN_FEW_LABELS:
         raise UlmfitError(f"few_labels must be 0 (no few-label step) or at least {MIN_FEW_LABELS}, not {few_labels}")
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, numbers.Real)
-                                or not 0 <= minutes < math.inf):  # NaN too: it would be saved to resume with
+    if minutes is not None and not is_real_number(minutes, 0):  # NaN too: it would be saved to resume with
         raise UlmfitError(f"minutes (the time budget) must be a finite number >= 0 (0 or None: no budget), "
                           f"not {minutes!r}")
     lm_epochs = whole_number(lm_epochs, "lm_epochs")

@@ -10,6 +10,7 @@ import errno
 import functools
 import inspect
 import json
+import math
 import numbers
 import os
 import re
@@ -493,6 +494,24 @@ def whole_number(value, name: str, lo: int = 1, hi: int | None = None, none: boo
         span = f"from {lo:,} to {hi:,}" if hi is not None else f"of at least {lo:,}"
         raise UlmfitError(f"{name} must be a whole number {span}{' (or None)' if none else ''}, not {value!r}")
     return int(value)
+
+
+def is_real_number(value, lo: float | None = None, hi: float | None = None, *, above: bool = False,
+                   below: bool = False) -> bool:
+    """Whether `value` is a finite real number (a numpy one too; not a bool, NaN or infinity, nor a
+    whole number too large for a float) in [lo, hi], or (lo, hi] with `above`, [lo, hi) with
+    `below`. The callers word their own errors: what the number means is theirs to say."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        v = float(value)
+    except (OverflowError, ValueError):
+        return False
+    if not math.isfinite(v):
+        return False
+    if lo is not None and (v <= lo if above else v < lo):
+        return False
+    return hi is None or (v < hi if below else v <= hi)
 
 
 class UlmfitWarning(UserWarning):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
-from ..io import UlmfitError, append_jsonl, atomic_group, trim_jsonl
+from ..io import UlmfitError, append_jsonl, is_real_number, atomic_group, trim_jsonl
 from ..progress import progress_bar
 from .finetune import freeze_to
 from .loop import (TrainingInterrupted, autocast_ctx, diverged_advice, interrupted_message, param_names,
@@ -102,7 +102,7 @@ class ClassifierTrainConfig:
                                   f"groups), not {g!r}")
             if isinstance(e, bool) or not isinstance(e, numbers.Integral) or e < 0:
                 raise UlmfitError(f"ClassifierTrainConfig: stage_epochs[{i}] must be a whole number >= 0, not {e!r}")
-            if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf"):
+            if not is_real_number(lr, 0, above=True):
                 raise UlmfitError(f"ClassifierTrainConfig: stage_lrs[{i}] must be a finite number above 0, not {lr!r}")
         if sum(self.stage_epochs) < 1:
             raise UlmfitError("ClassifierTrainConfig: stage_epochs add up to 0; nothing would train")

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io import UlmfitError, whole_number
+from ..io import UlmfitError, is_real_number, whole_number
 from ..progress import progress_bar
 from .finetune import lm_layer_groups, param_groups
 from .loop import autocast_ctx
@@ -24,7 +23,7 @@ def lr_find(model, stream, *, start_lr: float = 1e-7, end_lr: float = 10.0, num:
             progress: bool = True) -> dict:
     """Returns {"lrs", "losses", "suggestion", "min_loss_lr"}; lrs are the top group's rate."""
     for name, v in (("start_lr", start_lr), ("end_lr", end_lr), ("lr_div", lr_div)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:  # NaN too
+        if not is_real_number(v, 0, above=True):
             raise UlmfitError(f"lr_find: {name} must be a finite number above 0, not {v!r}")
     if not start_lr < end_lr:
         raise UlmfitError(f"lr_find: the rates go up from start_lr to end_lr (given {start_lr:g} and {end_lr:g})")
