@@ -454,3 +454,13 @@ def test_a_run_whose_cache_cannot_be_written_tokenises_into_a_folder_of_its_own(
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UlmfitError, match="set ULMFIT_CACHE"):
         cache.build_corpus(corpus, WORD, progress=False)
+
+
+def test_a_semicolon_csv_corpus_is_read_by_its_header(tmp_path, capsys):
+    f = tmp_path / "c.csv"
+    f.write_text('id;text\n1;"One; two."\n2;Three, four.\n', encoding="utf-8")
+    assert list(iter_documents(f)) == ["One; two.", "Three, four."]
+    assert "separated by semicolons" in capsys.readouterr().err
+    g = tmp_path / "comma.csv"
+    g.write_text("id,text\n1,One; two.\n", encoding="utf-8")
+    assert list(iter_documents(g)) == ["One; two."]

@@ -37,6 +37,27 @@ def test_csv_with_header_joins_two_text_columns_with_xxfld(tmp_path):
     assert len(d) == 2 and not d.multi_label
 
 
+def test_a_spreadsheets_semicolon_csv_is_read_by_its_header_and_said(tmp_path, capsys):
+    # Excel in German, French, Spanish... locales writes ';' between fields
+    f = write(tmp_path / "d.csv", 'label;text\npos;"Loved it; really"\nneg;Hated it, truly\n')
+    d = read_labeled(f)
+    assert d.texts == ["Loved it; really", "Hated it, truly"] and d.labels == ["pos", "neg"]
+    assert "separated by semicolons" in capsys.readouterr().err
+    g = write(tmp_path / "named.csv", "Review;Sentiment\ngreat;pos\nbad;neg\n")
+    assert read_labeled(g, text_col="Review", label_col="Sentiment").labels == ["pos", "neg"]
+    assert list(read_unlabeled_texts(write(tmp_path / "texts.csv", 'id;text\n1;"good; fine"\n2;bad\n'))) == [
+        "good; fine", "bad"]
+
+
+def test_a_comma_csv_whose_texts_hold_semicolons_stays_comma_separated(tmp_path, capsys):
+    f = write(tmp_path / "d.csv", "text,label\nfine; really fine,pos\nawful; just awful,neg\n")
+    assert read_labeled(f).texts == ["fine; really fine", "awful; just awful"]
+    # without a header row nothing tells the columns: a ';' is text
+    g = write(tmp_path / "nohead.csv", "pos,good; really\nneg,bad; truly\n")
+    assert read_labeled(g, header=False, text_col="1", label_col="0").texts == ["good; really", "bad; truly"]
+    assert "semicolons" not in capsys.readouterr().err
+
+
 def test_csv_default_columns_text_and_label_and_tsv(tmp_path):
     f = write(tmp_path / "d.csv", "text,label\nfine film,pos\nawful,neg\n")
     assert read_labeled(f).texts == ["fine film", "awful"]

@@ -51,7 +51,7 @@ def iter_documents(
         "folder": lambda: _read_folder(path, encoding),
         "lines": lambda: _read_lines(path, encoding),
         "wikitext": lambda: _read_wikitext(path, encoding),
-        "csv": lambda: _read_table(path, encoding, ",", column),
+        "csv": lambda: _read_table(path, encoding, csv_delimiter(path, encoding, _columns(column)), column),
         "tsv": lambda: _read_table(path, encoding, "\t", column),
         "jsonl": lambda: _read_jsonl(path, encoding, column),
     }
@@ -239,6 +239,29 @@ def table_reader(lines: Iterable[str], delimiter: str):
     if delimiter == "\t":
         return ([_unquote(f) for f in row] for row in csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
     return csv.reader(lines, delimiter=delimiter, strict=True)
+
+
+def csv_delimiter(path: Path, encoding: str, wanted: Sequence[str]) -> str:
+    """The delimiter of a CSV file: a comma, or a semicolon where the first row names the `wanted`
+    columns only when it is split at semicolons (the CSV that spreadsheets write in locales whose
+    decimal mark is a comma: German, French, Spanish, Brazilian...). Said on standard error when
+    it is a semicolon. A file without a header row stays comma-separated: its columns cannot
+    tell."""
+    first = next((line for _, line in _iter_lines(path, encoding) if line.strip()), None)
+    if first is None or ";" not in first:
+        return ","
+
+    def names(delimiter: str) -> list[str]:
+        try:
+            return [column_name(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
+        except csv.Error:  # a quoted field that runs on to the next line
+            return []
+
+    if all(c in names(";") for c in wanted) and not all(c in names(",") for c in wanted):
+        print(f"note: {path}: its fields are separated by semicolons (';'), as spreadsheets write CSV in "
+              "many locales; read that way", file=sys.stderr)
+        return ";"
+    return ","
 
 
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"', re.DOTALL)

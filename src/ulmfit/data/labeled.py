@@ -35,7 +35,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..io import UlmfitError, as_texts
 from ..text.tokenize import join_fields
-from .corpus import (_decode_error, _iter_lines, check_source, check_width, column_name, field_names,
+from .corpus import (_decode_error, _iter_lines, check_source, check_width, column_name, csv_delimiter, field_names,
                      refuse_json_array, table_error, table_reader, text_files, unique_columns)
 
 FORMATS = ("auto", "csv", "tsv", "fastai", "jsonl", "folder", "trec")
@@ -501,6 +501,10 @@ _WHOLE_FLOAT = re.compile(r"[-+]?\d+\.0+")
 def _file_records(path: Path, fmt: str, text_col, label_col, header, encoding, trec_fine, need_label):
     if fmt in ("csv", "tsv", "fastai"):
         delimiter = "\t" if fmt == "tsv" or (fmt == "fastai" and path.suffix.lower() == ".tsv") else ","
+        if fmt == "csv" and header is not False:
+            text_spec, label_spec = _cols(text_col, "text"), _cols(label_col, "label")
+            delimiter = csv_delimiter(path, encoding, (text_spec or ["text"])
+                                      + (label_spec or (["label"] if need_label else [])))
         if fmt == "fastai" and header is None:
             header = False
         return _table_records(path, encoding, delimiter, text_col, label_col, header, need_label)
