@@ -537,3 +537,13 @@ def test_labels_differing_only_in_case_are_noted(tmp_path, capsys):
     assert "labels that differ only in case are different classes: 'Pos' and 'pos'" in capsys.readouterr().err
     read_labeled(write(tmp_path / "e.csv", "text,label\ngood,pos\nbad,neg\n"))
     assert "differ only in case" not in capsys.readouterr().err
+
+
+def test_a_windows_csv_that_is_not_utf8_is_named_cp1252_where_that_reads_it(tmp_path):
+    f = write(tmp_path / "w.csv", b"text,label\n\x93Great\x94 film \x96 loved it,pos\nbad,neg\n")
+    with pytest.raises(UlmfitError, match=r"byte 0x93 at line 2.*--encoding cp1252, Windows' and Excel's"):
+        read_labeled(f)
+    assert read_labeled(f, encoding="cp1252").texts == ["\u201cGreat\u201d film \u2013 loved it", "bad"]
+    g = write(tmp_path / "x.csv", b"text,label\nok \x81 x,pos\n")  # 0x81: no cp1252 character
+    with pytest.raises(UlmfitError, match=r"e\.g\. --encoding latin-1"):
+        read_labeled(g)

@@ -142,9 +142,16 @@ def _looks_like_wikitext(path: Path, encoding: str) -> bool:
 def _decode_error(path: Path, encoding: str, e: UnicodeDecodeError, offset: int, line: int | None):
     bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
     where = f"line {line}, byte offset {offset}" if line else f"byte offset {offset}"
+    guess = "e.g. --encoding latin-1"
+    if isinstance(e.object, bytes) and codecs.lookup(encoding).name == "utf-8":
+        try:  # Excel's CSV on Windows (in Western Europe and the Americas): its quotes and dashes are 0x91-0x97
+            e.object.decode("cp1252")
+            guess = "--encoding cp1252, Windows' and Excel's Western European encoding, reads this line"
+        except UnicodeDecodeError:
+            pass
     return UlmfitError(
         f"{path}: cannot decode byte 0x{bad} at {where} as {encoding}; "
-        f"if the file uses another encoding, pass it with --encoding (e.g. --encoding latin-1)"
+        f"if the file uses another encoding, pass it with --encoding ({guess})"
     )
 
 
