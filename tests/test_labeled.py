@@ -49,6 +49,27 @@ def test_a_spreadsheets_semicolon_csv_is_read_by_its_header_and_said(tmp_path, c
         "good; fine", "bad"]
 
 
+def test_a_csv_from_a_pipe_is_read_whole_with_no_delimiter_guess(tmp_path, capsys):
+    import os
+    import threading
+
+    for i, (text, ok) in enumerate((("text,label\ngood; fine,pos\nbad,neg\n", True),
+                                    ("text;label\ngood;pos\nbad;neg\n", False))):
+        fifo = tmp_path / f"fifo{i}"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_text(text))
+        writer.start()
+        try:
+            if ok:  # the guess used to read the pipe's start, and the reader found it empty
+                assert read_labeled(fifo, fmt="csv").texts == ["good; fine", "bad"]
+            else:  # a pipe gives its start once: no guess, so the usual error
+                with pytest.raises(UlmfitError, match="no column 'text'"):
+                    read_labeled(fifo, fmt="csv")
+        finally:
+            writer.join(timeout=30)
+    assert "semicolons" not in capsys.readouterr().err
+
+
 def test_a_comma_csv_whose_texts_hold_semicolons_stays_comma_separated(tmp_path, capsys):
     f = write(tmp_path / "d.csv", "text,label\nfine; really fine,pos\nawful; just awful,neg\n")
     assert read_labeled(f).texts == ["fine; really fine", "awful; just awful"]

@@ -253,8 +253,14 @@ def csv_delimiter(path: Path, encoding: str, wanted: Sequence[str]) -> str:
     columns only when it is split at semicolons (the CSV that spreadsheets write in locales whose
     decimal mark is a comma: German, French, Spanish, Brazilian...). Said on standard error when
     it is a semicolon. A file without a header row stays comma-separated: its columns cannot
-    tell."""
-    first = next((line for _, line in _iter_lines(path, encoding) if line.strip()), None)
+    tell; so does a pipe (`<(...)`, /dev/stdin), which gives its start once."""
+    if not path.is_file():
+        return ","
+    lines = _iter_lines(path, encoding)
+    try:
+        first = next((line for _, line in lines if line.strip()), None)
+    finally:
+        lines.close()
     if first is None or ";" not in first:
         return ","
 
