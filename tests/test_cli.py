@@ -380,8 +380,9 @@ def test_a_token_folder_of_earlier_tokeniser_rules_is_named_as_such(tmp_path, co
 
 
 def test_corpus_cache_lists_the_token_caches_and_removes_the_stale_ones(tmp_path, corpus, capsys):
-    """After an upgrade of the tokeniser's rules, or once a source is gone or edited, a cache is
-    never used again: `ulmfit corpus cache` says which, and --remove-stale removes just those."""
+    """Once a source is gone or edited, a cache is never used again: `ulmfit corpus cache` says which,
+    and --remove-stale removes just those. One made by an earlier ulmfit's tokeniser rules is listed
+    as such and kept: a run started before the upgrade resumes only on it."""
     from ulmfit.data.cache import build_corpus
     from ulmfit.io import cache_root
     from ulmfit.text.tokenize import TokenizerConfig
@@ -400,19 +401,22 @@ def test_corpus_cache_lists_the_token_caches_and_removes_the_stale_ones(tmp_path
     capsys.readouterr()
     assert main(["corpus", "cache"]) == 0
     out = capsys.readouterr().out
-    assert "stale: its source is gone" in out and "stale: made by the tokeniser rules of an earlier ulmfit (version 1)" \
-        in out and "stale: its source has changed since" in out and out.count("(current") == 1
-    assert "4 cache(s)" in out and "--remove-stale" in out
+    assert "stale: its source is gone" in out and "stale: its source has changed since" in out
+    assert out.count("(current") == 1 and "(made by the tokeniser rules of an earlier ulmfit (version 1): new runs " \
+        "tokenise again, a run started before the upgrade resumes on it" in out
+    assert "4 cache(s)" in out and "--remove-stale" in out and "kept for runs started before the upgrade" in out
+    # a run started before the upgrade resumes only on its older tokens: --remove-stale keeps them
     assert main(["corpus", "cache", "--remove-stale"]) == 0
-    assert capsys.readouterr().out.count("  removed") == 3
-    assert [p.parent for p in (cache_root() / "corpora").glob("*/meta.json")] == [folders[str(corpus.resolve())]]
+    assert capsys.readouterr().out.count("  removed") == 2
+    assert sorted(p.parent for p in (cache_root() / "corpora").glob("*/meta.json")) == sorted(
+        [folders[str(corpus.resolve())], folders[str(tmp_path / "older.txt")]])
     # texts given in memory (Python) are listed, and --remove-all removes them with the caches
     from ulmfit.api import texts_or_path
 
     kept = texts_or_path(["a text in memory", "another"], "the texts")[0]
     assert main(["corpus", "cache"]) == 0
     assert "1 text file(s) given in memory to pretrain or finetune_lm" in capsys.readouterr().out and kept.exists()
-    assert main(["corpus", "cache", "--remove-all"]) == 0 and "removed 1" in capsys.readouterr().out
+    assert main(["corpus", "cache", "--remove-all"]) == 0 and "removed 2" in capsys.readouterr().out
     assert not kept.exists()
     assert main(["corpus", "cache"]) == 0 and "no token caches" in capsys.readouterr().out
 

@@ -385,7 +385,9 @@ def cmd_corpus_cache(a) -> int:
     remove = []
     for e in entries:
         what = f"{e['n_tokens']:,} tokens of {e['source']}" if e["n_tokens"] is not None else "?"
-        status = f"stale: {e['stale']}" if e["stale"] else "current"
+        status = (f"stale: {e['stale']}" if e["stale"] else
+                  f"made by the tokeniser rules of an earlier ulmfit (version {e['older_rules']}): new runs tokenise "
+                  "again, a run started before the upgrade resumes on it" if e["older_rules"] else "current")
         gone = a.remove_all or (a.remove_stale and bool(e["stale"]))
         print(f"{e['folder'].name}  {e['bytes'] / 1e6:9,.1f} MB  {what}  ({status}"
               + (f"; made {e['created']}" if e["created"] else "") + ")" + ("  removed" if gone else ""))
@@ -393,10 +395,13 @@ def cmd_corpus_cache(a) -> int:
             shutil.rmtree(e["folder"], ignore_errors=True)
             remove.append(e)
     total, stale = sum(e["bytes"] for e in entries), sum(e["bytes"] for e in entries if e["stale"])
+    older = sum(e["bytes"] for e in entries if e["older_rules"] and not e["stale"] and e not in remove)
     freed = sum(e["bytes"] for e in remove)
     print(f"{len(entries)} cache(s) in {root}, {total / 1e6:,.1f} MB; {stale / 1e6:,.1f} MB of them stale"
           + (f"; removed {len(remove)}, {freed / 1e6:,.1f} MB" if remove else
-             ("; `ulmfit corpus cache --remove-stale` removes those" if stale else "")))
+             ("; `ulmfit corpus cache --remove-stale` removes those" if stale else ""))
+          + (f"; {older / 1e6:,.1f} MB made by earlier tokeniser rules, kept for runs started before the upgrade "
+             "to resume on (--remove-all removes them too)" if older else ""))
     return 0
 
 
@@ -1108,8 +1113,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_corpus_tokenize)
     c = csub.add_parser("cache", help="list the token caches (~/.cache/ulmfit/corpora) and remove stale ones",
                         description="List the token caches that runs made (folder, size, source, when) and which are "
-                                    "stale: made by the tokeniser rules of an earlier ulmfit, of a source that is "
-                                    "gone or has changed since. A run that needs a removed cache tokenises again.")
+                                    "stale: of a source that is gone or has changed since. A run that needs a "
+                                    "removed cache tokenises again. Caches made by the tokeniser rules of an earlier "
+                                    "ulmfit are listed as such and kept by --remove-stale: new runs tokenise again, "
+                                    "but a run started before the upgrade resumes only on them.")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--remove-stale", action="store_true", help="remove the stale caches")
     g.add_argument("--remove-all", action="store_true",

@@ -273,7 +273,9 @@ def _source_signature(path: Path) -> str:
 
 def cached_corpora(root: str | os.PathLike | None = None) -> list[dict]:
     """The token caches in the cache folder (`ulmfit corpus cache`): for each its folder, source,
-    tokens, bytes, when it was made, and `stale`, why no run will use it again (None: it may be)."""
+    tokens, bytes, when it was made, `stale`, why no run will use it again (None: it may be), and
+    `older_rules`, the version of the earlier tokeniser rules that made it (None: this version's):
+    new runs tokenise such a source again, but a run started before the upgrade resumes on it."""
     root = Path(root) if root is not None else cache_root() / "corpora"
     found = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
@@ -289,16 +291,15 @@ def cached_corpora(root: str | os.PathLike | None = None) -> list[dict]:
                           "stale": "no readable meta.json"})
             continue
         src, stale = meta.get("source"), None
-        if rules_of(meta) != RULES_VERSION:
-            stale = f"made by the tokeniser rules of an earlier ulmfit (version {rules_of(meta)})"
-        elif meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") != FORMAT_VERSION:
             stale = "an older cache format"
         elif not src or not Path(src).exists():
             stale = "its source is gone"
         elif meta.get("source_files") and meta["source_files"] != _source_signature(Path(src)):
             stale = "its source has changed since"
         found.append({"folder": d, "source": src, "n_tokens": meta.get("n_tokens"), "bytes": size,
-                      "created": meta.get("created"), "stale": stale})
+                      "created": meta.get("created"), "stale": stale,
+                      "older_rules": rules_of(meta) if rules_of(meta) != RULES_VERSION else None})
     return found
 
 
