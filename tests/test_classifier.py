@@ -2046,3 +2046,34 @@ def test_prediction_and_language_model_calls_refuse_bad_numbers_by_name(trained,
         with pytest.raises(UlmfitError, match=said):
             lm.generate("a film", **call)
     assert lm.generate("a film", n_tokens=3, temperature=2**64, seed=1)  # a huge temperature: uniform, no overflow
+
+
+def test_a_model_records_its_tokeniser_rules_and_one_of_earlier_rules_says_so_on_load(trained, tmp_path):
+    """A model trained on tokens of earlier tokeniser rules tokenises new text with this version's:
+    said on load (UlmfitWarning), as the upgrade audit asked; a model without the record is not judged."""
+    import shutil
+    import warnings
+
+    from ulmfit.io import UlmfitWarning
+    from ulmfit.text.tokenize import RULES_VERSION
+
+    task, _ = trained
+    for name, kind in (("clf", "classifier"), ("lm", "language_model")):
+        assert json.loads((task / name / "config.json").read_text())["tokenizer_rules"] == RULES_VERSION, kind
+    load = {"clf": TextClassifier.load, "lm": LanguageModel.load}
+    for name in ("clf", "lm"):
+        copy = tmp_path / name
+        shutil.copytree(task / name, copy, ignore=shutil.ignore_patterns(".ulmfit-run.lock"))
+        for rules, said in ((RULES_VERSION - 1, True), (None, False), (RULES_VERSION, False)):
+            cfg = json.loads((copy / "config.json").read_text())
+            if rules is None:
+                cfg.pop("tokenizer_rules")
+            else:
+                cfg["tokenizer_rules"] = rules
+            (copy / "config.json").write_text(json.dumps(cfg))
+            with warnings.catch_warnings(record=True) as got:
+                warnings.simplefilter("always")
+                load[name](copy)
+            notes = [str(w.message) for w in got if issubclass(w.category, UlmfitWarning)
+                     and "tokeniser rules of an earlier ulmfit" in str(w.message)]
+            assert bool(notes) == said, (name, rules, notes)

@@ -443,6 +443,7 @@ def _run(model, vocab, tok_cfg, sp_model, train_stream, valid_stream, cfg, out: 
          plan_epochs=None) -> dict:
     extra = dict(extra or {})
     extra["data"] = data_info
+    extra["tokenizer_rules"] = data_info.get("rules", RULES_VERSION)  # a resumed run keeps its tokens' rules
 
     def save_fn(step, history):  # the trainer's config: it holds the planned epochs, if planned
         kept = {"kept_epoch": trainer.kept_epoch} if trainer.kept_epoch else {}  # early stopping kept an earlier one
@@ -1056,6 +1057,9 @@ class LanguageModel:
         dev, path = resolve_device(device), resolve_model(path)
         with torch.random.fork_rng(devices=[]):  # building the model draws initial weights: not from the caller's
             model, cfg, vocab = ckpt.load_model(path)
+        note = ckpt.older_rules_note(path, cfg)
+        if note:
+            warn(note)
         return cls(model.to(dev), cfg, vocab, Path(path))
 
     @property

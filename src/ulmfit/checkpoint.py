@@ -31,7 +31,7 @@ from . import __version__
 from .io import UlmfitError, atomic_path, atomic_write_json, read_json
 from .model.awd_lstm import AWDLSTMConfig
 from .model.heads import AWDLSTMLanguageModel
-from .text.tokenize import TokenizerConfig
+from .text.tokenize import RULES_VERSION, TokenizerConfig
 from .text.vocab import Vocab
 
 FORMAT = "ulmfit"
@@ -171,6 +171,7 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
         "ulmfit_version": __version__,
         "arch": model.cfg.to_dict(),
         "tokenizer": tok_cfg.to_dict(),
+        "tokenizer_rules": RULES_VERSION,  # of the tokens it trained on: `extra` says so for a resumed older run
         "train": train or {},
         "history": history or [],
         "step": step,
@@ -181,6 +182,17 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
     _save_vocab(out, vocab, sp_model)
     atomic_write_json(out / CONFIG, config)
     return out
+
+
+def older_rules_note(path, cfg: dict) -> str | None:
+    """What to tell a user of a model trained on tokens of earlier tokeniser rules than this ulmfit's
+    (config "tokenizer_rules", kept since rules version 2; a model without it is not judged)."""
+    rules = cfg.get("tokenizer_rules")
+    if isinstance(rules, int) and not isinstance(rules, bool) and rules < RULES_VERSION:
+        return (f"{path} was trained on tokens of the tokeniser rules of an earlier ulmfit (version {rules}; this one "
+                f"has {RULES_VERSION}): some texts now get other tokens than it learned from, and its predictions on "
+                "them may differ a little; train it again with this version for the same tokens")
+    return None
 
 
 def model_path(path) -> Path:
@@ -405,7 +417,8 @@ def save_classifier(out: str | os.PathLike, weights: dict[str, torch.Tensor], *,
         tensors[k] = v.detach().cpu().contiguous()
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "classifier",
               "ulmfit_version": __version__, "arch": arch, "head": head, "labels": list(labels),
-              "tokenizer": tok_cfg.to_dict(), "train": train or {}, "history": history or [], "step": step}
+              "tokenizer": tok_cfg.to_dict(), "tokenizer_rules": RULES_VERSION, "train": train or {},
+              "history": history or [], "step": step}
     config.update(extra or {})
     tie = _tie(vocab, config["tokenizer"], classifier_reads_backwards(config), sp_model, labels)
     save_tensors(out / WEIGHTS, tensors, {"format": FORMAT, "step": str(step), **tie})

@@ -545,6 +545,9 @@ class TextClassifier:
             if unfinished:  # loadable and usable, but not the model its run was to make
                 warn(f"{d} {unfinished}: it predicts as it was where the run stopped; `ulmfit train-classifier "
                      f"--resume {d}` finishes it")
+            note = ckpt.older_rules_note(d, cfg)
+            if note:
+                warn(note)
         return cls(members, labels, bool(multi))
 
     def predict_proba(self, texts, bs: int = 64, progress: bool = False, n_workers: int | None = None,

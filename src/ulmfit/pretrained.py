@@ -126,6 +126,7 @@ def _export_one(src: Path, dst: Path, kind: str, dtype: str, overwrite: bool) ->
         sp_model = str(sp)
     extra = {k: v for k, v in cfg.items() if k not in _STANDARD_KEYS}
     extra["exported_from"] = str(src.resolve())
+    extra["tokenizer_rules"] = cfg.get("tokenizer_rules")  # None: saved before the rules were recorded, unknown
     extra["weights_dtype"] = dtype
     if overwrite:
         ckpt.remove_run_files(dst)
