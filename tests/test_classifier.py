@@ -2064,7 +2064,7 @@ def test_a_model_records_its_tokeniser_rules_and_one_of_earlier_rules_says_so_on
     for name in ("clf", "lm"):
         copy = tmp_path / name
         shutil.copytree(task / name, copy, ignore=shutil.ignore_patterns(".ulmfit-run.lock"))
-        for rules, said in ((RULES_VERSION - 1, True), (None, False), (RULES_VERSION, False)):
+        for rules, said in ((RULES_VERSION - 1, True), (RULES_VERSION, False), (None, False)):
             cfg = json.loads((copy / "config.json").read_text())
             if rules is None:
                 cfg.pop("tokenizer_rules")
@@ -2077,3 +2077,8 @@ def test_a_model_records_its_tokeniser_rules_and_one_of_earlier_rules_says_so_on
             notes = [str(w.message) for w in got if issubclass(w.category, UlmfitWarning)
                      and "tokeniser rules of an earlier ulmfit" in str(w.message)]
             assert bool(notes) == said, (name, rules, notes)
+    # an export of a model saved before the record keeps "unknown", not this version's rules
+    from ulmfit.pretrained import export_model
+
+    export_model(tmp_path / "lm", tmp_path / "exported")  # its record was removed last, above
+    assert json.loads((tmp_path / "exported" / "config.json").read_text())["tokenizer_rules"] is None

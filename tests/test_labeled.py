@@ -51,7 +51,14 @@ def test_a_spreadsheets_semicolon_csv_is_read_by_its_header_and_said(tmp_path, c
 
 def test_a_csv_from_a_pipe_is_read_whole_with_no_delimiter_guess(tmp_path, capsys):
     import os
+    import signal
     import threading
+
+    def hung(*_):  # reading the pipe's start twice used to block on a second open of the FIFO
+        raise AssertionError("reading the pipe hung")
+
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
 
     for i, (text, ok) in enumerate((("text,label\ngood; fine,pos\nbad,neg\n", True),
                                     ("text;label\ngood;pos\nbad;neg\n", False))):
@@ -67,15 +74,21 @@ def test_a_csv_from_a_pipe_is_read_whole_with_no_delimiter_guess(tmp_path, capsy
                     read_labeled(fifo, fmt="csv")
         finally:
             writer.join(timeout=30)
+    signal.alarm(0)
     assert "semicolons" not in capsys.readouterr().err
 
 
 def test_a_comma_csv_whose_texts_hold_semicolons_stays_comma_separated(tmp_path, capsys):
     f = write(tmp_path / "d.csv", "text,label\nfine; really fine,pos\nawful; just awful,neg\n")
     assert read_labeled(f).texts == ["fine; really fine", "awful; just awful"]
-    # without a header row nothing tells the columns: a ';' is text
-    g = write(tmp_path / "nohead.csv", "pos,good; really\nneg,bad; truly\n")
-    assert read_labeled(g, header=False, text_col="1", label_col="0").texts == ["good; really", "bad; truly"]
+    # a header that holds a ';' inside a column's name, but names the columns split at commas
+    h = write(tmp_path / "named.csv", 'text,"notes; misc",label\nfine,x,pos\nawful,y,neg\n')
+    assert read_labeled(h).texts == ["fine", "awful"]
+    # without a header row nothing tells the columns: a ';' is text, even in a first row that reads as names
+    g = write(tmp_path / "nohead.csv", "text;label\ngood;pos\n")
+    assert list(read_unlabeled_texts(g, header=False, text_col="0")) == ["text;label", "good;pos"]
+    with pytest.raises(UlmfitError, match="the rows have a single column"):  # not split at ';' into two
+        read_labeled(g, header=False)
     assert "semicolons" not in capsys.readouterr().err
 
 
@@ -568,3 +581,8 @@ def test_a_windows_csv_that_is_not_utf8_is_named_cp1252_where_that_reads_it(tmp_
     g = write(tmp_path / "x.csv", b"text,label\nok \x81 x,pos\n")  # 0x81: no cp1252 character
     with pytest.raises(UlmfitError, match=r"e\.g\. --encoding latin-1"):
         read_labeled(g)
+    # a UTF-8 file with a stray byte: cp1252 would read its UTF-8 characters as two each
+    m = write(tmp_path / "m.csv", "text,label\ncafé \x93x\x94,pos\n".encode("utf-8").replace(b"\xc2\x93", b"\x93")
+              .replace(b"\xc2\x94", b"\x94"))
+    with pytest.raises(UlmfitError, match=r"e\.g\. --encoding latin-1"):
+        read_labeled(m)

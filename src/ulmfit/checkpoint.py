@@ -186,7 +186,8 @@ def save_model(out: str | os.PathLike, model: AWDLSTMLanguageModel, *, vocab: Vo
 
 def older_rules_note(path, cfg: dict) -> str | None:
     """What to tell a user of a model trained on tokens of earlier tokeniser rules than this ulmfit's
-    (config "tokenizer_rules", kept since rules version 2; a model without it is not judged)."""
+    (config "tokenizer_rules", recorded since 2026-12-08, at rules version 2; a model without it, or
+    with None there (a fastai import, an export of an unrecorded model), is not judged)."""
     rules = cfg.get("tokenizer_rules")
     if isinstance(rules, int) and not isinstance(rules, bool) and rules < RULES_VERSION:
         return (f"{path} was trained on tokens of the tokeniser rules of an earlier ulmfit (version {rules}; this one "

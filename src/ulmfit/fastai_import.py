@@ -227,7 +227,7 @@ def import_fastai_lm(src, out, *, vocab=None, backwards: bool | None = None, ove
         ckpt.remove_run_files(out)
     tok = TokenizerConfig(kind="word", max_vocab=max(60000, len(new_itos)))
     ckpt.save_model(out, model, vocab=Vocab(new_itos), tok_cfg=tok, train={"backwards": backwards},
-                    extra={"imported_from": info})
+                    extra={"imported_from": info, "tokenizer_rules": None})  # fastai's tokens: not ours, unknown
     return {"out": str(out), "vocab_size": len(new_itos), "emb_size": emb_size, "hidden_size": hidden,
             "n_layers": len(layers), "backwards": backwards, "dropped_tokens": len(dropped),
             "added_special_tokens": missing,

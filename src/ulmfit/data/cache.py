@@ -288,7 +288,7 @@ def cached_corpora(root: str | os.PathLike | None = None) -> list[dict]:
                 raise ValueError
         except (OSError, ValueError):
             found.append({"folder": d, "source": None, "n_tokens": None, "bytes": size, "created": None,
-                          "stale": "no readable meta.json"})
+                          "stale": "no readable meta.json", "older_rules": None})
             continue
         src, stale = meta.get("source"), None
         if meta.get("format_version") != FORMAT_VERSION:

@@ -139,11 +139,15 @@ def _looks_like_wikitext(path: Path, encoding: str) -> bool:
 # Decoding with useful errors
 
 
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+
+
 def _decode_error(path: Path, encoding: str, e: UnicodeDecodeError, offset: int, line: int | None):
     bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
     where = f"line {line}, byte offset {offset}" if line else f"byte offset {offset}"
     guess = "e.g. --encoding latin-1"
-    if isinstance(e.object, bytes) and codecs.lookup(encoding).name == "utf-8":
+    if isinstance(e.object, bytes) and codecs.lookup(encoding).name == "utf-8" \
+            and not _UTF8_MULTIBYTE.search(e.object):  # a UTF-8 file with a stray byte is no cp1252 file
         try:  # Excel's CSV on Windows (in Western Europe and the Americas): its quotes and dashes are 0x91-0x97
             e.object.decode("cp1252")
             guess = "--encoding cp1252, Windows' and Excel's Western European encoding, reads this line"
@@ -248,6 +252,9 @@ def table_reader(lines: Iterable[str], delimiter: str):
     return csv.reader(lines, delimiter=delimiter, strict=True)
 
 
+_SAID_SEMICOLONS: set[Path] = set()
+
+
 def csv_delimiter(path: Path, encoding: str, wanted: Sequence[str]) -> str:
     """The delimiter of a CSV file: a comma, or a semicolon where the first row names the `wanted`
     columns only when it is split at semicolons (the CSV that spreadsheets write in locales whose
@@ -271,8 +278,10 @@ def csv_delimiter(path: Path, encoding: str, wanted: Sequence[str]) -> str:
             return []
 
     if all(c in names(";") for c in wanted) and not all(c in names(",") for c in wanted):
-        print(f"note: {path}: its fields are separated by semicolons (';'), as spreadsheets write CSV in "
-              "many locales; read that way", file=sys.stderr)
+        if path.resolve() not in _SAID_SEMICOLONS:  # a command may read a file twice (subword: to train, to encode)
+            _SAID_SEMICOLONS.add(path.resolve())
+            print(f"note: {path}: its fields are separated by semicolons (';'), as spreadsheets write CSV in "
+                  "many locales; read that way", file=sys.stderr)
         return ";"
     return ","
 
