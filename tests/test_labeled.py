@@ -586,3 +586,11 @@ def test_a_windows_csv_that_is_not_utf8_is_named_cp1252_where_that_reads_it(tmp_
               .replace(b"\xc2\x94", b"\x94"))
     with pytest.raises(UlmfitError, match=r"e\.g\. --encoding latin-1"):
         read_labeled(m)
+
+
+def test_utf8_sig_is_read_line_by_line_and_a_bad_byte_is_named_with_its_line(tmp_path):
+    f = write(tmp_path / "s.csv", b"\xef\xbb\xbftext,label\ncaf\xc3\xa9,pos\nbad,neg\n")
+    assert read_labeled(f, encoding="utf-8-sig").texts == ["caf\u00e9", "bad"]
+    g = write(tmp_path / "b.csv", b"\xef\xbb\xbftext,label\nok,pos\nbad \x93x\x94,neg\n")
+    with pytest.raises(UlmfitError, match="cannot decode byte 0x93 at line 3"):  # was: "at its start", no line
+        read_labeled(g, encoding="utf-8-sig")

@@ -578,14 +578,14 @@ def cmd_predict(a) -> int:
     # A text is a line ending in \n (or \r\n): a lone \r inside a line stays in its text, so the
     # output has one row per input line, as `wc -l` counts them. Both sources decode with
     # --encoding, line by line (a bad byte is named with its line), and drop a byte-order mark.
-    from .data.corpus import _iter_lines, iter_byte_lines, iter_wide_lines
+    from .data.corpus import _iter_lines, iter_byte_lines, iter_wide_lines, newline_is_a_byte
 
     pipe = None  # standard input as a pipe or a terminal: lines as they arrive, and whether more are waiting
     if a.input in (None, "-"):
         source = sys.stdin.buffer
-        if "\n".encode(a.encoding) == b"\n" and (pipe := _ArrivingLines.of(source)) is not None:
+        if newline_is_a_byte(a.encoding) and (pipe := _ArrivingLines.of(source)) is not None:
             source = pipe
-        read = iter_byte_lines if "\n".encode(a.encoding) == b"\n" else iter_wide_lines
+        read = iter_byte_lines if newline_is_a_byte(a.encoding) else iter_wide_lines
         lines = read(source, a.encoding, "standard input")
     else:
         if Path(a.input).is_dir():
@@ -608,7 +608,7 @@ def cmd_predict(a) -> int:
             raise UlmfitError(f"--out {a.out}: {bad} is a file, not a folder")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     total = None  # the bar's total: the file's line count, where a newline is one byte (not UTF-16)
-    if not a.quiet and a.input not in (None, "-") and Path(a.input).is_file() and "\n".encode(a.encoding) == b"\n":
+    if not a.quiet and a.input not in (None, "-") and Path(a.input).is_file() and newline_is_a_byte(a.encoding):
         total = _count_lines(Path(a.input))  # not a pipe (<(...), /dev/stdin, a FIFO): counting would empty it
 
     def blocks():

@@ -166,7 +166,7 @@ def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
         codecs.lookup(encoding)
     except LookupError:
         raise UlmfitError(f"unknown encoding {encoding!r}") from None
-    if "\n".encode(encoding) != b"\n":
+    if not newline_is_a_byte(encoding):
         # UTF-16/32: lines cannot be split on the byte b"\n"; let Python decode the stream.
         yield from _iter_lines_text(path, encoding)
         return
@@ -197,6 +197,12 @@ def _not_text(first: bytes, encoding: str, name) -> None:
     if first.count(b"\r") >= 2 and not first.endswith(b"\n"):
         raise UlmfitError(f"{name} ends its lines with a carriage return (\\r) alone (old Mac files); convert "
                           "them to \\n (e.g. tr '\\r' '\\n')")
+
+
+def newline_is_a_byte(encoding: str) -> bool:
+    """Whether a file in `encoding` splits into lines at the byte b"\n" (UTF-8, Latin-1, cp1252...;
+    utf-8-sig too: its BOM is the first line's, and "\n" encodes with a BOM in front only alone)."""
+    return codecs.lookup(encoding).name == "utf-8-sig" or "\n".encode(encoding) == b"\n"
 
 
 def iter_byte_lines(f, encoding: str, name) -> Iterator[tuple[int, str]]:
